@@ -1,0 +1,270 @@
+#include "libs/dist/collective_group.h"
+
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/version.h>
+#ifdef LETHE_WITH_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+
+#include <chrono>
+#include <exception>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "libs/status/status_macros.h"
+#include "libs/status/torch_status.h"
+
+namespace lethe {
+namespace {
+
+// LibTorch 1.x runs collectives on c10d::ProcessGroup subclasses; from 2.0
+// the Gloo and NCCL implementations are c10d::Backend subclasses.
+#if TORCH_VERSION_MAJOR >= 2
+using TorchCollectives = c10d::Backend;
+#else
+using TorchCollectives = c10d::ProcessGroup;
+#endif
+
+std::chrono::milliseconds ToChrono(absl::Duration duration) {
+  return std::chrono::milliseconds(absl::ToInt64Milliseconds(duration));
+}
+
+// Classifies an exception thrown by c10d while doing `what`.
+absl::Status CollectiveError(absl::string_view what,
+                             const std::exception& error) {
+  const absl::Status status = StatusFromException(what, error);
+  const absl::string_view message = status.message();
+  if (absl::StrContains(message, "imeout") ||
+      absl::StrContains(message, "imed out")) {
+    return absl::DeadlineExceededError(message);
+  }
+  if (absl::StrContains(message, "onnection") ||
+      absl::StrContains(message, "peer")) {
+    return absl::UnavailableError(message);
+  }
+  return status;
+}
+
+}  // namespace
+
+class CollectiveGroup::Backend {
+ public:
+  Backend(c10::intrusive_ptr<c10d::Store> store,
+          c10::intrusive_ptr<TorchCollectives> collectives,
+          absl::Duration timeout)
+      : store_(std::move(store)),
+        collectives_(std::move(collectives)),
+        timeout_(timeout) {}
+
+  absl::Status AllReduce(std::vector<at::Tensor>& tensors,
+                         absl::string_view what) {
+    try {
+      c10d::AllreduceOptions options;
+      options.reduceOp = c10d::ReduceOp::SUM;
+      collectives_->allreduce(tensors, options)->wait(ToChrono(timeout_));
+      return absl::OkStatus();
+    } catch (const std::exception& error) {
+      return CollectiveError(what, error);
+    }
+  }
+
+  absl::Status Barrier() {
+    try {
+      collectives_->barrier()->wait(ToChrono(timeout_));
+      return absl::OkStatus();
+    } catch (const std::exception& error) {
+      return CollectiveError("barrier", error);
+    }
+  }
+
+ private:
+  c10::intrusive_ptr<c10d::Store> store_;
+  c10::intrusive_ptr<TorchCollectives> collectives_;
+  absl::Duration timeout_;
+};
+
+absl::StatusOr<CollectiveBackend> ParseCollectiveBackend(
+    absl::string_view name) {
+  if (name == "gloo") return CollectiveBackend::kGloo;
+  if (name == "nccl") return CollectiveBackend::kNccl;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown collective backend '", name,
+                   "': expected 'gloo' or 'nccl'"));
+}
+
+RendezvousStore::RendezvousStore(c10::intrusive_ptr<c10d::Store> store,
+                                 int port)
+    : store_(std::move(store)), port_(port) {}
+
+RendezvousStore::~RendezvousStore() = default;
+
+absl::StatusOr<std::unique_ptr<RendezvousStore>> RendezvousStore::Start(
+    const std::string& host, int port) {
+  if (port < 0 || port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rendezvous port ", port, " is out of range"));
+  }
+  try {
+    c10d::TCPStoreOptions options;
+    options.port = static_cast<uint16_t>(port);
+    options.isServer = true;
+    options.waitWorkers = false;
+    auto store = c10::make_intrusive<c10d::TCPStore>(host, options);
+    const int bound_port = store->getPort();
+    return std::unique_ptr<RendezvousStore>(
+        new RendezvousStore(std::move(store), bound_port));
+  } catch (const std::exception& error) {
+    return absl::UnavailableError(
+        StatusFromException(
+            absl::StrCat("starting the rendezvous store on ", host, ":", port),
+            error)
+            .message());
+  }
+}
+
+CollectiveGroup::CollectiveGroup(std::unique_ptr<Backend> backend, int rank,
+                                 int world_size)
+    : backend_(std::move(backend)), rank_(rank), world_size_(world_size) {}
+
+CollectiveGroup::~CollectiveGroup() = default;
+
+absl::StatusOr<std::unique_ptr<CollectiveGroup>> CollectiveGroup::Join(
+    const RendezvousSpec& spec) {
+  if (spec.world_size < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("world_size must be at least 1, got ", spec.world_size));
+  }
+  if (spec.rank < 0 || spec.rank >= spec.world_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "rank ", spec.rank, " is outside [0, ", spec.world_size, ")"));
+  }
+  if (spec.store_port <= 0 || spec.store_port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("store_port ", spec.store_port, " is out of range"));
+  }
+  if (spec.prefix.empty()) {
+    return absl::InvalidArgumentError(
+        "prefix must name the attempt, e.g. 'job-7/attempt-0'");
+  }
+  if (spec.timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("timeout must be positive");
+  }
+#ifndef LETHE_WITH_NCCL
+  if (spec.backend == CollectiveBackend::kNccl) {
+    return absl::FailedPreconditionError(
+        "this build of Lethe has no NCCL support: build with the CMake mirror "
+        "against a CUDA LibTorch and -DLETHE_WITH_NCCL=ON");
+  }
+#endif
+
+  const std::string where = absl::StrCat(
+      "joining rank ", spec.rank, " of ", spec.world_size, " via ",
+      spec.store_host, ":", spec.store_port, "/", spec.prefix);
+  try {
+    c10d::TCPStoreOptions store_options;
+    store_options.port = static_cast<uint16_t>(spec.store_port);
+    store_options.isServer = false;
+    store_options.timeout = ToChrono(spec.timeout);
+    auto tcp_store =
+        c10::make_intrusive<c10d::TCPStore>(spec.store_host, store_options);
+    auto store = c10::make_intrusive<c10d::PrefixStore>(spec.prefix, tcp_store);
+
+    c10::intrusive_ptr<TorchCollectives> collectives;
+    if (spec.backend == CollectiveBackend::kGloo) {
+      auto options = c10d::ProcessGroupGloo::Options::create(
+          ToChrono(spec.timeout));
+      options->devices.push_back(
+          c10d::ProcessGroupGloo::createDeviceForHostname(spec.local_address));
+      collectives = c10::make_intrusive<c10d::ProcessGroupGloo>(
+          store, spec.rank, spec.world_size, options);
+    } else {
+#ifdef LETHE_WITH_NCCL
+      auto options = c10d::ProcessGroupNCCL::Options::create();
+      options->timeout = ToChrono(spec.timeout);
+      collectives = c10::make_intrusive<c10d::ProcessGroupNCCL>(
+          store, spec.rank, spec.world_size, options);
+#endif
+    }
+    auto backend = std::make_unique<Backend>(std::move(store),
+                                             std::move(collectives),
+                                             spec.timeout);
+    std::unique_ptr<CollectiveGroup> group(
+        new CollectiveGroup(std::move(backend), spec.rank, spec.world_size));
+    // Gloo connects lazily on some versions; a barrier makes Join return only
+    // once every rank is really there.
+    RETURN_IF_ERROR(group->Barrier());
+    return group;
+  } catch (const std::exception& error) {
+    return CollectiveError(where, error);
+  }
+}
+
+absl::Status CollectiveGroup::AllReduceFlat(at::Tensor& flat) {
+  std::vector<at::Tensor> bucket = {flat};
+  return backend_->AllReduce(
+      bucket, absl::StrCat("all-reduce of ", flat.numel(), " ",
+                           c10::toString(flat.scalar_type()), " values over ",
+                           world_size_, " ranks"));
+}
+
+absl::Status CollectiveGroup::AllReduceSum(std::vector<at::Tensor>& tensors,
+                                           int64_t bucket_bytes) {
+  if (bucket_bytes <= 0) {
+    return absl::InvalidArgumentError("bucket_bytes must be positive");
+  }
+  for (const at::Tensor& tensor : tensors) {
+    if (!tensor.defined()) {
+      return absl::InvalidArgumentError("all-reduce of an undefined tensor");
+    }
+  }
+  // Greedy buckets of consecutive tensors sharing dtype and device.
+  size_t begin = 0;
+  while (begin < tensors.size()) {
+    size_t end = begin;
+    int64_t bytes = 0;
+    while (end < tensors.size() &&
+           tensors[end].scalar_type() == tensors[begin].scalar_type() &&
+           tensors[end].device() == tensors[begin].device() &&
+           (end == begin ||
+            bytes + tensors[end].nbytes() <= static_cast<size_t>(bucket_bytes))) {
+      bytes += tensors[end].nbytes();
+      ++end;
+    }
+    at::Tensor flat;
+    RETURN_IF_ERROR(CallTorch("packing an all-reduce bucket", [&] {
+      std::vector<at::Tensor> flat_views;
+      flat_views.reserve(end - begin);
+      for (size_t i = begin; i < end; ++i) {
+        flat_views.push_back(tensors[i].reshape({-1}));
+      }
+      flat = torch::cat(flat_views);
+    }));
+    RETURN_IF_ERROR(AllReduceFlat(flat));
+    RETURN_IF_ERROR(CallTorch("unpacking an all-reduce bucket", [&] {
+      int64_t offset = 0;
+      for (size_t i = begin; i < end; ++i) {
+        const int64_t count = tensors[i].numel();
+        tensors[i].copy_(flat.narrow(0, offset, count).view_as(tensors[i]));
+        offset += count;
+      }
+    }));
+    begin = end;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CollectiveGroup::AllReduceMean(std::vector<at::Tensor>& tensors,
+                                            int64_t bucket_bytes) {
+  RETURN_IF_ERROR(AllReduceSum(tensors, bucket_bytes));
+  if (world_size_ == 1) return absl::OkStatus();
+  return CallTorch("averaging all-reduced tensors", [&] {
+    for (at::Tensor& tensor : tensors) tensor.div_(world_size_);
+  });
+}
+
+absl::Status CollectiveGroup::Barrier() { return backend_->Barrier(); }
+
+}  // namespace lethe

@@ -1,0 +1,112 @@
+// Process groups for data-parallel training: rendezvous over a c10d TCPStore
+// and all-reduce of gradient tensors, with Gloo (CPU) or NCCL (CUDA builds
+// with LETHE_WITH_NCCL).
+//
+//   // One process (the coordinator, or rank 0) hosts the store:
+//   ASSIGN_OR_RETURN(auto store, RendezvousStore::Start("127.0.0.1", 0));
+//   // Every rank joins with the store's address and an attempt prefix:
+//   ASSIGN_OR_RETURN(auto group, CollectiveGroup::Join(
+//       {.store_host = "127.0.0.1", .store_port = store->port(),
+//        .prefix = "job-7/attempt-0", .rank = r, .world_size = n}));
+//   RETURN_IF_ERROR(group->AllReduceMean(gradients));
+//
+// Every call returns a Status instead of throwing; a peer that dies or never
+// arrives turns into an error within the spec's timeout, never a hang.
+#ifndef LETHE_LIBS_DIST_COLLECTIVE_GROUP_H_
+#define LETHE_LIBS_DIST_COLLECTIVE_GROUP_H_
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+
+namespace c10d {
+class Store;
+}  // namespace c10d
+
+namespace lethe {
+
+enum class CollectiveBackend { kGloo, kNccl };
+
+// Parses "gloo" or "nccl".
+absl::StatusOr<CollectiveBackend> ParseCollectiveBackend(absl::string_view name);
+
+// A TCPStore server that the ranks of one or more groups rendezvous on.
+class RendezvousStore {
+ public:
+  // Listens on host:port; port 0 picks a free port (read it with port()).
+  static absl::StatusOr<std::unique_ptr<RendezvousStore>> Start(
+      const std::string& host, int port);
+  ~RendezvousStore();
+
+  int port() const { return port_; }
+
+ private:
+  RendezvousStore(c10::intrusive_ptr<c10d::Store> store, int port);
+
+  c10::intrusive_ptr<c10d::Store> store_;
+  int port_;
+};
+
+struct RendezvousSpec {
+  std::string store_host;
+  int store_port = 0;
+  // Keys of this group live under this prefix, so retried attempts of a job
+  // never see an earlier attempt's keys.
+  std::string prefix;
+  int rank = 0;
+  int world_size = 1;
+  CollectiveBackend backend = CollectiveBackend::kGloo;
+  // Address this rank's Gloo transport binds to; peers connect to it.
+  std::string local_address = "127.0.0.1";
+  // Bound on rendezvous and on every collective; a dead peer surfaces as an
+  // error after at most this long.
+  absl::Duration timeout = absl::Seconds(60);
+};
+
+class CollectiveGroup {
+ public:
+  // Connects to the store and waits for all world_size ranks.
+  // INVALID_ARGUMENT for an inconsistent spec; DEADLINE_EXCEEDED or
+  // UNAVAILABLE when the store or the peers cannot be reached in time;
+  // FAILED_PRECONDITION for NCCL in a build without it.
+  static absl::StatusOr<std::unique_ptr<CollectiveGroup>> Join(
+      const RendezvousSpec& spec);
+  ~CollectiveGroup();
+
+  int rank() const { return rank_; }
+  int world_size() const { return world_size_; }
+
+  // Replaces each tensor by its element-wise sum over all ranks. Tensors may
+  // differ in shape and dtype; they are packed into flat buckets of at most
+  // `bucket_bytes` (a single larger tensor gets a bucket of its own).
+  absl::Status AllReduceSum(std::vector<at::Tensor>& tensors,
+                            int64_t bucket_bytes = kDefaultBucketBytes);
+  // Same, divided by world_size: the average gradient of data parallelism.
+  absl::Status AllReduceMean(std::vector<at::Tensor>& tensors,
+                             int64_t bucket_bytes = kDefaultBucketBytes);
+  // Returns once every rank has called Barrier.
+  absl::Status Barrier();
+
+  static constexpr int64_t kDefaultBucketBytes = 25 << 20;
+
+ private:
+  class Backend;
+  CollectiveGroup(std::unique_ptr<Backend> backend, int rank, int world_size);
+  absl::Status AllReduceFlat(at::Tensor& flat);
+
+  std::unique_ptr<Backend> backend_;
+  int rank_;
+  int world_size_;
+};
+
+}  // namespace lethe
+
+#endif  // LETHE_LIBS_DIST_COLLECTIVE_GROUP_H_

@@ -1,0 +1,252 @@
+// Runs real multi-process groups: the test binary re-executes itself as the
+// ranks (selected by LETHE_COLLECTIVE_TEST_ROLE), over a TCPStore that the
+// test process hosts on a free port.
+#include "libs/dist/collective_group.h"
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <iostream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "libs/subprocess/subprocess.h"
+
+namespace lethe {
+namespace {
+
+constexpr char kRoleVariable[] = "LETHE_COLLECTIVE_TEST_ROLE";
+
+int EnvInt(const char* name) {
+  int value = -1;
+  const char* text = std::getenv(name);
+  if (text == nullptr || !absl::SimpleAtoi(text, &value)) {
+    std::cerr << "missing integer environment variable " << name << "\n";
+    std::exit(2);
+  }
+  return value;
+}
+
+RendezvousSpec SpecFromEnvironment() {
+  RendezvousSpec spec;
+  spec.store_host = "127.0.0.1";
+  spec.store_port = EnvInt("LETHE_TEST_STORE_PORT");
+  spec.prefix = std::getenv("LETHE_TEST_PREFIX");
+  spec.rank = EnvInt("LETHE_TEST_RANK");
+  spec.world_size = 2;
+  spec.timeout = absl::Seconds(10);
+  return spec;
+}
+
+// Rank body: averages tensors of several shapes and dtypes in small buckets
+// and checks the result against the closed-form mean over ranks 0 and 1.
+int RunAverageRank() {
+  const RendezvousSpec spec = SpecFromEnvironment();
+  absl::StatusOr<std::unique_ptr<CollectiveGroup>> group =
+      CollectiveGroup::Join(spec);
+  if (!group.ok()) {
+    std::cerr << "rank " << spec.rank << ": " << group.status() << "\n";
+    return 1;
+  }
+  const double r = spec.rank;
+  std::vector<at::Tensor> tensors = {
+      torch::full({3, 4}, r + 1.0),
+      torch::arange(5, torch::kFloat64) * (r + 1.0),
+      torch::full({7}, r * 10.0),
+      torch::full({2}, r - 4.0),
+  };
+  // 32-byte buckets: the 48-byte first tensor travels alone, the others are
+  // packed by dtype.
+  absl::Status status = (*group)->AllReduceMean(tensors, /*bucket_bytes=*/32);
+  if (!status.ok()) {
+    std::cerr << "rank " << spec.rank << ": " << status << "\n";
+    return 1;
+  }
+  const std::vector<at::Tensor> expected = {
+      torch::full({3, 4}, 1.5),
+      torch::arange(5, torch::kFloat64) * 1.5,
+      torch::full({7}, 5.0),
+      torch::full({2}, -3.5),
+  };
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (!torch::allclose(tensors[i], expected[i])) {
+      std::cerr << "rank " << spec.rank << ": tensor " << i << " is "
+                << tensors[i] << ", expected " << expected[i] << "\n";
+      return 1;
+    }
+  }
+  std::vector<at::Tensor> counts = {torch::full({1}, spec.rank + 1,
+                                                torch::kInt64)};
+  status = (*group)->AllReduceSum(counts);
+  if (!status.ok() || counts[0].item<int64_t>() != 3) {
+    std::cerr << "rank " << spec.rank << ": integer sum failed: " << status
+              << "\n";
+    return 1;
+  }
+  return 0;
+}
+
+// Rank 1 of the peer-death scenario: joins, then dies without a word.
+int RunDyingRank() {
+  absl::StatusOr<std::unique_ptr<CollectiveGroup>> group =
+      CollectiveGroup::Join(SpecFromEnvironment());
+  if (!group.ok()) return 1;
+  _exit(0);
+}
+
+// Rank 0 of the peer-death scenario: its all-reduce must fail, not hang.
+int RunSurvivingRank() {
+  absl::StatusOr<std::unique_ptr<CollectiveGroup>> group =
+      CollectiveGroup::Join(SpecFromEnvironment());
+  if (!group.ok()) {
+    std::cerr << "survivor could not join: " << group.status() << "\n";
+    return 1;
+  }
+  absl::SleepFor(absl::Milliseconds(500));
+  std::vector<at::Tensor> tensors = {torch::ones({1024})};
+  absl::Status status = (*group)->AllReduceMean(tensors);
+  if (status.ok()) {
+    std::cerr << "all-reduce with a dead peer succeeded\n";
+    return 1;
+  }
+  std::cerr << "survivor saw: " << status << "\n";
+  return 0;
+}
+
+class CollectiveGroupTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<std::unique_ptr<RendezvousStore>> store =
+        RendezvousStore::Start("127.0.0.1", 0);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+    ASSERT_GT(store_->port(), 0);
+  }
+
+  Subprocess StartRank(const std::string& role, int rank,
+                       const std::string& prefix) {
+    absl::StatusOr<Subprocess> child = Subprocess::Start(
+        {"/proc/self/exe"},
+        {{kRoleVariable, role},
+         {"LETHE_TEST_RANK", absl::StrCat(rank)},
+         {"LETHE_TEST_STORE_PORT", absl::StrCat(store_->port())},
+         {"LETHE_TEST_PREFIX", prefix},
+         {"OMP_NUM_THREADS", "1"}});
+    EXPECT_TRUE(child.ok()) << child.status();
+    return *std::move(child);
+  }
+
+  static void ExpectSuccessWithin(Subprocess& child, absl::Duration timeout,
+                                  const std::string& who) {
+    absl::StatusOr<std::optional<ExitStatus>> exit = child.WaitFor(timeout);
+    ASSERT_TRUE(exit.ok()) << exit.status();
+    ASSERT_TRUE(exit->has_value()) << who << " still running after " << timeout;
+    EXPECT_TRUE((*exit)->success()) << who << " " << (*exit)->ToString();
+  }
+
+  std::unique_ptr<RendezvousStore> store_;
+};
+
+TEST_F(CollectiveGroupTest, TwoProcessesAverageTensorsOfMixedShapesAndDtypes) {
+  Subprocess rank0 = StartRank("average", 0, "average/attempt-0");
+  Subprocess rank1 = StartRank("average", 1, "average/attempt-0");
+  ExpectSuccessWithin(rank0, absl::Seconds(60), "rank 0");
+  ExpectSuccessWithin(rank1, absl::Seconds(60), "rank 1");
+}
+
+TEST_F(CollectiveGroupTest, PeerDeathTurnsIntoAnErrorNotAHang) {
+  Subprocess survivor = StartRank("survivor", 0, "death/attempt-0");
+  Subprocess dying = StartRank("dying", 1, "death/attempt-0");
+  ExpectSuccessWithin(dying, absl::Seconds(60), "dying rank");
+  ExpectSuccessWithin(survivor, absl::Seconds(60), "surviving rank");
+}
+
+TEST_F(CollectiveGroupTest, MissingPeerMakesJoinFailWithinTimeout) {
+  RendezvousSpec spec;
+  spec.store_host = "127.0.0.1";
+  spec.store_port = store_->port();
+  spec.prefix = "lonely/attempt-0";
+  spec.rank = 0;
+  spec.world_size = 2;
+  spec.timeout = absl::Seconds(2);
+  const absl::Time start = absl::Now();
+  absl::StatusOr<std::unique_ptr<CollectiveGroup>> group =
+      CollectiveGroup::Join(spec);
+  EXPECT_FALSE(group.ok());
+  EXPECT_EQ(group.status().code(), absl::StatusCode::kDeadlineExceeded)
+      << group.status();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(20));
+}
+
+TEST_F(CollectiveGroupTest, SingleRankGroupIsTheIdentity) {
+  RendezvousSpec spec;
+  spec.store_host = "127.0.0.1";
+  spec.store_port = store_->port();
+  spec.prefix = "single/attempt-0";
+  absl::StatusOr<std::unique_ptr<CollectiveGroup>> group =
+      CollectiveGroup::Join(spec);
+  ASSERT_TRUE(group.ok()) << group.status();
+  std::vector<at::Tensor> tensors = {torch::arange(6.0).view({2, 3})};
+  ASSERT_TRUE((*group)->AllReduceMean(tensors).ok());
+  EXPECT_TRUE(torch::equal(tensors[0], torch::arange(6.0).view({2, 3})));
+}
+
+TEST(CollectiveGroupSpecTest, RejectsInconsistentSpecs) {
+  RendezvousSpec spec;
+  spec.store_host = "127.0.0.1";
+  spec.store_port = 1234;
+  spec.prefix = "p";
+  spec.world_size = 2;
+  spec.rank = 2;
+  EXPECT_EQ(CollectiveGroup::Join(spec).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  spec.rank = 0;
+  spec.prefix = "";
+  EXPECT_EQ(CollectiveGroup::Join(spec).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  spec.prefix = "p";
+  spec.store_port = 0;
+  EXPECT_EQ(CollectiveGroup::Join(spec).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+#ifndef LETHE_WITH_NCCL
+TEST(CollectiveGroupSpecTest, NcclNeedsAnNcclBuild) {
+  RendezvousSpec spec;
+  spec.store_host = "127.0.0.1";
+  spec.store_port = 1234;
+  spec.prefix = "p";
+  spec.backend = CollectiveBackend::kNccl;
+  absl::Status status = CollectiveGroup::Join(spec).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(status.message().find("LETHE_WITH_NCCL"), std::string::npos);
+}
+#endif
+
+TEST(CollectiveGroupSpecTest, ParsesBackendNames) {
+  EXPECT_EQ(*ParseCollectiveBackend("gloo"), CollectiveBackend::kGloo);
+  EXPECT_EQ(*ParseCollectiveBackend("nccl"), CollectiveBackend::kNccl);
+  EXPECT_EQ(ParseCollectiveBackend("mpi").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace lethe
+
+int main(int argc, char** argv) {
+  if (const char* role = std::getenv(lethe::kRoleVariable)) {
+    const std::string name = role;
+    if (name == "average") return lethe::RunAverageRank();
+    if (name == "dying") return lethe::RunDyingRank();
+    if (name == "survivor") return lethe::RunSurvivingRank();
+    std::cerr << "unknown role " << name << "\n";
+    return 2;
+  }
+  ::testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}
