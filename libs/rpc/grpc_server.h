@@ -1,0 +1,60 @@
+// A gRPC server with the parts every Lethe server has: the standard health
+// service (grpc.health.v1.Health) and server reflection, bound to an address
+// whose port may be 0 (the chosen port is read back).
+//
+//   JobsService jobs(...);
+//   ASSIGN_OR_RETURN(std::unique_ptr<GrpcServer> server,
+//                    GrpcServer::Start("127.0.0.1:0", {&jobs}));
+//   LOG(INFO) << "listening on " << server->address();
+//   server->SetServing("lethe.v1.Jobs", true);
+//   ...
+//   server->Shutdown(absl::Seconds(5));
+#ifndef LETHE_LIBS_RPC_GRPC_SERVER_H_
+#define LETHE_LIBS_RPC_GRPC_SERVER_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace lethe {
+
+class GrpcServer {
+ public:
+  // Serves `services` (not owned; they must outlive the server) on
+  // `address` ("host:port"), insecure transport. INVALID_ARGUMENT for a
+  // malformed address, UNAVAILABLE when the port cannot be bound.
+  static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(
+      const std::string& address, const std::vector<grpc::Service*>& services);
+  ~GrpcServer();
+
+  int port() const { return port_; }
+  // "host:port" with the bound port.
+  const std::string& address() const { return address_; }
+
+  // Health status reported for `service` ("" is the server as a whole,
+  // which starts SERVING).
+  void SetServing(const std::string& service, bool serving);
+
+  // Stops accepting calls and cancels those still running after `grace`.
+  void Shutdown(absl::Duration grace);
+  // Blocks until Shutdown has completed.
+  void Wait();
+
+ private:
+  GrpcServer(std::unique_ptr<grpc::Server> server, std::string address,
+             int port);
+
+  std::unique_ptr<grpc::Server> server_;
+  std::string address_;
+  int port_;
+};
+
+}  // namespace lethe
+
+#endif  // LETHE_LIBS_RPC_GRPC_SERVER_H_
