@@ -1,5 +1,6 @@
 #include "libs/subprocess/subprocess.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -24,7 +25,8 @@ std::string ExitStatus::ToString() const {
 
 absl::StatusOr<Subprocess> Subprocess::Start(
     const std::vector<std::string>& argv,
-    const std::map<std::string, std::string>& extra_env) {
+    const std::map<std::string, std::string>& extra_env,
+    const OutputRedirect& output) {
   if (argv.empty() || argv[0].empty()) {
     return absl::InvalidArgumentError("Subprocess::Start needs a program");
   }
@@ -48,9 +50,27 @@ absl::StatusOr<Subprocess> Subprocess::Start(
   for (std::string& arg : argv_copy) argv_pointers.push_back(arg.data());
   argv_pointers.push_back(nullptr);
 
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  constexpr int kOutputFlags = O_WRONLY | O_CREAT | O_TRUNC;
+  if (!output.stdout_path.empty()) {
+    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO,
+                                     output.stdout_path.c_str(), kOutputFlags,
+                                     0644);
+  }
+  if (!output.stderr_path.empty()) {
+    if (output.stderr_path == output.stdout_path) {
+      posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
+    } else {
+      posix_spawn_file_actions_addopen(&actions, STDERR_FILENO,
+                                       output.stderr_path.c_str(),
+                                       kOutputFlags, 0644);
+    }
+  }
   pid_t pid = -1;
-  const int error = posix_spawnp(&pid, argv_pointers[0], nullptr, nullptr,
+  const int error = posix_spawnp(&pid, argv_pointers[0], &actions, nullptr,
                                  argv_pointers.data(), env_pointers.data());
+  posix_spawn_file_actions_destroy(&actions);
   if (error == ENOENT) {
     return absl::NotFoundError(
         absl::StrCat("cannot start '", argv[0], "': no such program"));

@@ -7,7 +7,7 @@
 //   if (!exit.success()) return absl::InternalError(exit.ToString());
 //
 // The child inherits the environment (plus `extra_env`) and the standard
-// streams. A Subprocess still running when destroyed is killed (SIGKILL) and
+// streams, unless they are redirected to files. A Subprocess still running when destroyed is killed (SIGKILL) and
 // reaped, so no child outlives its owner by accident.
 #ifndef LETHE_LIBS_SUBPROCESS_SUBPROCESS_H_
 #define LETHE_LIBS_SUBPROCESS_SUBPROCESS_H_
@@ -36,13 +36,21 @@ struct ExitStatus {
   std::string ToString() const;
 };
 
+// Where the child's standard output and error go: empty inherits the
+// parent's; a path is created or truncated, and both may name one file.
+struct OutputRedirect {
+  std::string stdout_path;
+  std::string stderr_path;
+};
+
 class Subprocess {
  public:
   // Starts `argv[0]` (a path, or a name looked up on PATH). NOT_FOUND when
   // the program does not exist, INTERNAL when it cannot be started.
   static absl::StatusOr<Subprocess> Start(
       const std::vector<std::string>& argv,
-      const std::map<std::string, std::string>& extra_env = {});
+      const std::map<std::string, std::string>& extra_env = {},
+      const OutputRedirect& output = {});
 
   Subprocess(Subprocess&& other) noexcept;
   Subprocess& operator=(Subprocess&& other) noexcept;

@@ -2,13 +2,23 @@
 
 #include <signal.h>
 
+#include <fstream>
 #include <optional>
+#include <sstream>
+#include <string>
 
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 
 namespace lethe {
 namespace {
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream contents;
+  contents << in.rdbuf();
+  return contents.str();
+}
 
 TEST(SubprocessTest, ReportsExitCode) {
   absl::StatusOr<Subprocess> child =
@@ -51,6 +61,23 @@ TEST(SubprocessTest, WaitForTimesOutThenSignalKills) {
   EXPECT_EQ((*late)->signal, SIGKILL);
   EXPECT_EQ(child->Signal(SIGTERM).code(),
             absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(SubprocessTest, RedirectsOutputToFiles) {
+  const std::string out = testing::TempDir() + "/subprocess_out.txt";
+  const std::string both = testing::TempDir() + "/subprocess_both.txt";
+  absl::StatusOr<Subprocess> child =
+      Subprocess::Start({"sh", "-c", "echo to-out; echo to-err >&2"}, {},
+                        {.stdout_path = out, .stderr_path = ""});
+  ASSERT_TRUE(child.ok()) << child.status();
+  ASSERT_TRUE(child->Wait().ok());
+  EXPECT_EQ(ReadFile(out), "to-out\n");
+
+  child = Subprocess::Start({"sh", "-c", "echo to-out; echo to-err >&2"}, {},
+                            {.stdout_path = both, .stderr_path = both});
+  ASSERT_TRUE(child.ok()) << child.status();
+  ASSERT_TRUE(child->Wait().ok());
+  EXPECT_EQ(ReadFile(both), "to-out\nto-err\n");
 }
 
 TEST(SubprocessTest, MissingProgramIsNotFound) {

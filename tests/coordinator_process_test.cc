@@ -1,0 +1,168 @@
+// Starts the real lethe-coordinator binary and talks to it the way users and
+// Prometheus do: the `lethe` CLI over gRPC, and HTTP for /metrics.
+//
+// Usage: coordinator_process_test COORDINATOR_BINARY LETHE_BINARY
+#include <signal.h>
+
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "libs/net/host_port.h"
+#include "libs/net/http_client.h"
+#include "libs/subprocess/subprocess.h"
+#include "nlohmann/json.hpp"
+
+namespace lethe {
+namespace {
+
+std::string coordinator_binary;
+std::string lethe_binary;
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream contents;
+  contents << in.rdbuf();
+  return contents.str();
+}
+
+std::string TempPath(const std::string& name) {
+  const std::string path = absl::StrCat(testing::TempDir(), "/", name);
+  std::remove(path.c_str());
+  return path;
+}
+
+// Runs `lethe ARGS...` to completion; its output goes to `output_path`.
+ExitStatus RunCli(const std::vector<std::string>& args,
+                  const std::string& output_path) {
+  std::vector<std::string> argv = {lethe_binary};
+  argv.insert(argv.end(), args.begin(), args.end());
+  absl::StatusOr<Subprocess> cli = Subprocess::Start(
+      argv, {}, {.stdout_path = output_path, .stderr_path = output_path});
+  EXPECT_TRUE(cli.ok()) << cli.status();
+  absl::StatusOr<ExitStatus> exit = cli->Wait();
+  EXPECT_TRUE(exit.ok()) << exit.status();
+  return *exit;
+}
+
+struct RunningCoordinator {
+  Subprocess process;
+  std::string grpc_address;
+  std::string metrics_url;
+};
+
+// Starts a coordinator on free ports and waits for its ready file.
+RunningCoordinator StartCoordinator(const std::string& name) {
+  const std::string ready_file = TempPath(name + ".ready.json");
+  absl::StatusOr<Subprocess> process = Subprocess::Start(
+      {coordinator_binary, "--listen=127.0.0.1:0",
+       "--metrics_address=127.0.0.1:0",
+       absl::StrCat("--ready_file=", ready_file)},
+      {}, {.stdout_path = TempPath(name + ".log"),
+           .stderr_path = TempPath(name + ".log")});
+  EXPECT_TRUE(process.ok()) << process.status();
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (ReadFile(ready_file).empty() && absl::Now() < deadline &&
+         process->running()) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  const std::string ready = ReadFile(ready_file);
+  EXPECT_FALSE(ready.empty()) << "no ready file; log:\n"
+                              << ReadFile(TempPath(name + ".log"));
+  RunningCoordinator coordinator{*std::move(process), "", ""};
+  if (!ready.empty()) {
+    const nlohmann::json parsed = nlohmann::json::parse(ready);
+    coordinator.grpc_address = parsed.at("grpc_address");
+    coordinator.metrics_url = parsed.at("metrics_url");
+  }
+  return coordinator;
+}
+
+TEST(CoordinatorProcessTest, ServesHealthAndMetricsThenStopsOnSigterm) {
+  RunningCoordinator coordinator = StartCoordinator("serving");
+  ASSERT_FALSE(coordinator.grpc_address.empty());
+
+  const std::string health_output = TempPath("health.out");
+  const ExitStatus health = RunCli(
+      {"health", absl::StrCat("--coordinator=", coordinator.grpc_address)},
+      health_output);
+  EXPECT_TRUE(health.success()) << health.ToString() << ReadFile(health_output);
+  EXPECT_TRUE(absl::StrContains(ReadFile(health_output), "SERVING"));
+
+  // metrics_url is http://127.0.0.1:PORT/metrics.
+  const std::string host_port = coordinator.metrics_url.substr(
+      7, coordinator.metrics_url.size() - 7 - 8);
+  std::string host;
+  int port = 0;
+  ASSERT_TRUE(ParseHostPort(host_port, &host, &port).ok()) << host_port;
+  absl::StatusOr<HttpResponse> metrics = HttpGet(host, port, "/metrics");
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  EXPECT_EQ(metrics->status_code, 200);
+  EXPECT_TRUE(absl::StrContains(metrics->body,
+                                "lethe_build_info{component=\"coordinator\""))
+      << metrics->body;
+
+  ASSERT_TRUE(coordinator.process.Signal(SIGTERM).ok());
+  absl::StatusOr<std::optional<ExitStatus>> exit =
+      coordinator.process.WaitFor(absl::Seconds(15));
+  ASSERT_TRUE(exit.ok() && exit->has_value()) << "no exit after SIGTERM";
+  EXPECT_TRUE((*exit)->success()) << (*exit)->ToString();
+
+  // Once it has stopped, the CLI reports it cannot reach it.
+  const ExitStatus after = RunCli(
+      {"health", absl::StrCat("--coordinator=", coordinator.grpc_address),
+       "--timeout_seconds=1"},
+      health_output);
+  EXPECT_EQ(after.code, 1) << after.ToString();
+  EXPECT_TRUE(absl::StrContains(ReadFile(health_output), "cannot reach"))
+      << ReadFile(health_output);
+}
+
+TEST(CoordinatorProcessTest, BusyPortMakesASecondCoordinatorExitWithReason) {
+  RunningCoordinator first = StartCoordinator("first");
+  ASSERT_FALSE(first.grpc_address.empty());
+  const std::string log = TempPath("second.log");
+  absl::StatusOr<Subprocess> second = Subprocess::Start(
+      {coordinator_binary, absl::StrCat("--listen=", first.grpc_address),
+       "--metrics_address=127.0.0.1:0"},
+      {}, {.stdout_path = log, .stderr_path = log});
+  ASSERT_TRUE(second.ok());
+  absl::StatusOr<std::optional<ExitStatus>> exit =
+      second->WaitFor(absl::Seconds(15));
+  ASSERT_TRUE(exit.ok() && exit->has_value()) << "second coordinator kept running";
+  EXPECT_EQ((*exit)->code, 1) << (*exit)->ToString();
+  EXPECT_TRUE(absl::StrContains(ReadFile(log), first.grpc_address))
+      << ReadFile(log);
+}
+
+TEST(CliTest, UnknownCommandIsAUsageError) {
+  const std::string output = TempPath("usage.out");
+  const ExitStatus exit = RunCli({"frobnicate"}, output);
+  EXPECT_EQ(exit.code, 2) << exit.ToString();
+  EXPECT_TRUE(absl::StrContains(ReadFile(output), "unknown command 'frobnicate'"));
+}
+
+TEST(CliTest, VersionPrintsTheVersion) {
+  const std::string output = TempPath("version.out");
+  EXPECT_TRUE(RunCli({"version"}, output).success());
+  EXPECT_TRUE(absl::StartsWith(ReadFile(output), "lethe ")) << ReadFile(output);
+}
+
+}  // namespace
+}  // namespace lethe
+
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  if (argc != 3) {
+    std::cerr << "usage: " << argv[0] << " COORDINATOR_BINARY LETHE_BINARY\n";
+    return 2;
+  }
+  lethe::coordinator_binary = argv[1];
+  lethe::lethe_binary = argv[2];
+  return RUN_ALL_TESTS();
+}
