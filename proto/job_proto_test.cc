@@ -48,8 +48,7 @@ TEST(JobProtoTest, BinaryRoundTripIsExact) {
   ASSERT_TRUE(job.SerializeToString(&bytes));
   v1::Job parsed;
   ASSERT_TRUE(parsed.ParseFromString(bytes));
-  EXPECT_TRUE(MessageDifferencer::Equals(job, parsed))
-      << parsed.DebugString();
+  EXPECT_TRUE(MessageDifferencer::Equals(job, parsed)) << parsed.DebugString();
 }
 
 TEST(JobProtoTest, JsonRoundTripKeepsEveryField) {
@@ -62,8 +61,7 @@ TEST(JobProtoTest, JsonRoundTripKeepsEveryField) {
   EXPECT_NE(json.find("\"deadline\":\"3600s\""), std::string::npos) << json;
   v1::Job parsed;
   ASSERT_TRUE(JsonStringToMessage(json, &parsed).ok());
-  EXPECT_TRUE(MessageDifferencer::Equals(job, parsed))
-      << parsed.DebugString();
+  EXPECT_TRUE(MessageDifferencer::Equals(job, parsed)) << parsed.DebugString();
 }
 
 TEST(JobProtoTest, SpecFilesMayUseProtoFieldNames) {

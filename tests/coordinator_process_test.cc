@@ -59,12 +59,13 @@ struct RunningCoordinator {
 // Starts a coordinator on free ports and waits for its ready file.
 RunningCoordinator StartCoordinator(const std::string& name) {
   const std::string ready_file = TempPath(name + ".ready.json");
-  absl::StatusOr<Subprocess> process = Subprocess::Start(
-      {coordinator_binary, "--listen=127.0.0.1:0",
-       "--metrics_address=127.0.0.1:0",
-       absl::StrCat("--ready_file=", ready_file)},
-      {}, {.stdout_path = TempPath(name + ".log"),
-           .stderr_path = TempPath(name + ".log")});
+  absl::StatusOr<Subprocess> process =
+      Subprocess::Start({coordinator_binary, "--listen=127.0.0.1:0",
+                         "--metrics_address=127.0.0.1:0",
+                         absl::StrCat("--ready_file=", ready_file)},
+                        {},
+                        {.stdout_path = TempPath(name + ".log"),
+                         .stderr_path = TempPath(name + ".log")});
   EXPECT_TRUE(process.ok()) << process.status();
   const absl::Time deadline = absl::Now() + absl::Seconds(30);
   while (ReadFile(ready_file).empty() && absl::Now() < deadline &&
@@ -95,8 +96,8 @@ TEST(CoordinatorProcessTest, ServesHealthAndMetricsThenStopsOnSigterm) {
   EXPECT_TRUE(absl::StrContains(ReadFile(health_output), "SERVING"));
 
   // metrics_url is http://127.0.0.1:PORT/metrics.
-  const std::string host_port = coordinator.metrics_url.substr(
-      7, coordinator.metrics_url.size() - 7 - 8);
+  const std::string host_port =
+      coordinator.metrics_url.substr(7, coordinator.metrics_url.size() - 7 - 8);
   std::string host;
   int port = 0;
   ASSERT_TRUE(ParseHostPort(host_port, &host, &port).ok()) << host_port;
@@ -134,7 +135,8 @@ TEST(CoordinatorProcessTest, BusyPortMakesASecondCoordinatorExitWithReason) {
   ASSERT_TRUE(second.ok());
   absl::StatusOr<std::optional<ExitStatus>> exit =
       second->WaitFor(absl::Seconds(15));
-  ASSERT_TRUE(exit.ok() && exit->has_value()) << "second coordinator kept running";
+  ASSERT_TRUE(exit.ok() && exit->has_value())
+      << "second coordinator kept running";
   EXPECT_EQ((*exit)->code, 1) << (*exit)->ToString();
   EXPECT_TRUE(absl::StrContains(ReadFile(log), first.grpc_address))
       << ReadFile(log);
@@ -144,7 +146,8 @@ TEST(CliTest, UnknownCommandIsAUsageError) {
   const std::string output = TempPath("usage.out");
   const ExitStatus exit = RunCli({"frobnicate"}, output);
   EXPECT_EQ(exit.code, 2) << exit.ToString();
-  EXPECT_TRUE(absl::StrContains(ReadFile(output), "unknown command 'frobnicate'"));
+  EXPECT_TRUE(
+      absl::StrContains(ReadFile(output), "unknown command 'frobnicate'"));
 }
 
 TEST(CliTest, VersionPrintsTheVersion) {

@@ -1,9 +1,10 @@
 #include "libs/dist/collective_group.h"
 
+#include <torch/version.h>
+
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
-#include <torch/version.h>
 #ifdef LETHE_WITH_NCCL
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
@@ -90,9 +91,8 @@ absl::StatusOr<CollectiveBackend> ParseCollectiveBackend(
     absl::string_view name) {
   if (name == "gloo") return CollectiveBackend::kGloo;
   if (name == "nccl") return CollectiveBackend::kNccl;
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown collective backend '", name,
-                   "': expected 'gloo' or 'nccl'"));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown collective backend '", name, "': expected 'gloo' or 'nccl'"));
 }
 
 RendezvousStore::RendezvousStore(c10::intrusive_ptr<c10d::Store> store,
@@ -160,9 +160,9 @@ absl::StatusOr<std::unique_ptr<CollectiveGroup>> CollectiveGroup::Join(
   }
 #endif
 
-  const std::string where = absl::StrCat(
-      "joining rank ", spec.rank, " of ", spec.world_size, " via ",
-      spec.store_host, ":", spec.store_port, "/", spec.prefix);
+  const std::string where =
+      absl::StrCat("joining rank ", spec.rank, " of ", spec.world_size, " via ",
+                   spec.store_host, ":", spec.store_port, "/", spec.prefix);
   try {
     c10d::TCPStoreOptions store_options;
     store_options.port = static_cast<uint16_t>(spec.store_port);
@@ -174,8 +174,8 @@ absl::StatusOr<std::unique_ptr<CollectiveGroup>> CollectiveGroup::Join(
 
     c10::intrusive_ptr<TorchCollectives> collectives;
     if (spec.backend == CollectiveBackend::kGloo) {
-      auto options = c10d::ProcessGroupGloo::Options::create(
-          ToChrono(spec.timeout));
+      auto options =
+          c10d::ProcessGroupGloo::Options::create(ToChrono(spec.timeout));
       options->devices.push_back(
           c10d::ProcessGroupGloo::createDeviceForHostname(spec.local_address));
       collectives = c10::make_intrusive<c10d::ProcessGroupGloo>(
@@ -188,9 +188,8 @@ absl::StatusOr<std::unique_ptr<CollectiveGroup>> CollectiveGroup::Join(
           store, spec.rank, spec.world_size, options);
 #endif
     }
-    auto backend = std::make_unique<Backend>(std::move(store),
-                                             std::move(collectives),
-                                             spec.timeout);
+    auto backend = std::make_unique<Backend>(
+        std::move(store), std::move(collectives), spec.timeout);
     std::unique_ptr<CollectiveGroup> group(
         new CollectiveGroup(std::move(backend), spec.rank, spec.world_size));
     // Gloo connects lazily on some versions; a barrier makes Join return only
@@ -228,8 +227,8 @@ absl::Status CollectiveGroup::AllReduceSum(std::vector<at::Tensor>& tensors,
     while (end < tensors.size() &&
            tensors[end].scalar_type() == tensors[begin].scalar_type() &&
            tensors[end].device() == tensors[begin].device() &&
-           (end == begin ||
-            bytes + tensors[end].nbytes() <= static_cast<size_t>(bucket_bytes))) {
+           (end == begin || bytes + tensors[end].nbytes() <=
+                                static_cast<size_t>(bucket_bytes))) {
       bytes += tensors[end].nbytes();
       ++end;
     }

@@ -36,7 +36,8 @@ namespace lethe {
 enum class CollectiveBackend { kGloo, kNccl };
 
 // Parses "gloo" or "nccl".
-absl::StatusOr<CollectiveBackend> ParseCollectiveBackend(absl::string_view name);
+absl::StatusOr<CollectiveBackend> ParseCollectiveBackend(
+    absl::string_view name);
 
 // A TCPStore server that the ranks of one or more groups rendezvous on.
 class RendezvousStore {

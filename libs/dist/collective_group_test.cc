@@ -80,8 +80,8 @@ int RunAverageRank() {
       return 1;
     }
   }
-  std::vector<at::Tensor> counts = {torch::full({1}, spec.rank + 1,
-                                                torch::kInt64)};
+  std::vector<at::Tensor> counts = {
+      torch::full({1}, spec.rank + 1, torch::kInt64)};
   status = (*group)->AllReduceSum(counts);
   if (!status.ok() || counts[0].item<int64_t>() != 3) {
     std::cerr << "rank " << spec.rank << ": integer sum failed: " << status

@@ -29,8 +29,8 @@ absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(
   try {
     exposer = std::make_unique<prometheus::Exposer>(address, /*num_threads=*/2);
   } catch (const std::exception& error) {
-    return absl::UnavailableError(absl::StrCat(
-        "cannot serve metrics on ", address, ": ", error.what()));
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve metrics on ", address, ": ", error.what()));
   }
   const std::vector<int> ports = exposer->GetListeningPorts();
   if (ports.empty() || ports.front() <= 0) {

@@ -40,18 +40,18 @@ std::shared_ptr<prometheus::Registry> RegistryWithOneOfEach() {
 TEST(SerializeToTextTest, WritesTheTextExpositionFormat) {
   std::shared_ptr<prometheus::Registry> registry = RegistryWithOneOfEach();
   const std::string text = SerializeToText(*registry);
-  EXPECT_TRUE(absl::StrContains(
-      text, "# TYPE lethe_test_requests_total counter\n"))
+  EXPECT_TRUE(
+      absl::StrContains(text, "# TYPE lethe_test_requests_total counter\n"))
       << text;
   EXPECT_TRUE(absl::StrContains(
       text, "lethe_test_requests_total{method=\"GetJob\"} 3\n"))
       << text;
   EXPECT_TRUE(absl::StrContains(text, "lethe_test_queue_length 7\n")) << text;
-  EXPECT_TRUE(absl::StrContains(
-      text, "lethe_test_step_seconds_bucket{le=\"0.1\"} 0\n"))
+  EXPECT_TRUE(
+      absl::StrContains(text, "lethe_test_step_seconds_bucket{le=\"0.1\"} 0\n"))
       << text;
-  EXPECT_TRUE(absl::StrContains(
-      text, "lethe_test_step_seconds_bucket{le=\"1\"} 1\n"))
+  EXPECT_TRUE(
+      absl::StrContains(text, "lethe_test_step_seconds_bucket{le=\"1\"} 1\n"))
       << text;
   EXPECT_TRUE(absl::StrContains(text, "lethe_test_step_seconds_sum 0.5\n"))
       << text;

@@ -21,8 +21,8 @@ TEST(ParseHostPortTest, AcceptsHostPortAndBracketedIpv6) {
 TEST(ParseHostPortTest, RejectsMalformedAddressesNamingThem) {
   std::string host;
   int port = -1;
-  for (const char* bad : {"localhost", ":80", "host:", "host:http",
-                          "host:70000", "host:-1"}) {
+  for (const char* bad :
+       {"localhost", ":80", "host:", "host:http", "host:70000", "host:-1"}) {
     absl::Status status = ParseHostPort(bad, &host, &port);
     EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << bad;
     EXPECT_NE(status.message().find(bad), std::string::npos) << status;

@@ -85,9 +85,9 @@ absl::StatusOr<HttpResponse> HttpGet(const std::string& host, int port,
         absl::StrCat("GET ", url, ": ", strerror(connect_error)));
   }
 
-  const std::string request = absl::StrCat(
-      "GET ", path, " HTTP/1.0\r\nHost: ", host, ":", port,
-      "\r\nConnection: close\r\n\r\n");
+  const std::string request =
+      absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: ", host, ":", port,
+                   "\r\nConnection: close\r\n\r\n");
   size_t sent = 0;
   while (sent < request.size()) {
     if (absl::Status ready = WaitFor(socket_fd.get(), POLLOUT, deadline,

@@ -22,9 +22,9 @@ struct HttpResponse {
 // GETs `path` (with its query string, already URL-encoded) from an IPv4
 // host:port. UNAVAILABLE when nothing listens, DEADLINE_EXCEEDED past
 // `timeout`, DATA_LOSS for a malformed response.
-absl::StatusOr<HttpResponse> HttpGet(const std::string& host, int port,
-                                     const std::string& path,
-                                     absl::Duration timeout = absl::Seconds(10));
+absl::StatusOr<HttpResponse> HttpGet(
+    const std::string& host, int port, const std::string& path,
+    absl::Duration timeout = absl::Seconds(10));
 
 // Percent-encodes `text` for use inside a query string value.
 std::string UrlEncode(const std::string& text);

@@ -30,7 +30,7 @@ class OneShotServer {
       char buffer[4096];
       const ssize_t n = read(client, buffer, sizeof(buffer));
       request_.assign(buffer, n > 0 ? n : 0);
-      write(client, reply_.data(), reply_.size());
+      send(client, reply_.data(), reply_.size(), MSG_NOSIGNAL);
       close(client);
     });
   }

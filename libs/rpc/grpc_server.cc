@@ -36,14 +36,13 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(
   for (grpc::Service* service : services) builder.RegisterService(service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || bound_port == 0) {
-    return absl::UnavailableError(absl::StrCat(
-        "cannot serve gRPC on ", address,
-        ": the address is in use or not local to this machine"));
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve gRPC on ", address,
+                     ": the address is in use or not local to this machine"));
   }
-  const std::string bound_address =
-      absl::StrCat(host.find(':') == std::string::npos ? host
-                                                       : absl::StrCat("[", host, "]"),
-                   ":", bound_port);
+  const std::string bound_address = absl::StrCat(
+      host.find(':') == std::string::npos ? host : absl::StrCat("[", host, "]"),
+      ":", bound_port);
   return std::unique_ptr<GrpcServer>(
       new GrpcServer(std::move(server), bound_address, bound_port));
 }
@@ -54,8 +53,9 @@ void GrpcServer::SetServing(const std::string& service, bool serving) {
 
 void GrpcServer::Shutdown(absl::Duration grace) {
   if (server_ == nullptr) return;
-  server_->Shutdown(std::chrono::system_clock::now() +
-                    std::chrono::milliseconds(absl::ToInt64Milliseconds(grace)));
+  server_->Shutdown(
+      std::chrono::system_clock::now() +
+      std::chrono::milliseconds(absl::ToInt64Milliseconds(grace)));
 }
 
 void GrpcServer::Wait() { server_->Wait(); }

@@ -41,8 +41,7 @@ class GrpcServerTest : public ::testing::Test {
 
 TEST_F(GrpcServerTest, BindsAChosenPortAndReportsIt) {
   EXPECT_GT(server_->port(), 0);
-  EXPECT_EQ(server_->address(),
-            "127.0.0.1:" + std::to_string(server_->port()));
+  EXPECT_EQ(server_->address(), "127.0.0.1:" + std::to_string(server_->port()));
 }
 
 TEST_F(GrpcServerTest, HealthCheckOverTheWireFollowsSetServing) {

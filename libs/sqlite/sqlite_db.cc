@@ -12,8 +12,8 @@ namespace {
 
 absl::Status ErrorFor(int result_code, sqlite3* db, absl::string_view context,
                       absl::string_view what) {
-  const std::string detail = db != nullptr ? sqlite3_errmsg(db)
-                                           : sqlite3_errstr(result_code);
+  const std::string detail =
+      db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(result_code);
   const std::string message = absl::StrCat(context, ": ", what, ": ", detail);
   switch (result_code & 0xff) {
     case SQLITE_BUSY:
@@ -167,7 +167,8 @@ absl::StatusOr<std::unique_ptr<SqliteDb>> SqliteDb::Open(
 absl::Status SqliteDb::Execute(absl::string_view sql) {
   char* error = nullptr;
   const std::string statement(sql);
-  const int result = sqlite3_exec(db_, statement.c_str(), nullptr, nullptr, &error);
+  const int result =
+      sqlite3_exec(db_, statement.c_str(), nullptr, nullptr, &error);
   sqlite3_free(error);
   if (result == SQLITE_OK) return absl::OkStatus();
   return ErrorFor(result, db_, path_, absl::StrCat("executing '", sql, "'"));
@@ -175,9 +176,8 @@ absl::Status SqliteDb::Execute(absl::string_view sql) {
 
 absl::StatusOr<SqliteStatement> SqliteDb::Prepare(absl::string_view sql) {
   sqlite3_stmt* statement = nullptr;
-  const int result =
-      sqlite3_prepare_v2(db_, sql.data(), static_cast<int>(sql.size()),
-                         &statement, nullptr);
+  const int result = sqlite3_prepare_v2(
+      db_, sql.data(), static_cast<int>(sql.size()), &statement, nullptr);
   if (result != SQLITE_OK) {
     sqlite3_finalize(statement);
     return ErrorFor(result, db_, path_, absl::StrCat("preparing '", sql, "'"));
@@ -185,7 +185,8 @@ absl::StatusOr<SqliteStatement> SqliteDb::Prepare(absl::string_view sql) {
   return SqliteStatement(statement, absl::StrCat(path_, ": '", sql, "'"));
 }
 
-absl::Status SqliteDb::InTransaction(const std::function<absl::Status()>& body) {
+absl::Status SqliteDb::InTransaction(
+    const std::function<absl::Status()>& body) {
   RETURN_IF_ERROR(Execute("BEGIN IMMEDIATE"));
   absl::Status status = body();
   if (status.ok()) status = Execute("COMMIT");

@@ -72,7 +72,8 @@ class SqliteDb {
  public:
   // Opens or creates `path` in WAL mode with foreign keys enforced and a
   // busy timeout, and checks that the file really is a SQLite database.
-  static absl::StatusOr<std::unique_ptr<SqliteDb>> Open(const std::string& path);
+  static absl::StatusOr<std::unique_ptr<SqliteDb>> Open(
+      const std::string& path);
   ~SqliteDb();
 
   // Runs one or more statements that return no rows.

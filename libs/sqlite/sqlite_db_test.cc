@@ -20,7 +20,8 @@ std::string TempPath(const std::string& name) {
 }
 
 TEST(SqliteDbTest, OpensInWalMode) {
-  absl::StatusOr<std::unique_ptr<SqliteDb>> db = SqliteDb::Open(TempPath("wal.db"));
+  absl::StatusOr<std::unique_ptr<SqliteDb>> db =
+      SqliteDb::Open(TempPath("wal.db"));
   ASSERT_TRUE(db.ok()) << db.status();
   absl::StatusOr<SqliteStatement> mode = (*db)->Prepare("PRAGMA journal_mode");
   ASSERT_TRUE(mode.ok()) << mode.status();
@@ -35,8 +36,9 @@ TEST(SqliteDbTest, InsertedValuesOfEveryTypeReadBackAfterReopening) {
   {
     absl::StatusOr<std::unique_ptr<SqliteDb>> db = SqliteDb::Open(path);
     ASSERT_TRUE(db.ok()) << db.status();
-    ASSERT_TRUE((*db)->Execute("CREATE TABLE jobs (id INTEGER PRIMARY KEY, "
-                               "name TEXT, spec BLOB, loss REAL, note TEXT)")
+    ASSERT_TRUE((*db)
+                    ->Execute("CREATE TABLE jobs (id INTEGER PRIMARY KEY, "
+                              "name TEXT, spec BLOB, loss REAL, note TEXT)")
                     .ok());
     absl::StatusOr<SqliteStatement> insert =
         (*db)->Prepare("INSERT INTO jobs VALUES (?1, ?2, ?3, ?4, ?5)");
@@ -74,14 +76,17 @@ TEST(SqliteDbTest, FailedTransactionLeavesNoPartialWrite) {
     return (*db)->Execute("INSERT INTO t VALUES ('a')");  // Duplicate key.
   });
   EXPECT_EQ(status.code(), absl::StatusCode::kAlreadyExists) << status;
-  absl::StatusOr<SqliteStatement> count = (*db)->Prepare("SELECT count(*) FROM t");
+  absl::StatusOr<SqliteStatement> count =
+      (*db)->Prepare("SELECT count(*) FROM t");
   ASSERT_TRUE(count.ok());
   ASSERT_TRUE(*count->Step());
   EXPECT_EQ(count->ColumnInt64(0), 0);
 
-  ASSERT_TRUE((*db)->InTransaction([&] {
-                     return (*db)->Execute("INSERT INTO t VALUES ('b')");
-                   }).ok());
+  ASSERT_TRUE((*db)
+                  ->InTransaction([&] {
+                    return (*db)->Execute("INSERT INTO t VALUES ('b')");
+                  })
+                  .ok());
   ASSERT_TRUE(count->Reset().ok());
   ASSERT_TRUE(*count->Step());
   EXPECT_EQ(count->ColumnInt64(0), 1);

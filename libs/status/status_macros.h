@@ -21,19 +21,19 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
-#define RETURN_IF_ERROR(expr)                                  \
-  do {                                                         \
-    ::absl::Status lethe_status_macro_status = (expr);         \
-    if (!lethe_status_macro_status.ok()) {                     \
-      return lethe_status_macro_status;                        \
-    }                                                          \
+#define RETURN_IF_ERROR(expr)                          \
+  do {                                                 \
+    ::absl::Status lethe_status_macro_status = (expr); \
+    if (!lethe_status_macro_status.ok()) {             \
+      return lethe_status_macro_status;                \
+    }                                                  \
   } while (false)
 
 #define LETHE_STATUS_MACROS_CONCAT_INNER(a, b) a##b
 #define LETHE_STATUS_MACROS_CONCAT(a, b) LETHE_STATUS_MACROS_CONCAT_INNER(a, b)
 
-#define ASSIGN_OR_RETURN(lhs, expr)                                         \
-  LETHE_ASSIGN_OR_RETURN_IMPL(                                              \
+#define ASSIGN_OR_RETURN(lhs, expr) \
+  LETHE_ASSIGN_OR_RETURN_IMPL(      \
       LETHE_STATUS_MACROS_CONCAT(lethe_status_macro_or, __LINE__), lhs, expr)
 
 #define LETHE_ASSIGN_OR_RETURN_IMPL(statusor, lhs, expr) \

@@ -21,8 +21,8 @@ TEST(CallTorchTest, TurnsC10ErrorIntoInternalWithFirstLineOnly) {
     torch::matmul(torch::ones({2, 3}), torch::ones({2, 3}));
   });
   EXPECT_EQ(status.code(), absl::StatusCode::kInternal);
-  EXPECT_TRUE(absl::StartsWith(status.message(),
-                               "shape-mismatched matmul failed: "))
+  EXPECT_TRUE(
+      absl::StartsWith(status.message(), "shape-mismatched matmul failed: "))
       << status;
   EXPECT_FALSE(absl::StrContains(status.message(), "\n")) << status;
 }

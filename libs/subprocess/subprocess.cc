@@ -63,8 +63,8 @@ absl::StatusOr<Subprocess> Subprocess::Start(
       posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
     } else {
       posix_spawn_file_actions_addopen(&actions, STDERR_FILENO,
-                                       output.stderr_path.c_str(),
-                                       kOutputFlags, 0644);
+                                       output.stderr_path.c_str(), kOutputFlags,
+                                       0644);
     }
   }
   pid_t pid = -1;
@@ -111,8 +111,8 @@ absl::Status Subprocess::Signal(int signal) {
         absl::StrCat("process ", pid_, " is not running"));
   }
   if (kill(pid_, signal) != 0) {
-    return absl::InternalError(absl::StrCat("kill(", pid_, ", ", signal,
-                                            "): ", strerror(errno)));
+    return absl::InternalError(
+        absl::StrCat("kill(", pid_, ", ", signal, "): ", strerror(errno)));
   }
   return absl::OkStatus();
 }

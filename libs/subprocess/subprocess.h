@@ -7,8 +7,9 @@
 //   if (!exit.success()) return absl::InternalError(exit.ToString());
 //
 // The child inherits the environment (plus `extra_env`) and the standard
-// streams, unless they are redirected to files. A Subprocess still running when destroyed is killed (SIGKILL) and
-// reaped, so no child outlives its owner by accident.
+// streams, unless they are redirected to files. A Subprocess still running when
+// destroyed is killed (SIGKILL) and reaped, so no child outlives its owner by
+// accident.
 #ifndef LETHE_LIBS_SUBPROCESS_SUBPROCESS_H_
 #define LETHE_LIBS_SUBPROCESS_SUBPROCESS_H_
 

@@ -64,9 +64,10 @@ int SentencePieceAdapter::eos_id() const { return processor_->eos_id(); }
 int SentencePieceAdapter::unk_id() const { return processor_->unk_id(); }
 int SentencePieceAdapter::pad_id() const { return processor_->pad_id(); }
 
-std::string TrainSentencePiece(const std::vector<std::string>& sentences,
-                               const std::map<std::string, std::string>& arguments,
-                               std::string* serialized_model) {
+std::string TrainSentencePiece(
+    const std::vector<std::string>& sentences,
+    const std::map<std::string, std::string>& arguments,
+    std::string* serialized_model) {
   const std::unordered_map<std::string, std::string> kwargs(arguments.begin(),
                                                             arguments.end());
   VectorSentenceIterator iterator(sentences);

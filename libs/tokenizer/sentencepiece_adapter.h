@@ -39,9 +39,10 @@ class SentencePieceAdapter {
 
 // Runs the SentencePiece trainer with `arguments` (its flag names without
 // dashes) on `sentences`; the model's bytes go to `serialized_model`.
-std::string TrainSentencePiece(const std::vector<std::string>& sentences,
-                               const std::map<std::string, std::string>& arguments,
-                               std::string* serialized_model);
+std::string TrainSentencePiece(
+    const std::vector<std::string>& sentences,
+    const std::map<std::string, std::string>& arguments,
+    std::string* serialized_model);
 
 }  // namespace lethe::tokenizer_internal
 

@@ -44,9 +44,9 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromSerialized(
     absl::string_view serialized_model) {
   auto processor = std::make_unique<SentencePieceAdapter>();
-  absl::Status status =
-      StatusFromMessage(processor->LoadSerialized(std::string(serialized_model)),
-                        "bytes are not a SentencePiece model");
+  absl::Status status = StatusFromMessage(
+      processor->LoadSerialized(std::string(serialized_model)),
+      "bytes are not a SentencePiece model");
   if (!status.ok()) return status;
   return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(processor)));
 }
@@ -65,11 +65,13 @@ absl::StatusOr<std::vector<int>> Tokenizer::Encode(
   return ids;
 }
 
-absl::StatusOr<std::string> Tokenizer::Decode(const std::vector<int>& ids) const {
+absl::StatusOr<std::string> Tokenizer::Decode(
+    const std::vector<int>& ids) const {
   for (int id : ids) {
     if (id < 0 || id >= vocab_size()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "token id ", id, " is outside the vocabulary [0, ", vocab_size(), ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("token id ", id, " is outside the vocabulary [0, ",
+                       vocab_size(), ")"));
     }
   }
   std::string text;

@@ -40,8 +40,8 @@ class Tokenizer {
       absl::string_view serialized_model);
   ~Tokenizer();
 
-  absl::StatusOr<std::vector<int>> Encode(absl::string_view text,
-                                          const EncodeOptions& options = {}) const;
+  absl::StatusOr<std::vector<int>> Encode(
+      absl::string_view text, const EncodeOptions& options = {}) const;
   // Control tokens (BOS, EOS, padding) are dropped from the text.
   absl::StatusOr<std::string> Decode(const std::vector<int>& ids) const;
 

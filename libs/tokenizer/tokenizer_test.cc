@@ -14,8 +14,8 @@ std::vector<std::string> SmallCorpus() {
   std::vector<std::string> sentences;
   const std::vector<std::string> names = {"Mira Okafor", "Tomas Lindqvist",
                                           "Ana Beltran", "Kenji Sato"};
-  const std::vector<std::string> genres = {"mystery", "poetry", "science fiction",
-                                           "historical fiction"};
+  const std::vector<std::string> genres = {
+      "mystery", "poetry", "science fiction", "historical fiction"};
   for (int i = 0; i < 200; ++i) {
     const std::string& name = names[i % names.size()];
     const std::string& genre = genres[(i / 4) % genres.size()];
@@ -105,8 +105,7 @@ TEST_F(TrainedTokenizerTest, TrainingIsDeterministic) {
 }
 
 TEST_F(TrainedTokenizerTest, LoadsFromAFile) {
-  const std::string path =
-      absl::StrCat(testing::TempDir(), "/tokenizer.model");
+  const std::string path = absl::StrCat(testing::TempDir(), "/tokenizer.model");
   std::ofstream(path, std::ios::binary) << *serialized_;
   absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = Tokenizer::Load(path);
   ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
@@ -124,7 +123,8 @@ TEST_F(TrainedTokenizerTest, DecodeRejectsIdsOutsideTheVocabulary) {
 }
 
 TEST(TokenizerLoadTest, MissingAndCorruptFilesNameThePath) {
-  absl::Status missing = Tokenizer::Load("/nonexistent/tokenizer.model").status();
+  absl::Status missing =
+      Tokenizer::Load("/nonexistent/tokenizer.model").status();
   EXPECT_EQ(missing.code(), absl::StatusCode::kNotFound);
   EXPECT_NE(missing.message().find("/nonexistent/tokenizer.model"),
             std::string::npos);

@@ -24,7 +24,8 @@
 ABSL_FLAG(std::string, coordinator, "",
           "coordinator address HOST:PORT (default: $LETHE_COORDINATOR, then "
           "127.0.0.1:7070)");
-ABSL_FLAG(double, timeout_seconds, 5, "deadline for each call to the coordinator");
+ABSL_FLAG(double, timeout_seconds, 5,
+          "deadline for each call to the coordinator");
 
 namespace lethe {
 namespace {
@@ -54,13 +55,13 @@ absl::Status CheckHealth() {
   auto stub = Health::NewStub(
       grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
   grpc::ClientContext context;
-  context.set_deadline(
-      std::chrono::system_clock::now() +
-      std::chrono::milliseconds(
-          static_cast<int64_t>(absl::GetFlag(FLAGS_timeout_seconds) * 1000)));
+  context.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::milliseconds(static_cast<int64_t>(
+                           absl::GetFlag(FLAGS_timeout_seconds) * 1000)));
   context.set_wait_for_ready(true);
   HealthCheckResponse reply;
-  const grpc::Status status = stub->Check(&context, HealthCheckRequest(), &reply);
+  const grpc::Status status =
+      stub->Check(&context, HealthCheckRequest(), &reply);
   if (!status.ok()) {
     return absl::UnavailableError(absl::StrCat(
         "cannot reach the coordinator at ", address, ": ",
