@@ -1,0 +1,144 @@
+#include "libs/model/llama_config.h"
+
+#include <string>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+
+namespace lethe {
+namespace {
+
+// The config.json of a Llama-2-7b-style checkpoint.
+constexpr char kLlama2Config[] = R"({
+  "architectures": ["LlamaForCausalLM"],
+  "bos_token_id": 1,
+  "eos_token_id": 2,
+  "hidden_act": "silu",
+  "hidden_size": 4096,
+  "initializer_range": 0.02,
+  "intermediate_size": 11008,
+  "max_position_embeddings": 4096,
+  "model_type": "llama",
+  "num_attention_heads": 32,
+  "num_hidden_layers": 32,
+  "num_key_value_heads": 32,
+  "pretraining_tp": 1,
+  "rms_norm_eps": 1e-05,
+  "rope_scaling": null,
+  "tie_word_embeddings": false,
+  "torch_dtype": "float16",
+  "transformers_version": "4.32.0.dev0",
+  "use_cache": true,
+  "vocab_size": 32000
+})";
+
+TEST(LlamaConfigTest, ParsesALlama2Config) {
+  absl::StatusOr<LlamaConfig> config =
+      ParseLlamaConfig(kLlama2Config, "config.json");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->hidden_size, 4096);
+  EXPECT_EQ(config->max_position_embeddings, 4096);
+  EXPECT_EQ(config->num_key_value_heads, 32);
+  EXPECT_EQ(config->head_dim(), 128);
+  EXPECT_DOUBLE_EQ(config->rms_norm_eps, 1e-5);
+  EXPECT_EQ(config->torch_dtype, "float16");
+  EXPECT_EQ(config->eos_token_ids, std::vector<int64_t>{2});
+  EXPECT_FALSE(config->pad_token_id.has_value());
+}
+
+TEST(LlamaConfigTest, MissingKeyValueHeadsDefaultsToAttentionHeads) {
+  absl::StatusOr<LlamaConfig> config = ParseLlamaConfig(
+      R"({"hidden_size": 64, "num_attention_heads": 8})", "c.json");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->num_key_value_heads, 8);
+  EXPECT_EQ(config->vocab_size, 32000);  // Hugging Face's default.
+}
+
+TEST(LlamaConfigTest, AcceptsAListOfEosIds) {
+  absl::StatusOr<LlamaConfig> config =
+      ParseLlamaConfig(R"({"eos_token_id": [2, 7]})", "c.json");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->eos_token_ids, (std::vector<int64_t>{2, 7}));
+}
+
+TEST(LlamaConfigTest, JsonRoundTripPreservesEveryField) {
+  LlamaConfig config;
+  config.vocab_size = 512;
+  config.hidden_size = 96;
+  config.intermediate_size = 256;
+  config.num_hidden_layers = 3;
+  config.num_attention_heads = 6;
+  config.num_key_value_heads = 2;
+  config.max_position_embeddings = 256;
+  config.rms_norm_eps = 1e-5;
+  config.rope_theta = 500000;
+  config.tie_word_embeddings = true;
+  config.eos_token_ids = {2};
+  config.pad_token_id = 3;
+  config.torch_dtype = "bfloat16";
+  absl::StatusOr<LlamaConfig> parsed =
+      ParseLlamaConfig(LlamaConfigToJson(config), "round trip");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(LlamaConfigToJson(*parsed), LlamaConfigToJson(config));
+  EXPECT_EQ(parsed->num_key_value_heads, 2);
+  EXPECT_EQ(parsed->pad_token_id, 3);
+  EXPECT_DOUBLE_EQ(parsed->rope_theta, 500000);
+}
+
+struct BadConfig {
+  std::string json;
+  absl::StatusCode code;
+  std::string fragment;
+};
+
+TEST(LlamaConfigTest, RejectsWhatItCannotRunNamingTheField) {
+  const std::vector<BadConfig> cases = {
+      {"[1]", absl::StatusCode::kInvalidArgument, "not a JSON object"},
+      {R"({"model_type": "gpt2"})", absl::StatusCode::kUnimplemented,
+       "model_type"},
+      {R"({"hidden_act": "gelu"})", absl::StatusCode::kUnimplemented,
+       "hidden_act"},
+      {R"({"attention_bias": true})", absl::StatusCode::kUnimplemented,
+       "attention_bias"},
+      {R"({"rope_scaling": {"type": "linear", "factor": 2.0}})",
+       absl::StatusCode::kUnimplemented, "rope_scaling"},
+      {R"({"hidden_size": "big"})", absl::StatusCode::kInvalidArgument,
+       "'hidden_size' must be an integer"},
+      {R"({"hidden_size": 100, "num_attention_heads": 3})",
+       absl::StatusCode::kInvalidArgument, "num_attention_heads"},
+      {R"({"num_attention_heads": 32, "num_key_value_heads": 5})",
+       absl::StatusCode::kInvalidArgument, "num_key_value_heads"},
+      {R"({"eos_token_id": 40000})", absl::StatusCode::kInvalidArgument,
+       "eos_token_id"},
+      {R"({"torch_dtype": "int8"})", absl::StatusCode::kInvalidArgument,
+       "torch_dtype"},
+      {R"({"rms_norm_eps": 0})", absl::StatusCode::kInvalidArgument,
+       "rms_norm_eps"},
+  };
+  for (const BadConfig& bad : cases) {
+    absl::StatusOr<LlamaConfig> config = ParseLlamaConfig(bad.json, "x.json");
+    EXPECT_EQ(config.status().code(), bad.code) << bad.json;
+    EXPECT_TRUE(absl::StrContains(config.status().message(), bad.fragment))
+        << bad.json << " -> " << config.status();
+    EXPECT_TRUE(absl::StrContains(config.status().message(), "x.json"))
+        << config.status();
+  }
+}
+
+TEST(LlamaConfigTest, ReadsAndWritesFiles) {
+  const std::string path = absl::StrCat(testing::TempDir(), "/config.json");
+  LlamaConfig config;
+  config.hidden_size = 32;
+  config.num_attention_heads = 4;
+  config.num_key_value_heads = 4;
+  ASSERT_TRUE(WriteLlamaConfig(config, path).ok());
+  absl::StatusOr<LlamaConfig> read = ReadLlamaConfig(path);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->hidden_size, 32);
+  EXPECT_EQ(ReadLlamaConfig("/nonexistent/config.json").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace lethe

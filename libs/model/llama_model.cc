@@ -1,0 +1,327 @@
+#include "libs/model/llama_model.h"
+
+#include <ATen/autocast_mode.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+
+namespace lethe {
+namespace {
+
+// Precision for norms and softmax: fp32, or fp64 for fp64 models (so that
+// gradients of fp64 models can be checked against finite differences).
+at::ScalarType AtLeastFloat(at::ScalarType dtype) {
+  return dtype == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+at::Tensor RotateHalf(const at::Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+
+// [B, kv_heads, T, d] -> [B, kv_heads * repeats, T, d], each K/V head repeated
+// `repeats` times consecutively (Hugging Face's repeat_kv).
+at::Tensor RepeatKeyValueHeads(const at::Tensor& x, int64_t repeats) {
+  if (repeats == 1) return x;
+  const int64_t batch = x.size(0), heads = x.size(1), length = x.size(2),
+                dim = x.size(3);
+  return x.unsqueeze(2)
+      .expand({batch, heads, repeats, length, dim})
+      .reshape({batch, heads * repeats, length, dim});
+}
+
+// Additive mask [B, 1, T, past + T]: 0 where query t may attend key s (s is
+// not in the future and not padding), the dtype's lowest value elsewhere.
+at::Tensor BuildAttentionMask(const at::Tensor& attention_mask, int64_t batch,
+                              int64_t length, int64_t past_length,
+                              at::ScalarType dtype, const at::Device& device) {
+  const int64_t total = past_length + length;
+  const auto index_options = torch::TensorOptions().dtype(at::kLong).device(device);
+  const at::Tensor query_positions =
+      torch::arange(past_length, total, index_options).unsqueeze(1);
+  const at::Tensor key_positions = torch::arange(total, index_options).unsqueeze(0);
+  at::Tensor allowed = (key_positions <= query_positions)
+                           .unsqueeze(0)
+                           .unsqueeze(0)
+                           .expand({batch, 1, length, total});
+  if (attention_mask.defined()) {
+    TORCH_CHECK(attention_mask.dim() == 2 && attention_mask.size(0) == batch &&
+                    attention_mask.size(1) == total,
+                "attention_mask must be [batch, past + length] = [", batch,
+                ", ", total, "], got ", attention_mask.sizes());
+    allowed = allowed.logical_and(
+        attention_mask.to(device).to(at::kBool).view({batch, 1, 1, total}));
+  }
+  at::Tensor mask = torch::zeros({batch, 1, length, total},
+                                 torch::TensorOptions().dtype(dtype).device(device));
+  return mask.masked_fill(allowed.logical_not(),
+                          at::Scalar(std::numeric_limits<float>::lowest()));
+}
+
+}  // namespace
+
+at::Tensor ApplyRotaryEmbedding(const at::Tensor& x,
+                                const at::Tensor& position_ids,
+                                double rope_theta) {
+  const int64_t dim = x.size(-1);
+  const at::ScalarType angle_dtype = AtLeastFloat(x.scalar_type());
+  const auto options =
+      torch::TensorOptions().dtype(angle_dtype).device(x.device());
+  const at::Tensor inverse_frequency =
+      1.0 / torch::pow(rope_theta, torch::arange(0, dim, 2, options) / dim);
+  // [B, T, d/2] -> [B, T, d]
+  const at::Tensor frequencies =
+      position_ids.to(angle_dtype).unsqueeze(-1) * inverse_frequency;
+  const at::Tensor angles = torch::cat({frequencies, frequencies}, -1);
+  const at::Tensor cos = angles.cos().to(x.scalar_type()).unsqueeze(1);
+  const at::Tensor sin = angles.sin().to(x.scalar_type()).unsqueeze(1);
+  return x * cos + RotateHalf(x) * sin;
+}
+
+at::Tensor PositionIdsFromMask(const at::Tensor& attention_mask) {
+  return (attention_mask.to(at::kLong).cumsum(-1) - 1).clamp_min(0);
+}
+
+LlamaRmsNorm::LlamaRmsNorm(int64_t size, double eps) : eps_(eps) {
+  weight_ = register_parameter("weight", torch::ones({size}));
+}
+
+at::Tensor LlamaRmsNorm::Forward(const at::Tensor& x) {
+  const at::Tensor wide = x.to(AtLeastFloat(x.scalar_type()));
+  const at::Tensor variance = wide.pow(2).mean(-1, /*keepdim=*/true);
+  return weight_ * (wide * torch::rsqrt(variance + eps_)).to(x.scalar_type());
+}
+
+LlamaAttention::LlamaAttention(const LlamaConfig& config)
+    : num_heads_(config.num_attention_heads),
+      num_key_value_heads_(config.num_key_value_heads),
+      head_dim_(config.head_dim()),
+      rope_theta_(config.rope_theta) {
+  auto linear = [](int64_t in, int64_t out) {
+    return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false));
+  };
+  q_proj_ = register_module("q_proj",
+                            linear(config.hidden_size, num_heads_ * head_dim_));
+  k_proj_ = register_module(
+      "k_proj", linear(config.hidden_size, num_key_value_heads_ * head_dim_));
+  v_proj_ = register_module(
+      "v_proj", linear(config.hidden_size, num_key_value_heads_ * head_dim_));
+  o_proj_ = register_module("o_proj",
+                            linear(num_heads_ * head_dim_, config.hidden_size));
+}
+
+at::Tensor LlamaAttention::Forward(const at::Tensor& x,
+                                   const at::Tensor& position_ids,
+                                   const at::Tensor& mask,
+                                   at::Tensor* past_keys,
+                                   at::Tensor* past_values) {
+  const int64_t batch = x.size(0), length = x.size(1);
+  at::Tensor queries = q_proj_->forward(x)
+                           .view({batch, length, num_heads_, head_dim_})
+                           .transpose(1, 2);
+  at::Tensor keys = k_proj_->forward(x)
+                        .view({batch, length, num_key_value_heads_, head_dim_})
+                        .transpose(1, 2);
+  at::Tensor values = v_proj_->forward(x)
+                          .view({batch, length, num_key_value_heads_, head_dim_})
+                          .transpose(1, 2);
+  queries = ApplyRotaryEmbedding(queries, position_ids, rope_theta_);
+  keys = ApplyRotaryEmbedding(keys, position_ids, rope_theta_);
+  if (past_keys != nullptr) {
+    if (past_keys->defined()) {
+      keys = torch::cat({*past_keys, keys.to(past_keys->scalar_type())}, 2);
+      values = torch::cat({*past_values, values.to(past_values->scalar_type())}, 2);
+    }
+    *past_keys = keys;
+    *past_values = values;
+  }
+  const int64_t repeats = num_heads_ / num_key_value_heads_;
+  keys = RepeatKeyValueHeads(keys, repeats);
+  values = RepeatKeyValueHeads(values, repeats);
+
+  at::Tensor scores = torch::matmul(queries, keys.transpose(2, 3).to(queries.scalar_type())) /
+                      std::sqrt(static_cast<double>(head_dim_));
+  scores = scores + mask.to(scores.scalar_type());
+  const at::Tensor weights =
+      torch::softmax(scores, -1, AtLeastFloat(scores.scalar_type()))
+          .to(queries.scalar_type());
+  const at::Tensor attended = torch::matmul(weights, values.to(queries.scalar_type()))
+                                  .transpose(1, 2)
+                                  .reshape({batch, length, num_heads_ * head_dim_});
+  return o_proj_->forward(attended);
+}
+
+LlamaMlp::LlamaMlp(const LlamaConfig& config) {
+  auto linear = [](int64_t in, int64_t out) {
+    return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false));
+  };
+  gate_proj_ = register_module(
+      "gate_proj", linear(config.hidden_size, config.intermediate_size));
+  up_proj_ = register_module(
+      "up_proj", linear(config.hidden_size, config.intermediate_size));
+  down_proj_ = register_module(
+      "down_proj", linear(config.intermediate_size, config.hidden_size));
+}
+
+at::Tensor LlamaMlp::Forward(const at::Tensor& x) {
+  return down_proj_->forward(torch::silu(gate_proj_->forward(x)) *
+                             up_proj_->forward(x));
+}
+
+LlamaDecoderLayer::LlamaDecoderLayer(const LlamaConfig& config) {
+  self_attn_ = register_module("self_attn",
+                               std::make_shared<LlamaAttention>(config));
+  mlp_ = register_module("mlp", std::make_shared<LlamaMlp>(config));
+  input_layernorm_ = register_module(
+      "input_layernorm",
+      std::make_shared<LlamaRmsNorm>(config.hidden_size, config.rms_norm_eps));
+  post_attention_layernorm_ = register_module(
+      "post_attention_layernorm",
+      std::make_shared<LlamaRmsNorm>(config.hidden_size, config.rms_norm_eps));
+}
+
+at::Tensor LlamaDecoderLayer::Forward(const at::Tensor& x,
+                                      const at::Tensor& position_ids,
+                                      const at::Tensor& mask,
+                                      at::Tensor* past_keys,
+                                      at::Tensor* past_values) {
+  at::Tensor hidden =
+      x + self_attn_->Forward(input_layernorm_->Forward(x), position_ids, mask,
+                              past_keys, past_values);
+  return hidden + mlp_->Forward(post_attention_layernorm_->Forward(hidden));
+}
+
+LlamaBackbone::LlamaBackbone(const LlamaConfig& config) {
+  embed_tokens_ = register_module(
+      "embed_tokens",
+      torch::nn::Embedding(config.vocab_size, config.hidden_size));
+  torch::nn::ModuleList layers;
+  for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
+    layers_.push_back(std::make_shared<LlamaDecoderLayer>(config));
+    layers->push_back(layers_.back());
+  }
+  register_module("layers", layers);
+  norm_ = register_module("norm", std::make_shared<LlamaRmsNorm>(
+                                      config.hidden_size, config.rms_norm_eps));
+}
+
+at::Tensor LlamaBackbone::Forward(const at::Tensor& input_ids,
+                                  const at::Tensor& attention_mask,
+                                  KvCache* cache,
+                                  const at::Tensor& position_ids) {
+  TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [batch, length], got ",
+              input_ids.sizes());
+  const int64_t batch = input_ids.size(0), length = input_ids.size(1);
+  const int64_t past_length = cache != nullptr ? cache->length() : 0;
+  if (cache != nullptr && cache->keys.empty()) {
+    cache->keys.resize(layers_.size());
+    cache->values.resize(layers_.size());
+  }
+  at::Tensor hidden = embed_tokens_->forward(input_ids);
+  at::Tensor positions = position_ids;
+  if (!positions.defined()) {
+    positions = torch::arange(past_length, past_length + length,
+                              torch::TensorOptions()
+                                  .dtype(at::kLong)
+                                  .device(input_ids.device()))
+                    .unsqueeze(0)
+                    .expand({batch, length});
+  }
+  const at::Tensor mask =
+      BuildAttentionMask(attention_mask, batch, length, past_length,
+                         hidden.scalar_type(), hidden.device());
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    hidden = layers_[i]->Forward(
+        hidden, positions, mask, cache != nullptr ? &cache->keys[i] : nullptr,
+        cache != nullptr ? &cache->values[i] : nullptr);
+  }
+  return norm_->Forward(hidden);
+}
+
+LlamaForCausalLM::LlamaForCausalLM(const LlamaConfig& config) : config_(config) {
+  model_ = register_module("model", std::make_shared<LlamaBackbone>(config));
+  if (!config.tie_word_embeddings) {
+    lm_head_ = register_module(
+        "lm_head", torch::nn::Linear(torch::nn::LinearOptions(
+                                         config.hidden_size, config.vocab_size)
+                                         .bias(false)));
+  }
+  torch::NoGradGuard no_grad;
+  for (auto& parameter : named_parameters()) {
+    if (parameter.key().find("norm") == std::string::npos) {
+      parameter.value().normal_(0.0, 0.02);
+    }
+  }
+}
+
+at::Tensor LlamaForCausalLM::ForwardHidden(const at::Tensor& input_ids,
+                                           const at::Tensor& attention_mask,
+                                           KvCache* cache,
+                                           const at::Tensor& position_ids) {
+  return model_->Forward(input_ids, attention_mask, cache, position_ids);
+}
+
+at::Tensor LlamaForCausalLM::Logits(const at::Tensor& hidden) {
+  if (config_.tie_word_embeddings) {
+    return torch::matmul(hidden, model_->embed_tokens()->weight.t());
+  }
+  return lm_head_->forward(hidden);
+}
+
+at::Tensor LlamaForCausalLM::Forward(const at::Tensor& input_ids,
+                                     const at::Tensor& attention_mask,
+                                     KvCache* cache,
+                                     const at::Tensor& position_ids) {
+  return Logits(ForwardHidden(input_ids, attention_mask, cache, position_ids));
+}
+
+int64_t LlamaForCausalLM::NumParameters() {
+  int64_t total = 0;
+  for (const at::Tensor& parameter : parameters()) total += parameter.numel();
+  return total;
+}
+
+CpuBf16AutocastGuard::CpuBf16AutocastGuard(bool enabled)
+    : previous_enabled_(at::autocast::is_cpu_enabled()),
+      previous_dtype_(at::autocast::get_autocast_cpu_dtype()) {
+  at::autocast::set_cpu_enabled(enabled);
+  at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+  at::autocast::increment_nesting();
+}
+
+CpuBf16AutocastGuard::~CpuBf16AutocastGuard() {
+  if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+  at::autocast::set_cpu_enabled(previous_enabled_);
+  at::autocast::set_autocast_cpu_dtype(previous_dtype_);
+}
+
+std::vector<int64_t> GreedyGenerate(LlamaForCausalLM& model,
+                                    const std::vector<int64_t>& prompt,
+                                    int64_t max_new_tokens,
+                                    const std::vector<int64_t>& stop_ids) {
+  TORCH_CHECK(!prompt.empty(), "GreedyGenerate needs a non-empty prompt");
+  torch::NoGradGuard no_grad;
+  const at::Device device = model.parameters().front().device();
+  KvCache cache;
+  at::Tensor input =
+      torch::tensor(prompt, torch::TensorOptions().dtype(at::kLong))
+          .to(device)
+          .unsqueeze(0);
+  std::vector<int64_t> generated;
+  for (int64_t step = 0; step < max_new_tokens; ++step) {
+    const at::Tensor hidden = model.ForwardHidden(input, {}, &cache);
+    const at::Tensor logits = model.Logits(hidden.select(1, hidden.size(1) - 1));
+    const int64_t next = logits.argmax(-1).item<int64_t>();
+    generated.push_back(next);
+    if (std::find(stop_ids.begin(), stop_ids.end(), next) != stop_ids.end()) {
+      break;
+    }
+    input = torch::full({1, 1}, next,
+                        torch::TensorOptions().dtype(at::kLong).device(device));
+  }
+  return generated;
+}
+
+}  // namespace lethe

@@ -1,0 +1,282 @@
+#include "libs/model/llama_model.h"
+
+#include <cmath>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace lethe {
+namespace {
+
+LlamaConfig TinyConfig(int64_t kv_heads = 2, bool tied = false) {
+  LlamaConfig config;
+  config.vocab_size = 50;
+  config.hidden_size = 32;
+  config.intermediate_size = 64;
+  config.num_hidden_layers = 2;
+  config.num_attention_heads = 4;
+  config.num_key_value_heads = kv_heads;
+  config.max_position_embeddings = 64;
+  config.rms_norm_eps = 1e-5;
+  config.tie_word_embeddings = tied;
+  return config;
+}
+
+std::shared_ptr<LlamaForCausalLM> TinyModel(int64_t kv_heads = 2,
+                                            bool tied = false) {
+  torch::manual_seed(7);
+  auto model = std::make_shared<LlamaForCausalLM>(TinyConfig(kv_heads, tied));
+  // Larger weights than the 0.02 initialisation, so every check below acts
+  // on a model whose outputs depend strongly on its inputs.
+  torch::NoGradGuard no_grad;
+  for (auto& parameter : model->named_parameters()) {
+    if (parameter.key().find("norm") == std::string::npos) {
+      parameter.value().normal_(0.0, 0.2);
+    }
+  }
+  return model;
+}
+
+at::Tensor Ids(std::vector<int64_t> ids) {
+  return torch::tensor(ids, at::kLong).unsqueeze(0);
+}
+
+TEST(RotaryEmbeddingTest, MatchesHandDerivedRotation) {
+  // head_dim 4, theta 10000: inverse frequencies [1, 1/100]. rotate_half
+  // pairs component i with i + 2, so e0 at position p becomes
+  // cos(p) e0 + sin(p) e2, and e1 becomes cos(p/100) e1 + sin(p/100) e3.
+  const at::Tensor positions = torch::tensor({0, 1, 5}, at::kLong).unsqueeze(0);
+  at::Tensor x = torch::zeros({1, 1, 3, 4});
+  x.select(3, 0).fill_(1.0);
+  at::Tensor rotated = ApplyRotaryEmbedding(x, positions, 10000.0);
+  for (int t = 0; t < 3; ++t) {
+    const double p = positions[0][t].item<double>();
+    EXPECT_NEAR(rotated[0][0][t][0].item<double>(), std::cos(p), 1e-6);
+    EXPECT_NEAR(rotated[0][0][t][1].item<double>(), 0.0, 1e-6);
+    EXPECT_NEAR(rotated[0][0][t][2].item<double>(), std::sin(p), 1e-6);
+    EXPECT_NEAR(rotated[0][0][t][3].item<double>(), 0.0, 1e-6);
+  }
+  x = torch::zeros({1, 1, 3, 4});
+  x.select(3, 1).fill_(1.0);
+  rotated = ApplyRotaryEmbedding(x, positions, 10000.0);
+  for (int t = 0; t < 3; ++t) {
+    const double p = positions[0][t].item<double>() / 100.0;
+    EXPECT_NEAR(rotated[0][0][t][1].item<double>(), std::cos(p), 1e-6);
+    EXPECT_NEAR(rotated[0][0][t][3].item<double>(), std::sin(p), 1e-6);
+  }
+}
+
+TEST(RotaryEmbeddingTest, DotProductsDependOnlyOnRelativePosition) {
+  torch::manual_seed(1);
+  const at::Tensor q = torch::randn({1, 1, 1, 8}, at::kDouble);
+  const at::Tensor k = torch::randn({1, 1, 1, 8}, at::kDouble);
+  auto score = [&](int64_t query_position, int64_t key_position) {
+    const at::Tensor rq =
+        ApplyRotaryEmbedding(q, torch::full({1, 1}, query_position, at::kLong), 500.0);
+    const at::Tensor rk =
+        ApplyRotaryEmbedding(k, torch::full({1, 1}, key_position, at::kLong), 500.0);
+    return (rq * rk).sum().item<double>();
+  };
+  EXPECT_NEAR(score(7, 3), score(14, 10), 1e-5);
+  EXPECT_NEAR(score(2, 2), score(30, 30), 1e-5);
+}
+
+TEST(LlamaModelTest, ParameterNamesAndShapesAreHuggingFaces) {
+  auto model = TinyModel();
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (const auto& parameter : model->named_parameters()) {
+    shapes[parameter.key()] = parameter.value().sizes().vec();
+  }
+  std::map<std::string, std::vector<int64_t>> expected = {
+      {"model.embed_tokens.weight", {50, 32}},
+      {"model.norm.weight", {32}},
+      {"lm_head.weight", {50, 32}},
+  };
+  for (int i = 0; i < 2; ++i) {
+    const std::string prefix = "model.layers." + std::to_string(i) + ".";
+    expected[prefix + "self_attn.q_proj.weight"] = {32, 32};
+    expected[prefix + "self_attn.k_proj.weight"] = {16, 32};
+    expected[prefix + "self_attn.v_proj.weight"] = {16, 32};
+    expected[prefix + "self_attn.o_proj.weight"] = {32, 32};
+    expected[prefix + "mlp.gate_proj.weight"] = {64, 32};
+    expected[prefix + "mlp.up_proj.weight"] = {64, 32};
+    expected[prefix + "mlp.down_proj.weight"] = {32, 64};
+    expected[prefix + "input_layernorm.weight"] = {32};
+    expected[prefix + "post_attention_layernorm.weight"] = {32};
+  }
+  EXPECT_EQ(shapes, expected);
+}
+
+TEST(LlamaModelTest, TiedEmbeddingsHaveNoLmHeadAndReuseTheEmbedding) {
+  auto model = TinyModel(2, /*tied=*/true);
+  for (const auto& parameter : model->named_parameters()) {
+    EXPECT_NE(parameter.key(), "lm_head.weight");
+  }
+  torch::NoGradGuard no_grad;
+  const at::Tensor hidden = torch::randn({1, 3, 32});
+  const at::Tensor embedding =
+      model->named_parameters()["model.embed_tokens.weight"];
+  EXPECT_TRUE(torch::allclose(model->Logits(hidden),
+                              torch::matmul(hidden, embedding.t())));
+}
+
+TEST(LlamaModelTest, IsCausal) {
+  auto model = TinyModel();
+  torch::NoGradGuard no_grad;
+  const at::Tensor a = model->Forward(Ids({5, 9, 2, 33, 12, 7}));
+  const at::Tensor b = model->Forward(Ids({5, 9, 2, 40, 1, 49}));
+  EXPECT_TRUE(torch::allclose(a.narrow(1, 0, 3), b.narrow(1, 0, 3), 1e-5, 1e-6));
+  EXPECT_FALSE(torch::allclose(a.narrow(1, 3, 1), b.narrow(1, 3, 1), 1e-3, 1e-3));
+}
+
+TEST(LlamaModelTest, RightPaddingDoesNotChangeRealPositions) {
+  auto model = TinyModel();
+  torch::NoGradGuard no_grad;
+  const at::Tensor alone = model->Forward(Ids({4, 8, 15}));
+  const at::Tensor batch = torch::tensor({{4, 8, 15, 0, 0}, {16, 23, 42, 1, 3}},
+                                         at::kLong);
+  const at::Tensor mask = torch::tensor({{1, 1, 1, 0, 0}, {1, 1, 1, 1, 1}},
+                                        at::kLong);
+  const at::Tensor batched = model->Forward(batch, mask);
+  // Shapes differ, so BLAS sums in another order: equal up to rounding.
+  EXPECT_TRUE(torch::allclose(batched[0].narrow(0, 0, 3), alone[0], 1e-5, 1e-5));
+  const at::Tensor second = model->Forward(batch.narrow(0, 1, 1));
+  EXPECT_TRUE(torch::allclose(batched[1], second[0], 1e-5, 1e-5));
+}
+
+TEST(LlamaModelTest, LeftPaddingWithMaskPositionsMatchesUnpadded) {
+  auto model = TinyModel();
+  torch::NoGradGuard no_grad;
+  const at::Tensor alone = model->Forward(Ids({4, 8, 15}));
+  const at::Tensor padded = torch::tensor({{0, 0, 4, 8, 15}}, at::kLong);
+  const at::Tensor mask = torch::tensor({{0, 0, 1, 1, 1}}, at::kLong);
+  const at::Tensor logits =
+      model->Forward(padded, mask, nullptr, PositionIdsFromMask(mask));
+  EXPECT_TRUE(torch::allclose(logits[0].narrow(0, 2, 3), alone[0], 1e-5, 1e-5));
+}
+
+TEST(LlamaModelTest, GroupedQueryAttentionEqualsMultiHeadWithRepeatedKv) {
+  auto grouped = TinyModel(/*kv_heads=*/2);
+  torch::manual_seed(0);
+  auto full = std::make_shared<LlamaForCausalLM>(TinyConfig(/*kv_heads=*/4));
+  {
+    torch::NoGradGuard no_grad;
+    auto source = grouped->named_parameters();
+    for (auto& parameter : full->named_parameters()) {
+      const std::string& name = parameter.key();
+      at::Tensor weight = source[name];
+      if (name.find("k_proj") != std::string::npos ||
+          name.find("v_proj") != std::string::npos) {
+        // [kv_heads * d, hidden] -> each head's rows repeated twice.
+        weight = weight.view({2, 1, 8, 32}).expand({2, 2, 8, 32}).reshape({32, 32});
+      }
+      parameter.value().copy_(weight);
+    }
+  }
+  torch::NoGradGuard no_grad;
+  const at::Tensor ids = Ids({3, 1, 4, 1, 5, 9, 2, 6});
+  EXPECT_TRUE(torch::allclose(grouped->Forward(ids), full->Forward(ids), 1e-5, 1e-6));
+}
+
+TEST(LlamaModelTest, KvCacheGenerationEqualsFullForwardArgmax) {
+  auto model = TinyModel();
+  const std::vector<int64_t> prompt = {1, 17, 29, 3};
+  const std::vector<int64_t> cached = GreedyGenerate(*model, prompt, 20, {});
+  ASSERT_EQ(cached.size(), 20u);
+
+  torch::NoGradGuard no_grad;
+  std::vector<int64_t> sequence = prompt;
+  std::vector<int64_t> uncached;
+  for (int step = 0; step < 20; ++step) {
+    const at::Tensor logits = model->Forward(Ids(sequence));
+    const int64_t next = logits[0][-1].argmax().item<int64_t>();
+    uncached.push_back(next);
+    sequence.push_back(next);
+  }
+  EXPECT_EQ(cached, uncached);
+  // The cached logits themselves agree with the full forward pass.
+  KvCache cache;
+  model->Forward(Ids(prompt), {}, &cache);
+  const at::Tensor step_logits = model->Forward(Ids({cached[0]}), {}, &cache);
+  std::vector<int64_t> extended = prompt;
+  extended.push_back(cached[0]);
+  EXPECT_TRUE(torch::allclose(step_logits[0][0], model->Forward(Ids(extended))[0][-1],
+                              1e-4, 1e-5));
+}
+
+TEST(LlamaModelTest, GenerationStopsAtAStopToken) {
+  auto model = TinyModel();
+  const std::vector<int64_t> free_run = GreedyGenerate(*model, {1, 2, 3}, 8, {});
+  const int64_t stop = free_run[2];
+  const std::vector<int64_t> stopped = GreedyGenerate(*model, {1, 2, 3}, 8, {stop});
+  ASSERT_LE(stopped.size(), 3u);
+  EXPECT_EQ(stopped.back(), stop);
+}
+
+TEST(LlamaModelTest, GradientsMatchFiniteDifferences) {
+  auto model = TinyModel(/*kv_heads=*/2, /*tied=*/true);
+  model->to(at::kDouble);
+  torch::manual_seed(11);
+  const at::Tensor ids = Ids({7, 3, 22, 41, 9});
+  const at::Tensor mask = torch::tensor({{1, 1, 1, 1, 0}}, at::kLong);
+  const at::Tensor projection = torch::randn({1, 5, 50}, at::kDouble);
+  auto loss = [&] { return (model->Forward(ids, mask) * projection).sum(); };
+
+  model->zero_grad();
+  loss().backward();
+  auto parameters = model->named_parameters();
+  for (const std::string name :
+       {"model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight",
+        "model.layers.1.self_attn.k_proj.weight",
+        "model.layers.0.mlp.gate_proj.weight",
+        "model.layers.1.post_attention_layernorm.weight", "model.norm.weight"}) {
+    at::Tensor parameter = parameters[name];
+    const at::Tensor flat = parameter.view({-1});
+    for (int64_t index : {int64_t{0}, flat.numel() / 2 + 1, flat.numel() - 1}) {
+      const double analytic = parameter.grad().view({-1})[index].item<double>();
+      torch::NoGradGuard no_grad;
+      const double original = flat[index].item<double>();
+      constexpr double kStep = 1e-6;
+      flat[index] = original + kStep;
+      const double plus = loss().item<double>();
+      flat[index] = original - kStep;
+      const double minus = loss().item<double>();
+      flat[index] = original;
+      const double numeric = (plus - minus) / (2 * kStep);
+      EXPECT_NEAR(analytic, numeric, 1e-6 + 1e-5 * std::abs(numeric))
+          << name << "[" << index << "]";
+    }
+  }
+}
+
+TEST(LlamaModelTest, Bf16AutocastForwardIsCloseToFp32) {
+  auto model = TinyModel();
+  torch::NoGradGuard no_grad;
+  const at::Tensor ids = Ids({5, 10, 15, 20, 25, 30, 35, 40});
+  const at::Tensor reference = model->Forward(ids);
+  at::Tensor autocast;
+  {
+    CpuBf16AutocastGuard bf16;
+    autocast = model->Forward(ids);
+  }
+  EXPECT_EQ(autocast.scalar_type(), at::kBFloat16);
+  const at::Tensor difference = (autocast.to(at::kFloat) - reference).abs().max();
+  EXPECT_LT(difference.item<float>(), 0.05f * reference.abs().max().item<float>());
+  const at::Tensor agreement =
+      (autocast.argmax(-1) == reference.argmax(-1)).to(at::kFloat).mean();
+  EXPECT_GE(agreement.item<float>(), 0.75f);
+  // The guard restores fp32 execution.
+  EXPECT_EQ(model->Forward(ids).scalar_type(), at::kFloat);
+}
+
+TEST(LlamaModelTest, OutOfVocabularyIdsThrow) {
+  auto model = TinyModel();
+  torch::NoGradGuard no_grad;
+  EXPECT_THROW(model->Forward(Ids({1, 50})), c10::Error);
+}
+
+}  // namespace
+}  // namespace lethe
