@@ -67,10 +67,10 @@ absl::Status LlamaConfig::Validate() const {
   }
   if (!positive(num_key_value_heads) ||
       num_attention_heads % num_key_value_heads != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "num_key_value_heads (", num_key_value_heads,
-        ") must be positive and divide num_attention_heads (",
-        num_attention_heads, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("num_key_value_heads (", num_key_value_heads,
+                     ") must be positive and divide num_attention_heads (",
+                     num_attention_heads, ")"));
   }
   if (!positive(max_position_embeddings)) {
     return absl::InvalidArgumentError(
@@ -103,16 +103,15 @@ absl::Status LlamaConfig::Validate() const {
 
 absl::StatusOr<LlamaConfig> ParseLlamaConfig(const std::string& json_text,
                                              const std::string& source) {
-  const Json json =
-      Json::parse(json_text, nullptr, /*allow_exceptions=*/false);
+  const Json json = Json::parse(json_text, nullptr, /*allow_exceptions=*/false);
   if (json.is_discarded() || !json.is_object()) {
     return absl::InvalidArgumentError(
         absl::StrCat(source, ": not a JSON object"));
   }
   if (json.contains("model_type") && json["model_type"] != "llama") {
-    return absl::UnimplementedError(absl::StrCat(
-        source, ": model_type ", json["model_type"].dump(),
-        " is not supported; Lethe implements \"llama\""));
+    return absl::UnimplementedError(
+        absl::StrCat(source, ": model_type ", json["model_type"].dump(),
+                     " is not supported; Lethe implements \"llama\""));
   }
   if (json.contains("hidden_act") && json["hidden_act"] != "silu") {
     return absl::UnimplementedError(
@@ -127,9 +126,9 @@ absl::StatusOr<LlamaConfig> ParseLlamaConfig(const std::string& json_text,
     }
   }
   if (json.contains("rope_scaling") && !json["rope_scaling"].is_null()) {
-    return absl::UnimplementedError(absl::StrCat(
-        source, ": rope_scaling ", json["rope_scaling"].dump(),
-        " is not supported"));
+    return absl::UnimplementedError(absl::StrCat(source, ": rope_scaling ",
+                                                 json["rope_scaling"].dump(),
+                                                 " is not supported"));
   }
 
   LlamaConfig config;
@@ -148,8 +147,8 @@ absl::StatusOr<LlamaConfig> ParseLlamaConfig(const std::string& json_text,
     if (!status.ok()) return status;
   }
   config.num_key_value_heads = config.num_attention_heads;
-  status = ReadInt(json, source, "num_key_value_heads",
-                   &config.num_key_value_heads);
+  status =
+      ReadInt(json, source, "num_key_value_heads", &config.num_key_value_heads);
   if (!status.ok()) return status;
   status = ReadDouble(json, source, "rms_norm_eps", &config.rms_norm_eps);
   if (!status.ok()) return status;
@@ -193,10 +192,10 @@ absl::StatusOr<LlamaConfig> ParseLlamaConfig(const std::string& json_text,
   }
   if (json.contains("head_dim") && !json["head_dim"].is_null() &&
       json["head_dim"] != config.head_dim()) {
-    return absl::UnimplementedError(absl::StrCat(
-        source, ": head_dim ", json["head_dim"].dump(),
-        " differs from hidden_size / num_attention_heads = ",
-        config.head_dim()));
+    return absl::UnimplementedError(
+        absl::StrCat(source, ": head_dim ", json["head_dim"].dump(),
+                     " differs from hidden_size / num_attention_heads = ",
+                     config.head_dim()));
   }
   status = config.Validate();
   if (!status.ok()) {

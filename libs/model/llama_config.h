@@ -1,8 +1,9 @@
 // The Hugging Face LlamaConfig subset Lethe's model implements, read from and
 // written to `config.json`.
 //
-//   ASSIGN_OR_RETURN(LlamaConfig config, ReadLlamaConfig(dir + "/config.json"));
-//   RETURN_IF_ERROR(WriteLlamaConfig(config, out_dir + "/config.json"));
+//   ASSIGN_OR_RETURN(LlamaConfig config, ReadLlamaConfig(dir +
+//   "/config.json")); RETURN_IF_ERROR(WriteLlamaConfig(config, out_dir +
+//   "/config.json"));
 //
 // Absent fields take Hugging Face's LlamaConfig defaults. Fields that would
 // change the architecture in ways Lethe does not implement (rope_scaling,

@@ -38,10 +38,12 @@ at::Tensor BuildAttentionMask(const at::Tensor& attention_mask, int64_t batch,
                               int64_t length, int64_t past_length,
                               at::ScalarType dtype, const at::Device& device) {
   const int64_t total = past_length + length;
-  const auto index_options = torch::TensorOptions().dtype(at::kLong).device(device);
+  const auto index_options =
+      torch::TensorOptions().dtype(at::kLong).device(device);
   const at::Tensor query_positions =
       torch::arange(past_length, total, index_options).unsqueeze(1);
-  const at::Tensor key_positions = torch::arange(total, index_options).unsqueeze(0);
+  const at::Tensor key_positions =
+      torch::arange(total, index_options).unsqueeze(0);
   at::Tensor allowed = (key_positions <= query_positions)
                            .unsqueeze(0)
                            .unsqueeze(0)
@@ -54,8 +56,9 @@ at::Tensor BuildAttentionMask(const at::Tensor& attention_mask, int64_t batch,
     allowed = allowed.logical_and(
         attention_mask.to(device).to(at::kBool).view({batch, 1, 1, total}));
   }
-  at::Tensor mask = torch::zeros({batch, 1, length, total},
-                                 torch::TensorOptions().dtype(dtype).device(device));
+  at::Tensor mask =
+      torch::zeros({batch, 1, length, total},
+                   torch::TensorOptions().dtype(dtype).device(device));
   return mask.masked_fill(allowed.logical_not(),
                           at::Scalar(std::numeric_limits<float>::lowest()));
 }
@@ -124,15 +127,17 @@ at::Tensor LlamaAttention::Forward(const at::Tensor& x,
   at::Tensor keys = k_proj_->forward(x)
                         .view({batch, length, num_key_value_heads_, head_dim_})
                         .transpose(1, 2);
-  at::Tensor values = v_proj_->forward(x)
-                          .view({batch, length, num_key_value_heads_, head_dim_})
-                          .transpose(1, 2);
+  at::Tensor values =
+      v_proj_->forward(x)
+          .view({batch, length, num_key_value_heads_, head_dim_})
+          .transpose(1, 2);
   queries = ApplyRotaryEmbedding(queries, position_ids, rope_theta_);
   keys = ApplyRotaryEmbedding(keys, position_ids, rope_theta_);
   if (past_keys != nullptr) {
     if (past_keys->defined()) {
       keys = torch::cat({*past_keys, keys.to(past_keys->scalar_type())}, 2);
-      values = torch::cat({*past_values, values.to(past_values->scalar_type())}, 2);
+      values =
+          torch::cat({*past_values, values.to(past_values->scalar_type())}, 2);
     }
     *past_keys = keys;
     *past_values = values;
@@ -141,15 +146,17 @@ at::Tensor LlamaAttention::Forward(const at::Tensor& x,
   keys = RepeatKeyValueHeads(keys, repeats);
   values = RepeatKeyValueHeads(values, repeats);
 
-  at::Tensor scores = torch::matmul(queries, keys.transpose(2, 3).to(queries.scalar_type())) /
-                      std::sqrt(static_cast<double>(head_dim_));
+  at::Tensor scores =
+      torch::matmul(queries, keys.transpose(2, 3).to(queries.scalar_type())) /
+      std::sqrt(static_cast<double>(head_dim_));
   scores = scores + mask.to(scores.scalar_type());
   const at::Tensor weights =
       torch::softmax(scores, -1, AtLeastFloat(scores.scalar_type()))
           .to(queries.scalar_type());
-  const at::Tensor attended = torch::matmul(weights, values.to(queries.scalar_type()))
-                                  .transpose(1, 2)
-                                  .reshape({batch, length, num_heads_ * head_dim_});
+  const at::Tensor attended =
+      torch::matmul(weights, values.to(queries.scalar_type()))
+          .transpose(1, 2)
+          .reshape({batch, length, num_heads_ * head_dim_});
   return o_proj_->forward(attended);
 }
 
@@ -171,8 +178,8 @@ at::Tensor LlamaMlp::Forward(const at::Tensor& x) {
 }
 
 LlamaDecoderLayer::LlamaDecoderLayer(const LlamaConfig& config) {
-  self_attn_ = register_module("self_attn",
-                               std::make_shared<LlamaAttention>(config));
+  self_attn_ =
+      register_module("self_attn", std::make_shared<LlamaAttention>(config));
   mlp_ = register_module("mlp", std::make_shared<LlamaMlp>(config));
   input_layernorm_ = register_module(
       "input_layernorm",
@@ -222,12 +229,12 @@ at::Tensor LlamaBackbone::Forward(const at::Tensor& input_ids,
   at::Tensor hidden = embed_tokens_->forward(input_ids);
   at::Tensor positions = position_ids;
   if (!positions.defined()) {
-    positions = torch::arange(past_length, past_length + length,
-                              torch::TensorOptions()
-                                  .dtype(at::kLong)
-                                  .device(input_ids.device()))
-                    .unsqueeze(0)
-                    .expand({batch, length});
+    positions =
+        torch::arange(
+            past_length, past_length + length,
+            torch::TensorOptions().dtype(at::kLong).device(input_ids.device()))
+            .unsqueeze(0)
+            .expand({batch, length});
   }
   const at::Tensor mask =
       BuildAttentionMask(attention_mask, batch, length, past_length,
@@ -240,7 +247,8 @@ at::Tensor LlamaBackbone::Forward(const at::Tensor& input_ids,
   return norm_->Forward(hidden);
 }
 
-LlamaForCausalLM::LlamaForCausalLM(const LlamaConfig& config) : config_(config) {
+LlamaForCausalLM::LlamaForCausalLM(const LlamaConfig& config)
+    : config_(config) {
   model_ = register_module("model", std::make_shared<LlamaBackbone>(config));
   if (!config.tie_word_embeddings) {
     lm_head_ = register_module(
@@ -312,7 +320,8 @@ std::vector<int64_t> GreedyGenerate(LlamaForCausalLM& model,
   std::vector<int64_t> generated;
   for (int64_t step = 0; step < max_new_tokens; ++step) {
     const at::Tensor hidden = model.ForwardHidden(input, {}, &cache);
-    const at::Tensor logits = model.Logits(hidden.select(1, hidden.size(1) - 1));
+    const at::Tensor logits =
+        model.Logits(hidden.select(1, hidden.size(1) - 1));
     const int64_t next = logits.argmax(-1).item<int64_t>();
     generated.push_back(next);
     if (std::find(stop_ids.begin(), stop_ids.end(), next) != stop_ids.end()) {

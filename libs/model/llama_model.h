@@ -84,8 +84,7 @@ class LlamaMlp : public torch::nn::Module {
   at::Tensor Forward(const at::Tensor& x);
 
  private:
-  torch::nn::Linear gate_proj_{nullptr}, up_proj_{nullptr},
-      down_proj_{nullptr};
+  torch::nn::Linear gate_proj_{nullptr}, up_proj_{nullptr}, down_proj_{nullptr};
 };
 
 class LlamaDecoderLayer : public torch::nn::Module {

@@ -74,10 +74,10 @@ TEST(RotaryEmbeddingTest, DotProductsDependOnlyOnRelativePosition) {
   const at::Tensor q = torch::randn({1, 1, 1, 8}, at::kDouble);
   const at::Tensor k = torch::randn({1, 1, 1, 8}, at::kDouble);
   auto score = [&](int64_t query_position, int64_t key_position) {
-    const at::Tensor rq =
-        ApplyRotaryEmbedding(q, torch::full({1, 1}, query_position, at::kLong), 500.0);
-    const at::Tensor rk =
-        ApplyRotaryEmbedding(k, torch::full({1, 1}, key_position, at::kLong), 500.0);
+    const at::Tensor rq = ApplyRotaryEmbedding(
+        q, torch::full({1, 1}, query_position, at::kLong), 500.0);
+    const at::Tensor rk = ApplyRotaryEmbedding(
+        k, torch::full({1, 1}, key_position, at::kLong), 500.0);
     return (rq * rk).sum().item<double>();
   };
   EXPECT_NEAR(score(7, 3), score(14, 10), 1e-5);
@@ -128,21 +128,24 @@ TEST(LlamaModelTest, IsCausal) {
   torch::NoGradGuard no_grad;
   const at::Tensor a = model->Forward(Ids({5, 9, 2, 33, 12, 7}));
   const at::Tensor b = model->Forward(Ids({5, 9, 2, 40, 1, 49}));
-  EXPECT_TRUE(torch::allclose(a.narrow(1, 0, 3), b.narrow(1, 0, 3), 1e-5, 1e-6));
-  EXPECT_FALSE(torch::allclose(a.narrow(1, 3, 1), b.narrow(1, 3, 1), 1e-3, 1e-3));
+  EXPECT_TRUE(
+      torch::allclose(a.narrow(1, 0, 3), b.narrow(1, 0, 3), 1e-5, 1e-6));
+  EXPECT_FALSE(
+      torch::allclose(a.narrow(1, 3, 1), b.narrow(1, 3, 1), 1e-3, 1e-3));
 }
 
 TEST(LlamaModelTest, RightPaddingDoesNotChangeRealPositions) {
   auto model = TinyModel();
   torch::NoGradGuard no_grad;
   const at::Tensor alone = model->Forward(Ids({4, 8, 15}));
-  const at::Tensor batch = torch::tensor({{4, 8, 15, 0, 0}, {16, 23, 42, 1, 3}},
-                                         at::kLong);
-  const at::Tensor mask = torch::tensor({{1, 1, 1, 0, 0}, {1, 1, 1, 1, 1}},
-                                        at::kLong);
+  const at::Tensor batch =
+      torch::tensor({{4, 8, 15, 0, 0}, {16, 23, 42, 1, 3}}, at::kLong);
+  const at::Tensor mask =
+      torch::tensor({{1, 1, 1, 0, 0}, {1, 1, 1, 1, 1}}, at::kLong);
   const at::Tensor batched = model->Forward(batch, mask);
   // Shapes differ, so BLAS sums in another order: equal up to rounding.
-  EXPECT_TRUE(torch::allclose(batched[0].narrow(0, 0, 3), alone[0], 1e-5, 1e-5));
+  EXPECT_TRUE(
+      torch::allclose(batched[0].narrow(0, 0, 3), alone[0], 1e-5, 1e-5));
   const at::Tensor second = model->Forward(batch.narrow(0, 1, 1));
   EXPECT_TRUE(torch::allclose(batched[1], second[0], 1e-5, 1e-5));
 }
@@ -171,14 +174,16 @@ TEST(LlamaModelTest, GroupedQueryAttentionEqualsMultiHeadWithRepeatedKv) {
       if (name.find("k_proj") != std::string::npos ||
           name.find("v_proj") != std::string::npos) {
         // [kv_heads * d, hidden] -> each head's rows repeated twice.
-        weight = weight.view({2, 1, 8, 32}).expand({2, 2, 8, 32}).reshape({32, 32});
+        weight =
+            weight.view({2, 1, 8, 32}).expand({2, 2, 8, 32}).reshape({32, 32});
       }
       parameter.value().copy_(weight);
     }
   }
   torch::NoGradGuard no_grad;
   const at::Tensor ids = Ids({3, 1, 4, 1, 5, 9, 2, 6});
-  EXPECT_TRUE(torch::allclose(grouped->Forward(ids), full->Forward(ids), 1e-5, 1e-6));
+  EXPECT_TRUE(
+      torch::allclose(grouped->Forward(ids), full->Forward(ids), 1e-5, 1e-6));
 }
 
 TEST(LlamaModelTest, KvCacheGenerationEqualsFullForwardArgmax) {
@@ -203,15 +208,17 @@ TEST(LlamaModelTest, KvCacheGenerationEqualsFullForwardArgmax) {
   const at::Tensor step_logits = model->Forward(Ids({cached[0]}), {}, &cache);
   std::vector<int64_t> extended = prompt;
   extended.push_back(cached[0]);
-  EXPECT_TRUE(torch::allclose(step_logits[0][0], model->Forward(Ids(extended))[0][-1],
-                              1e-4, 1e-5));
+  EXPECT_TRUE(torch::allclose(
+      step_logits[0][0], model->Forward(Ids(extended))[0][-1], 1e-4, 1e-5));
 }
 
 TEST(LlamaModelTest, GenerationStopsAtAStopToken) {
   auto model = TinyModel();
-  const std::vector<int64_t> free_run = GreedyGenerate(*model, {1, 2, 3}, 8, {});
+  const std::vector<int64_t> free_run =
+      GreedyGenerate(*model, {1, 2, 3}, 8, {});
   const int64_t stop = free_run[2];
-  const std::vector<int64_t> stopped = GreedyGenerate(*model, {1, 2, 3}, 8, {stop});
+  const std::vector<int64_t> stopped =
+      GreedyGenerate(*model, {1, 2, 3}, 8, {stop});
   ASSERT_LE(stopped.size(), 3u);
   EXPECT_EQ(stopped.back(), stop);
 }
@@ -232,7 +239,8 @@ TEST(LlamaModelTest, GradientsMatchFiniteDifferences) {
        {"model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight",
         "model.layers.1.self_attn.k_proj.weight",
         "model.layers.0.mlp.gate_proj.weight",
-        "model.layers.1.post_attention_layernorm.weight", "model.norm.weight"}) {
+        "model.layers.1.post_attention_layernorm.weight",
+        "model.norm.weight"}) {
     at::Tensor parameter = parameters[name];
     const at::Tensor flat = parameter.view({-1});
     for (int64_t index : {int64_t{0}, flat.numel() / 2 + 1, flat.numel() - 1}) {
@@ -263,8 +271,10 @@ TEST(LlamaModelTest, Bf16AutocastForwardIsCloseToFp32) {
     autocast = model->Forward(ids);
   }
   EXPECT_EQ(autocast.scalar_type(), at::kBFloat16);
-  const at::Tensor difference = (autocast.to(at::kFloat) - reference).abs().max();
-  EXPECT_LT(difference.item<float>(), 0.05f * reference.abs().max().item<float>());
+  const at::Tensor difference =
+      (autocast.to(at::kFloat) - reference).abs().max();
+  EXPECT_LT(difference.item<float>(),
+            0.05f * reference.abs().max().item<float>());
   const at::Tensor agreement =
       (autocast.argmax(-1) == reference.argmax(-1)).to(at::kFloat).mean();
   EXPECT_GE(agreement.item<float>(), 0.75f);

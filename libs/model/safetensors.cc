@@ -24,9 +24,9 @@ constexpr uint64_t kMaxHeaderBytes = 100 << 20;  // As the reference reader.
 const std::vector<std::pair<std::string, at::ScalarType>>& DtypeTable() {
   static const auto* table =
       new std::vector<std::pair<std::string, at::ScalarType>>{
-          {"F32", at::kFloat},  {"F16", at::kHalf},  {"BF16", at::kBFloat16},
-          {"F64", at::kDouble}, {"I64", at::kLong},  {"I32", at::kInt},
-          {"I16", at::kShort},  {"I8", at::kChar},   {"U8", at::kByte},
+          {"F32", at::kFloat},  {"F16", at::kHalf}, {"BF16", at::kBFloat16},
+          {"F64", at::kDouble}, {"I64", at::kLong}, {"I32", at::kInt},
+          {"I16", at::kShort},  {"I8", at::kChar},  {"U8", at::kByte},
           {"BOOL", at::kBool},
       };
   return *table;
@@ -92,17 +92,18 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
   struct stat info;
   if (fstat(fd, &info) != 0) {
     close(fd);
-    return absl::InternalError(absl::StrCat(path, ": fstat: ", strerror(errno)));
+    return absl::InternalError(
+        absl::StrCat(path, ": fstat: ", strerror(errno)));
   }
   const uint64_t file_size = static_cast<uint64_t>(info.st_size);
   if (file_size < 8) {
     close(fd);
-    return absl::DataLossError(absl::StrCat(
-        path, ": truncated: ", file_size,
-        " bytes, too short for the 8-byte header length"));
+    return absl::DataLossError(
+        absl::StrCat(path, ": truncated: ", file_size,
+                     " bytes, too short for the 8-byte header length"));
   }
-  void* data = mmap(nullptr, file_size, PROT_READ | PROT_WRITE, MAP_PRIVATE,
-                    fd, 0);
+  void* data =
+      mmap(nullptr, file_size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
   close(fd);
   if (data == MAP_FAILED) {
     return absl::InternalError(absl::StrCat(path, ": mmap: ", strerror(errno)));
@@ -114,14 +115,14 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
     header_size = (header_size << 8) | mapping->bytes()[i];
   }
   if (header_size > kMaxHeaderBytes) {
-    return absl::DataLossError(absl::StrCat(
-        path, ": header length ", header_size, " exceeds the ",
-        kMaxHeaderBytes, "-byte limit (not a safetensors file?)"));
+    return absl::DataLossError(
+        absl::StrCat(path, ": header length ", header_size, " exceeds the ",
+                     kMaxHeaderBytes, "-byte limit (not a safetensors file?)"));
   }
   if (header_size > file_size - 8) {
     return absl::DataLossError(
-        absl::StrCat(path, ": header length ", header_size, " runs past the end of the ",
-                     file_size, "-byte file"));
+        absl::StrCat(path, ": header length ", header_size,
+                     " runs past the end of the ", file_size, "-byte file"));
   }
   const std::string header_text(
       reinterpret_cast<const char*>(mapping->bytes() + 8), header_size);
@@ -158,9 +159,10 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
         !value["dtype"].is_string() || !value["shape"].is_array() ||
         !value["data_offsets"].is_array() ||
         value["data_offsets"].size() != 2) {
-      return absl::DataLossError(absl::StrCat(
-          where, ": needs dtype (string), shape (array) and data_offsets "
-                 "([begin, end])"));
+      return absl::DataLossError(
+          absl::StrCat(where,
+                       ": needs dtype (string), shape (array) and data_offsets "
+                       "([begin, end])"));
     }
     SafetensorsEntry entry;
     absl::StatusOr<at::ScalarType> dtype =
@@ -192,10 +194,10 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
     entry.begin = value["data_offsets"][0].get<uint64_t>();
     entry.end = value["data_offsets"][1].get<uint64_t>();
     if (entry.begin > entry.end || entry.end > data_size) {
-      return absl::DataLossError(absl::StrCat(
-          where, ": data_offsets [", entry.begin, ", ", entry.end,
-          "] fall outside the ", data_size,
-          "-byte data section (file truncated?)"));
+      return absl::DataLossError(
+          absl::StrCat(where, ": data_offsets [", entry.begin, ", ", entry.end,
+                       "] fall outside the ", data_size,
+                       "-byte data section (file truncated?)"));
     }
     const uint64_t expected_bytes = elements * c10::elementSize(entry.dtype);
     if (entry.end - entry.begin != expected_bytes) {
@@ -219,21 +221,21 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
   for (const std::string& name : file->names_) {
     const SafetensorsEntry& entry = file->entries_[name];
     if (entry.begin < cursor) {
-      return absl::DataLossError(absl::StrCat(
-          path, ": tensor '", name, "' at bytes [", entry.begin, ", ",
-          entry.end, ") overlaps the tensor before it"));
+      return absl::DataLossError(
+          absl::StrCat(path, ": tensor '", name, "' at bytes [", entry.begin,
+                       ", ", entry.end, ") overlaps the tensor before it"));
     }
     if (entry.begin > cursor) {
-      return absl::DataLossError(absl::StrCat(
-          path, ": tensor '", name, "' starts at byte ", entry.begin,
-          ", leaving a hole after byte ", cursor));
+      return absl::DataLossError(
+          absl::StrCat(path, ": tensor '", name, "' starts at byte ",
+                       entry.begin, ", leaving a hole after byte ", cursor));
     }
     cursor = entry.end;
   }
   if (cursor != data_size) {
-    return absl::DataLossError(absl::StrCat(
-        path, ": ", data_size - cursor,
-        " trailing bytes after the last tensor"));
+    return absl::DataLossError(
+        absl::StrCat(path, ": ", data_size - cursor,
+                     " trailing bytes after the last tensor"));
   }
   return file;
 }
@@ -280,9 +282,10 @@ absl::Status WriteSafetensors(
     }
     ASSIGN_OR_RETURN(std::string dtype_name,
                      SafetensorsDtypeName(tensor.scalar_type()));
-    ASSIGN_OR_RETURN(at::Tensor cpu,
-                     CallTorch(absl::StrCat(path, ": preparing '", name, "'"),
-                               [&] { return tensor.detach().cpu().contiguous(); }));
+    ASSIGN_OR_RETURN(
+        at::Tensor cpu,
+        CallTorch(absl::StrCat(path, ": preparing '", name, "'"),
+                  [&] { return tensor.detach().cpu().contiguous(); }));
     const uint64_t bytes = cpu.nbytes();
     header[name] = {{"dtype", dtype_name},
                     {"shape", cpu.sizes().vec()},
@@ -295,8 +298,8 @@ absl::Status WriteSafetensors(
   header_text.append((8 - header_text.size() % 8) % 8, ' ');
 
   const std::string temporary = absl::StrCat(path, ".tmp.", getpid());
-  const int fd = open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-                      0644);
+  const int fd =
+      open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
     return absl::PermissionDeniedError(
         absl::StrCat(temporary, ": cannot create: ", strerror(errno)));

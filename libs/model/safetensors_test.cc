@@ -59,12 +59,12 @@ bool SameBits(const at::Tensor& a, const at::Tensor& b) {
 TEST(SafetensorsTest, ReadsAHandMadeFile) {
   const std::string path = TempPath("hand_made.safetensors");
   // BF16 1.0 is 0x3F80, stored little-endian.
-  WriteBytes(path,
-             HandMadeFile(
-                 R"({"__metadata__":{"format":"pt"},)"
-                 R"("b":{"dtype":"BF16","shape":[1],"data_offsets":[8,10]},)"
-                 R"("a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",
-                 FloatBytes({1.0f, -2.5f}) + std::string("\x80\x3f", 2)));
+  WriteBytes(
+      path,
+      HandMadeFile(R"({"__metadata__":{"format":"pt"},)"
+                   R"("b":{"dtype":"BF16","shape":[1],"data_offsets":[8,10]},)"
+                   R"("a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",
+                   FloatBytes({1.0f, -2.5f}) + std::string("\x80\x3f", 2)));
   absl::StatusOr<std::unique_ptr<SafetensorsFile>> file =
       SafetensorsFile::Open(path);
   ASSERT_TRUE(file.ok()) << file.status();
@@ -139,14 +139,15 @@ TEST(SafetensorsTest, TensorsOutliveTheFileAndWritesDoNotReachIt) {
 
 TEST(SafetensorsTest, WriterRejectsRepeatedAndReservedNames) {
   const std::string path = TempPath("bad_names.safetensors");
-  EXPECT_EQ(WriteSafetensors(path, {{"w", torch::ones(1)}, {"w", torch::ones(1)}})
-                .code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      WriteSafetensors(path, {{"w", torch::ones(1)}, {"w", torch::ones(1)}})
+          .code(),
+      absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(WriteSafetensors(path, {{"__metadata__", torch::ones(1)}}).code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(WriteSafetensors(path, {{"c", torch::ones(1, at::kComplexFloat)}})
-                .code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      WriteSafetensors(path, {{"c", torch::ones(1, at::kComplexFloat)}}).code(),
+      absl::StatusCode::kInvalidArgument);
 }
 
 struct MalformedCase {
@@ -167,8 +168,8 @@ TEST_P(MalformedSafetensorsTest, IsRejectedWithAnErrorNamingFileAndTensor) {
   ASSERT_FALSE(file.ok()) << test_case.label;
   EXPECT_TRUE(absl::StrContains(file.status().message(), path))
       << file.status();
-  EXPECT_TRUE(absl::StrContains(file.status().message(),
-                                test_case.expected_fragment))
+  EXPECT_TRUE(
+      absl::StrContains(file.status().message(), test_case.expected_fragment))
       << file.status();
 }
 
@@ -181,8 +182,7 @@ INSTANTIATE_TEST_SUITE_P(
         MalformedCase{"header_past_end",
                       HandMadeFile(R"({"a":{}})", "").substr(0, 12),
                       "runs past the end"},
-        MalformedCase{"huge_header_length", std::string(8, '\xff'),
-                      "exceeds"},
+        MalformedCase{"huge_header_length", std::string(8, '\xff'), "exceeds"},
         MalformedCase{"not_json", HandMadeFile("{oops", ""),
                       "not a JSON object"},
         MalformedCase{"json_array", HandMadeFile("[1,2]", ""),
@@ -248,10 +248,9 @@ INSTANTIATE_TEST_SUITE_P(
     });
 
 TEST(SafetensorsTest, MissingFileIsNotFound) {
-  EXPECT_EQ(SafetensorsFile::Open("/nonexistent/model.safetensors")
-                .status()
-                .code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(
+      SafetensorsFile::Open("/nonexistent/model.safetensors").status().code(),
+      absl::StatusCode::kNotFound);
 }
 
 TEST(SafetensorsTest, UnknownTensorNameIsNotFoundNamingTheFile) {

@@ -1,0 +1,265 @@
+#include "libs/model/hf_checkpoint.h"
+
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "libs/model/llama_config.h"
+#include "libs/model/safetensors.h"
+#include "libs/status/status_macros.h"
+#include "libs/status/torch_status.h"
+#include "nlohmann/json.hpp"
+
+namespace lethe {
+namespace {
+
+constexpr char kSingleFile[] = "model.safetensors";
+constexpr char kIndexFile[] = "model.safetensors.index.json";
+
+bool Exists(const std::string& path) {
+  struct stat info;
+  return stat(path.c_str(), &info) == 0;
+}
+
+std::string ShapeString(at::IntArrayRef shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+// Tensors a checkpoint may carry that Lethe's model has no parameter for.
+bool IsIgnorable(const std::string& name, const LlamaConfig& config) {
+  return absl::EndsWith(name, ".rotary_emb.inv_freq") ||
+         (config.tie_word_embeddings && name == "lm_head.weight");
+}
+
+absl::StatusOr<std::string> DtypeConfigName(at::ScalarType dtype) {
+  switch (dtype) {
+    case at::kFloat:
+      return std::string("float32");
+    case at::kBFloat16:
+      return std::string("bfloat16");
+    case at::kHalf:
+      return std::string("float16");
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(
+          "checkpoints store float32, bfloat16 or float16, not ",
+          c10::toString(dtype)));
+  }
+}
+
+// Maps each tensor name to the file holding it, from the index or the
+// single file.
+absl::StatusOr<std::map<std::string, std::string>> WeightMap(
+    const std::string& dir) {
+  const std::string index_path = absl::StrCat(dir, "/", kIndexFile);
+  const std::string single_path = absl::StrCat(dir, "/", kSingleFile);
+  std::map<std::string, std::string> weight_map;
+  if (Exists(single_path)) {
+    ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> file,
+                     SafetensorsFile::Open(single_path));
+    for (const std::string& name : file->names()) {
+      weight_map[name] = single_path;
+    }
+    return weight_map;
+  }
+  if (!Exists(index_path)) {
+    if (Exists(absl::StrCat(dir, "/pytorch_model.bin"))) {
+      return absl::UnimplementedError(absl::StrCat(
+          dir, " holds pytorch_model.bin; Lethe reads safetensors only "
+               "(convert with save_pretrained(..., safe_serialization=True))"));
+    }
+    return absl::NotFoundError(absl::StrCat(dir, " has neither ", kSingleFile,
+                                            " nor ", kIndexFile));
+  }
+  std::ifstream in(index_path);
+  std::stringstream text;
+  text << in.rdbuf();
+  const nlohmann::json index =
+      nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+  if (index.is_discarded() || !index.is_object() ||
+      !index.contains("weight_map") || !index["weight_map"].is_object()) {
+    return absl::DataLossError(
+        absl::StrCat(index_path, ": not a JSON object with a weight_map"));
+  }
+  for (const auto& [name, file] : index["weight_map"].items()) {
+    if (!file.is_string() ||
+        file.get<std::string>().find('/') != std::string::npos) {
+      return absl::DataLossError(absl::StrCat(
+          index_path, ": weight_map entry for '", name,
+          "' must be a file name in the same directory"));
+    }
+    weight_map[name] = absl::StrCat(dir, "/", file.get<std::string>());
+  }
+  return weight_map;
+}
+
+absl::Status WriteTextAtomically(const std::string& path,
+                                 const std::string& text) {
+  const std::string temporary = path + ".tmp";
+  {
+    std::ofstream out(temporary, std::ios::trunc);
+    out << text;
+    if (!out.flush()) {
+      return absl::PermissionDeniedError(absl::StrCat(temporary, ": cannot write"));
+    }
+  }
+  if (std::rename(temporary.c_str(), path.c_str()) != 0) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(path, ": cannot rename ", temporary, " into place"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status LoadLlamaWeights(const std::string& dir, LlamaForCausalLM& model) {
+  ASSIGN_OR_RETURN(auto weight_map, WeightMap(dir));
+  auto parameters = model.named_parameters();
+  const std::string config_path = absl::StrCat(dir, "/config.json");
+
+  std::vector<std::string> missing;
+  for (const auto& parameter : parameters) {
+    if (weight_map.count(parameter.key()) == 0) missing.push_back(parameter.key());
+  }
+  if (!missing.empty()) {
+    const size_t shown = std::min<size_t>(missing.size(), 3);
+    return absl::InvalidArgumentError(absl::StrCat(
+        dir, ": ", missing.size(), " tensor(s) that ", config_path,
+        " implies are missing from the weights, e.g. '",
+        absl::StrJoin(missing.begin(), missing.begin() + shown, "', '"), "'"));
+  }
+  for (const auto& [name, file] : weight_map) {
+    if (parameters.find(name) == nullptr && !IsIgnorable(name, model.config())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          file, ": tensor '", name, "' has no place in the model that ",
+          config_path, " describes"));
+    }
+  }
+
+  std::map<std::string, std::unique_ptr<SafetensorsFile>> open_files;
+  torch::NoGradGuard no_grad;
+  for (auto& parameter : parameters) {
+    const std::string& name = parameter.key();
+    const std::string& path = weight_map[name];
+    if (open_files.count(path) == 0) {
+      ASSIGN_OR_RETURN(open_files[path], SafetensorsFile::Open(path));
+    }
+    const SafetensorsFile& file = *open_files[path];
+    if (!file.Contains(name)) {
+      return absl::DataLossError(absl::StrCat(
+          path, ": the index names this file for tensor '", name,
+          "' but the file does not hold it"));
+    }
+    ASSIGN_OR_RETURN(at::Tensor stored, file.Get(name));
+    if (stored.sizes() != parameter.value().sizes()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": tensor '", name, "' has shape ", ShapeString(stored.sizes()),
+          " but ", config_path, " implies ",
+          ShapeString(parameter.value().sizes())));
+    }
+    RETURN_IF_ERROR(CallTorch(absl::StrCat("loading '", name, "'"),
+                              [&] { parameter.value().copy_(stored); }));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<LlamaForCausalLM>> LoadLlamaCheckpoint(
+    const std::string& dir, at::ScalarType dtype) {
+  ASSIGN_OR_RETURN(LlamaConfig config,
+                   ReadLlamaConfig(absl::StrCat(dir, "/config.json")));
+  ASSIGN_OR_RETURN(
+      std::shared_ptr<LlamaForCausalLM> model,
+      CallTorch(absl::StrCat("building the model of ", dir), [&] {
+        auto built = std::make_shared<LlamaForCausalLM>(config);
+        built->to(dtype);
+        return built;
+      }));
+  RETURN_IF_ERROR(LoadLlamaWeights(dir, *model));
+  return model;
+}
+
+absl::Status SaveLlamaCheckpoint(LlamaForCausalLM& model,
+                                 const std::string& dir,
+                                 const SaveOptions& options) {
+  if (options.max_shard_bytes <= 0) {
+    return absl::InvalidArgumentError("max_shard_bytes must be positive");
+  }
+  ASSIGN_OR_RETURN(std::string dtype_name, DtypeConfigName(options.dtype));
+  std::error_code error;
+  std::filesystem::create_directories(dir, error);
+  if (error) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(dir, ": cannot create: ", error.message()));
+  }
+
+  // Greedy shards of consecutive parameters.
+  std::vector<std::vector<std::pair<std::string, at::Tensor>>> shards(1);
+  int64_t shard_bytes = 0;
+  int64_t total_bytes = 0;
+  for (const auto& parameter : model.named_parameters()) {
+    ASSIGN_OR_RETURN(at::Tensor stored,
+                     CallTorch("converting weights for saving", [&] {
+                       return parameter.value().detach().to(options.dtype);
+                     }));
+    const int64_t bytes = stored.nbytes();
+    if (!shards.back().empty() && shard_bytes + bytes > options.max_shard_bytes) {
+      shards.emplace_back();
+      shard_bytes = 0;
+    }
+    shards.back().emplace_back(parameter.key(), std::move(stored));
+    shard_bytes += bytes;
+    total_bytes += bytes;
+  }
+
+  LlamaConfig config = model.config();
+  config.torch_dtype = dtype_name;
+  RETURN_IF_ERROR(WriteLlamaConfig(config, absl::StrCat(dir, "/config.json")));
+
+  const std::map<std::string, std::string> metadata = {{"format", "pt"}};
+  std::set<std::string> written;
+  if (shards.size() == 1) {
+    RETURN_IF_ERROR(WriteSafetensors(absl::StrCat(dir, "/", kSingleFile),
+                                     shards[0], metadata));
+    written.insert(kSingleFile);
+  } else {
+    nlohmann::ordered_json weight_map = nlohmann::ordered_json::object();
+    for (size_t i = 0; i < shards.size(); ++i) {
+      const std::string file_name = absl::StrFormat(
+          "model-%05d-of-%05d.safetensors", i + 1, shards.size());
+      RETURN_IF_ERROR(WriteSafetensors(absl::StrCat(dir, "/", file_name),
+                                       shards[i], metadata));
+      for (const auto& [name, tensor] : shards[i]) weight_map[name] = file_name;
+      written.insert(file_name);
+    }
+    nlohmann::ordered_json index;
+    index["metadata"] = {{"total_size", total_bytes}};
+    index["weight_map"] = weight_map;
+    RETURN_IF_ERROR(WriteTextAtomically(absl::StrCat(dir, "/", kIndexFile),
+                                        index.dump(2) + "\n"));
+    written.insert(kIndexFile);
+  }
+
+  // Weight files of an earlier save would make the directory ambiguous.
+  for (const auto& entry : std::filesystem::directory_iterator(dir, error)) {
+    const std::string name = entry.path().filename().string();
+    const bool weight_file =
+        name == kSingleFile || name == kIndexFile ||
+        (absl::StartsWith(name, "model-") && absl::EndsWith(name, ".safetensors"));
+    if (weight_file && written.count(name) == 0) {
+      std::filesystem::remove(entry.path(), error);
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace lethe
