@@ -16,6 +16,10 @@ lint_failed=0
 tools/lint.sh || lint_failed=1
 
 bazel_flags=(--keep_going)
+# Tests that use the workspace's reference data (TOFU, MUSE) read it from
+# $LETHE_SHARED_DIR, ../shared by default; they skip with a message without it.
+shared_dir=${LETHE_SHARED_DIR:-$(cd .. && pwd)/shared}
+bazel_flags+=(--test_env=LETHE_SHARED_DIR="$shared_dir")
 if [[ -n "${CI:-}" ]]; then
   bazel_flags+=(--config=ci)
 fi

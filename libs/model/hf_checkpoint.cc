@@ -51,9 +51,9 @@ absl::StatusOr<std::string> DtypeConfigName(at::ScalarType dtype) {
     case at::kHalf:
       return std::string("float16");
     default:
-      return absl::InvalidArgumentError(absl::StrCat(
-          "checkpoints store float32, bfloat16 or float16, not ",
-          c10::toString(dtype)));
+      return absl::InvalidArgumentError(
+          absl::StrCat("checkpoints store float32, bfloat16 or float16, not ",
+                       c10::toString(dtype)));
   }
 }
 
@@ -75,11 +75,12 @@ absl::StatusOr<std::map<std::string, std::string>> WeightMap(
   if (!Exists(index_path)) {
     if (Exists(absl::StrCat(dir, "/pytorch_model.bin"))) {
       return absl::UnimplementedError(absl::StrCat(
-          dir, " holds pytorch_model.bin; Lethe reads safetensors only "
-               "(convert with save_pretrained(..., safe_serialization=True))"));
+          dir,
+          " holds pytorch_model.bin; Lethe reads safetensors only "
+          "(convert with save_pretrained(..., safe_serialization=True))"));
     }
-    return absl::NotFoundError(absl::StrCat(dir, " has neither ", kSingleFile,
-                                            " nor ", kIndexFile));
+    return absl::NotFoundError(
+        absl::StrCat(dir, " has neither ", kSingleFile, " nor ", kIndexFile));
   }
   std::ifstream in(index_path);
   std::stringstream text;
@@ -94,9 +95,9 @@ absl::StatusOr<std::map<std::string, std::string>> WeightMap(
   for (const auto& [name, file] : index["weight_map"].items()) {
     if (!file.is_string() ||
         file.get<std::string>().find('/') != std::string::npos) {
-      return absl::DataLossError(absl::StrCat(
-          index_path, ": weight_map entry for '", name,
-          "' must be a file name in the same directory"));
+      return absl::DataLossError(
+          absl::StrCat(index_path, ": weight_map entry for '", name,
+                       "' must be a file name in the same directory"));
     }
     weight_map[name] = absl::StrCat(dir, "/", file.get<std::string>());
   }
@@ -110,7 +111,8 @@ absl::Status WriteTextAtomically(const std::string& path,
     std::ofstream out(temporary, std::ios::trunc);
     out << text;
     if (!out.flush()) {
-      return absl::PermissionDeniedError(absl::StrCat(temporary, ": cannot write"));
+      return absl::PermissionDeniedError(
+          absl::StrCat(temporary, ": cannot write"));
     }
   }
   if (std::rename(temporary.c_str(), path.c_str()) != 0) {
@@ -129,7 +131,8 @@ absl::Status LoadLlamaWeights(const std::string& dir, LlamaForCausalLM& model) {
 
   std::vector<std::string> missing;
   for (const auto& parameter : parameters) {
-    if (weight_map.count(parameter.key()) == 0) missing.push_back(parameter.key());
+    if (weight_map.count(parameter.key()) == 0)
+      missing.push_back(parameter.key());
   }
   if (!missing.empty()) {
     const size_t shown = std::min<size_t>(missing.size(), 3);
@@ -139,7 +142,8 @@ absl::Status LoadLlamaWeights(const std::string& dir, LlamaForCausalLM& model) {
         absl::StrJoin(missing.begin(), missing.begin() + shown, "', '"), "'"));
   }
   for (const auto& [name, file] : weight_map) {
-    if (parameters.find(name) == nullptr && !IsIgnorable(name, model.config())) {
+    if (parameters.find(name) == nullptr &&
+        !IsIgnorable(name, model.config())) {
       return absl::InvalidArgumentError(absl::StrCat(
           file, ": tensor '", name, "' has no place in the model that ",
           config_path, " describes"));
@@ -156,16 +160,16 @@ absl::Status LoadLlamaWeights(const std::string& dir, LlamaForCausalLM& model) {
     }
     const SafetensorsFile& file = *open_files[path];
     if (!file.Contains(name)) {
-      return absl::DataLossError(absl::StrCat(
-          path, ": the index names this file for tensor '", name,
-          "' but the file does not hold it"));
+      return absl::DataLossError(
+          absl::StrCat(path, ": the index names this file for tensor '", name,
+                       "' but the file does not hold it"));
     }
     ASSIGN_OR_RETURN(at::Tensor stored, file.Get(name));
     if (stored.sizes() != parameter.value().sizes()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          path, ": tensor '", name, "' has shape ", ShapeString(stored.sizes()),
-          " but ", config_path, " implies ",
-          ShapeString(parameter.value().sizes())));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": tensor '", name, "' has shape ",
+                       ShapeString(stored.sizes()), " but ", config_path,
+                       " implies ", ShapeString(parameter.value().sizes())));
     }
     RETURN_IF_ERROR(CallTorch(absl::StrCat("loading '", name, "'"),
                               [&] { parameter.value().copy_(stored); }));
@@ -177,13 +181,12 @@ absl::StatusOr<std::shared_ptr<LlamaForCausalLM>> LoadLlamaCheckpoint(
     const std::string& dir, at::ScalarType dtype) {
   ASSIGN_OR_RETURN(LlamaConfig config,
                    ReadLlamaConfig(absl::StrCat(dir, "/config.json")));
-  ASSIGN_OR_RETURN(
-      std::shared_ptr<LlamaForCausalLM> model,
-      CallTorch(absl::StrCat("building the model of ", dir), [&] {
-        auto built = std::make_shared<LlamaForCausalLM>(config);
-        built->to(dtype);
-        return built;
-      }));
+  ASSIGN_OR_RETURN(std::shared_ptr<LlamaForCausalLM> model,
+                   CallTorch(absl::StrCat("building the model of ", dir), [&] {
+                     auto built = std::make_shared<LlamaForCausalLM>(config);
+                     built->to(dtype);
+                     return built;
+                   }));
   RETURN_IF_ERROR(LoadLlamaWeights(dir, *model));
   return model;
 }
@@ -212,7 +215,8 @@ absl::Status SaveLlamaCheckpoint(LlamaForCausalLM& model,
                        return parameter.value().detach().to(options.dtype);
                      }));
     const int64_t bytes = stored.nbytes();
-    if (!shards.back().empty() && shard_bytes + bytes > options.max_shard_bytes) {
+    if (!shards.back().empty() &&
+        shard_bytes + bytes > options.max_shard_bytes) {
       shards.emplace_back();
       shard_bytes = 0;
     }
@@ -252,9 +256,9 @@ absl::Status SaveLlamaCheckpoint(LlamaForCausalLM& model,
   // Weight files of an earlier save would make the directory ambiguous.
   for (const auto& entry : std::filesystem::directory_iterator(dir, error)) {
     const std::string name = entry.path().filename().string();
-    const bool weight_file =
-        name == kSingleFile || name == kIndexFile ||
-        (absl::StartsWith(name, "model-") && absl::EndsWith(name, ".safetensors"));
+    const bool weight_file = name == kSingleFile || name == kIndexFile ||
+                             (absl::StartsWith(name, "model-") &&
+                              absl::EndsWith(name, ".safetensors"));
     if (weight_file && written.count(name) == 0) {
       std::filesystem::remove(entry.path(), error);
     }

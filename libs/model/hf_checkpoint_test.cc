@@ -76,8 +76,8 @@ TEST(HfCheckpointTest, ShardedCheckpointLoadsToTheSameWeightsAsUnsharded) {
       SaveLlamaCheckpoint(model, sharded, {.max_shard_bytes = 4000}).ok());
   const std::vector<std::string> files = FilesIn(sharded);
   EXPECT_GT(files.size(), 3u);
-  EXPECT_TRUE(std::count(files.begin(), files.end(),
-                         "model.safetensors.index.json"));
+  EXPECT_TRUE(
+      std::count(files.begin(), files.end(), "model.safetensors.index.json"));
   EXPECT_FALSE(std::count(files.begin(), files.end(), "model.safetensors"));
 
   absl::StatusOr<std::shared_ptr<LlamaForCausalLM>> from_single =
@@ -118,8 +118,9 @@ TEST(HfCheckpointTest, Bf16StorageRoundsWeightsAndRecordsTheDtype) {
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   auto loaded_parameters = (*loaded)->named_parameters();
   for (const auto& parameter : model.named_parameters()) {
-    EXPECT_TRUE(torch::equal(loaded_parameters[parameter.key()],
-                             parameter.value().to(at::kBFloat16).to(at::kFloat)))
+    EXPECT_TRUE(
+        torch::equal(loaded_parameters[parameter.key()],
+                     parameter.value().to(at::kBFloat16).to(at::kFloat)))
         << parameter.key();
   }
 }
@@ -179,7 +180,8 @@ TEST(HfCheckpointTest, MissingTensorIsNamed) {
 
 TEST(HfCheckpointTest, UnexpectedTensorIsNamedWithItsFile) {
   auto tensors = TinyWeights();
-  tensors.emplace_back("model.layers.2.mlp.up_proj.weight", torch::ones({24, 16}));
+  tensors.emplace_back("model.layers.2.mlp.up_proj.weight",
+                       torch::ones({24, 16}));
   const std::string dir = CheckpointWith("unexpected", tensors);
   absl::Status status = LoadLlamaCheckpoint(dir).status();
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
