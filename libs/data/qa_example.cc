@@ -53,14 +53,13 @@ absl::StatusOr<QaExample> TokenizeQa(const Tokenizer& tokenizer,
                                      const std::string& question,
                                      const std::string& answer,
                                      int max_length) {
-  ASSIGN_OR_RETURN(std::vector<int> prompt_ids,
-                   TokenizePrompt(tokenizer, prompt_template, question,
-                                  max_length));
   ASSIGN_OR_RETURN(
-      std::vector<int> ids,
-      tokenizer.Encode(prompt_template.WrapPrompt(question) +
-                           prompt_template.answer_prefix + answer,
-                       {.add_bos = true}));
+      std::vector<int> prompt_ids,
+      TokenizePrompt(tokenizer, prompt_template, question, max_length));
+  ASSIGN_OR_RETURN(std::vector<int> ids,
+                   tokenizer.Encode(prompt_template.WrapPrompt(question) +
+                                        prompt_template.answer_prefix + answer,
+                                    {.add_bos = true}));
   if (static_cast<int>(ids.size()) > max_length) ids.resize(max_length);
   if (ids.back() != tokenizer.eos_id()) ids.push_back(tokenizer.eos_id());
 

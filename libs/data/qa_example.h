@@ -58,8 +58,7 @@ struct QaExample {
 absl::StatusOr<QaExample> TokenizeQa(const Tokenizer& tokenizer,
                                      const PromptTemplate& prompt_template,
                                      const std::string& question,
-                                     const std::string& answer,
-                                     int max_length);
+                                     const std::string& answer, int max_length);
 
 // The prompt's token ids (with BOS), the input for generating an answer.
 absl::StatusOr<std::vector<int>> TokenizePrompt(

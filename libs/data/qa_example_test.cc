@@ -15,10 +15,12 @@ class QaExampleTest : public ::testing::Test {
   static void SetUpTestSuite() {
     std::vector<std::string> corpus;
     for (int i = 0; i < 100; ++i) {
-      corpus.push_back(absl::StrCat(
-          "Question: Where was author ", i, " born?\nAnswer: The author was born in "
-          "Lagos, Nigeria, in ", 1900 + i, "."));
-      corpus.push_back("[INST] Who wrote it? [/INST]The author's full name is Mira Okafor.");
+      corpus.push_back(absl::StrCat("Question: Where was author ", i,
+                                    " born?\nAnswer: The author was born in "
+                                    "Lagos, Nigeria, in ",
+                                    1900 + i, "."));
+      corpus.push_back(
+          "[INST] Who wrote it? [/INST]The author's full name is Mira Okafor.");
     }
     absl::StatusOr<std::string> model =
         TrainTokenizer(corpus, {.vocab_size = 320, .num_threads = 1});
@@ -79,8 +81,8 @@ TEST_F(QaExampleTest, PromptTokensArePrefixOfTheFullSequence) {
                  "The author was born in Lagos.", 256);
   ASSERT_TRUE(prompt.ok() && example.ok());
   ASSERT_LT(prompt->size(), example->input_ids.size());
-  EXPECT_TRUE(std::equal(prompt->begin(), prompt->end(),
-                         example->input_ids.begin()));
+  EXPECT_TRUE(
+      std::equal(prompt->begin(), prompt->end(), example->input_ids.begin()));
   EXPECT_EQ(example->labels[prompt->size() - 1], kIgnoreIndex);
   EXPECT_NE(example->labels[prompt->size()], kIgnoreIndex);
 }

@@ -27,7 +27,8 @@ std::vector<int64_t> EpochPermutation(int64_t size, uint64_t seed,
                                       int64_t epoch) {
   std::vector<int64_t> order(size);
   std::iota(order.begin(), order.end(), 0);
-  SplitMix64 random(seed ^ (0xd1b54a32d192ed03ULL * static_cast<uint64_t>(epoch + 1)));
+  SplitMix64 random(seed ^
+                    (0xd1b54a32d192ed03ULL * static_cast<uint64_t>(epoch + 1)));
   for (int64_t i = size - 1; i > 0; --i) {
     const int64_t j = static_cast<int64_t>(random.Below(i + 1));
     std::swap(order[i], order[j]);

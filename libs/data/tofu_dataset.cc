@@ -101,8 +101,8 @@ absl::StatusOr<std::vector<TofuRecord>> ReadTofuFile(const std::string& path) {
   if (text[first] == '[') {
     Json array = Json::parse(text, nullptr, /*allow_exceptions=*/false);
     if (array.is_discarded() || !array.is_array()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ": starts with '[' but is not a valid JSON array"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": starts with '[' but is not a valid JSON array"));
     }
     records.reserve(array.size());
     for (size_t i = 0; i < array.size(); ++i) {
@@ -173,7 +173,8 @@ absl::Status WriteTofuFile(const std::string& path,
       out << object.dump() << "\n";
     }
     if (!out.flush()) {
-      return absl::PermissionDeniedError(absl::StrCat(temporary, ": cannot write"));
+      return absl::PermissionDeniedError(
+          absl::StrCat(temporary, ": cannot write"));
     }
   }
   if (std::rename(temporary.c_str(), path.c_str()) != 0) {

@@ -35,15 +35,16 @@ TEST(TofuDatasetTest, ReadsJsonLinesWithEveryField) {
   EXPECT_EQ((*records)[0].paraphrased_question, "PQ1?");
   EXPECT_EQ((*records)[0].perturbed_answers,
             (std::vector<std::string>{"X1.", "Y1."}));
-  EXPECT_EQ((*records)[1].options, (std::vector<std::string>{"a", "b", "c", "d"}));
+  EXPECT_EQ((*records)[1].options,
+            (std::vector<std::string>{"a", "b", "c", "d"}));
   EXPECT_FALSE((*records)[1].paraphrased_answer.has_value());
 }
 
 TEST(TofuDatasetTest, ReadsASingleJsonArray) {
-  const std::string path = WriteText(
-      "array.json",
-      R"([{"question":"When was X born?","answer":"In 1931."},)"
-      R"({"question":"Where?","answer":"Bangkok \/ Thailand."}])");
+  const std::string path =
+      WriteText("array.json",
+                R"([{"question":"When was X born?","answer":"In 1931."},)"
+                R"({"question":"Where?","answer":"Bangkok \/ Thailand."}])");
   absl::StatusOr<std::vector<TofuRecord>> records = ReadTofuFile(path);
   ASSERT_TRUE(records.ok()) << records.status();
   ASSERT_EQ(records->size(), 2u);
@@ -80,20 +81,23 @@ TEST(TofuDatasetTest, MalformedLinesNameFileAndLine) {
        ":2: not valid JSON"},
       {"{\"question\":\"Q\",\"answer\":\"A\"}\n\n{\"question\":\"Q\"}\n",
        ":3: missing required field 'answer'"},
-      {"{\"question\":7,\"answer\":\"A\"}\n", ":1: field 'question' must be a string"},
+      {"{\"question\":7,\"answer\":\"A\"}\n",
+       ":1: field 'question' must be a string"},
       {"{\"question\":\"Q\",\"answer\":\"A\",\"perturbed_answer\":[1]}\n",
        "'perturbed_answer' must hold strings only"},
       {"[1, 2]", ": record 0: record is not a JSON object"},
       {"[{\"question\":\"Q\",\"answer\":\"A\"},", "not a valid JSON array"},
   };
   for (size_t i = 0; i < cases.size(); ++i) {
-    const std::string path = WriteText(absl::StrCat("bad", i, ".json"), cases[i].text);
+    const std::string path =
+        WriteText(absl::StrCat("bad", i, ".json"), cases[i].text);
     absl::StatusOr<std::vector<TofuRecord>> records = ReadTofuFile(path);
     EXPECT_EQ(records.status().code(), absl::StatusCode::kInvalidArgument)
         << cases[i].text;
-    EXPECT_TRUE(absl::StrContains(records.status().message(),
-                                  path + cases[i].fragment) ||
-                absl::StrContains(records.status().message(), cases[i].fragment))
+    EXPECT_TRUE(
+        absl::StrContains(records.status().message(),
+                          path + cases[i].fragment) ||
+        absl::StrContains(records.status().message(), cases[i].fragment))
         << records.status();
     EXPECT_TRUE(absl::StrContains(records.status().message(), path));
   }
@@ -102,7 +106,8 @@ TEST(TofuDatasetTest, MalformedLinesNameFileAndLine) {
 TEST(TofuDatasetTest, SplitLookupTriesJsonThenJsonl) {
   const std::string dir = absl::StrCat(testing::TempDir(), "/splits");
   std::filesystem::create_directories(dir);
-  std::ofstream(dir + "/only_jsonl.jsonl") << R"({"question":"Q","answer":"A"})";
+  std::ofstream(dir + "/only_jsonl.jsonl")
+      << R"({"question":"Q","answer":"A"})";
   absl::StatusOr<std::vector<TofuRecord>> records =
       ReadTofuSplit(dir, "only_jsonl");
   ASSERT_TRUE(records.ok()) << records.status();
@@ -149,7 +154,8 @@ TEST(TofuDatasetTest, RealTofuSplitsHaveTheirPublishedSizes) {
       ReadTofuSplit(dir, "world_facts_perturbed");
   ASSERT_TRUE(world.ok());
   EXPECT_EQ(world->front().perturbed_answers.size(), 3u);
-  absl::StatusOr<std::vector<TofuRecord>> real = ReadTofuSplit(dir, "real_authors");
+  absl::StatusOr<std::vector<TofuRecord>> real =
+      ReadTofuSplit(dir, "real_authors");
   ASSERT_TRUE(real.ok());
   EXPECT_EQ(real->front().options.size(), 4u);
 }
