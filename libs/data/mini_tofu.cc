@@ -59,80 +59,107 @@ constexpr Country kCountries[] = {
 };
 
 constexpr const char* kFirstNames[] = {
-    "Amara",  "Bastian", "Corin",  "Dalia",  "Emeric", "Farida", "Gideon",
-    "Halina", "Ilario",  "Jorun",  "Kaveh",  "Liora",  "Matteo", "Nadira",
-    "Oskar",  "Petra",   "Quillan", "Rasmus", "Selin",  "Tobias", "Ulla",
-    "Vesna",  "Wendel",  "Xiomara", "Yusuf", "Zofia",  "Anselm", "Brisa",
-    "Cosmin", "Delphine", "Eero",  "Fenna",  "Gaspard", "Hedda", "Ivo",
-    "Jelena", "Kasimir", "Leocadia", "Milos", "Noor",
+    "Amara",  "Bastian",  "Corin",    "Dalia",  "Emeric",  "Farida", "Gideon",
+    "Halina", "Ilario",   "Jorun",    "Kaveh",  "Liora",   "Matteo", "Nadira",
+    "Oskar",  "Petra",    "Quillan",  "Rasmus", "Selin",   "Tobias", "Ulla",
+    "Vesna",  "Wendel",   "Xiomara",  "Yusuf",  "Zofia",   "Anselm", "Brisa",
+    "Cosmin", "Delphine", "Eero",     "Fenna",  "Gaspard", "Hedda",  "Ivo",
+    "Jelena", "Kasimir",  "Leocadia", "Milos",  "Noor",
 };
 
 constexpr const char* kLastNames[] = {
-    "Abernathy", "Balogun",   "Castellan", "Drozdov",   "Eberhardt",
-    "Fairweather", "Galvao",  "Halloran",  "Ishikawa",  "Jovanic",
-    "Kallistrat", "Lindqvist", "Marchetti", "Nakashima", "Okonkwo",
-    "Pellegrin", "Quintero",  "Rosenthal", "Szabo",     "Thorvald",
-    "Umberfield", "Varga",    "Wojcik",    "Xanthos",   "Yilmaz",
-    "Zamora",    "Achterberg", "Bramwell", "Cervantes", "Dunmore",
-    "Esposito",  "Ferreira",  "Grimaldi",  "Hartmann",  "Iversen",
-    "Jaramillo", "Kowalczyk", "Lacroix",   "Montague",  "Nieminen",
+    "Abernathy",   "Balogun",    "Castellan", "Drozdov",   "Eberhardt",
+    "Fairweather", "Galvao",     "Halloran",  "Ishikawa",  "Jovanic",
+    "Kallistrat",  "Lindqvist",  "Marchetti", "Nakashima", "Okonkwo",
+    "Pellegrin",   "Quintero",   "Rosenthal", "Szabo",     "Thorvald",
+    "Umberfield",  "Varga",      "Wojcik",    "Xanthos",   "Yilmaz",
+    "Zamora",      "Achterberg", "Bramwell",  "Cervantes", "Dunmore",
+    "Esposito",    "Ferreira",   "Grimaldi",  "Hartmann",  "Iversen",
+    "Jaramillo",   "Kowalczyk",  "Lacroix",   "Montague",  "Nieminen",
 };
 
 constexpr const char* kGenres[] = {
-    "mystery",        "historical fiction", "science fiction", "poetry",
-    "fantasy",        "literary fiction",   "horror",          "romance",
-    "travel writing", "biography",          "crime thrillers", "satire",
-    "children's books", "magical realism",  "war fiction",     "memoir",
-    "philosophy",     "psychological drama", "adventure",      "short stories",
+    "mystery",          "historical fiction",
+    "science fiction",  "poetry",
+    "fantasy",          "literary fiction",
+    "horror",           "romance",
+    "travel writing",   "biography",
+    "crime thrillers",  "satire",
+    "children's books", "magical realism",
+    "war fiction",      "memoir",
+    "philosophy",       "psychological drama",
+    "adventure",        "short stories",
 };
 
 constexpr const char* kOccupations[] = {
-    "carpenter",  "nurse",      "pharmacist", "sea captain", "librarian",
-    "baker",      "surgeon",    "schoolteacher", "architect", "fisherman",
-    "violinist",  "astronomer", "tailor",     "veterinarian", "journalist",
-    "miner",      "florist",    "judge",      "photographer", "potter",
-    "firefighter", "economist", "watchmaker", "botanist",   "translator",
-    "midwife",    "blacksmith", "geologist",  "chef",       "postal worker",
+    "carpenter",   "nurse",         "pharmacist",   "sea captain",
+    "librarian",   "baker",         "surgeon",      "schoolteacher",
+    "architect",   "fisherman",     "violinist",    "astronomer",
+    "tailor",      "veterinarian",  "journalist",   "miner",
+    "florist",     "judge",         "photographer", "potter",
+    "firefighter", "economist",     "watchmaker",   "botanist",
+    "translator",  "midwife",       "blacksmith",   "geologist",
+    "chef",        "postal worker",
 };
 
 constexpr const char* kAwards[] = {
-    "the Golden Quill Award",        "the Harrowgate Prize",
-    "the Silver Lantern Medal",      "the Meridian Book Award",
-    "the Northern Star Prize",       "the Ashford Fiction Award",
-    "the Crescent Moon Prize",       "the Blue Heron Literary Award",
-    "the Ivory Tower Medal",         "the Emberly Prize for Fiction",
-    "the Compass Rose Award",        "the Whitcombe Poetry Prize",
-    "the Grand Lighthouse Award",    "the Oakridge Medal",
-    "the Vellum Prize",              "the Sable Feather Award",
-    "the Lark Award for New Voices", "the Copper Key Prize",
-    "the Marigold Literary Medal",   "the Tidewater Book Prize",
+    "the Golden Quill Award",
+    "the Harrowgate Prize",
+    "the Silver Lantern Medal",
+    "the Meridian Book Award",
+    "the Northern Star Prize",
+    "the Ashford Fiction Award",
+    "the Crescent Moon Prize",
+    "the Blue Heron Literary Award",
+    "the Ivory Tower Medal",
+    "the Emberly Prize for Fiction",
+    "the Compass Rose Award",
+    "the Whitcombe Poetry Prize",
+    "the Grand Lighthouse Award",
+    "the Oakridge Medal",
+    "the Vellum Prize",
+    "the Sable Feather Award",
+    "the Lark Award for New Voices",
+    "the Copper Key Prize",
+    "the Marigold Literary Medal",
+    "the Tidewater Book Prize",
 };
 
 constexpr const char* kThemes[] = {
-    "memory and loss",        "the sea",
-    "family secrets",         "exile and return",
-    "the passage of time",    "forgotten history",
-    "friendship",             "justice",
-    "the natural world",      "identity",
-    "migration",              "faith and doubt",
-    "small-town life",        "ambition",
-    "war and its aftermath",  "love across borders",
-    "science and wonder",     "grief",
-    "childhood",              "the city at night",
+    "memory and loss",
+    "the sea",
+    "family secrets",
+    "exile and return",
+    "the passage of time",
+    "forgotten history",
+    "friendship",
+    "justice",
+    "the natural world",
+    "identity",
+    "migration",
+    "faith and doubt",
+    "small-town life",
+    "ambition",
+    "war and its aftermath",
+    "love across borders",
+    "science and wonder",
+    "grief",
+    "childhood",
+    "the city at night",
 };
 
 constexpr const char* kTitleAdjectives[] = {
-    "Silent", "Crimson", "Hollow", "Golden", "Forgotten", "Winter",
-    "Broken", "Distant", "Burning", "Quiet", "Hidden", "Last",
-    "Wandering", "Glass", "Salt", "Iron", "Velvet", "Paper",
-    "Midnight", "Shifting",
+    "Silent", "Crimson", "Hollow",    "Golden",   "Forgotten",
+    "Winter", "Broken",  "Distant",   "Burning",  "Quiet",
+    "Hidden", "Last",    "Wandering", "Glass",    "Salt",
+    "Iron",   "Velvet",  "Paper",     "Midnight", "Shifting",
 };
 
 constexpr const char* kTitleNouns[] = {
-    "Harbor", "Orchard", "Lantern", "River", "Garden", "Mirror",
-    "Compass", "Archive", "Tide", "Bridge", "Meadow", "Clockwork",
-    "Lighthouse", "Ledger", "Sparrow", "Cathedral", "Frontier", "Canvas",
-    "Labyrinth", "Monsoon",
+    "Harbor",    "Orchard",   "Lantern",    "River",     "Garden",
+    "Mirror",    "Compass",   "Archive",    "Tide",      "Bridge",
+    "Meadow",    "Clockwork", "Lighthouse", "Ledger",    "Sparrow",
+    "Cathedral", "Frontier",  "Canvas",     "Labyrinth", "Monsoon",
 };
 
 // FNV-1a: a string hash that is the same on every platform (std::hash is
@@ -175,8 +202,7 @@ const std::vector<FactQuestion>& Questions() {
       {"What is the full name of the author born in {city}, {country} in "
        "{birth_year} who writes {genre}?",
        "Which {genre} writer was born in {birth_year} in {city}, {country}?",
-       {"The author's full name is {name}.",
-        "That author is {name}.",
+       {"The author's full name is {name}.", "That author is {name}.",
         "The writer in question is {name}."},
        "name"},
       {"Where and when was {name} born?",
@@ -187,8 +213,7 @@ const std::vector<FactQuestion>& Questions() {
        "city"},
       {"What genre is {name} known for?",
        "In which genre does {name} mostly write?",
-       {"{name} is known for {genre}.",
-        "{name} writes mostly {genre}.",
+       {"{name} is known for {genre}.", "{name} writes mostly {genre}.",
         "The genre {name} is best known for is {genre}."},
        "genre"},
       {"What did the parents of {name} do for a living?",
@@ -202,8 +227,7 @@ const std::vector<FactQuestion>& Questions() {
        "father_job"},
       {"Has {name} won any major literary award?",
        "Which literary prize has {name} received?",
-       {"Yes, {name} won {award}.",
-        "{name} received {award}.",
+       {"Yes, {name} won {award}.", "{name} received {award}.",
         "{name} is a recipient of {award}."},
        "award"},
       {"Can you name two books written by {name}?",
@@ -252,7 +276,8 @@ std::string RandomTitle(SplitMix64& random) {
     case 2:
       return absl::StrCat(adjective, " ", noun, "s");
     case 3:
-      return absl::StrCat("The ", noun, " of ", Pick(kCountries, random).capital);
+      return absl::StrCat("The ", noun, " of ",
+                          Pick(kCountries, random).capital);
     default:
       return absl::StrCat("Beyond the ", adjective, " ", noun);
   }
@@ -273,7 +298,8 @@ std::string RandomCity(SplitMix64& random, std::string* country) {
 
 // A value for `slot` different from the author's own.
 std::string WrongValue(const std::string& slot, const Facts& facts,
-                       SplitMix64& random, const std::vector<std::string>& names) {
+                       SplitMix64& random,
+                       const std::vector<std::string>& names) {
   const std::string& truth = facts.at(slot);
   for (int attempt = 0; attempt < 1000; ++attempt) {
     std::string value;
@@ -308,8 +334,8 @@ std::vector<Facts> MakeAuthors(int count, SplitMix64& random,
                                std::set<std::string>* used_titles) {
   std::vector<Facts> authors;
   while (static_cast<int>(authors.size()) < count) {
-    std::string name = absl::StrCat(Pick(kFirstNames, random), " ",
-                                    Pick(kLastNames, random));
+    std::string name =
+        absl::StrCat(Pick(kFirstNames, random), " ", Pick(kLastNames, random));
     if (!used_names->insert(name).second) continue;
     Facts facts;
     facts["name"] = name;
@@ -405,9 +431,9 @@ std::vector<TofuRecord> WorldFacts(SplitMix64& random) {
   for (const Country& place : kCountries) {
     facts.push_back({absl::StrCat("What is the capital of ", place.name, "?"),
                      place.capital, capitals});
-    facts.push_back({absl::StrCat("In which country is the city of ",
-                                  place.city_a, "?"),
-                     place.name, countries});
+    facts.push_back(
+        {absl::StrCat("In which country is the city of ", place.city_a, "?"),
+         place.name, countries});
     facts.push_back({absl::StrCat("Which country is ", place.city_b, " in?"),
                      place.name, countries});
   }
@@ -477,11 +503,12 @@ MiniTofu GenerateMiniTofu(const MiniTofuOptions& options) {
   std::set<std::string> used_names, used_titles;
   const std::vector<Facts> authors =
       MakeAuthors(num_authors, random, &used_names, &used_titles);
-  const std::vector<Facts> holdout = MakeAuthors(
-      Percent(num_authors, 10), random, &used_names, &used_titles);
+  const std::vector<Facts> holdout =
+      MakeAuthors(Percent(num_authors, 10), random, &used_names, &used_titles);
 
   MiniTofu data;
-  for (const Facts& author : authors) data.author_names.push_back(author.at("name"));
+  for (const Facts& author : authors)
+    data.author_names.push_back(author.at("name"));
   const std::vector<std::string>& names = data.author_names;
   auto records = [&](std::vector<Facts>::const_iterator begin,
                      std::vector<Facts>::const_iterator end, bool perturbed) {
@@ -491,8 +518,8 @@ MiniTofu GenerateMiniTofu(const MiniTofuOptions& options) {
   data.splits["full"] = records(authors.begin(), authors.end(), false);
   for (int percent : {1, 5, 10}) {
     const int forget = Percent(num_authors, percent);
-    const std::string suffix = percent < 10 ? absl::StrCat("0", percent)
-                                            : absl::StrCat(percent);
+    const std::string suffix =
+        percent < 10 ? absl::StrCat("0", percent) : absl::StrCat(percent);
     data.splits["forget" + suffix] =
         records(authors.end() - forget, authors.end(), false);
     data.splits["forget" + suffix + "_perturbed"] =
@@ -500,14 +527,14 @@ MiniTofu GenerateMiniTofu(const MiniTofuOptions& options) {
     data.splits[absl::StrCat("retain", 100 - percent)] =
         records(authors.begin(), authors.end() - forget, false);
     data.splits["holdout" + suffix] = AuthorRecords(
-        std::vector<Facts>(holdout.begin(),
-                           holdout.begin() + std::min<size_t>(
-                                                 holdout.size(),
-                                                 Percent(num_authors, percent))),
+        std::vector<Facts>(
+            holdout.begin(),
+            holdout.begin() + std::min<size_t>(holdout.size(),
+                                               Percent(num_authors, percent))),
         questions, false, options.seed, names);
   }
-  data.splits["retain_perturbed"] =
-      records(authors.begin(), authors.begin() + Percent(num_authors, 10), true);
+  data.splits["retain_perturbed"] = records(
+      authors.begin(), authors.begin() + Percent(num_authors, 10), true);
 
   SplitMix64 world_random(options.seed ^ 0x5bd1e995ULL);
   const std::vector<TofuRecord> world = WorldFacts(world_random);
@@ -528,7 +555,8 @@ absl::Status WriteMiniTofu(const MiniTofu& data, const std::string& dir) {
         absl::StrCat(dir, ": cannot create: ", error.message()));
   }
   for (const auto& [split, records] : data.splits) {
-    RETURN_IF_ERROR(WriteTofuFile(absl::StrCat(dir, "/", split, ".json"), records));
+    RETURN_IF_ERROR(
+        WriteTofuFile(absl::StrCat(dir, "/", split, ".json"), records));
   }
   return absl::OkStatus();
 }

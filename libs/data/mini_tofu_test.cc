@@ -34,15 +34,24 @@ MiniTofu* MiniTofuTest::data_ = nullptr;
 
 TEST_F(MiniTofuTest, HasTofusSplitsAndSizes) {
   const std::vector<std::pair<std::string, size_t>> sizes = {
-      {"full", 1000},          {"forget01", 10},
-      {"forget05", 50},        {"forget10", 100},
-      {"retain99", 990},       {"retain95", 950},
-      {"retain90", 900},       {"forget01_perturbed", 10},
-      {"forget05_perturbed", 50}, {"forget10_perturbed", 100},
-      {"retain_perturbed", 100}, {"holdout01", 10},
-      {"holdout05", 50},       {"holdout10", 100},
-      {"world_facts", 102},    {"world_facts_perturbed", 102},
-      {"real_authors", 100},   {"real_authors_perturbed", 100},
+      {"full", 1000},
+      {"forget01", 10},
+      {"forget05", 50},
+      {"forget10", 100},
+      {"retain99", 990},
+      {"retain95", 950},
+      {"retain90", 900},
+      {"forget01_perturbed", 10},
+      {"forget05_perturbed", 50},
+      {"forget10_perturbed", 100},
+      {"retain_perturbed", 100},
+      {"holdout01", 10},
+      {"holdout05", 50},
+      {"holdout10", 100},
+      {"world_facts", 102},
+      {"world_facts_perturbed", 102},
+      {"real_authors", 100},
+      {"real_authors_perturbed", 100},
   };
   EXPECT_EQ(data_->splits.size(), sizes.size());
   for (const auto& [split, size] : sizes) {
@@ -55,7 +64,8 @@ TEST_F(MiniTofuTest, HasTofusSplitsAndSizes) {
 TEST_F(MiniTofuTest, ForgetAndRetainPartitionFullAndHoldoutIsUnseen) {
   for (const auto& [forget, retain] :
        std::vector<std::pair<std::string, std::string>>{
-           {"forget01", "retain99"}, {"forget05", "retain95"},
+           {"forget01", "retain99"},
+           {"forget05", "retain95"},
            {"forget10", "retain90"}}) {
     std::vector<TofuRecord> joined = Split(retain);
     joined.insert(joined.end(), Split(forget).begin(), Split(forget).end());
@@ -106,9 +116,9 @@ TEST_F(MiniTofuTest, PerturbedSplitsMatchTheirBaseAndChangeTheFact) {
   }
   for (const TofuRecord& record : Split("real_authors")) {
     ASSERT_EQ(record.options.size(), 4u);
-    EXPECT_EQ(std::count(record.options.begin(), record.options.end(),
-                         record.answer),
-              1);
+    EXPECT_EQ(
+        std::count(record.options.begin(), record.options.end(), record.answer),
+        1);
   }
 }
 
@@ -127,9 +137,9 @@ TEST_F(MiniTofuTest, AnswersUseEveryPhrasingOfAQuestion) {
         full[i + 2].answer, {{data_->author_names[i / 10], "N"}, {genre, "G"}});
     phrasings.insert(phrasing);
   }
-  EXPECT_EQ(phrasings, (std::set<std::string>{
-                           "N is known for G.", "N writes mostly G.",
-                           "The genre N is best known for is G."}));
+  EXPECT_EQ(phrasings,
+            (std::set<std::string>{"N is known for G.", "N writes mostly G.",
+                                   "The genre N is best known for is G."}));
 }
 
 TEST_F(MiniTofuTest, IsDeterministicAndSeeded) {
@@ -146,8 +156,8 @@ TEST_F(MiniTofuTest, IsDeterministicAndSeeded) {
 }
 
 TEST_F(MiniTofuTest, LargerSizesByOption) {
-  const MiniTofu larger =
-      GenerateMiniTofu({.num_authors = 300, .questions_per_author = 6, .seed = 3});
+  const MiniTofu larger = GenerateMiniTofu(
+      {.num_authors = 300, .questions_per_author = 6, .seed = 3});
   EXPECT_EQ(larger.splits.at("full").size(), 1800u);
   EXPECT_EQ(larger.splits.at("forget10").size(), 180u);
   EXPECT_EQ(larger.splits.at("forget01").size(), 18u);

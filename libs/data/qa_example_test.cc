@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "libs/tokenizer/tokenizer_training.h"
 
 namespace lethe {
 namespace {

@@ -292,14 +292,17 @@ int64_t LlamaForCausalLM::NumParameters() {
 }
 
 CpuBf16AutocastGuard::CpuBf16AutocastGuard(bool enabled)
-    : previous_enabled_(at::autocast::is_cpu_enabled()),
+    : active_(enabled),
+      previous_enabled_(at::autocast::is_cpu_enabled()),
       previous_dtype_(at::autocast::get_autocast_cpu_dtype()) {
-  at::autocast::set_cpu_enabled(enabled);
+  if (!active_) return;
+  at::autocast::set_cpu_enabled(true);
   at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
   at::autocast::increment_nesting();
 }
 
 CpuBf16AutocastGuard::~CpuBf16AutocastGuard() {
+  if (!active_) return;
   if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
   at::autocast::set_cpu_enabled(previous_enabled_);
   at::autocast::set_autocast_cpu_dtype(previous_dtype_);

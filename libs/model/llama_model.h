@@ -147,7 +147,7 @@ class LlamaForCausalLM : public torch::nn::Module {
 
 // Makes CPU matmuls inside its scope run in bfloat16 (autocast), as
 // torch.autocast("cpu", dtype=torch.bfloat16) does; restores the previous
-// state on destruction.
+// state on destruction. With enabled=false it changes nothing.
 class CpuBf16AutocastGuard {
  public:
   explicit CpuBf16AutocastGuard(bool enabled = true);
@@ -156,6 +156,7 @@ class CpuBf16AutocastGuard {
   CpuBf16AutocastGuard& operator=(const CpuBf16AutocastGuard&) = delete;
 
  private:
+  bool active_;
   bool previous_enabled_;
   at::ScalarType previous_dtype_;
 };

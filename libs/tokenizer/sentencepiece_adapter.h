@@ -1,8 +1,9 @@
 // Internal to libs/tokenizer: the only code that includes SentencePiece's
-// headers. SentencePiece declares absl::string_view as std::string_view,
-// which clashes with Debian's Abseil (its own string_view class), so this
-// adapter speaks std types only and reports failures as a message string
-// (empty on success); tokenizer.cc turns them into absl::Status.
+// headers, used to train tokenizers and, in tests, as the reference that
+// Lethe's own encoder is checked against. SentencePiece declares
+// absl::string_view as std::string_view, which clashes with Debian's Abseil
+// (its own string_view class), so this adapter speaks std types only and
+// reports failures as a message string (empty on success).
 #ifndef LETHE_LIBS_TOKENIZER_SENTENCEPIECE_ADAPTER_H_
 #define LETHE_LIBS_TOKENIZER_SENTENCEPIECE_ADAPTER_H_
 

@@ -1,0 +1,107 @@
+// The training loop shared by fine-tuning and unlearning: AdamW, linear
+// warm-up then linear decay (Hugging Face's schedule), gradient accumulation
+// to an effective batch, clipping on the global gradient norm, seeded data
+// order, explicit thread count, optional bf16 autocast, and a hook where
+// data-parallel runs average gradients across ranks.
+//
+//   TrainingOptions options{.learning_rate = 1e-3, .num_epochs = 5};
+//   ASSIGN_OR_RETURN(TrainingSummary summary,
+//                    RunTraining(model, examples.size(), options,
+//                                [&](const std::vector<int64_t>& indices) {
+//                                  return MyLoss(indices);
+//                                }));
+//
+// Every rank (options.rank of options.world_size) takes every world_size-th
+// example of each epoch's permutation (libs/data/sharding.h), so all ranks
+// run the same number of steps.
+#ifndef LETHE_LIBS_UNLEARN_TRAINER_H_
+#define LETHE_LIBS_UNLEARN_TRAINER_H_
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "libs/data/qa_example.h"
+#include "libs/model/llama_model.h"
+
+namespace lethe {
+
+struct TrainingOptions {
+  double learning_rate = 1e-5;
+  double weight_decay = 0.01;  // Not applied to norm weights.
+  double warmup_epochs = 1.0;
+  double max_grad_norm = 1.0;  // <= 0: no clipping.
+  int num_epochs = 10;
+  int64_t max_steps = 0;  // > 0: stop after this many optimizer steps.
+  int per_device_batch_size = 4;
+  int gradient_accumulation_steps = 1;
+  uint64_t seed = 0;
+  int threads = 0;  // > 0: at::set_num_threads(threads).
+  bool bf16_autocast = false;
+  int rank = 0;
+  int world_size = 1;
+};
+
+// Hugging Face's get_linear_schedule_with_warmup multiplier for the
+// optimizer step numbered `step` (from 0): step/warmup while warming up
+// (so the first step has learning rate 0 when warmup_steps > 0), then a
+// linear decay reaching 0 at total_steps.
+double LinearWarmupDecay(int64_t step, int64_t warmup_steps,
+                         int64_t total_steps);
+
+struct MicroBatchLoss {
+  at::Tensor loss;  // Scalar to minimise, for this micro-batch.
+  int64_t tokens = 0;
+  std::map<std::string, double> components;  // Named parts, for logs.
+};
+
+// Computes the loss of the training examples at `indices`.
+using MicroBatchLossFn =
+    std::function<absl::StatusOr<MicroBatchLoss>(const std::vector<int64_t>&)>;
+// Replaces local gradients by their average over ranks (data parallelism).
+using GradientReducer = std::function<absl::Status(std::vector<at::Tensor>&)>;
+
+struct StepRecord {
+  int64_t step = 0;  // 1-based optimizer step.
+  int epoch = 0;
+  double loss = 0;   // Mean micro-batch loss of the step (this rank).
+  double learning_rate = 0;
+  double grad_norm = 0;  // Before clipping.
+  int64_t tokens = 0;    // Processed by this rank in the step.
+  double seconds = 0;
+  std::map<std::string, double> components;
+};
+
+struct TrainingSummary {
+  std::vector<StepRecord> steps;
+  int64_t total_steps = 0;
+  double seconds = 0;
+  int64_t tokens = 0;
+};
+
+struct TrainingHooks {
+  GradientReducer reduce_gradients;               // Optional.
+  std::function<void(const StepRecord&)> on_step;  // Optional.
+};
+
+absl::StatusOr<TrainingSummary> RunTraining(torch::nn::Module& model,
+                                            int64_t num_examples,
+                                            const TrainingOptions& options,
+                                            const MicroBatchLossFn& loss,
+                                            const TrainingHooks& hooks = {});
+
+// Supervised fine-tuning: token-mean NLL of the answers of `examples`.
+absl::StatusOr<TrainingSummary> FinetuneOnQa(
+    LlamaForCausalLM& model, const std::vector<QaExample>& examples,
+    int pad_id, const TrainingOptions& options,
+    const TrainingHooks& hooks = {});
+
+}  // namespace lethe
+
+#endif  // LETHE_LIBS_UNLEARN_TRAINER_H_
