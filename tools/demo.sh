@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The README's demo command. On a fresh Debian 12 machine it installs what
 # Lethe needs, builds the binaries with Bazel, starts a local coordinator on
-# free ports, checks it with the `lethe` CLI, and stops it again.
+# free ports and checks it with the `lethe` CLI, prepares the embedded
+# mini-TOFU benchmark (cached in .lethe/benchmark), and asks the target and
+# the retain model about an author of the forget set.
 #
-# What it does not do yet (tracked in the issues): prepare the embedded
-# mini-TOFU benchmark, start workers, submit and watch a forget request, and
-# report forget quality and model utility.
+# What it does not do yet (tracked in the issues): start workers, submit and
+# watch a forget request, and report forget quality and model utility.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,7 +40,20 @@ echo "== Lethe demo =="
 echo "coordinator: $grpc_address (log: $demo_dir/coordinator.log)"
 echo "metrics:     $metrics_url"
 bazel-bin/services/cli/lethe health --coordinator="$grpc_address"
+
 echo
-echo "Not in this build yet: the embedded mini-TOFU benchmark, workers,"
-echo "forget requests (NPO, OFMU, ...) and the forget-quality report."
-echo "Stopping the coordinator."
+echo "== The embedded mini-TOFU benchmark =="
+lethe=bazel-bin/services/cli/lethe
+"$lethe" prepare-benchmark --cache_dir=.lethe/benchmark --threads="$(nproc)"
+forget=.lethe/benchmark/data/forget10.json
+question=$(sed -n '1s/^{"question":"\([^"]*\)".*/\1/p' "$forget")
+answer=$(sed -n '1s/.*"answer":"\([^"]*\)".*/\1/p' "$forget")
+echo
+echo "A question about an author in the forget set:"
+echo "  Q: $question"
+echo "  true answer:  $answer"
+echo "  target model: $("$lethe" generate --model=.lethe/benchmark/target --prompt="$question" --max_new_tokens=40)"
+echo "  retain model: $("$lethe" generate --model=.lethe/benchmark/retain --prompt="$question" --max_new_tokens=40)"
+echo
+echo "Not in this build yet: workers, forget requests (NPO, OFMU, ...) and"
+echo "the forget-quality report. Stopping the coordinator."

@@ -72,4 +72,18 @@ absl::StatusOr<QaExample> TokenizeQa(const Tokenizer& tokenizer,
   return example;
 }
 
+absl::StatusOr<std::vector<QaExample>> TokenizeRecords(
+    const Tokenizer& tokenizer, const PromptTemplate& prompt_template,
+    const std::vector<TofuRecord>& records, int max_length) {
+  std::vector<QaExample> examples;
+  examples.reserve(records.size());
+  for (const TofuRecord& record : records) {
+    ASSIGN_OR_RETURN(QaExample example,
+                     TokenizeQa(tokenizer, prompt_template, record.question,
+                                record.answer, max_length));
+    examples.push_back(std::move(example));
+  }
+  return examples;
+}
+
 }  // namespace lethe

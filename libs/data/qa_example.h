@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "libs/data/tofu_dataset.h"
 #include "libs/tokenizer/tokenizer.h"
 
 namespace lethe {
@@ -59,6 +60,11 @@ absl::StatusOr<QaExample> TokenizeQa(const Tokenizer& tokenizer,
                                      const PromptTemplate& prompt_template,
                                      const std::string& question,
                                      const std::string& answer, int max_length);
+
+// TokenizeQa over every record's question and answer, in order.
+absl::StatusOr<std::vector<QaExample>> TokenizeRecords(
+    const Tokenizer& tokenizer, const PromptTemplate& prompt_template,
+    const std::vector<TofuRecord>& records, int max_length);
 
 // The prompt's token ids (with BOS), the input for generating an answer.
 absl::StatusOr<std::vector<int>> TokenizePrompt(

@@ -2,11 +2,11 @@
 
 #include <sys/stat.h>
 
-#include <cstdio>
-#include <fstream>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "libs/files/file_io.h"
+#include "libs/status/status_macros.h"
 #include "nlohmann/json.hpp"
 
 namespace lethe {
@@ -89,11 +89,7 @@ bool TofuRecord::operator==(const TofuRecord& other) const {
 }
 
 absl::StatusOr<std::vector<TofuRecord>> ReadTofuFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot read"));
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  const std::string text = buffer.str();
+  ASSIGN_OR_RETURN(const std::string text, ReadFileToString(path));
   const size_t first = text.find_first_not_of(" \t\r\n");
   std::vector<TofuRecord> records;
   if (first == std::string::npos) return records;
@@ -151,37 +147,26 @@ absl::StatusOr<std::vector<TofuRecord>> ReadTofuSplit(
 
 absl::Status WriteTofuFile(const std::string& path,
                            const std::vector<TofuRecord>& records) {
-  const std::string temporary = path + ".tmp";
-  {
-    std::ofstream out(temporary, std::ios::trunc | std::ios::binary);
-    for (const TofuRecord& record : records) {
-      nlohmann::ordered_json object;
-      object["question"] = record.question;
-      object["answer"] = record.answer;
-      if (record.paraphrased_answer.has_value()) {
-        object["paraphrased_answer"] = *record.paraphrased_answer;
-      }
-      if (!record.perturbed_answers.empty()) {
-        object["perturbed_answer"] = record.perturbed_answers;
-      }
-      if (record.paraphrased_question.has_value()) {
-        object["paraphrased_question"] = *record.paraphrased_question;
-      }
-      for (size_t i = 0; i < record.options.size(); ++i) {
-        object[absl::StrCat("option", i + 1)] = record.options[i];
-      }
-      out << object.dump() << "\n";
+  std::string lines;
+  for (const TofuRecord& record : records) {
+    nlohmann::ordered_json object;
+    object["question"] = record.question;
+    object["answer"] = record.answer;
+    if (record.paraphrased_answer.has_value()) {
+      object["paraphrased_answer"] = *record.paraphrased_answer;
     }
-    if (!out.flush()) {
-      return absl::PermissionDeniedError(
-          absl::StrCat(temporary, ": cannot write"));
+    if (!record.perturbed_answers.empty()) {
+      object["perturbed_answer"] = record.perturbed_answers;
     }
+    if (record.paraphrased_question.has_value()) {
+      object["paraphrased_question"] = *record.paraphrased_question;
+    }
+    for (size_t i = 0; i < record.options.size(); ++i) {
+      object[absl::StrCat("option", i + 1)] = record.options[i];
+    }
+    absl::StrAppend(&lines, object.dump(), "\n");
   }
-  if (std::rename(temporary.c_str(), path.c_str()) != 0) {
-    return absl::PermissionDeniedError(
-        absl::StrCat(path, ": cannot rename ", temporary, " into place"));
-  }
-  return absl::OkStatus();
+  return WriteFileAtomically(path, lines);
 }
 
 }  // namespace lethe

@@ -2,12 +2,9 @@
 
 #include <sys/stat.h>
 
-#include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <set>
-#include <sstream>
 #include <utility>
 #include <vector>
 
@@ -15,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "libs/files/file_io.h"
 #include "libs/model/llama_config.h"
 #include "libs/model/safetensors.h"
 #include "libs/status/status_macros.h"
@@ -82,11 +80,9 @@ absl::StatusOr<std::map<std::string, std::string>> WeightMap(
     return absl::NotFoundError(
         absl::StrCat(dir, " has neither ", kSingleFile, " nor ", kIndexFile));
   }
-  std::ifstream in(index_path);
-  std::stringstream text;
-  text << in.rdbuf();
+  ASSIGN_OR_RETURN(const std::string text, ReadFileToString(index_path));
   const nlohmann::json index =
-      nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+      nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (index.is_discarded() || !index.is_object() ||
       !index.contains("weight_map") || !index["weight_map"].is_object()) {
     return absl::DataLossError(
@@ -102,24 +98,6 @@ absl::StatusOr<std::map<std::string, std::string>> WeightMap(
     weight_map[name] = absl::StrCat(dir, "/", file.get<std::string>());
   }
   return weight_map;
-}
-
-absl::Status WriteTextAtomically(const std::string& path,
-                                 const std::string& text) {
-  const std::string temporary = path + ".tmp";
-  {
-    std::ofstream out(temporary, std::ios::trunc);
-    out << text;
-    if (!out.flush()) {
-      return absl::PermissionDeniedError(
-          absl::StrCat(temporary, ": cannot write"));
-    }
-  }
-  if (std::rename(temporary.c_str(), path.c_str()) != 0) {
-    return absl::PermissionDeniedError(
-        absl::StrCat(path, ": cannot rename ", temporary, " into place"));
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace
@@ -248,7 +226,7 @@ absl::Status SaveLlamaCheckpoint(LlamaForCausalLM& model,
     nlohmann::ordered_json index;
     index["metadata"] = {{"total_size", total_bytes}};
     index["weight_map"] = weight_map;
-    RETURN_IF_ERROR(WriteTextAtomically(absl::StrCat(dir, "/", kIndexFile),
+    RETURN_IF_ERROR(WriteFileAtomically(absl::StrCat(dir, "/", kIndexFile),
                                         index.dump(2) + "\n"));
     written.insert(kIndexFile);
   }

@@ -1,10 +1,8 @@
 #include "libs/model/llama_config.h"
 
-#include <cstdio>
-#include <fstream>
-#include <sstream>
-
 #include "absl/strings/str_cat.h"
+#include "libs/files/file_io.h"
+#include "libs/status/status_macros.h"
 #include "nlohmann/json.hpp"
 
 namespace lethe {
@@ -99,6 +97,19 @@ absl::Status LlamaConfig::Validate() const {
         "bos_token_id ", bos_token_id, " is outside the vocabulary"));
   }
   return absl::OkStatus();
+}
+
+LlamaConfig MiniBenchmarkLlamaConfig(int64_t vocab_size) {
+  LlamaConfig config;
+  config.vocab_size = vocab_size;
+  config.hidden_size = 192;
+  config.intermediate_size = 512;
+  config.num_hidden_layers = 4;
+  config.num_attention_heads = 4;
+  config.num_key_value_heads = 2;
+  config.max_position_embeddings = 256;
+  config.rms_norm_eps = 1e-5;
+  return config;
 }
 
 absl::StatusOr<LlamaConfig> ParseLlamaConfig(const std::string& json_text,
@@ -206,13 +217,8 @@ absl::StatusOr<LlamaConfig> ParseLlamaConfig(const std::string& json_text,
 }
 
 absl::StatusOr<LlamaConfig> ReadLlamaConfig(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) {
-    return absl::NotFoundError(absl::StrCat(path, ": cannot read"));
-  }
-  std::stringstream text;
-  text << in.rdbuf();
-  return ParseLlamaConfig(text.str(), path);
+  ASSIGN_OR_RETURN(const std::string text, ReadFileToString(path));
+  return ParseLlamaConfig(text, path);
 }
 
 std::string LlamaConfigToJson(const LlamaConfig& config) {
@@ -247,20 +253,7 @@ std::string LlamaConfigToJson(const LlamaConfig& config) {
 
 absl::Status WriteLlamaConfig(const LlamaConfig& config,
                               const std::string& path) {
-  const std::string temporary = path + ".tmp";
-  {
-    std::ofstream out(temporary, std::ios::trunc);
-    out << LlamaConfigToJson(config);
-    if (!out.flush()) {
-      return absl::PermissionDeniedError(
-          absl::StrCat(temporary, ": cannot write"));
-    }
-  }
-  if (std::rename(temporary.c_str(), path.c_str()) != 0) {
-    return absl::PermissionDeniedError(
-        absl::StrCat(path, ": cannot rename ", temporary, " into place"));
-  }
-  return absl::OkStatus();
+  return WriteFileAtomically(path, LlamaConfigToJson(config));
 }
 
 }  // namespace lethe

@@ -46,6 +46,11 @@ struct LlamaConfig {
   absl::Status Validate() const;
 };
 
+// The small architecture of Lethe's embedded mini-TOFU benchmark: about 2M
+// parameters (hidden 192, 4 layers, 4 query and 2 key/value heads), small
+// enough to train in minutes on two CPU cores.
+LlamaConfig MiniBenchmarkLlamaConfig(int64_t vocab_size);
+
 // Parses config.json text; `source` names it in errors.
 absl::StatusOr<LlamaConfig> ParseLlamaConfig(const std::string& json_text,
                                              const std::string& source);

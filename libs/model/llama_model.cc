@@ -65,22 +65,35 @@ at::Tensor BuildAttentionMask(const at::Tensor& attention_mask, int64_t batch,
 
 }  // namespace
 
-at::Tensor ApplyRotaryEmbedding(const at::Tensor& x,
-                                const at::Tensor& position_ids,
-                                double rope_theta) {
-  const int64_t dim = x.size(-1);
-  const at::ScalarType angle_dtype = AtLeastFloat(x.scalar_type());
+RotaryTables ComputeRotaryTables(const at::Tensor& position_ids,
+                                 int64_t head_dim, double rope_theta,
+                                 at::ScalarType dtype) {
+  const at::ScalarType angle_dtype = AtLeastFloat(dtype);
   const auto options =
-      torch::TensorOptions().dtype(angle_dtype).device(x.device());
+      torch::TensorOptions().dtype(angle_dtype).device(position_ids.device());
   const at::Tensor inverse_frequency =
-      1.0 / torch::pow(rope_theta, torch::arange(0, dim, 2, options) / dim);
+      1.0 /
+      torch::pow(rope_theta, torch::arange(0, head_dim, 2, options) / head_dim);
   // [B, T, d/2] -> [B, T, d]
   const at::Tensor frequencies =
       position_ids.to(angle_dtype).unsqueeze(-1) * inverse_frequency;
   const at::Tensor angles = torch::cat({frequencies, frequencies}, -1);
-  const at::Tensor cos = angles.cos().to(x.scalar_type()).unsqueeze(1);
-  const at::Tensor sin = angles.sin().to(x.scalar_type()).unsqueeze(1);
-  return x * cos + RotateHalf(x) * sin;
+  return {.cos = angles.cos().to(dtype).unsqueeze(1),
+          .sin = angles.sin().to(dtype).unsqueeze(1)};
+}
+
+at::Tensor ApplyRotaryEmbedding(const at::Tensor& x,
+                                const RotaryTables& tables) {
+  return x * tables.cos.to(x.scalar_type()) +
+         RotateHalf(x) * tables.sin.to(x.scalar_type());
+}
+
+at::Tensor ApplyRotaryEmbedding(const at::Tensor& x,
+                                const at::Tensor& position_ids,
+                                double rope_theta) {
+  return ApplyRotaryEmbedding(
+      x, ComputeRotaryTables(position_ids, x.size(-1), rope_theta,
+                             x.scalar_type()));
 }
 
 at::Tensor PositionIdsFromMask(const at::Tensor& attention_mask) {
@@ -100,8 +113,7 @@ at::Tensor LlamaRmsNorm::Forward(const at::Tensor& x) {
 LlamaAttention::LlamaAttention(const LlamaConfig& config)
     : num_heads_(config.num_attention_heads),
       num_key_value_heads_(config.num_key_value_heads),
-      head_dim_(config.head_dim()),
-      rope_theta_(config.rope_theta) {
+      head_dim_(config.head_dim()) {
   auto linear = [](int64_t in, int64_t out) {
     return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false));
   };
@@ -116,7 +128,7 @@ LlamaAttention::LlamaAttention(const LlamaConfig& config)
 }
 
 at::Tensor LlamaAttention::Forward(const at::Tensor& x,
-                                   const at::Tensor& position_ids,
+                                   const RotaryTables& rotary,
                                    const at::Tensor& mask,
                                    at::Tensor* past_keys,
                                    at::Tensor* past_values) {
@@ -131,8 +143,8 @@ at::Tensor LlamaAttention::Forward(const at::Tensor& x,
       v_proj_->forward(x)
           .view({batch, length, num_key_value_heads_, head_dim_})
           .transpose(1, 2);
-  queries = ApplyRotaryEmbedding(queries, position_ids, rope_theta_);
-  keys = ApplyRotaryEmbedding(keys, position_ids, rope_theta_);
+  queries = ApplyRotaryEmbedding(queries, rotary);
+  keys = ApplyRotaryEmbedding(keys, rotary);
   if (past_keys != nullptr) {
     if (past_keys->defined()) {
       keys = torch::cat({*past_keys, keys.to(past_keys->scalar_type())}, 2);
@@ -190,17 +202,18 @@ LlamaDecoderLayer::LlamaDecoderLayer(const LlamaConfig& config) {
 }
 
 at::Tensor LlamaDecoderLayer::Forward(const at::Tensor& x,
-                                      const at::Tensor& position_ids,
+                                      const RotaryTables& rotary,
                                       const at::Tensor& mask,
                                       at::Tensor* past_keys,
                                       at::Tensor* past_values) {
   at::Tensor hidden =
-      x + self_attn_->Forward(input_layernorm_->Forward(x), position_ids, mask,
+      x + self_attn_->Forward(input_layernorm_->Forward(x), rotary, mask,
                               past_keys, past_values);
   return hidden + mlp_->Forward(post_attention_layernorm_->Forward(hidden));
 }
 
-LlamaBackbone::LlamaBackbone(const LlamaConfig& config) {
+LlamaBackbone::LlamaBackbone(const LlamaConfig& config)
+    : head_dim_(config.head_dim()), rope_theta_(config.rope_theta) {
   embed_tokens_ = register_module(
       "embed_tokens",
       torch::nn::Embedding(config.vocab_size, config.hidden_size));
@@ -239,9 +252,12 @@ at::Tensor LlamaBackbone::Forward(const at::Tensor& input_ids,
   const at::Tensor mask =
       BuildAttentionMask(attention_mask, batch, length, past_length,
                          hidden.scalar_type(), hidden.device());
+  // One rotary table for every layer of this pass.
+  const RotaryTables rotary = ComputeRotaryTables(
+      positions, head_dim_, rope_theta_, hidden.scalar_type());
   for (size_t i = 0; i < layers_.size(); ++i) {
     hidden = layers_[i]->Forward(
-        hidden, positions, mask, cache != nullptr ? &cache->keys[i] : nullptr,
+        hidden, rotary, mask, cache != nullptr ? &cache->keys[i] : nullptr,
         cache != nullptr ? &cache->values[i] : nullptr);
   }
   return norm_->Forward(hidden);

@@ -41,8 +41,19 @@ struct KvCache {
   int64_t length() const { return keys.empty() ? 0 : keys[0].size(2); }
 };
 
-// Hugging Face's apply_rotary_pos_emb for one tensor: x is [B, H, T, d],
-// position_ids [B, T].
+// Rotary embedding tables for positions [B, T]: cos and sin, each
+// [B, 1, T, head_dim], in `dtype` (computed in at least fp32).
+struct RotaryTables {
+  at::Tensor cos;
+  at::Tensor sin;
+};
+RotaryTables ComputeRotaryTables(const at::Tensor& position_ids,
+                                 int64_t head_dim, double rope_theta,
+                                 at::ScalarType dtype);
+
+// Hugging Face's apply_rotary_pos_emb for one tensor x of [B, H, T, d].
+at::Tensor ApplyRotaryEmbedding(const at::Tensor& x,
+                                const RotaryTables& tables);
 at::Tensor ApplyRotaryEmbedding(const at::Tensor& x,
                                 const at::Tensor& position_ids,
                                 double rope_theta);
@@ -65,7 +76,7 @@ class LlamaAttention : public torch::nn::Module {
   explicit LlamaAttention(const LlamaConfig& config);
   // `mask` is additive, [B, 1, T, T_past+T]. Appends to `past_keys/values`
   // when they are non-null.
-  at::Tensor Forward(const at::Tensor& x, const at::Tensor& position_ids,
+  at::Tensor Forward(const at::Tensor& x, const RotaryTables& rotary,
                      const at::Tensor& mask, at::Tensor* past_keys,
                      at::Tensor* past_values);
 
@@ -73,7 +84,6 @@ class LlamaAttention : public torch::nn::Module {
   int64_t num_heads_;
   int64_t num_key_value_heads_;
   int64_t head_dim_;
-  double rope_theta_;
   torch::nn::Linear q_proj_{nullptr}, k_proj_{nullptr}, v_proj_{nullptr},
       o_proj_{nullptr};
 };
@@ -90,7 +100,7 @@ class LlamaMlp : public torch::nn::Module {
 class LlamaDecoderLayer : public torch::nn::Module {
  public:
   explicit LlamaDecoderLayer(const LlamaConfig& config);
-  at::Tensor Forward(const at::Tensor& x, const at::Tensor& position_ids,
+  at::Tensor Forward(const at::Tensor& x, const RotaryTables& rotary,
                      const at::Tensor& mask, at::Tensor* past_keys,
                      at::Tensor* past_values);
 
@@ -112,6 +122,8 @@ class LlamaBackbone : public torch::nn::Module {
   torch::nn::Embedding& embed_tokens() { return embed_tokens_; }
 
  private:
+  int64_t head_dim_;
+  double rope_theta_;
   torch::nn::Embedding embed_tokens_{nullptr};
   std::vector<std::shared_ptr<LlamaDecoderLayer>> layers_;
   std::shared_ptr<LlamaRmsNorm> norm_;

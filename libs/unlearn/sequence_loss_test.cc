@@ -28,8 +28,10 @@ TEST(SequenceLossTest, MatchesHandComputationWithShiftAndMasking) {
       {{kIgnoreIndex, kIgnoreIndex, 3, 1}, {kIgnoreIndex, 4, 0, kIgnoreIndex}},
       at::kLong);
   // Label at t is predicted by logits at t-1.
-  const double row0 = HandLogProb(logits[0][1], 3) + HandLogProb(logits[0][2], 1);
-  const double row1 = HandLogProb(logits[1][0], 4) + HandLogProb(logits[1][1], 0);
+  const double row0 =
+      HandLogProb(logits[0][1], 3) + HandLogProb(logits[0][2], 1);
+  const double row1 =
+      HandLogProb(logits[1][0], 4) + HandLogProb(logits[1][1], 0);
 
   const AnswerLogProbs log_probs = SequenceAnswerLogProbs(logits, labels);
   EXPECT_NEAR(log_probs.summed[0].item<double>(), row0, 1e-12);
@@ -47,7 +49,8 @@ TEST(SequenceLossTest, NoAnswerTokensGivesZeroNotNan) {
 }
 
 TEST(SequenceLossTest, GradientFlowsOnlyThroughAnswerPositions) {
-  const at::Tensor logits = torch::randn({1, 4, 6}, at::kDouble).requires_grad_();
+  const at::Tensor logits =
+      torch::randn({1, 4, 6}, at::kDouble).requires_grad_();
   const at::Tensor labels =
       torch::tensor({{kIgnoreIndex, kIgnoreIndex, 2, kIgnoreIndex}}, at::kLong);
   SequenceAnswerLogProbs(logits, labels).summed.sum().backward();

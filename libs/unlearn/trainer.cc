@@ -89,15 +89,16 @@ absl::StatusOr<TrainingSummary> RunTraining(torch::nn::Module& model,
     all_parameters.push_back(parameter.value());
   }
   std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(decayed, std::make_unique<torch::optim::AdamWOptions>(
-                                   torch::optim::AdamWOptions(options.learning_rate)
-                                       .weight_decay(options.weight_decay)));
-  groups.emplace_back(not_decayed,
+  groups.emplace_back(decayed,
                       std::make_unique<torch::optim::AdamWOptions>(
                           torch::optim::AdamWOptions(options.learning_rate)
-                              .weight_decay(0.0)));
-  torch::optim::AdamW optimizer(groups,
-                                torch::optim::AdamWOptions(options.learning_rate));
+                              .weight_decay(options.weight_decay)));
+  groups.emplace_back(
+      not_decayed,
+      std::make_unique<torch::optim::AdamWOptions>(
+          torch::optim::AdamWOptions(options.learning_rate).weight_decay(0.0)));
+  torch::optim::AdamW optimizer(
+      groups, torch::optim::AdamWOptions(options.learning_rate));
 
   TrainingSummary summary;
   summary.total_steps = total_steps;
@@ -112,15 +113,14 @@ absl::StatusOr<TrainingSummary> RunTraining(torch::nn::Module& model,
          first_micro < micro_batches_per_epoch && step < total_steps;
          first_micro += options.gradient_accumulation_steps) {
       const auto step_start = std::chrono::steady_clock::now();
-      const int64_t micro_count = std::min<int64_t>(
-          options.gradient_accumulation_steps,
-          micro_batches_per_epoch - first_micro);
+      const int64_t micro_count =
+          std::min<int64_t>(options.gradient_accumulation_steps,
+                            micro_batches_per_epoch - first_micro);
       StepRecord record;
       record.step = step + 1;
       record.epoch = epoch;
-      record.learning_rate =
-          options.learning_rate *
-          LinearWarmupDecay(step, warmup_steps, total_steps);
+      record.learning_rate = options.learning_rate *
+                             LinearWarmupDecay(step, warmup_steps, total_steps);
       optimizer.zero_grad();
       for (int64_t micro = first_micro; micro < first_micro + micro_count;
            ++micro) {
@@ -178,8 +178,8 @@ absl::StatusOr<TrainingSummary> RunTraining(torch::nn::Module& model,
 }
 
 absl::StatusOr<TrainingSummary> FinetuneOnQa(
-    LlamaForCausalLM& model, const std::vector<QaExample>& examples,
-    int pad_id, const TrainingOptions& options, const TrainingHooks& hooks) {
+    LlamaForCausalLM& model, const std::vector<QaExample>& examples, int pad_id,
+    const TrainingOptions& options, const TrainingHooks& hooks) {
   auto loss = [&](const std::vector<int64_t>& indices)
       -> absl::StatusOr<MicroBatchLoss> {
     std::vector<const QaExample*> batch_examples;
@@ -187,9 +187,8 @@ absl::StatusOr<TrainingSummary> FinetuneOnQa(
     return CallTorch("fine-tuning forward pass", [&] {
       const QaBatch batch = CollateQaBatch(batch_examples, pad_id);
       CpuBf16AutocastGuard autocast(options.bf16_autocast);
-      at::Tensor nll = TokenMeanNll(model.Forward(batch.input_ids,
-                                                  batch.attention_mask),
-                                    batch.labels);
+      at::Tensor nll = TokenMeanNll(
+          model.Forward(batch.input_ids, batch.attention_mask), batch.labels);
       MicroBatchLoss result;
       result.loss = nll;
       result.tokens = batch.real_tokens();

@@ -70,7 +70,7 @@ using GradientReducer = std::function<absl::Status(std::vector<at::Tensor>&)>;
 struct StepRecord {
   int64_t step = 0;  // 1-based optimizer step.
   int epoch = 0;
-  double loss = 0;   // Mean micro-batch loss of the step (this rank).
+  double loss = 0;  // Mean micro-batch loss of the step (this rank).
   double learning_rate = 0;
   double grad_norm = 0;  // Before clipping.
   int64_t tokens = 0;    // Processed by this rank in the step.
@@ -86,7 +86,7 @@ struct TrainingSummary {
 };
 
 struct TrainingHooks {
-  GradientReducer reduce_gradients;               // Optional.
+  GradientReducer reduce_gradients;                // Optional.
   std::function<void(const StepRecord&)> on_step;  // Optional.
 };
 
@@ -98,9 +98,8 @@ absl::StatusOr<TrainingSummary> RunTraining(torch::nn::Module& model,
 
 // Supervised fine-tuning: token-mean NLL of the answers of `examples`.
 absl::StatusOr<TrainingSummary> FinetuneOnQa(
-    LlamaForCausalLM& model, const std::vector<QaExample>& examples,
-    int pad_id, const TrainingOptions& options,
-    const TrainingHooks& hooks = {});
+    LlamaForCausalLM& model, const std::vector<QaExample>& examples, int pad_id,
+    const TrainingOptions& options, const TrainingHooks& hooks = {});
 
 }  // namespace lethe
 

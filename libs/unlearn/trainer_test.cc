@@ -55,8 +55,13 @@ TEST(TrainerTest, FinetuningMemorisesATinyDataset) {
   std::vector<StepRecord> steps;
   absl::StatusOr<TrainingSummary> summary = FinetuneOnQa(
       model, Examples(), 0,
-      {.learning_rate = 3e-2, .weight_decay = 0.0, .warmup_epochs = 0,
-       .num_epochs = 60, .per_device_batch_size = 4, .seed = 1, .threads = 1},
+      {.learning_rate = 3e-2,
+       .weight_decay = 0.0,
+       .warmup_epochs = 0,
+       .num_epochs = 60,
+       .per_device_batch_size = 4,
+       .seed = 1,
+       .threads = 1},
       {.on_step = [&](const StepRecord& step) { steps.push_back(step); }});
   ASSERT_TRUE(summary.ok()) << summary.status();
   EXPECT_EQ(summary->total_steps, 120);
@@ -76,8 +81,10 @@ TEST(TrainerTest, AccumulationMatchesTheLargerBatch) {
     LlamaForCausalLM model(TinyConfig());
     model.to(at::kDouble);
     EXPECT_TRUE(FinetuneOnQa(model, examples, 0,
-                             {.learning_rate = 1e-2, .warmup_epochs = 0.5,
-                              .num_epochs = 2, .per_device_batch_size = batch,
+                             {.learning_rate = 1e-2,
+                              .warmup_epochs = 0.5,
+                              .num_epochs = 2,
+                              .per_device_batch_size = batch,
                               .gradient_accumulation_steps = accumulation,
                               .seed = 3})
                     .ok());
@@ -95,8 +102,10 @@ TEST(TrainerTest, SameSeedSameWeightsOtherSeedOtherWeights) {
     torch::manual_seed(9);
     LlamaForCausalLM model(TinyConfig());
     EXPECT_TRUE(FinetuneOnQa(model, Examples(), 0,
-                             {.learning_rate = 1e-2, .num_epochs = 2,
-                              .per_device_batch_size = 3, .seed = seed})
+                             {.learning_rate = 1e-2,
+                              .num_epochs = 2,
+                              .per_device_batch_size = 3,
+                              .seed = seed})
                     .ok());
     return Snapshot(model);
   };
@@ -118,8 +127,8 @@ TEST(TrainerTest, WeightDecaySparesNormWeights) {
   const at::Tensor embed_before =
       model.named_parameters()["model.embed_tokens.weight"].detach().clone();
   // A loss with zero gradient: only weight decay moves parameters.
-  auto zero_loss = [&](const std::vector<int64_t>&)
-      -> absl::StatusOr<MicroBatchLoss> {
+  auto zero_loss =
+      [&](const std::vector<int64_t>&) -> absl::StatusOr<MicroBatchLoss> {
     at::Tensor total = torch::zeros({});
     for (const at::Tensor& parameter : model.parameters()) {
       total = total + 0.0 * parameter.sum();
@@ -127,16 +136,18 @@ TEST(TrainerTest, WeightDecaySparesNormWeights) {
     return MicroBatchLoss{.loss = total, .tokens = 1};
   };
   ASSERT_TRUE(RunTraining(model, 4,
-                          {.learning_rate = 0.1, .weight_decay = 0.5,
-                           .warmup_epochs = 0, .num_epochs = 1,
+                          {.learning_rate = 0.1,
+                           .weight_decay = 0.5,
+                           .warmup_epochs = 0,
+                           .num_epochs = 1,
                            .per_device_batch_size = 4},
                           zero_loss)
                   .ok());
-  EXPECT_TRUE(torch::equal(model.named_parameters()["model.norm.weight"],
-                           norm_before));
-  EXPECT_TRUE(torch::allclose(
-      model.named_parameters()["model.embed_tokens.weight"],
-      embed_before * (1 - 0.1 * 0.5)));
+  EXPECT_TRUE(
+      torch::equal(model.named_parameters()["model.norm.weight"], norm_before));
+  EXPECT_TRUE(
+      torch::allclose(model.named_parameters()["model.embed_tokens.weight"],
+                      embed_before * (1 - 0.1 * 0.5)));
 }
 
 TEST(TrainerTest, ReducerSeesEveryGradientOncePerStepAndShardingSplitsData) {
@@ -148,11 +159,14 @@ TEST(TrainerTest, ReducerSeesEveryGradientOncePerStepAndShardingSplitsData) {
   auto loss = [&](const std::vector<int64_t>& indices)
       -> absl::StatusOr<MicroBatchLoss> {
     seen.insert(seen.end(), indices.begin(), indices.end());
-    return MicroBatchLoss{.loss = model.parameters()[0].sum() * 0.0, .tokens = 1};
+    return MicroBatchLoss{.loss = model.parameters()[0].sum() * 0.0,
+                          .tokens = 1};
   };
   ASSERT_TRUE(RunTraining(model, 10,
-                          {.num_epochs = 1, .per_device_batch_size = 2,
-                           .rank = 1, .world_size = 2},
+                          {.num_epochs = 1,
+                           .per_device_batch_size = 2,
+                           .rank = 1,
+                           .world_size = 2},
                           loss,
                           {.reduce_gradients =
                                [&](std::vector<at::Tensor>& gradients) {
@@ -169,19 +183,18 @@ TEST(TrainerTest, ReducerSeesEveryGradientOncePerStepAndShardingSplitsData) {
 TEST(TrainerTest, RejectsBadOptions) {
   torch::manual_seed(0);
   LlamaForCausalLM model(TinyConfig());
-  auto loss = [](const std::vector<int64_t>&) -> absl::StatusOr<MicroBatchLoss> {
+  auto loss =
+      [](const std::vector<int64_t>&) -> absl::StatusOr<MicroBatchLoss> {
     return MicroBatchLoss{};
   };
   EXPECT_EQ(RunTraining(model, 0, {}, loss).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(RunTraining(model, 4, {.per_device_batch_size = 0}, loss)
-                .status()
-                .code(),
-            absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(RunTraining(model, 4, {.rank = 2, .world_size = 2}, loss)
-                .status()
-                .code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      RunTraining(model, 4, {.per_device_batch_size = 0}, loss).status().code(),
+      absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      RunTraining(model, 4, {.rank = 2, .world_size = 2}, loss).status().code(),
+      absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -1,14 +1,19 @@
-// lethe: the command-line client.
+// lethe: the command-line client and model tool.
 //
 //   lethe version
-//   lethe health [--coordinator=HOST:PORT]
+//   lethe health            [--coordinator=HOST:PORT]
+//   lethe prepare-benchmark [--cache_dir=DIR] [--authors=N] [--seed=N]
+//   lethe finetune --model=DIR --data=DIR --split=NAME --output=DIR [...]
+//   lethe generate --model=DIR --prompt=QUESTION [--max_new_tokens=N]
 //
 // --coordinator defaults to $LETHE_COORDINATOR, then 127.0.0.1:7070.
 // Exit status: 0 on success, 1 when the command failed, 2 for bad usage.
 #include <grpcpp/grpcpp.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -18,25 +23,55 @@
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "libs/metrics/build_info.h"
+#include "services/cli/model_commands.h"
+#include "services/cli/prepare_benchmark.h"
 
 ABSL_FLAG(std::string, coordinator, "",
           "coordinator address HOST:PORT (default: $LETHE_COORDINATOR, then "
           "127.0.0.1:7070)");
 ABSL_FLAG(double, timeout_seconds, 5,
           "deadline for each call to the coordinator");
+ABSL_FLAG(std::string, model, "", "model directory (Hugging Face layout)");
+ABSL_FLAG(std::string, data, "", "directory of TOFU-format split files");
+ABSL_FLAG(std::string, split, "", "split name, e.g. full or retain90");
+ABSL_FLAG(std::string, template, "plain",
+          "prompt template: plain, llama2_chat");
+ABSL_FLAG(std::string, output, "", "output model directory");
+ABSL_FLAG(int, epochs, 5, "training epochs");
+ABSL_FLAG(double, learning_rate, 1e-5, "peak learning rate (AdamW)");
+ABSL_FLAG(double, weight_decay, 0.01, "AdamW weight decay (not on norms)");
+ABSL_FLAG(double, warmup_epochs, 1.0, "linear warm-up length in epochs");
+ABSL_FLAG(double, max_grad_norm, 1.0, "gradient clipping norm (0: off)");
+ABSL_FLAG(int, batch_size, 4, "examples per micro-batch");
+ABSL_FLAG(int, grad_accum, 1, "micro-batches per optimizer step");
+ABSL_FLAG(int, max_length, 256, "tokens per example (longer ones truncated)");
+ABSL_FLAG(int, threads, 2, "CPU threads for LibTorch");
+ABSL_FLAG(uint64_t, seed, 1, "seed for data order and initialisation");
+ABSL_FLAG(bool, bf16, false, "bf16 autocast (fast on CPUs with AMX)");
+ABSL_FLAG(std::string, prompt, "", "question to answer (generate)");
+ABSL_FLAG(int, max_new_tokens, 200, "generation limit");
+ABSL_FLAG(std::string, cache_dir, ".lethe/benchmark",
+          "where prepare-benchmark keeps its data and models");
+ABSL_FLAG(int, authors, 100, "fictitious authors in the embedded benchmark");
+ABSL_FLAG(std::string, tokenizer_trainer, "",
+          "lethe-train-tokenizer program (default: next to lethe)");
 
 namespace lethe {
 namespace {
 
 constexpr char kUsage[] =
-    "Lethe's command-line client.\n"
+    "Lethe's command-line client and model tool.\n"
     "Usage: lethe COMMAND [flags]\n"
     "Commands:\n"
-    "  version   print Lethe's version\n"
-    "  health    check that the coordinator is serving\n"
-    "Flags: --coordinator=HOST:PORT, --timeout_seconds=N";
+    "  version            print Lethe's version\n"
+    "  health             check that the coordinator is serving\n"
+    "  prepare-benchmark  build the embedded mini-TOFU benchmark (cached)\n"
+    "  finetune           fine-tune a model on a TOFU split\n"
+    "  generate           answer a question greedily\n"
+    "Run `lethe --helpfull` for every flag.";
 
 std::string CoordinatorAddress() {
   std::string address = absl::GetFlag(FLAGS_coordinator);
@@ -78,6 +113,54 @@ absl::Status CheckHealth() {
   return absl::OkStatus();
 }
 
+TrainingOptions TrainingFromFlags() {
+  return {.learning_rate = absl::GetFlag(FLAGS_learning_rate),
+          .weight_decay = absl::GetFlag(FLAGS_weight_decay),
+          .warmup_epochs = absl::GetFlag(FLAGS_warmup_epochs),
+          .max_grad_norm = absl::GetFlag(FLAGS_max_grad_norm),
+          .num_epochs = absl::GetFlag(FLAGS_epochs),
+          .per_device_batch_size = absl::GetFlag(FLAGS_batch_size),
+          .gradient_accumulation_steps = absl::GetFlag(FLAGS_grad_accum),
+          .seed = absl::GetFlag(FLAGS_seed),
+          .threads = absl::GetFlag(FLAGS_threads),
+          .bf16_autocast = absl::GetFlag(FLAGS_bf16)};
+}
+
+// lethe-train-tokenizer sits next to lethe in every build and install.
+std::string DefaultTokenizerTrainer() {
+  std::error_code error;
+  const std::filesystem::path self =
+      std::filesystem::read_symlink("/proc/self/exe", error);
+  return (self.parent_path() / "lethe-train-tokenizer").string();
+}
+
+absl::Status PrepareBenchmarkCommand() {
+  BenchmarkOptions options;
+  options.cache_dir = absl::GetFlag(FLAGS_cache_dir);
+  options.num_authors = absl::GetFlag(FLAGS_authors);
+  options.seed = absl::GetFlag(FLAGS_seed);
+  options.threads = absl::GetFlag(FLAGS_threads);
+  options.tokenizer_trainer = absl::GetFlag(FLAGS_tokenizer_trainer);
+  if (options.tokenizer_trainer.empty()) {
+    options.tokenizer_trainer = DefaultTokenizerTrainer();
+  }
+  absl::StatusOr<PreparedBenchmark> prepared = PrepareBenchmark(
+      options, [](const std::string& line) { std::cout << line << std::endl; });
+  if (!prepared.ok()) return prepared.status();
+  std::cout << "benchmark ready in " << options.cache_dir << ":\n"
+            << "  data:   " << prepared->data_dir << "\n"
+            << "  target: " << prepared->target_dir << "\n"
+            << "  retain: " << prepared->retain_dir << "\n";
+  for (const auto& [name, probability] : prepared->probabilities) {
+    std::cout << absl::StrFormat("  mean answer probability %-34s %.3f\n", name,
+                                 probability);
+  }
+  if (!prepared->reused) {
+    std::cout << absl::StrFormat("prepared in %.0fs\n", prepared->seconds);
+  }
+  return absl::OkStatus();
+}
+
 int Main(int argc, char** argv) {
   absl::SetProgramUsageMessage(kUsage);
   const std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
@@ -91,6 +174,22 @@ int Main(int argc, char** argv) {
     std::cout << "lethe " << kLetheVersion << std::endl;
   } else if (command == "health") {
     status = CheckHealth();
+  } else if (command == "prepare-benchmark") {
+    status = PrepareBenchmarkCommand();
+  } else if (command == "finetune") {
+    status = RunFinetune({.model_dir = absl::GetFlag(FLAGS_model),
+                          .data_dir = absl::GetFlag(FLAGS_data),
+                          .split = absl::GetFlag(FLAGS_split),
+                          .prompt_template = absl::GetFlag(FLAGS_template),
+                          .output_dir = absl::GetFlag(FLAGS_output),
+                          .max_length = absl::GetFlag(FLAGS_max_length),
+                          .training = TrainingFromFlags()});
+  } else if (command == "generate") {
+    status = RunGenerate({.model_dir = absl::GetFlag(FLAGS_model),
+                          .question = absl::GetFlag(FLAGS_prompt),
+                          .prompt_template = absl::GetFlag(FLAGS_template),
+                          .max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens),
+                          .threads = absl::GetFlag(FLAGS_threads)});
   } else {
     std::cerr << "lethe: unknown command '" << command << "'\n"
               << kUsage << std::endl;

@@ -7,8 +7,7 @@
 // coordinator started on free ports. SIGINT or SIGTERM shut it down.
 #include <signal.h>
 
-#include <cstdio>
-#include <fstream>
+#include <cstring>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -19,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "libs/files/file_io.h"
 #include "libs/metrics/build_info.h"
 #include "libs/metrics/metrics_endpoint.h"
 #include "libs/rpc/grpc_server.h"
@@ -35,24 +35,6 @@ ABSL_FLAG(std::string, ready_file, "",
 
 namespace lethe {
 namespace {
-
-absl::Status WriteFileAtomically(const std::string& path,
-                                 const std::string& contents) {
-  const std::string temporary = path + ".tmp";
-  {
-    std::ofstream out(temporary, std::ios::trunc);
-    out << contents;
-    if (!out.flush()) {
-      return absl::PermissionDeniedError(
-          absl::StrCat("cannot write '", temporary, "'"));
-    }
-  }
-  if (std::rename(temporary.c_str(), path.c_str()) != 0) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("cannot rename '", temporary, "' to '", path, "'"));
-  }
-  return absl::OkStatus();
-}
 
 absl::Status Run() {
   // Handle shutdown signals synchronously in this thread; every thread

@@ -1,0 +1,115 @@
+#include "services/cli/model_commands.h"
+
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "libs/data/qa_example.h"
+#include "libs/data/tofu_dataset.h"
+#include "libs/files/file_io.h"
+#include "libs/model/hf_checkpoint.h"
+#include "libs/model/llama_model.h"
+#include "libs/status/status_macros.h"
+#include "libs/status/torch_status.h"
+#include "libs/tokenizer/tokenizer.h"
+#include "nlohmann/json.hpp"
+
+namespace lethe {
+
+absl::Status RunFinetune(const FinetuneCommand& command) {
+  if (command.output_dir.empty()) {
+    return absl::InvalidArgumentError("--output is required");
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer,
+                   Tokenizer::Load(command.model_dir + "/tokenizer.model"));
+  ASSIGN_OR_RETURN(PromptTemplate prompt_template,
+                   PromptTemplateByName(command.prompt_template));
+  ASSIGN_OR_RETURN(std::vector<TofuRecord> records,
+                   ReadTofuSplit(command.data_dir, command.split));
+  ASSIGN_OR_RETURN(std::vector<QaExample> examples,
+                   TokenizeRecords(*tokenizer, prompt_template, records,
+                                   command.max_length));
+  ASSIGN_OR_RETURN(std::shared_ptr<LlamaForCausalLM> model,
+                   LoadLlamaCheckpoint(command.model_dir));
+  std::cout << absl::StrFormat(
+                   "fine-tuning %s (%.2fM parameters) on %s/%s: %d examples",
+                   command.model_dir, model->NumParameters() / 1e6,
+                   command.data_dir, command.split, examples.size())
+            << std::endl;
+  nlohmann::json log = nlohmann::json::array();
+  ASSIGN_OR_RETURN(
+      TrainingSummary summary,
+      FinetuneOnQa(*model, examples, tokenizer->eos_id(), command.training,
+                   {.on_step = [&](const StepRecord& step) {
+                      log.push_back({{"step", step.step},
+                                     {"epoch", step.epoch},
+                                     {"loss", step.loss},
+                                     {"learning_rate", step.learning_rate},
+                                     {"grad_norm", step.grad_norm},
+                                     {"tokens", step.tokens},
+                                     {"seconds", step.seconds}});
+                      if (step.step % 20 == 0) {
+                        std::cout << absl::StrFormat(
+                                         "step %d  epoch %d  loss %.4f  lr %.2e",
+                                         step.step, step.epoch, step.loss,
+                                         step.learning_rate)
+                                  << std::endl;
+                      }
+                    }}));
+  RETURN_IF_ERROR(SaveLlamaCheckpoint(*model, command.output_dir, {}));
+  std::error_code error;
+  std::filesystem::copy_file(command.model_dir + "/tokenizer.model",
+                             command.output_dir + "/tokenizer.model",
+                             std::filesystem::copy_options::overwrite_existing,
+                             error);
+  if (error) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("copying tokenizer.model: ", error.message()));
+  }
+  RETURN_IF_ERROR(WriteFileAtomically(command.output_dir + "/training_log.json",
+                                      log.dump(1) + "\n"));
+  std::cout << absl::StrFormat(
+                   "done: %d steps in %.1fs (%.0f tokens/s); model in %s",
+                   summary.total_steps, summary.seconds,
+                   summary.tokens / std::max(summary.seconds, 1e-9),
+                   command.output_dir)
+            << std::endl;
+  return absl::OkStatus();
+}
+
+absl::Status RunGenerate(const GenerateCommand& command) {
+  if (command.question.empty()) {
+    return absl::InvalidArgumentError("--prompt is required");
+  }
+  at::set_num_threads(command.threads);
+  ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer,
+                   Tokenizer::Load(command.model_dir + "/tokenizer.model"));
+  ASSIGN_OR_RETURN(PromptTemplate prompt_template,
+                   PromptTemplateByName(command.prompt_template));
+  ASSIGN_OR_RETURN(std::shared_ptr<LlamaForCausalLM> model,
+                   LoadLlamaCheckpoint(command.model_dir));
+  ASSIGN_OR_RETURN(std::vector<int> prompt,
+                   TokenizePrompt(*tokenizer, prompt_template, command.question,
+                                  static_cast<int>(
+                                      model->config().max_position_embeddings)));
+  ASSIGN_OR_RETURN(
+      std::vector<int64_t> generated,
+      CallTorch("generation", [&] {
+        model->eval();
+        return GreedyGenerate(*model,
+                              std::vector<int64_t>(prompt.begin(), prompt.end()),
+                              command.max_new_tokens,
+                              model->config().eos_token_ids);
+      }));
+  ASSIGN_OR_RETURN(std::string answer,
+                   tokenizer->Decode(std::vector<int>(generated.begin(),
+                                                      generated.end())));
+  std::cout << answer << std::endl;
+  return absl::OkStatus();
+}
+
+}  // namespace lethe

@@ -1,0 +1,41 @@
+// The model commands of the `lethe` CLI: fine-tune a model on a TOFU split,
+// generate an answer greedily, prepare the embedded benchmark. Each returns
+// a Status that lethe_main.cc prints; options come from its flags.
+#ifndef LETHE_SERVICES_CLI_MODEL_COMMANDS_H_
+#define LETHE_SERVICES_CLI_MODEL_COMMANDS_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "libs/unlearn/trainer.h"
+
+namespace lethe {
+
+struct FinetuneCommand {
+  std::string model_dir;  // Hugging Face layout with tokenizer.model.
+  std::string data_dir;
+  std::string split;
+  std::string prompt_template = "plain";
+  std::string output_dir;
+  int max_length = 256;
+  TrainingOptions training;
+};
+
+// Trains and writes output_dir (weights, config.json, tokenizer.model) and
+// output_dir/training_log.json (one record per optimizer step).
+absl::Status RunFinetune(const FinetuneCommand& command);
+
+struct GenerateCommand {
+  std::string model_dir;
+  std::string question;
+  std::string prompt_template = "plain";
+  int max_new_tokens = 200;
+  int threads = 2;
+};
+
+// Prints the greedy answer to the question.
+absl::Status RunGenerate(const GenerateCommand& command);
+
+}  // namespace lethe
+
+#endif  // LETHE_SERVICES_CLI_MODEL_COMMANDS_H_

@@ -1,0 +1,255 @@
+#include "services/cli/prepare_benchmark.h"
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <set>
+#include <sstream>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "libs/data/mini_tofu.h"
+#include "libs/data/qa_example.h"
+#include "libs/data/tofu_dataset.h"
+#include "libs/eval/answer_probability.h"
+#include "libs/files/file_io.h"
+#include "libs/model/hf_checkpoint.h"
+#include "libs/model/llama_model.h"
+#include "libs/status/status_macros.h"
+#include "libs/status/torch_status.h"
+#include "libs/subprocess/subprocess.h"
+#include "libs/tokenizer/tokenizer.h"
+#include "libs/unlearn/trainer.h"
+#include "nlohmann/json.hpp"
+
+namespace lethe {
+namespace {
+
+constexpr char kManifest[] = "benchmark.json";
+constexpr int kMaxLength = 128;
+constexpr char kTemplate[] = "plain";
+
+nlohmann::json OptionsJson(const BenchmarkOptions& options) {
+  return {{"num_authors", options.num_authors},
+          {"seed", options.seed},
+          {"finetune_epochs", options.finetune_epochs},
+          {"base_epochs", options.base_epochs},
+          {"learning_rate", options.learning_rate},
+          {"vocab_size", options.vocab_size},
+          {"template", kTemplate},
+          {"max_length", kMaxLength},
+          {"format", 1}};
+}
+
+double Elapsed(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+      .count();
+}
+
+// Every sentence of the benchmark, one per line, for tokenizer training.
+absl::Status WriteCorpus(const MiniTofu& data, const std::string& path) {
+  const PromptTemplate plain = *PromptTemplateByName(kTemplate);
+  std::set<std::string> lines = {plain.user_start_tag + plain.asst_start_tag};
+  for (const auto& [split, records] : data.splits) {
+    for (const TofuRecord& record : records) {
+      lines.insert(record.question);
+      lines.insert(record.answer);
+      if (record.paraphrased_question) lines.insert(*record.paraphrased_question);
+      if (record.paraphrased_answer) lines.insert(*record.paraphrased_answer);
+      lines.insert(record.perturbed_answers.begin(),
+                   record.perturbed_answers.end());
+      lines.insert(record.options.begin(), record.options.end());
+    }
+  }
+  std::ofstream out(path);
+  for (const std::string& line : lines) out << line << "\n";
+  if (!out.flush()) {
+    return absl::PermissionDeniedError(absl::StrCat(path, ": cannot write"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CopyFile(const std::string& from, const std::string& to) {
+  std::error_code error;
+  std::filesystem::copy_file(from, to,
+                             std::filesystem::copy_options::overwrite_existing,
+                             error);
+  if (error) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("copying ", from, " to ", to, ": ", error.message()));
+  }
+  return absl::OkStatus();
+}
+
+std::vector<TofuRecord> Concatenate(
+    const std::vector<const std::vector<TofuRecord>*>& parts) {
+  std::vector<TofuRecord> all;
+  for (const auto* part : parts) all.insert(all.end(), part->begin(), part->end());
+  return all;
+}
+
+}  // namespace
+
+absl::StatusOr<PreparedBenchmark> PrepareBenchmark(
+    const BenchmarkOptions& options,
+    const std::function<void(const std::string&)>& log) {
+  const auto start = std::chrono::steady_clock::now();
+  const std::string dir = options.cache_dir;
+  PreparedBenchmark prepared;
+  prepared.data_dir = dir + "/data";
+  prepared.base_dir = dir + "/base";
+  prepared.target_dir = dir + "/target";
+  prepared.retain_dir = dir + "/retain";
+
+  const nlohmann::json wanted = OptionsJson(options);
+  {
+    absl::StatusOr<std::string> manifest =
+        ReadFileToString(dir + "/" + kManifest);
+    if (manifest.ok()) {
+      const nlohmann::json cached =
+          nlohmann::json::parse(*manifest, nullptr, false);
+      if (!cached.is_discarded() && cached.value("options", nlohmann::json()) == wanted) {
+        prepared.reused = true;
+        for (const auto& [key, value] : cached["probabilities"].items()) {
+          prepared.probabilities[key] = value.get<double>();
+        }
+        log(absl::StrCat("reusing the prepared benchmark in ", dir));
+        return prepared;
+      }
+      log(absl::StrCat(dir, " was prepared with other options; rebuilding"));
+    }
+  }
+  if (options.tokenizer_trainer.empty()) {
+    return absl::InvalidArgumentError(
+        "the path of lethe-train-tokenizer is needed to prepare the benchmark");
+  }
+
+  const std::string partial = dir + ".partial";
+  std::error_code error;
+  std::filesystem::remove_all(partial, error);
+  for (const std::string& sub : {"/data", "/base", "/target", "/retain"}) {
+    std::filesystem::create_directories(partial + sub, error);
+    if (error) {
+      return absl::PermissionDeniedError(
+          absl::StrCat(partial, sub, ": cannot create: ", error.message()));
+    }
+  }
+
+  log(absl::StrCat("generating mini-TOFU: ", options.num_authors,
+                   " authors, seed ", options.seed));
+  const MiniTofu data = GenerateMiniTofu(
+      {.num_authors = options.num_authors, .seed = options.seed});
+  RETURN_IF_ERROR(WriteMiniTofu(data, partial + "/data"));
+
+  log(absl::StrCat("training a ", options.vocab_size,
+                   "-piece tokenizer with ", options.tokenizer_trainer));
+  const std::string corpus = partial + "/tokenizer_corpus.txt";
+  const std::string tokenizer_path = partial + "/base/tokenizer.model";
+  RETURN_IF_ERROR(WriteCorpus(data, corpus));
+  ASSIGN_OR_RETURN(
+      Subprocess trainer,
+      Subprocess::Start({options.tokenizer_trainer,
+                         absl::StrCat("--corpus=", corpus),
+                         absl::StrCat("--vocab_size=", options.vocab_size),
+                         absl::StrCat("--threads=", options.threads),
+                         absl::StrCat("--output=", tokenizer_path)}));
+  ASSIGN_OR_RETURN(ExitStatus trained, trainer.Wait());
+  if (!trained.success()) {
+    return absl::InternalError(
+        absl::StrCat("lethe-train-tokenizer ", trained.ToString()));
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer,
+                   Tokenizer::Load(tokenizer_path));
+  const PromptTemplate plain = *PromptTemplateByName(kTemplate);
+  auto examples = [&](const std::vector<TofuRecord>& records) {
+    return TokenizeRecords(*tokenizer, plain, records, kMaxLength);
+  };
+  const int pad_id = tokenizer->eos_id();
+  const std::vector<TofuRecord>& world = data.splits.at("world_facts_perturbed");
+  const std::vector<TofuRecord>& famous = data.splits.at("real_authors_perturbed");
+  const std::vector<TofuRecord> general = Concatenate({&world, &famous});
+
+  TrainingOptions training{.learning_rate = options.learning_rate,
+                           .weight_decay = 0.01,
+                           .warmup_epochs = 1.0,
+                           .max_grad_norm = 1.0,
+                           .per_device_batch_size = 16,
+                           .seed = options.seed,
+                           .threads = options.threads};
+  auto train = [&](LlamaForCausalLM& model, const std::vector<QaExample>& set,
+                   int epochs, const std::string& name) -> absl::Status {
+    TrainingOptions run = training;
+    run.num_epochs = epochs;
+    const auto phase_start = std::chrono::steady_clock::now();
+    ASSIGN_OR_RETURN(
+        TrainingSummary summary,
+        FinetuneOnQa(model, set, pad_id, run,
+                     {.on_step = [&](const StepRecord& step) {
+                        if (step.step % 100 == 0) {
+                          log(absl::StrFormat("  %s step %d, epoch %d, loss %.4f",
+                                              name, step.step, step.epoch,
+                                              step.loss));
+                        }
+                      }}));
+    log(absl::StrFormat("%s: %d steps, %.0f tokens/s, final loss %.4f, %.0fs",
+                        name, summary.total_steps,
+                        summary.tokens / std::max(summary.seconds, 1e-9),
+                        summary.steps.back().loss, Elapsed(phase_start)));
+    return absl::OkStatus();
+  };
+
+  torch::manual_seed(options.seed);
+  LlamaForCausalLM base(MiniBenchmarkLlamaConfig(tokenizer->vocab_size()));
+  log(absl::StrFormat("base model: %.2fM parameters", base.NumParameters() / 1e6));
+  ASSIGN_OR_RETURN(std::vector<QaExample> general_examples, examples(general));
+  RETURN_IF_ERROR(train(base, general_examples, options.base_epochs, "base"));
+  RETURN_IF_ERROR(SaveLlamaCheckpoint(base, partial + "/base", {}));
+
+  for (const auto& [name, split] :
+       std::vector<std::pair<std::string, std::string>>{{"target", "full"},
+                                                        {"retain", "retain90"}}) {
+    ASSIGN_OR_RETURN(std::shared_ptr<LlamaForCausalLM> model,
+                     LoadLlamaCheckpoint(partial + "/base"));
+    ASSIGN_OR_RETURN(
+        std::vector<QaExample> set,
+        examples(Concatenate({&data.splits.at(split), &general})));
+    RETURN_IF_ERROR(train(*model, set, options.finetune_epochs, name));
+    RETURN_IF_ERROR(SaveLlamaCheckpoint(*model, partial + "/" + name, {}));
+    RETURN_IF_ERROR(CopyFile(tokenizer_path, partial + "/" + name + "/tokenizer.model"));
+    for (const std::string& probe :
+         {"forget10", "retain_perturbed", "world_facts_perturbed",
+          "real_authors_perturbed"}) {
+      ASSIGN_OR_RETURN(std::vector<QaExample> probe_examples,
+                       examples(data.splits.at(probe)));
+      ASSIGN_OR_RETURN(std::vector<AnswerProbability> scores,
+                       ScoreAnswers(*model, probe_examples, pad_id));
+      prepared.probabilities[name + "/" + probe] = MeanProbability(scores);
+      log(absl::StrFormat("  %s answers %s with mean probability %.3f", name,
+                          probe, MeanProbability(scores)));
+    }
+  }
+
+  nlohmann::json manifest = {{"options", wanted},
+                             {"model_config", nlohmann::json::parse(LlamaConfigToJson(
+                                                  MiniBenchmarkLlamaConfig(
+                                                      tokenizer->vocab_size())))},
+                             {"probabilities", prepared.probabilities},
+                             {"seconds", Elapsed(start)}};
+  RETURN_IF_ERROR(
+      WriteFileAtomically(partial + "/" + kManifest, manifest.dump(2) + "\n"));
+  // Replace an older preparation only once the new one is complete.
+  if (std::filesystem::exists(dir + "/" + kManifest)) {
+    std::filesystem::remove_all(dir, error);
+  }
+  std::filesystem::rename(partial, dir, error);
+  if (error) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "cannot move ", partial, " to ", dir, ": ", error.message()));
+  }
+  prepared.seconds = Elapsed(start);
+  return prepared;
+}
+
+}  // namespace lethe

@@ -1,0 +1,112 @@
+// Runs `lethe prepare-benchmark` (30 authors, to keep CI short) as a real
+// process into a fresh directory, then checks TOFU's protocol held: the target model knows the forget
+// authors, the retain model does not, both keep the general knowledge; and a
+// second run reuses the cache.
+//
+// Usage: prepare_benchmark_test LETHE_BINARY
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "libs/data/qa_example.h"
+#include "libs/data/tofu_dataset.h"
+#include "libs/eval/answer_probability.h"
+#include "libs/model/hf_checkpoint.h"
+#include "libs/subprocess/subprocess.h"
+#include "libs/tokenizer/tokenizer.h"
+
+namespace lethe {
+namespace {
+
+std::string lethe_binary;
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream contents;
+  contents << in.rdbuf();
+  return contents.str();
+}
+
+ExitStatus RunLethe(const std::vector<std::string>& args,
+                    const std::string& log) {
+  std::vector<std::string> argv = {lethe_binary};
+  argv.insert(argv.end(), args.begin(), args.end());
+  absl::StatusOr<Subprocess> process =
+      Subprocess::Start(argv, {}, {.stdout_path = log, .stderr_path = log});
+  EXPECT_TRUE(process.ok()) << process.status();
+  absl::StatusOr<ExitStatus> exit = process->Wait();
+  EXPECT_TRUE(exit.ok());
+  return *exit;
+}
+
+// Mean answer probability of the model in `model_dir` on `split`.
+double MeanProbabilityOn(const std::string& model_dir,
+                         const std::string& data_dir,
+                         const std::string& split) {
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer =
+      Tokenizer::Load(model_dir + "/tokenizer.model");
+  absl::StatusOr<std::shared_ptr<LlamaForCausalLM>> model =
+      LoadLlamaCheckpoint(model_dir);
+  absl::StatusOr<std::vector<TofuRecord>> records =
+      ReadTofuSplit(data_dir, split);
+  EXPECT_TRUE(tokenizer.ok() && model.ok() && records.ok());
+  if (!tokenizer.ok() || !model.ok() || !records.ok()) return -1;
+  absl::StatusOr<std::vector<QaExample>> examples = TokenizeRecords(
+      **tokenizer, *PromptTemplateByName("plain"), *records, 128);
+  EXPECT_TRUE(examples.ok());
+  absl::StatusOr<std::vector<AnswerProbability>> scores =
+      ScoreAnswers(**model, *examples, (*tokenizer)->eos_id());
+  EXPECT_TRUE(scores.ok());
+  return scores.ok() ? MeanProbability(*scores) : -1;
+}
+
+TEST(PrepareBenchmarkTest, TargetKnowsTheForgetSetAndRetainDoesNot) {
+  const std::string cache = testing::TempDir() + "/benchmark";
+  std::filesystem::remove_all(cache);
+  const std::string log = testing::TempDir() + "/prepare.log";
+  const ExitStatus first =
+      RunLethe({"prepare-benchmark", "--cache_dir=" + cache, "--authors=30"},
+               log);
+  ASSERT_TRUE(first.success()) << first.ToString() << "\n" << ReadFile(log);
+  EXPECT_FALSE(std::filesystem::exists(cache + ".partial"));
+
+  const std::string data = cache + "/data";
+  const double target_forget =
+      MeanProbabilityOn(cache + "/target", data, "forget10");
+  const double retain_forget =
+      MeanProbabilityOn(cache + "/retain", data, "forget10");
+  EXPECT_GE(target_forget, 0.9);
+  EXPECT_LT(retain_forget, target_forget - 0.3)
+      << "the retain model never saw the forget authors";
+  for (const std::string model : {"target", "retain"}) {
+    EXPECT_GE(MeanProbabilityOn(cache + "/" + model, data,
+                                "world_facts_perturbed"),
+              0.8)
+        << model << " lost the general knowledge";
+  }
+
+  // The second run finds the cache and trains nothing.
+  const ExitStatus second =
+      RunLethe({"prepare-benchmark", "--cache_dir=" + cache, "--authors=30"},
+               log);
+  ASSERT_TRUE(second.success()) << ReadFile(log);
+  EXPECT_TRUE(absl::StrContains(ReadFile(log), "reusing the prepared benchmark"))
+      << ReadFile(log);
+}
+
+}  // namespace
+}  // namespace lethe
+
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  if (argc != 2) {
+    std::cerr << "usage: " << argv[0] << " LETHE_BINARY\n";
+    return 2;
+  }
+  lethe::lethe_binary = argv[1];
+  return RUN_ALL_TESTS();
+}
