@@ -68,9 +68,10 @@ void Run() {
   torch::manual_seed(0);
   const double peak_fp32 = MatmulGflops(at::kFloat);
   const double peak_bf16 = MatmulGflops(at::kBFloat16);
-  std::printf("threads=%d  matmul peak (1024^3): fp32 %.0f GFLOP/s, bf16 %.0f "
-              "GFLOP/s\n",
-              absl::GetFlag(FLAGS_threads), peak_fp32, peak_bf16);
+  std::printf(
+      "threads=%d  matmul peak (1024^3): fp32 %.0f GFLOP/s, bf16 %.0f "
+      "GFLOP/s\n",
+      absl::GetFlag(FLAGS_threads), peak_fp32, peak_bf16);
   std::printf("%-6s %10s %-5s %12s %10s %8s\n", "size", "params", "dtype",
               "tokens/s", "GFLOP/s", "of peak");
   const int batch = absl::GetFlag(FLAGS_batch);
@@ -80,16 +81,17 @@ void Run() {
   for (const std::string& size : sizes) {
     for (const bool bf16 : {false, true}) {
       if (bf16 && peak_bf16 < peak_fp32 / 4) {
-        std::printf("%-6s %10s %-5s  skipped: bf16 matmul is far slower than "
-                    "fp32 on this CPU (no AVX512-BF16/AMX)\n",
-                    size.c_str(), "", "bf16");
+        std::printf(
+            "%-6s %10s %-5s  skipped: bf16 matmul is far slower than "
+            "fp32 on this CPU (no AVX512-BF16/AMX)\n",
+            size.c_str(), "", "bf16");
         continue;
       }
       LlamaForCausalLM model(ConfigFor(size));
       torch::optim::AdamW optimizer(model.parameters(),
                                     torch::optim::AdamWOptions(1e-4));
-      const at::Tensor ids =
-          torch::randint(3, model.config().vocab_size, {batch, length}, at::kLong);
+      const at::Tensor ids = torch::randint(3, model.config().vocab_size,
+                                            {batch, length}, at::kLong);
       const double seconds = Seconds(
           [&] {
             optimizer.zero_grad();

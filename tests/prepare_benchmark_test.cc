@@ -1,7 +1,7 @@
 // Runs `lethe prepare-benchmark` (30 authors, to keep CI short) as a real
-// process into a fresh directory, then checks TOFU's protocol held: the target model knows the forget
-// authors, the retain model does not, both keep the general knowledge; and a
-// second run reuses the cache.
+// process into a fresh directory, then checks TOFU's protocol held: the target
+// model knows the forget authors, the retain model does not, both keep the
+// general knowledge; and a second run reuses the cache.
 //
 // Usage: prepare_benchmark_test LETHE_BINARY
 #include <filesystem>
@@ -68,9 +68,8 @@ TEST(PrepareBenchmarkTest, TargetKnowsTheForgetSetAndRetainDoesNot) {
   const std::string cache = testing::TempDir() + "/benchmark";
   std::filesystem::remove_all(cache);
   const std::string log = testing::TempDir() + "/prepare.log";
-  const ExitStatus first =
-      RunLethe({"prepare-benchmark", "--cache_dir=" + cache, "--authors=30"},
-               log);
+  const ExitStatus first = RunLethe(
+      {"prepare-benchmark", "--cache_dir=" + cache, "--authors=30"}, log);
   ASSERT_TRUE(first.success()) << first.ToString() << "\n" << ReadFile(log);
   EXPECT_FALSE(std::filesystem::exists(cache + ".partial"));
 
@@ -83,18 +82,18 @@ TEST(PrepareBenchmarkTest, TargetKnowsTheForgetSetAndRetainDoesNot) {
   EXPECT_LT(retain_forget, target_forget - 0.3)
       << "the retain model never saw the forget authors";
   for (const std::string model : {"target", "retain"}) {
-    EXPECT_GE(MeanProbabilityOn(cache + "/" + model, data,
-                                "world_facts_perturbed"),
-              0.8)
+    EXPECT_GE(
+        MeanProbabilityOn(cache + "/" + model, data, "world_facts_perturbed"),
+        0.8)
         << model << " lost the general knowledge";
   }
 
   // The second run finds the cache and trains nothing.
-  const ExitStatus second =
-      RunLethe({"prepare-benchmark", "--cache_dir=" + cache, "--authors=30"},
-               log);
+  const ExitStatus second = RunLethe(
+      {"prepare-benchmark", "--cache_dir=" + cache, "--authors=30"}, log);
   ASSERT_TRUE(second.success()) << ReadFile(log);
-  EXPECT_TRUE(absl::StrContains(ReadFile(log), "reusing the prepared benchmark"))
+  EXPECT_TRUE(
+      absl::StrContains(ReadFile(log), "reusing the prepared benchmark"))
       << ReadFile(log);
 }
 

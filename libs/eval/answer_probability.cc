@@ -11,8 +11,8 @@
 namespace lethe {
 
 absl::StatusOr<std::vector<AnswerProbability>> ScoreAnswers(
-    LlamaForCausalLM& model, const std::vector<QaExample>& examples,
-    int pad_id, const ScoringOptions& options) {
+    LlamaForCausalLM& model, const std::vector<QaExample>& examples, int pad_id,
+    const ScoringOptions& options) {
   if (options.batch_size < 1) {
     return absl::InvalidArgumentError("batch_size must be >= 1");
   }
@@ -26,7 +26,8 @@ absl::StatusOr<std::vector<AnswerProbability>> ScoreAnswers(
          begin += options.batch_size) {
       const size_t end = std::min(examples.size(), begin + options.batch_size);
       std::vector<const QaExample*> batch_examples;
-      for (size_t i = begin; i < end; ++i) batch_examples.push_back(&examples[i]);
+      for (size_t i = begin; i < end; ++i)
+        batch_examples.push_back(&examples[i]);
       const QaBatch batch = CollateQaBatch(batch_examples, pad_id);
       CpuBf16AutocastGuard autocast(options.bf16_autocast);
       const AnswerLogProbs log_probs = SequenceAnswerLogProbs(

@@ -3,7 +3,8 @@
 // tokens as labelled by TokenizeQa, EOS included).
 //
 //   ASSIGN_OR_RETURN(std::vector<AnswerProbability> scores,
-//                    ScoreAnswers(model, examples, pad_id, {.batch_size = 16}));
+//                    ScoreAnswers(model, examples, pad_id, {.batch_size =
+//                    16}));
 //   double mean = MeanProbability(scores);
 #ifndef LETHE_LIBS_EVAL_ANSWER_PROBABILITY_H_
 #define LETHE_LIBS_EVAL_ANSWER_PROBABILITY_H_
@@ -29,8 +30,8 @@ struct ScoringOptions {
 
 // Scores every example, in order, without gradients.
 absl::StatusOr<std::vector<AnswerProbability>> ScoreAnswers(
-    LlamaForCausalLM& model, const std::vector<QaExample>& examples,
-    int pad_id, const ScoringOptions& options = {});
+    LlamaForCausalLM& model, const std::vector<QaExample>& examples, int pad_id,
+    const ScoringOptions& options = {});
 
 double MeanProbability(const std::vector<AnswerProbability>& scores);
 

@@ -55,7 +55,8 @@ TEST(ScoreAnswersTest, EqualsExpOfMinusMeanAnswerNllComputedByHand) {
   }
   EXPECT_NEAR(MeanProbability(*scores),
               ((*scores)[0].probability + (*scores)[1].probability +
-               (*scores)[2].probability) / 3,
+               (*scores)[2].probability) /
+                  3,
               1e-12);
 }
 

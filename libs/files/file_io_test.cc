@@ -19,8 +19,8 @@ TEST(FileIoTest, WritesReplacesAndReadsBack) {
   // No temporary file is left behind.
   for (const auto& entry :
        std::filesystem::directory_iterator(testing::TempDir())) {
-    EXPECT_FALSE(absl::StrContains(entry.path().filename().string(),
-                                   "file_io.txt.tmp"));
+    EXPECT_FALSE(
+        absl::StrContains(entry.path().filename().string(), "file_io.txt.tmp"));
   }
 }
 
@@ -28,7 +28,8 @@ TEST(FileIoTest, ErrorsNameThePath) {
   absl::Status write = WriteFileAtomically("/nonexistent-dir/x.json", "{}");
   EXPECT_FALSE(write.ok());
   EXPECT_TRUE(absl::StrContains(write.message(), "/nonexistent-dir/x.json"));
-  absl::StatusOr<std::string> read = ReadFileToString("/nonexistent-dir/x.json");
+  absl::StatusOr<std::string> read =
+      ReadFileToString("/nonexistent-dir/x.json");
   EXPECT_EQ(read.status().code(), absl::StatusCode::kNotFound);
   EXPECT_TRUE(absl::StrContains(read.status().message(), "/nonexistent-dir"));
 }

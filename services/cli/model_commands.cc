@@ -45,21 +45,21 @@ absl::Status RunFinetune(const FinetuneCommand& command) {
       TrainingSummary summary,
       FinetuneOnQa(*model, examples, tokenizer->eos_id(), command.training,
                    {.on_step = [&](const StepRecord& step) {
-                      log.push_back({{"step", step.step},
-                                     {"epoch", step.epoch},
-                                     {"loss", step.loss},
-                                     {"learning_rate", step.learning_rate},
-                                     {"grad_norm", step.grad_norm},
-                                     {"tokens", step.tokens},
-                                     {"seconds", step.seconds}});
-                      if (step.step % 20 == 0) {
-                        std::cout << absl::StrFormat(
-                                         "step %d  epoch %d  loss %.4f  lr %.2e",
-                                         step.step, step.epoch, step.loss,
-                                         step.learning_rate)
-                                  << std::endl;
-                      }
-                    }}));
+                     log.push_back({{"step", step.step},
+                                    {"epoch", step.epoch},
+                                    {"loss", step.loss},
+                                    {"learning_rate", step.learning_rate},
+                                    {"grad_norm", step.grad_norm},
+                                    {"tokens", step.tokens},
+                                    {"seconds", step.seconds}});
+                     if (step.step % 20 == 0) {
+                       std::cout << absl::StrFormat(
+                                        "step %d  epoch %d  loss %.4f  lr %.2e",
+                                        step.step, step.epoch, step.loss,
+                                        step.learning_rate)
+                                 << std::endl;
+                     }
+                   }}));
   RETURN_IF_ERROR(SaveLlamaCheckpoint(*model, command.output_dir, {}));
   std::error_code error;
   std::filesystem::copy_file(command.model_dir + "/tokenizer.model",
@@ -92,22 +92,21 @@ absl::Status RunGenerate(const GenerateCommand& command) {
                    PromptTemplateByName(command.prompt_template));
   ASSIGN_OR_RETURN(std::shared_ptr<LlamaForCausalLM> model,
                    LoadLlamaCheckpoint(command.model_dir));
-  ASSIGN_OR_RETURN(std::vector<int> prompt,
-                   TokenizePrompt(*tokenizer, prompt_template, command.question,
-                                  static_cast<int>(
-                                      model->config().max_position_embeddings)));
   ASSIGN_OR_RETURN(
-      std::vector<int64_t> generated,
-      CallTorch("generation", [&] {
-        model->eval();
-        return GreedyGenerate(*model,
-                              std::vector<int64_t>(prompt.begin(), prompt.end()),
-                              command.max_new_tokens,
-                              model->config().eos_token_ids);
-      }));
-  ASSIGN_OR_RETURN(std::string answer,
-                   tokenizer->Decode(std::vector<int>(generated.begin(),
-                                                      generated.end())));
+      std::vector<int> prompt,
+      TokenizePrompt(
+          *tokenizer, prompt_template, command.question,
+          static_cast<int>(model->config().max_position_embeddings)));
+  ASSIGN_OR_RETURN(std::vector<int64_t> generated, CallTorch("generation", [&] {
+                     model->eval();
+                     return GreedyGenerate(
+                         *model,
+                         std::vector<int64_t>(prompt.begin(), prompt.end()),
+                         command.max_new_tokens, model->config().eos_token_ids);
+                   }));
+  ASSIGN_OR_RETURN(
+      std::string answer,
+      tokenizer->Decode(std::vector<int>(generated.begin(), generated.end())));
   std::cout << answer << std::endl;
   return absl::OkStatus();
 }

@@ -56,7 +56,8 @@ absl::Status WriteCorpus(const MiniTofu& data, const std::string& path) {
     for (const TofuRecord& record : records) {
       lines.insert(record.question);
       lines.insert(record.answer);
-      if (record.paraphrased_question) lines.insert(*record.paraphrased_question);
+      if (record.paraphrased_question)
+        lines.insert(*record.paraphrased_question);
       if (record.paraphrased_answer) lines.insert(*record.paraphrased_answer);
       lines.insert(record.perturbed_answers.begin(),
                    record.perturbed_answers.end());
@@ -73,9 +74,8 @@ absl::Status WriteCorpus(const MiniTofu& data, const std::string& path) {
 
 absl::Status CopyFile(const std::string& from, const std::string& to) {
   std::error_code error;
-  std::filesystem::copy_file(from, to,
-                             std::filesystem::copy_options::overwrite_existing,
-                             error);
+  std::filesystem::copy_file(
+      from, to, std::filesystem::copy_options::overwrite_existing, error);
   if (error) {
     return absl::PermissionDeniedError(
         absl::StrCat("copying ", from, " to ", to, ": ", error.message()));
@@ -86,7 +86,8 @@ absl::Status CopyFile(const std::string& from, const std::string& to) {
 std::vector<TofuRecord> Concatenate(
     const std::vector<const std::vector<TofuRecord>*>& parts) {
   std::vector<TofuRecord> all;
-  for (const auto* part : parts) all.insert(all.end(), part->begin(), part->end());
+  for (const auto* part : parts)
+    all.insert(all.end(), part->begin(), part->end());
   return all;
 }
 
@@ -110,7 +111,8 @@ absl::StatusOr<PreparedBenchmark> PrepareBenchmark(
     if (manifest.ok()) {
       const nlohmann::json cached =
           nlohmann::json::parse(*manifest, nullptr, false);
-      if (!cached.is_discarded() && cached.value("options", nlohmann::json()) == wanted) {
+      if (!cached.is_discarded() &&
+          cached.value("options", nlohmann::json()) == wanted) {
         prepared.reused = true;
         for (const auto& [key, value] : cached["probabilities"].items()) {
           prepared.probabilities[key] = value.get<double>();
@@ -143,8 +145,8 @@ absl::StatusOr<PreparedBenchmark> PrepareBenchmark(
       {.num_authors = options.num_authors, .seed = options.seed});
   RETURN_IF_ERROR(WriteMiniTofu(data, partial + "/data"));
 
-  log(absl::StrCat("training a ", options.vocab_size,
-                   "-piece tokenizer with ", options.tokenizer_trainer));
+  log(absl::StrCat("training a ", options.vocab_size, "-piece tokenizer with ",
+                   options.tokenizer_trainer));
   const std::string corpus = partial + "/tokenizer_corpus.txt";
   const std::string tokenizer_path = partial + "/base/tokenizer.model";
   RETURN_IF_ERROR(WriteCorpus(data, corpus));
@@ -167,8 +169,10 @@ absl::StatusOr<PreparedBenchmark> PrepareBenchmark(
     return TokenizeRecords(*tokenizer, plain, records, kMaxLength);
   };
   const int pad_id = tokenizer->eos_id();
-  const std::vector<TofuRecord>& world = data.splits.at("world_facts_perturbed");
-  const std::vector<TofuRecord>& famous = data.splits.at("real_authors_perturbed");
+  const std::vector<TofuRecord>& world =
+      data.splits.at("world_facts_perturbed");
+  const std::vector<TofuRecord>& famous =
+      data.splits.at("real_authors_perturbed");
   const std::vector<TofuRecord> general = Concatenate({&world, &famous});
 
   TrainingOptions training{.learning_rate = options.learning_rate,
@@ -185,14 +189,13 @@ absl::StatusOr<PreparedBenchmark> PrepareBenchmark(
     const auto phase_start = std::chrono::steady_clock::now();
     ASSIGN_OR_RETURN(
         TrainingSummary summary,
-        FinetuneOnQa(model, set, pad_id, run,
-                     {.on_step = [&](const StepRecord& step) {
-                        if (step.step % 100 == 0) {
-                          log(absl::StrFormat("  %s step %d, epoch %d, loss %.4f",
-                                              name, step.step, step.epoch,
-                                              step.loss));
-                        }
-                      }}));
+        FinetuneOnQa(
+            model, set, pad_id, run, {.on_step = [&](const StepRecord& step) {
+              if (step.step % 100 == 0) {
+                log(absl::StrFormat("  %s step %d, epoch %d, loss %.4f", name,
+                                    step.step, step.epoch, step.loss));
+              }
+            }}));
     log(absl::StrFormat("%s: %d steps, %.0f tokens/s, final loss %.4f, %.0fs",
                         name, summary.total_steps,
                         summary.tokens / std::max(summary.seconds, 1e-9),
@@ -202,22 +205,23 @@ absl::StatusOr<PreparedBenchmark> PrepareBenchmark(
 
   torch::manual_seed(options.seed);
   LlamaForCausalLM base(MiniBenchmarkLlamaConfig(tokenizer->vocab_size()));
-  log(absl::StrFormat("base model: %.2fM parameters", base.NumParameters() / 1e6));
+  log(absl::StrFormat("base model: %.2fM parameters",
+                      base.NumParameters() / 1e6));
   ASSIGN_OR_RETURN(std::vector<QaExample> general_examples, examples(general));
   RETURN_IF_ERROR(train(base, general_examples, options.base_epochs, "base"));
   RETURN_IF_ERROR(SaveLlamaCheckpoint(base, partial + "/base", {}));
 
   for (const auto& [name, split] :
-       std::vector<std::pair<std::string, std::string>>{{"target", "full"},
-                                                        {"retain", "retain90"}}) {
+       std::vector<std::pair<std::string, std::string>>{
+           {"target", "full"}, {"retain", "retain90"}}) {
     ASSIGN_OR_RETURN(std::shared_ptr<LlamaForCausalLM> model,
                      LoadLlamaCheckpoint(partial + "/base"));
-    ASSIGN_OR_RETURN(
-        std::vector<QaExample> set,
-        examples(Concatenate({&data.splits.at(split), &general})));
+    ASSIGN_OR_RETURN(std::vector<QaExample> set,
+                     examples(Concatenate({&data.splits.at(split), &general})));
     RETURN_IF_ERROR(train(*model, set, options.finetune_epochs, name));
     RETURN_IF_ERROR(SaveLlamaCheckpoint(*model, partial + "/" + name, {}));
-    RETURN_IF_ERROR(CopyFile(tokenizer_path, partial + "/" + name + "/tokenizer.model"));
+    RETURN_IF_ERROR(
+        CopyFile(tokenizer_path, partial + "/" + name + "/tokenizer.model"));
     for (const std::string& probe :
          {"forget10", "retain_perturbed", "world_facts_perturbed",
           "real_authors_perturbed"}) {
@@ -231,12 +235,12 @@ absl::StatusOr<PreparedBenchmark> PrepareBenchmark(
     }
   }
 
-  nlohmann::json manifest = {{"options", wanted},
-                             {"model_config", nlohmann::json::parse(LlamaConfigToJson(
-                                                  MiniBenchmarkLlamaConfig(
-                                                      tokenizer->vocab_size())))},
-                             {"probabilities", prepared.probabilities},
-                             {"seconds", Elapsed(start)}};
+  nlohmann::json manifest = {
+      {"options", wanted},
+      {"model_config", nlohmann::json::parse(LlamaConfigToJson(
+                           MiniBenchmarkLlamaConfig(tokenizer->vocab_size())))},
+      {"probabilities", prepared.probabilities},
+      {"seconds", Elapsed(start)}};
   RETURN_IF_ERROR(
       WriteFileAtomically(partial + "/" + kManifest, manifest.dump(2) + "\n"));
   // Replace an older preparation only once the new one is complete.
