@@ -27,7 +27,7 @@ bazel test "${bazel_flags[@]}" "$@" //...
 bazel_status=$?
 
 mapfile -t targets < <(bazel query --noshow_progress 'tests(//...)' 2>/dev/null)
-passed=0
+passed=$((1 - lint_failed))
 failed=$lint_failed
 skipped=0
 missing=()

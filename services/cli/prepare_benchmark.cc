@@ -131,7 +131,7 @@ absl::StatusOr<PreparedBenchmark> PrepareBenchmark(
   const std::string partial = dir + ".partial";
   std::error_code error;
   std::filesystem::remove_all(partial, error);
-  for (const std::string& sub : {"/data", "/base", "/target", "/retain"}) {
+  for (const char* sub : {"/data", "/base", "/target", "/retain"}) {
     std::filesystem::create_directories(partial + sub, error);
     if (error) {
       return absl::PermissionDeniedError(
@@ -222,7 +222,7 @@ absl::StatusOr<PreparedBenchmark> PrepareBenchmark(
     RETURN_IF_ERROR(SaveLlamaCheckpoint(*model, partial + "/" + name, {}));
     RETURN_IF_ERROR(
         CopyFile(tokenizer_path, partial + "/" + name + "/tokenizer.model"));
-    for (const std::string& probe :
+    for (const char* probe :
          {"forget10", "retain_perturbed", "world_facts_perturbed",
           "real_authors_perturbed"}) {
       ASSIGN_OR_RETURN(std::vector<QaExample> probe_examples,
