@@ -4,8 +4,6 @@
 // Usage: coordinator_process_test COORDINATOR_BINARY LETHE_BINARY
 #include <signal.h>
 
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -13,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "libs/files/file_io.h"
 #include "libs/net/host_port.h"
 #include "libs/net/http_client.h"
 #include "libs/subprocess/subprocess.h"
@@ -24,11 +23,9 @@ namespace {
 std::string coordinator_binary;
 std::string lethe_binary;
 
+// The file's contents, or "" when it cannot be read.
 std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream contents;
-  contents << in.rdbuf();
-  return contents.str();
+  return ReadFileToString(path).value_or("");
 }
 
 std::string TempPath(const std::string& name) {

@@ -5,8 +5,6 @@
 //
 // Usage: prepare_benchmark_test LETHE_BINARY
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <string>
 
 #include "absl/strings/match.h"
@@ -15,6 +13,7 @@
 #include "libs/data/qa_example.h"
 #include "libs/data/tofu_dataset.h"
 #include "libs/eval/answer_probability.h"
+#include "libs/files/file_io.h"
 #include "libs/model/hf_checkpoint.h"
 #include "libs/subprocess/subprocess.h"
 #include "libs/tokenizer/tokenizer.h"
@@ -24,11 +23,9 @@ namespace {
 
 std::string lethe_binary;
 
+// The file's contents, or "" when it cannot be read.
 std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream contents;
-  contents << in.rdbuf();
-  return contents.str();
+  return ReadFileToString(path).value_or("");
 }
 
 ExitStatus RunLethe(const std::vector<std::string>& args,

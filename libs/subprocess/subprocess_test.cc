@@ -2,22 +2,19 @@
 
 #include <signal.h>
 
-#include <fstream>
 #include <optional>
-#include <sstream>
 #include <string>
 
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "libs/files/file_io.h"
 
 namespace lethe {
 namespace {
 
+// The file's contents, or "" when it cannot be read.
 std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream contents;
-  contents << in.rdbuf();
-  return contents.str();
+  return ReadFileToString(path).value_or("");
 }
 
 TEST(SubprocessTest, ReportsExitCode) {
