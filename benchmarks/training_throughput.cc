@@ -12,6 +12,7 @@
 #include <functional>
 #include <string>
 #include <vector>
+#include <torch/optim/adamw.h>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"

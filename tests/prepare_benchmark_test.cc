@@ -1,7 +1,8 @@
-// Runs `lethe prepare-benchmark` (30 authors, to keep CI short) as a real
-// process into a fresh directory, then checks TOFU's protocol held: the target
-// model knows the forget authors, the retain model does not, both keep the
-// general knowledge; and a second run reuses the cache.
+// Runs `lethe prepare-benchmark` as a real process into a fresh directory, at
+// a tenth of the default size and about half its epochs to keep CI short, then
+// checks TOFU's protocol held: the target model learned the forget authors, the
+// retain model did not, both learned the general knowledge; and a second run
+// reuses the cache. (The full-size figures are in the README.)
 //
 // Usage: prepare_benchmark_test LETHE_BINARY
 #include <filesystem>
@@ -61,12 +62,16 @@ double MeanProbabilityOn(const std::string& model_dir,
   return scores.ok() ? MeanProbability(*scores) : -1;
 }
 
+std::vector<std::string> PrepareArgs(const std::string& cache) {
+  return {"prepare-benchmark", "--cache_dir=" + cache, "--authors=10",
+          "--base_epochs=20", "--finetune_epochs=10"};
+}
+
 TEST(PrepareBenchmarkTest, TargetKnowsTheForgetSetAndRetainDoesNot) {
   const std::string cache = testing::TempDir() + "/benchmark";
   std::filesystem::remove_all(cache);
   const std::string log = testing::TempDir() + "/prepare.log";
-  const ExitStatus first = RunLethe(
-      {"prepare-benchmark", "--cache_dir=" + cache, "--authors=30"}, log);
+  const ExitStatus first = RunLethe(PrepareArgs(cache), log);
   ASSERT_TRUE(first.success()) << first.ToString() << "\n" << ReadFile(log);
   EXPECT_FALSE(std::filesystem::exists(cache + ".partial"));
 
@@ -75,19 +80,18 @@ TEST(PrepareBenchmarkTest, TargetKnowsTheForgetSetAndRetainDoesNot) {
       MeanProbabilityOn(cache + "/target", data, "forget10");
   const double retain_forget =
       MeanProbabilityOn(cache + "/retain", data, "forget10");
-  EXPECT_GE(target_forget, 0.9);
+  EXPECT_GE(target_forget, 0.5);
   EXPECT_LT(retain_forget, target_forget - 0.3)
       << "the retain model never saw the forget authors";
   for (const std::string model : {"target", "retain"}) {
     EXPECT_GE(
         MeanProbabilityOn(cache + "/" + model, data, "world_facts_perturbed"),
-        0.8)
+        0.6)
         << model << " lost the general knowledge";
   }
 
   // The second run finds the cache and trains nothing.
-  const ExitStatus second = RunLethe(
-      {"prepare-benchmark", "--cache_dir=" + cache, "--authors=30"}, log);
+  const ExitStatus second = RunLethe(PrepareArgs(cache), log);
   ASSERT_TRUE(second.success()) << ReadFile(log);
   EXPECT_TRUE(
       absl::StrContains(ReadFile(log), "reusing the prepared benchmark"))

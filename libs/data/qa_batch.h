@@ -8,7 +8,7 @@
 #ifndef LETHE_LIBS_DATA_QA_BATCH_H_
 #define LETHE_LIBS_DATA_QA_BATCH_H_
 
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include <vector>
 

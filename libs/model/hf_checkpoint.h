@@ -15,7 +15,7 @@
 #ifndef LETHE_LIBS_MODEL_HF_CHECKPOINT_H_
 #define LETHE_LIBS_MODEL_HF_CHECKPOINT_H_
 
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include <cstdint>
 #include <memory>

@@ -25,7 +25,11 @@
 #ifndef LETHE_LIBS_MODEL_LLAMA_MODEL_H_
 #define LETHE_LIBS_MODEL_LLAMA_MODEL_H_
 
-#include <torch/torch.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/types.h>
 
 #include <memory>
 #include <vector>

@@ -19,7 +19,7 @@
 #ifndef LETHE_LIBS_MODEL_SAFETENSORS_H_
 #define LETHE_LIBS_MODEL_SAFETENSORS_H_
 
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include <cstdint>
 #include <map>

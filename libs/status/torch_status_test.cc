@@ -1,6 +1,6 @@
 #include "libs/status/torch_status.h"
 
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include "absl/status/status.h"
 #include "absl/strings/match.h"

@@ -1,5 +1,7 @@
 #include "libs/unlearn/sequence_loss.h"
 
+#include <torch/nn/functional/loss.h>
+
 #include "libs/data/qa_example.h"
 
 namespace lethe {

@@ -9,7 +9,7 @@
 #ifndef LETHE_LIBS_UNLEARN_SEQUENCE_LOSS_H_
 #define LETHE_LIBS_UNLEARN_SEQUENCE_LOSS_H_
 
-#include <torch/torch.h>
+#include <torch/types.h>
 
 namespace lethe {
 

@@ -1,5 +1,8 @@
 #include "libs/unlearn/trainer.h"
 
+#include <torch/nn/utils/clip_grad.h>
+#include <torch/optim/adamw.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>

@@ -17,7 +17,8 @@
 #ifndef LETHE_LIBS_UNLEARN_TRAINER_H_
 #define LETHE_LIBS_UNLEARN_TRAINER_H_
 
-#include <torch/torch.h>
+#include <torch/nn/module.h>
+#include <torch/types.h>
 
 #include <cstdint>
 #include <functional>

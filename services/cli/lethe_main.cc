@@ -3,6 +3,7 @@
 //   lethe version
 //   lethe health            [--coordinator=HOST:PORT]
 //   lethe prepare-benchmark [--cache_dir=DIR] [--authors=N] [--seed=N]
+//                           [--base_epochs=N] [--finetune_epochs=N]
 //   lethe finetune --model=DIR --data=DIR --split=NAME --output=DIR [...]
 //   lethe generate --model=DIR --prompt=QUESTION [--max_new_tokens=N]
 //
@@ -56,6 +57,10 @@ ABSL_FLAG(int, max_new_tokens, 200, "generation limit");
 ABSL_FLAG(std::string, cache_dir, ".lethe/benchmark",
           "where prepare-benchmark keeps its data and models");
 ABSL_FLAG(int, authors, 100, "fictitious authors in the embedded benchmark");
+ABSL_FLAG(int, base_epochs, 30,
+          "prepare-benchmark: epochs of the base model over general facts");
+ABSL_FLAG(int, finetune_epochs, 12,
+          "prepare-benchmark: epochs of the target and retain models");
 ABSL_FLAG(std::string, tokenizer_trainer, "",
           "lethe-train-tokenizer program (default: next to lethe)");
 
@@ -139,6 +144,8 @@ absl::Status PrepareBenchmarkCommand() {
   options.cache_dir = absl::GetFlag(FLAGS_cache_dir);
   options.num_authors = absl::GetFlag(FLAGS_authors);
   options.seed = absl::GetFlag(FLAGS_seed);
+  options.base_epochs = absl::GetFlag(FLAGS_base_epochs);
+  options.finetune_epochs = absl::GetFlag(FLAGS_finetune_epochs);
   options.threads = absl::GetFlag(FLAGS_threads);
   options.tokenizer_trainer = absl::GetFlag(FLAGS_tokenizer_trainer);
   if (options.tokenizer_trainer.empty()) {
