@@ -7,12 +7,13 @@
 //
 // Achieved FLOP/s counts 6 * parameters * tokens per step (the usual
 // estimate; attention score FLOPs are left out).
+#include <torch/optim/adamw.h>
+
 #include <chrono>
 #include <cstdio>
 #include <functional>
 #include <string>
 #include <vector>
-#include <torch/optim/adamw.h>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"

@@ -1,0 +1,376 @@
+#include "libs/unlearn/objective.h"
+
+#include <torch/nn/functional/activation.h>
+
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "libs/data/qa_example.h"
+#include "libs/status/status_macros.h"
+#include "libs/status/torch_status.h"
+#include "libs/unlearn/ofmu.h"
+#include "libs/unlearn/sequence_loss.h"
+
+namespace lethe {
+namespace {
+
+constexpr std::pair<UnlearningMethod, const char*> kMethodNames[] = {
+    {UnlearningMethod::kGa, "GA"},
+    {UnlearningMethod::kGradDiff, "GradDiff"},
+    {UnlearningMethod::kNpo, "NPO"},
+    {UnlearningMethod::kNpoRt, "NPO_RT"},
+    {UnlearningMethod::kNpoKl, "NPO_KL"},
+    {UnlearningMethod::kSimNpo, "SimNPO"},
+    {UnlearningMethod::kIdkDpo, "IdkDPO"},
+    {UnlearningMethod::kLlmu, "LLMU"},
+    {UnlearningMethod::kOfmu, "OFMU"},
+};
+
+at::Tensor Softplus(const at::Tensor& x) {
+  return torch::nn::functional::softplus(x);
+}
+
+at::Tensor Logits(LlamaForCausalLM& model, const QaBatch& batch) {
+  return model.Forward(batch.input_ids, batch.attention_mask);
+}
+
+// The terms every objective is assembled from, each evaluated on `model`.
+class Terms {
+ public:
+  Terms(LlamaForCausalLM& model, const UnlearningBatch& batch,
+        MicroBatchLoss& out)
+      : model_(model), batch_(batch), out_(out) {}
+
+  // Token-mean NLL of the forget answers (GA ascends it).
+  at::Tensor ForgetNll() {
+    at::Tensor nll = TokenMeanNll(ForgetLogits(), batch_.forget.labels);
+    Record("forget_nll", nll);
+    return nll;
+  }
+
+  // Summed answer log-probs of the forget examples, [B].
+  AnswerLogProbs ForgetLogProbs() {
+    return SequenceAnswerLogProbs(ForgetLogits(), batch_.forget.labels);
+  }
+
+  AnswerLogProbs AlternateLogProbs() {
+    return SequenceAnswerLogProbs(Logits(model_, *batch_.alternate),
+                                  batch_.alternate->labels);
+  }
+
+  at::Tensor AlternateNll() {
+    at::Tensor nll = TokenMeanNll(Logits(model_, *batch_.alternate),
+                                  batch_.alternate->labels);
+    Record("alternate_nll", nll);
+    out_.tokens += batch_.alternate->real_tokens();
+    return nll;
+  }
+
+  at::Tensor RetainTerm(RetainLoss kind,
+                        const std::shared_ptr<LlamaForCausalLM>& reference) {
+    const QaBatch& retain = *batch_.retain;
+    out_.tokens += retain.real_tokens();
+    const at::Tensor logits = Logits(model_, retain);
+    if (kind == RetainLoss::kNll) {
+      at::Tensor nll = TokenMeanNll(logits, retain.labels);
+      Record("retain_nll", nll);
+      return nll;
+    }
+    at::Tensor reference_logits;
+    {
+      torch::NoGradGuard no_grad;
+      reference_logits = Logits(*reference, retain);
+    }
+    at::Tensor kl = RetainKl(logits, reference_logits, retain.labels);
+    Record("retain_kl", kl);
+    return kl;
+  }
+
+  void Record(const std::string& name, const at::Tensor& value) {
+    out_.components[name] = value.item<double>();
+  }
+
+ private:
+  at::Tensor ForgetLogits() {
+    if (!forget_logits_.defined()) {
+      forget_logits_ = Logits(model_, batch_.forget);
+      out_.tokens += batch_.forget.real_tokens();
+    }
+    return forget_logits_;
+  }
+
+  LlamaForCausalLM& model_;
+  const UnlearningBatch& batch_;
+  MicroBatchLoss& out_;
+  at::Tensor forget_logits_;
+};
+
+absl::Status CheckBatch(const ObjectiveNeeds& needs,
+                        const UnlearningBatch& batch) {
+  if (needs.retain_batch && !batch.retain.has_value()) {
+    return absl::InvalidArgumentError("objective needs a retain batch");
+  }
+  if (needs.alternate_answers && !batch.alternate.has_value()) {
+    return absl::InvalidArgumentError("objective needs alternate answers");
+  }
+  if (needs.reference_log_probs &&
+      (!batch.forget_reference_log_probs.defined() ||
+       (needs.alternate_answers &&
+        !batch.alternate_reference_log_probs.defined()))) {
+    return absl::InvalidArgumentError(
+        "objective needs cached reference log-probs");
+  }
+  return absl::OkStatus();
+}
+
+// GA, GradDiff, NPO*, SimNPO, IdkDPO and LLMU: one forward pass per batch
+// part, the loss a weighted sum of terms.
+class WeightedObjective : public UnlearningObjective {
+ public:
+  WeightedObjective(UnlearningMethod method, const ObjectiveParams& params,
+                    std::shared_ptr<LlamaForCausalLM> reference)
+      : method_(method), params_(params), reference_(std::move(reference)) {}
+
+  ObjectiveNeeds needs() const override {
+    ObjectiveNeeds needs;
+    switch (method_) {
+      case UnlearningMethod::kGa:
+        break;
+      case UnlearningMethod::kGradDiff:
+        needs.retain_batch = true;
+        needs.reference_model = params_.retain_loss == RetainLoss::kKl;
+        break;
+      case UnlearningMethod::kNpo:
+        needs.reference_log_probs = true;
+        break;
+      case UnlearningMethod::kNpoRt:
+      case UnlearningMethod::kSimNpo:
+        needs.retain_batch = true;
+        needs.reference_log_probs = method_ == UnlearningMethod::kNpoRt;
+        break;
+      case UnlearningMethod::kNpoKl:
+        needs.retain_batch = true;
+        needs.reference_log_probs = true;
+        needs.reference_model = true;
+        break;
+      case UnlearningMethod::kIdkDpo:
+        needs.retain_batch = true;
+        needs.reference_log_probs = true;
+        needs.alternate_answers = true;
+        break;
+      case UnlearningMethod::kLlmu:
+        needs.retain_batch = true;
+        needs.alternate_answers = true;
+        needs.reference_model = true;
+        break;
+      case UnlearningMethod::kOfmu:
+        break;
+    }
+    return needs;
+  }
+
+  absl::StatusOr<MicroBatchLoss> Loss(LlamaForCausalLM& model,
+                                      const UnlearningBatch& batch) override {
+    RETURN_IF_ERROR(CheckBatch(needs(), batch));
+    return CallTorch(absl::StrCat(UnlearningMethodName(method_), " loss"),
+                     [&] { return Compute(model, batch); });
+  }
+
+ private:
+  MicroBatchLoss Compute(LlamaForCausalLM& model,
+                         const UnlearningBatch& batch) {
+    MicroBatchLoss out;
+    Terms terms(model, batch, out);
+    at::Tensor forget;
+    switch (method_) {
+      case UnlearningMethod::kGa:
+      case UnlearningMethod::kGradDiff:
+      case UnlearningMethod::kLlmu:
+        forget = -terms.ForgetNll();
+        break;
+      case UnlearningMethod::kNpo:
+      case UnlearningMethod::kNpoRt:
+      case UnlearningMethod::kNpoKl: {
+        const AnswerLogProbs log_probs = terms.ForgetLogProbs();
+        const at::Tensor reference =
+            batch.forget_reference_log_probs.to(log_probs.summed.dtype());
+        forget = NpoLoss(log_probs.summed, reference, params_.beta);
+        terms.Record(
+            "npo_weight_mean",
+            (2 * at::sigmoid(params_.beta * (log_probs.summed - reference)))
+                .mean());
+        terms.Record("forget_log_prob_mean", log_probs.summed.mean());
+        break;
+      }
+      case UnlearningMethod::kSimNpo: {
+        const AnswerLogProbs log_probs = terms.ForgetLogProbs();
+        forget = SimNpoLoss(log_probs.summed, log_probs.token_counts,
+                            params_.beta, params_.delta);
+        terms.Record("forget_log_prob_mean", log_probs.summed.mean());
+        break;
+      }
+      case UnlearningMethod::kIdkDpo: {
+        const AnswerLogProbs lose = terms.ForgetLogProbs();
+        const AnswerLogProbs win = terms.AlternateLogProbs();
+        const at::ScalarType dtype = lose.summed.scalar_type();
+        forget =
+            DpoLoss(win.summed, batch.alternate_reference_log_probs.to(dtype),
+                    lose.summed, batch.forget_reference_log_probs.to(dtype),
+                    params_.beta);
+        terms.Record("forget_log_prob_mean", lose.summed.mean());
+        terms.Record("idk_log_prob_mean", win.summed.mean());
+        break;
+      }
+      case UnlearningMethod::kOfmu:
+        break;
+    }
+    terms.Record("forget_loss", forget);
+    at::Tensor loss = params_.gamma * forget;
+    if (method_ == UnlearningMethod::kLlmu) {
+      loss = loss + params_.random_answer_weight * terms.AlternateNll() +
+             params_.alpha * terms.RetainTerm(RetainLoss::kKl, reference_);
+    } else if (needs().retain_batch) {
+      const RetainLoss kind =
+          method_ == UnlearningMethod::kNpoKl      ? RetainLoss::kKl
+          : method_ == UnlearningMethod::kGradDiff ? params_.retain_loss
+                                                   : RetainLoss::kNll;
+      loss = loss + params_.alpha * terms.RetainTerm(kind, reference_);
+    }
+    out.loss = loss;
+    return out;
+  }
+
+  UnlearningMethod method_;
+  ObjectiveParams params_;
+  std::shared_ptr<LlamaForCausalLM> reference_;
+};
+
+absl::Status CheckNonNegative(double value, const char* field) {
+  if (!(value >= 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, " must be >= 0, got ", value));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<UnlearningMethod> ParseUnlearningMethod(absl::string_view name) {
+  for (const auto& [method, method_name] : kMethodNames) {
+    if (absl::EqualsIgnoreCase(name, method_name)) return method;
+  }
+  std::string known;
+  for (const auto& [method, method_name] : kMethodNames) {
+    absl::StrAppend(&known, known.empty() ? "" : ", ", method_name);
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown unlearning method '", name, "' (known: ", known, ")"));
+}
+
+std::string UnlearningMethodName(UnlearningMethod method) {
+  for (const auto& [known, name] : kMethodNames) {
+    if (known == method) return name;
+  }
+  return "UNKNOWN";
+}
+
+ObjectiveParams DefaultObjectiveParams(UnlearningMethod method) {
+  ObjectiveParams params;
+  if (method == UnlearningMethod::kSimNpo) {
+    params.beta = 4.5;
+    params.gamma = 0.125;
+  } else if (method == UnlearningMethod::kLlmu) {
+    params.gamma = 0.5;
+  }
+  return params;
+}
+
+absl::Status ValidateObjectiveParams(UnlearningMethod method,
+                                     const ObjectiveParams& params) {
+  const bool beta_divides = method == UnlearningMethod::kNpo ||
+                            method == UnlearningMethod::kNpoRt ||
+                            method == UnlearningMethod::kNpoKl ||
+                            method == UnlearningMethod::kSimNpo ||
+                            method == UnlearningMethod::kIdkDpo;
+  if (beta_divides && !(params.beta > 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("beta must be > 0 for ",
+                                                   UnlearningMethodName(method),
+                                                   ", got ", params.beta));
+  }
+  RETURN_IF_ERROR(CheckNonNegative(params.alpha, "alpha"));
+  RETURN_IF_ERROR(CheckNonNegative(params.gamma, "gamma"));
+  RETURN_IF_ERROR(
+      CheckNonNegative(params.random_answer_weight, "random_answer_weight"));
+  if (method == UnlearningMethod::kOfmu) {
+    RETURN_IF_ERROR(CheckNonNegative(params.beta, "beta"));
+    RETURN_IF_ERROR(
+        CheckNonNegative(params.ofmu_inner_steps, "ofmu_inner_steps"));
+    RETURN_IF_ERROR(CheckNonNegative(params.ofmu_inner_learning_rate,
+                                     "ofmu_inner_learning_rate"));
+    RETURN_IF_ERROR(CheckNonNegative(params.ofmu_rho, "ofmu_rho"));
+    if (!(params.ofmu_rho_growth >= 1)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "ofmu_rho_growth must be >= 1, got ", params.ofmu_rho_growth));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<UnlearningObjective>> MakeObjective(
+    UnlearningMethod method, const ObjectiveParams& params,
+    std::shared_ptr<LlamaForCausalLM> reference, TensorAverager averager) {
+  RETURN_IF_ERROR(ValidateObjectiveParams(method, params));
+  std::unique_ptr<UnlearningObjective> objective;
+  if (method == UnlearningMethod::kOfmu) {
+    objective = std::make_unique<OfmuObjective>(params, std::move(averager));
+  } else {
+    objective = std::make_unique<WeightedObjective>(method, params, reference);
+  }
+  if (objective->needs().reference_model && reference == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(UnlearningMethodName(method),
+                     " needs the frozen reference model for its KL term"));
+  }
+  return objective;
+}
+
+at::Tensor NpoLoss(const at::Tensor& log_probs,
+                   const at::Tensor& reference_log_probs, double beta) {
+  return (2.0 / beta) *
+         Softplus(beta * (log_probs - reference_log_probs)).mean();
+}
+
+at::Tensor SimNpoLoss(const at::Tensor& log_probs, const at::Tensor& lengths,
+                      double beta, double delta) {
+  const at::Tensor normalised =
+      log_probs / lengths.to(log_probs.scalar_type()).clamp_min(1);
+  return (2.0 / beta) * Softplus(beta * (normalised + delta)).mean();
+}
+
+at::Tensor DpoLoss(const at::Tensor& win_log_probs,
+                   const at::Tensor& win_reference_log_probs,
+                   const at::Tensor& lose_log_probs,
+                   const at::Tensor& lose_reference_log_probs, double beta) {
+  const at::Tensor margin = (win_log_probs - win_reference_log_probs) -
+                            (lose_log_probs - lose_reference_log_probs);
+  return (2.0 / beta) * Softplus(-beta * margin).mean();
+}
+
+at::Tensor RetainKl(const at::Tensor& logits,
+                    const at::Tensor& reference_logits,
+                    const at::Tensor& labels) {
+  const int64_t length = logits.size(1);
+  const at::ScalarType dtype =
+      logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const at::Tensor log_p =
+      at::log_softmax(logits.narrow(1, 0, length - 1).to(dtype), /*dim=*/-1);
+  const at::Tensor log_q = at::log_softmax(
+      reference_logits.narrow(1, 0, length - 1).to(dtype), /*dim=*/-1);
+  const at::Tensor per_position = (log_q.exp() * (log_q - log_p)).sum(-1);
+  const at::Tensor mask =
+      (labels.narrow(1, 1, length - 1) != kIgnoreIndex).to(dtype);
+  return (per_position * mask).sum() / mask.sum().clamp_min(1);
+}
+
+}  // namespace lethe

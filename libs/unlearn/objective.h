@@ -1,0 +1,160 @@
+// Unlearning objectives: the loss an unlearning step minimises, built from a
+// forget batch, a retain batch and cached reference values. Definitions
+// follow ../shared/DESIGN.md ("Methods"), the NPO paper and open-unlearning;
+// every coefficient is in ObjectiveParams.
+//
+//   ASSIGN_OR_RETURN(std::unique_ptr<UnlearningObjective> objective,
+//                    MakeObjective(UnlearningMethod::kNpoRt,
+//                                  DefaultObjectiveParams(kNpoRt), nullptr));
+//   ObjectiveNeeds needs = objective->needs();  // what the batch must carry
+//   ASSIGN_OR_RETURN(MicroBatchLoss loss, objective->Loss(model, batch));
+//
+// Sequence log-probabilities are summed over answer tokens (no length
+// normalisation) except in SimNPO. Closed forms are exposed for tests and for
+// anyone checking the maths: NpoLoss, SimNpoLoss, DpoLoss, RetainKl.
+//
+// Differences from open-unlearning's trainers, on purpose:
+//  - Lethe's NPO has no retain term; open-unlearning's "NPO" trainer adds
+//    alpha * retain NLL, which is Lethe's NPO_RT.
+//  - KL(reference || model) on retain data averages over answer tokens;
+//    open-unlearning averages over every position, prompt and padding too.
+#ifndef LETHE_LIBS_UNLEARN_OBJECTIVE_H_
+#define LETHE_LIBS_UNLEARN_OBJECTIVE_H_
+
+#include <torch/types.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "libs/data/qa_batch.h"
+#include "libs/model/llama_model.h"
+#include "libs/unlearn/trainer.h"
+
+namespace lethe {
+
+enum class UnlearningMethod {
+  kGa,
+  kGradDiff,
+  kNpo,
+  kNpoRt,
+  kNpoKl,
+  kSimNpo,
+  kIdkDpo,
+  kLlmu,
+  kOfmu,
+};
+
+// Accepts the names of UnlearningMethodName ("GA", "GradDiff", "NPO",
+// "NPO_RT", "NPO_KL", "SimNPO", "IdkDPO", "LLMU", "OFMU"), any case.
+absl::StatusOr<UnlearningMethod> ParseUnlearningMethod(absl::string_view name);
+std::string UnlearningMethodName(UnlearningMethod method);
+
+enum class RetainLoss { kNll, kKl };
+
+struct ObjectiveParams {
+  // NPO, NPO_RT, NPO_KL, IdkDPO: inverse temperature. SimNPO: its beta.
+  // OFMU: weight of the cosine term in Phi.
+  double beta = 0.1;
+  double alpha = 1.0;  // Weight of the retain term (KL term for LLMU).
+  double gamma = 1.0;  // Weight of the forget term.
+  double delta = 0.0;  // SimNPO margin (open-unlearning's delta).
+  RetainLoss retain_loss = RetainLoss::kNll;  // GradDiff's retain term.
+  double random_answer_weight = 1.0;          // LLMU: fit random answers.
+  // OFMU: inner ascent steps on Phi, their step size (0: the scheduled
+  // learning rate), the initial penalty rho and its growth per step.
+  int ofmu_inner_steps = 1;
+  double ofmu_inner_learning_rate = 0.0;
+  double ofmu_rho = 0.1;
+  double ofmu_rho_growth = 1.01;
+  // OFMU: Hessian-vector products by finite differences of gradients
+  // instead of double backward (an approximation; first-order memory).
+  bool ofmu_first_order = false;
+};
+
+// open-unlearning's defaults for the method (NPO beta 0.1; SimNPO beta 4.5,
+// gamma 0.125, delta 0; LLMU forget weight 0.5, random-answer and KL 1).
+ObjectiveParams DefaultObjectiveParams(UnlearningMethod method);
+
+// Checks ranges (beta > 0 where it divides, weights >= 0, ...), naming the
+// offending field.
+absl::Status ValidateObjectiveParams(UnlearningMethod method,
+                                     const ObjectiveParams& params);
+
+// What an objective reads from UnlearningBatch.
+struct ObjectiveNeeds {
+  bool retain_batch = false;
+  // The frozen reference's summed answer log-probs of forget (and
+  // alternate) examples, from a ReferenceLogProbCache.
+  bool reference_log_probs = false;
+  // A second answer to each forget question: IdkDPO's refusal, LLMU's
+  // random answer.
+  bool alternate_answers = false;
+  // A frozen copy of the model for KL on retain data.
+  bool reference_model = false;
+};
+
+// Everything one micro-batch of an unlearning step can use. Only the parts
+// named by the objective's ObjectiveNeeds must be set.
+struct UnlearningBatch {
+  QaBatch forget;
+  at::Tensor forget_reference_log_probs;     // [B] summed, fp64.
+  std::optional<QaBatch> alternate;          // Same questions, other answers.
+  at::Tensor alternate_reference_log_probs;  // [B] summed, fp64.
+  std::optional<QaBatch> retain;
+  int64_t step = 0;            // 0-based optimizer step (OFMU's rho).
+  double learning_rate = 0.0;  // Scheduled rate of this step.
+};
+
+// Replaces a list of tensors by their average over data-parallel ranks; the
+// identity in single-process runs.
+using TensorAverager = std::function<absl::Status(std::vector<at::Tensor>&)>;
+
+class UnlearningObjective {
+ public:
+  virtual ~UnlearningObjective() = default;
+  virtual ObjectiveNeeds needs() const = 0;
+  // The loss to minimise for this micro-batch, with named components
+  // ("forget_loss", "retain_loss", "npo_weight_mean", ...). May update the
+  // model's parameters in place before returning (OFMU's inner loop).
+  virtual absl::StatusOr<MicroBatchLoss> Loss(LlamaForCausalLM& model,
+                                              const UnlearningBatch& batch) = 0;
+};
+
+// `reference` is the frozen pre-unlearning model, required when
+// needs().reference_model (KL retain terms) and ignored otherwise.
+// `averager` averages OFMU's inner gradients across ranks (may be empty).
+absl::StatusOr<std::unique_ptr<UnlearningObjective>> MakeObjective(
+    UnlearningMethod method, const ObjectiveParams& params,
+    std::shared_ptr<LlamaForCausalLM> reference,
+    TensorAverager averager = nullptr);
+
+// (2/beta) * mean(log(1 + exp(beta * (log_probs - reference_log_probs)))).
+// Its gradient with respect to log_probs[i] is W_i / B with
+// W = 2 * sigmoid(beta * (log_probs - reference_log_probs)).
+at::Tensor NpoLoss(const at::Tensor& log_probs,
+                   const at::Tensor& reference_log_probs, double beta);
+
+// -(2/beta) * mean(log sigmoid(-beta * (log_probs / lengths) - beta *
+// delta)), i.e. open-unlearning's -(2/beta) logsigmoid(beta * (nll/|y| -
+// delta)).
+at::Tensor SimNpoLoss(const at::Tensor& log_probs, const at::Tensor& lengths,
+                      double beta, double delta);
+
+// -(2/beta) * mean(log sigmoid(beta * ((win - win_ref) - (lose - lose_ref)))).
+at::Tensor DpoLoss(const at::Tensor& win_log_probs,
+                   const at::Tensor& win_reference_log_probs,
+                   const at::Tensor& lose_log_probs,
+                   const at::Tensor& lose_reference_log_probs, double beta);
+
+// Mean over answer-token positions (label != kIgnoreIndex, shifted as in
+// TokenNll) of KL(reference || model) of the next-token distributions.
+at::Tensor RetainKl(const at::Tensor& logits,
+                    const at::Tensor& reference_logits,
+                    const at::Tensor& labels);
+
+}  // namespace lethe
+
+#endif  // LETHE_LIBS_UNLEARN_OBJECTIVE_H_

@@ -1,0 +1,267 @@
+#include "libs/unlearn/objective.h"
+
+#include <cmath>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "libs/data/qa_batch.h"
+#include "libs/unlearn/sequence_loss.h"
+
+namespace lethe {
+namespace {
+
+const std::vector<double> kLogProbs = {-3.0, -0.5, -12.0, -7.25};
+const std::vector<double> kReference = {-2.0, -4.0, -12.5, -7.25};
+
+at::Tensor Vector(const std::vector<double>& values, bool requires_grad) {
+  return at::tensor(values, at::kDouble).set_requires_grad(requires_grad);
+}
+
+double Sigmoid(double x) { return 1 / (1 + std::exp(-x)); }
+
+TEST(NpoLossTest, MatchesClosedFormAndPaperWeight) {
+  for (double beta : {0.1, 1.0, 2.5}) {
+    at::Tensor log_probs = Vector(kLogProbs, true);
+    at::Tensor loss = NpoLoss(log_probs, Vector(kReference, false), beta);
+    loss.backward();
+    double expected = 0;
+    const double n = kLogProbs.size();
+    for (size_t i = 0; i < kLogProbs.size(); ++i) {
+      const double ratio = beta * (kLogProbs[i] - kReference[i]);
+      expected += 2 / beta * std::log1p(std::exp(ratio)) / n;
+      EXPECT_NEAR(log_probs.grad()[i].item<double>(), 2 * Sigmoid(ratio) / n,
+                  1e-12)
+          << "beta " << beta << " example " << i;
+    }
+    EXPECT_NEAR(loss.item<double>(), expected, 1e-12) << beta;
+  }
+}
+
+TEST(NpoLossTest, GradientTendsToGradientAscentAsBetaVanishes) {
+  // GA on mean sequence log-probabilities has gradient 1/B per example.
+  at::Tensor log_probs = Vector(kLogProbs, true);
+  NpoLoss(log_probs, Vector(kReference, false), 1e-7).backward();
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_NEAR(log_probs.grad()[i].item<double>(), 0.25, 1e-7);
+  }
+  at::Tensor sharper = Vector(kLogProbs, true);
+  NpoLoss(sharper, Vector(kReference, false), 1.0).backward();
+  EXPECT_GT(std::abs(sharper.grad()[1].item<double>() - 0.25), 0.1)
+      << "at beta 1 the weight must differ from GA's";
+}
+
+TEST(SimNpoLossTest, MatchesClosedForm) {
+  const std::vector<double> lengths = {3, 10, 1, 7};
+  const double beta = 4.5, delta = 0.3;
+  at::Tensor log_probs = Vector(kLogProbs, true);
+  at::Tensor loss =
+      SimNpoLoss(log_probs, at::tensor({3, 10, 1, 7}), beta, delta);
+  loss.backward();
+  double expected = 0;
+  for (size_t i = 0; i < kLogProbs.size(); ++i) {
+    // open-unlearning: -(2/beta) logsigmoid(beta * (nll/|y| - delta)).
+    const double x = beta * (-kLogProbs[i] / lengths[i] - delta);
+    expected += -2 / beta * std::log(Sigmoid(x)) / 4;
+    EXPECT_NEAR(log_probs.grad()[i].item<double>(),
+                2 * Sigmoid(-x) / (lengths[i] * 4), 1e-12)
+        << i;
+  }
+  EXPECT_NEAR(loss.item<double>(), expected, 1e-12);
+}
+
+TEST(DpoLossTest, MatchesClosedForm) {
+  const std::vector<double> win = {-5.0, -1.0, -8.0, -2.0};
+  const std::vector<double> win_reference = {-6.0, -1.5, -7.0, -2.0};
+  const double beta = 0.1;
+  at::Tensor win_log_probs = Vector(win, true);
+  at::Tensor lose_log_probs = Vector(kLogProbs, true);
+  at::Tensor loss = DpoLoss(win_log_probs, Vector(win_reference, false),
+                            lose_log_probs, Vector(kReference, false), beta);
+  loss.backward();
+  double expected = 0;
+  for (int i = 0; i < 4; ++i) {
+    const double margin =
+        (win[i] - win_reference[i]) - (kLogProbs[i] - kReference[i]);
+    expected += -2 / beta * std::log(Sigmoid(beta * margin)) / 4;
+    const double weight = 2 * Sigmoid(-beta * margin) / 4;
+    EXPECT_NEAR(win_log_probs.grad()[i].item<double>(), -weight, 1e-12);
+    EXPECT_NEAR(lose_log_probs.grad()[i].item<double>(), weight, 1e-12);
+  }
+  EXPECT_NEAR(loss.item<double>(), expected, 1e-12);
+}
+
+TEST(RetainKlTest, MatchesAnExplicitSumOverAnswerPositions) {
+  torch::manual_seed(3);
+  const at::Tensor logits = at::randn({2, 4, 5}, at::kDouble);
+  const at::Tensor reference = at::randn({2, 4, 5}, at::kDouble);
+  // Labels: positions 1..3 of row 0 and position 3 of row 1 are answers.
+  const at::Tensor labels = at::tensor({kIgnoreIndex, 1, 2, 3, kIgnoreIndex,
+                                        kIgnoreIndex, kIgnoreIndex, 4},
+                                       at::kLong)
+                                .view({2, 4});
+  double total = 0;
+  int counted = 0;
+  for (int b = 0; b < 2; ++b) {
+    for (int t = 0; t < 3; ++t) {
+      if (labels[b][t + 1].item<int64_t>() == kIgnoreIndex) continue;
+      const at::Tensor p = at::softmax(reference[b][t], 0);
+      const at::Tensor q = at::softmax(logits[b][t], 0);
+      for (int v = 0; v < 5; ++v) {
+        const double pv = p[v].item<double>();
+        total += pv * std::log(pv / q[v].item<double>());
+      }
+      ++counted;
+    }
+  }
+  EXPECT_EQ(counted, 4);
+  EXPECT_NEAR(RetainKl(logits, reference, labels).item<double>(),
+              total / counted, 1e-12);
+  EXPECT_NEAR(RetainKl(logits, logits, labels).item<double>(), 0, 1e-12);
+}
+
+TEST(UnlearningMethodTest, NamesRoundTripAndUnknownNamesAreListed) {
+  for (UnlearningMethod method :
+       {UnlearningMethod::kGa, UnlearningMethod::kGradDiff,
+        UnlearningMethod::kNpo, UnlearningMethod::kNpoRt,
+        UnlearningMethod::kNpoKl, UnlearningMethod::kSimNpo,
+        UnlearningMethod::kIdkDpo, UnlearningMethod::kLlmu,
+        UnlearningMethod::kOfmu}) {
+    absl::StatusOr<UnlearningMethod> parsed =
+        ParseUnlearningMethod(UnlearningMethodName(method));
+    ASSERT_TRUE(parsed.ok());
+    EXPECT_EQ(*parsed, method);
+  }
+  EXPECT_EQ(*ParseUnlearningMethod("npo_rt"), UnlearningMethod::kNpoRt);
+  absl::Status unknown = ParseUnlearningMethod("RMU").status();
+  EXPECT_EQ(unknown.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(unknown.message().find("SimNPO"), std::string::npos) << unknown;
+}
+
+TEST(ObjectiveParamsTest, RejectsValuesTheMathsCannotUse) {
+  ObjectiveParams params = DefaultObjectiveParams(UnlearningMethod::kNpo);
+  params.beta = 0;
+  absl::Status status = ValidateObjectiveParams(UnlearningMethod::kNpo, params);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("beta"), std::string::npos);
+  params = DefaultObjectiveParams(UnlearningMethod::kGradDiff);
+  params.alpha = -1;
+  EXPECT_NE(ValidateObjectiveParams(UnlearningMethod::kGradDiff, params)
+                .message()
+                .find("alpha"),
+            std::string::npos);
+  params = DefaultObjectiveParams(UnlearningMethod::kOfmu);
+  params.ofmu_rho_growth = 0.5;
+  EXPECT_FALSE(ValidateObjectiveParams(UnlearningMethod::kOfmu, params).ok());
+  EXPECT_EQ(DefaultObjectiveParams(UnlearningMethod::kSimNpo).beta, 4.5);
+}
+
+LlamaConfig TinyConfig() {
+  LlamaConfig config;
+  config.vocab_size = 32;
+  config.hidden_size = 16;
+  config.intermediate_size = 32;
+  config.num_hidden_layers = 1;
+  config.num_attention_heads = 2;
+  config.num_key_value_heads = 1;
+  return config;
+}
+
+// Two examples per batch; answers are the last two tokens.
+QaBatch Batch(int offset) {
+  std::vector<QaExample> examples;
+  for (int i = 0; i < 2; ++i) {
+    const int a = 3 + offset + i, b = 10 + offset + 2 * i, c = 20 + i;
+    examples.push_back({.input_ids = {1, a, b, c},
+                        .labels = {kIgnoreIndex, kIgnoreIndex, b, c}});
+  }
+  return CollateQaBatch({&examples[0], &examples[1]}, 0);
+}
+
+class ObjectiveOnModelTest : public testing::Test {
+ protected:
+  ObjectiveOnModelTest() {
+    torch::manual_seed(7);
+    model_ = std::make_shared<LlamaForCausalLM>(TinyConfig());
+    model_->to(at::kDouble);
+    batch_.forget = Batch(0);
+    batch_.retain = Batch(5);
+    batch_.alternate = Batch(2);
+    torch::NoGradGuard no_grad;
+    batch_.forget_reference_log_probs = LogProbs(batch_.forget);
+    batch_.alternate_reference_log_probs = LogProbs(*batch_.alternate);
+  }
+
+  at::Tensor LogProbs(const QaBatch& batch) {
+    return SequenceAnswerLogProbs(
+               model_->Forward(batch.input_ids, batch.attention_mask),
+               batch.labels)
+        .summed;
+  }
+
+  double Nll(const QaBatch& batch) {
+    torch::NoGradGuard no_grad;
+    return TokenMeanNll(model_->Forward(batch.input_ids, batch.attention_mask),
+                        batch.labels)
+        .item<double>();
+  }
+
+  MicroBatchLoss Loss(UnlearningMethod method, const ObjectiveParams& params) {
+    absl::StatusOr<std::unique_ptr<UnlearningObjective>> objective =
+        MakeObjective(method, params, model_);
+    EXPECT_TRUE(objective.ok()) << objective.status();
+    absl::StatusOr<MicroBatchLoss> loss = (*objective)->Loss(*model_, batch_);
+    EXPECT_TRUE(loss.ok()) << loss.status();
+    return *loss;
+  }
+
+  std::shared_ptr<LlamaForCausalLM> model_;
+  UnlearningBatch batch_;
+};
+
+TEST_F(ObjectiveOnModelTest, AssemblesTheDocumentedTerms) {
+  const double forget_nll = Nll(batch_.forget);
+  const double retain_nll = Nll(*batch_.retain);
+  const double alternate_nll = Nll(*batch_.alternate);
+  ObjectiveParams params;
+  params.alpha = 0.7;
+  params.gamma = 1.3;
+  EXPECT_NEAR(Loss(UnlearningMethod::kGa, params).loss.item<double>(),
+              -1.3 * forget_nll, 1e-9);
+  EXPECT_NEAR(Loss(UnlearningMethod::kGradDiff, params).loss.item<double>(),
+              -1.3 * forget_nll + 0.7 * retain_nll, 1e-9);
+  params.retain_loss = RetainLoss::kKl;
+  EXPECT_NEAR(Loss(UnlearningMethod::kGradDiff, params).loss.item<double>(),
+              -1.3 * forget_nll, 1e-9)
+      << "KL to an identical reference is zero";
+  // At the reference the NPO ratio is 1: loss (2/beta) log 2, weight 1.
+  const MicroBatchLoss npo = Loss(UnlearningMethod::kNpoRt, params);
+  EXPECT_NEAR(npo.loss.item<double>(),
+              1.3 * 2 / 0.1 * std::log(2.0) + 0.7 * retain_nll, 1e-9);
+  EXPECT_NEAR(npo.components.at("npo_weight_mean"), 1.0, 1e-12);
+  EXPECT_NEAR(Loss(UnlearningMethod::kIdkDpo, params).loss.item<double>(),
+              1.3 * 2 / 0.1 * std::log(2.0) + 0.7 * retain_nll, 1e-9);
+  params.random_answer_weight = 0.4;
+  EXPECT_NEAR(Loss(UnlearningMethod::kLlmu, params).loss.item<double>(),
+              -1.3 * forget_nll + 0.4 * alternate_nll, 1e-9);
+}
+
+TEST_F(ObjectiveOnModelTest, MissingInputsAreClearErrors) {
+  batch_.retain.reset();
+  absl::StatusOr<std::unique_ptr<UnlearningObjective>> objective =
+      MakeObjective(UnlearningMethod::kNpoRt,
+                    DefaultObjectiveParams(UnlearningMethod::kNpoRt), nullptr);
+  ASSERT_TRUE(objective.ok());
+  absl::Status status = (*objective)->Loss(*model_, batch_).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("retain"), std::string::npos);
+
+  absl::Status no_reference =
+      MakeObjective(UnlearningMethod::kNpoKl,
+                    DefaultObjectiveParams(UnlearningMethod::kNpoKl), nullptr)
+          .status();
+  EXPECT_NE(no_reference.message().find("reference model"), std::string::npos)
+      << no_reference;
+}
+
+}  // namespace
+}  // namespace lethe
