@@ -133,41 +133,7 @@ class WeightedObjective : public UnlearningObjective {
       : method_(method), params_(params), reference_(std::move(reference)) {}
 
   ObjectiveNeeds needs() const override {
-    ObjectiveNeeds needs;
-    switch (method_) {
-      case UnlearningMethod::kGa:
-        break;
-      case UnlearningMethod::kGradDiff:
-        needs.retain_batch = true;
-        needs.reference_model = params_.retain_loss == RetainLoss::kKl;
-        break;
-      case UnlearningMethod::kNpo:
-        needs.reference_log_probs = true;
-        break;
-      case UnlearningMethod::kNpoRt:
-      case UnlearningMethod::kSimNpo:
-        needs.retain_batch = true;
-        needs.reference_log_probs = method_ == UnlearningMethod::kNpoRt;
-        break;
-      case UnlearningMethod::kNpoKl:
-        needs.retain_batch = true;
-        needs.reference_log_probs = true;
-        needs.reference_model = true;
-        break;
-      case UnlearningMethod::kIdkDpo:
-        needs.retain_batch = true;
-        needs.reference_log_probs = true;
-        needs.alternate_answers = true;
-        break;
-      case UnlearningMethod::kLlmu:
-        needs.retain_batch = true;
-        needs.alternate_answers = true;
-        needs.reference_model = true;
-        break;
-      case UnlearningMethod::kOfmu:
-        break;
-    }
-    return needs;
+    return MethodNeeds(method_, params_);
   }
 
   absl::StatusOr<MicroBatchLoss> Loss(LlamaForCausalLM& model,
@@ -273,6 +239,46 @@ std::string UnlearningMethodName(UnlearningMethod method) {
     if (known == method) return name;
   }
   return "UNKNOWN";
+}
+
+ObjectiveNeeds MethodNeeds(UnlearningMethod method,
+                           const ObjectiveParams& params) {
+  ObjectiveNeeds needs;
+  switch (method) {
+    case UnlearningMethod::kGa:
+      break;
+    case UnlearningMethod::kGradDiff:
+      needs.retain_batch = true;
+      needs.reference_model = params.retain_loss == RetainLoss::kKl;
+      break;
+    case UnlearningMethod::kNpo:
+      needs.reference_log_probs = true;
+      break;
+    case UnlearningMethod::kNpoRt:
+    case UnlearningMethod::kSimNpo:
+      needs.retain_batch = true;
+      needs.reference_log_probs = method == UnlearningMethod::kNpoRt;
+      break;
+    case UnlearningMethod::kNpoKl:
+      needs.retain_batch = true;
+      needs.reference_log_probs = true;
+      needs.reference_model = true;
+      break;
+    case UnlearningMethod::kIdkDpo:
+      needs.retain_batch = true;
+      needs.reference_log_probs = true;
+      needs.alternate_answers = true;
+      break;
+    case UnlearningMethod::kLlmu:
+      needs.retain_batch = true;
+      needs.alternate_answers = true;
+      needs.reference_model = true;
+      break;
+    case UnlearningMethod::kOfmu:
+      needs.retain_batch = true;
+      break;
+  }
+  return needs;
 }
 
 ObjectiveParams DefaultObjectiveParams(UnlearningMethod method) {

@@ -96,6 +96,9 @@ struct ObjectiveNeeds {
   bool reference_model = false;
 };
 
+ObjectiveNeeds MethodNeeds(UnlearningMethod method,
+                           const ObjectiveParams& params);
+
 // Everything one micro-batch of an unlearning step can use. Only the parts
 // named by the objective's ObjectiveNeeds must be set.
 struct UnlearningBatch {

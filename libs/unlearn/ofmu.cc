@@ -187,7 +187,9 @@ OfmuObjective::OfmuObjective(const ObjectiveParams& params,
                              TensorAverager averager)
     : params_(params), averager_(std::move(averager)) {}
 
-ObjectiveNeeds OfmuObjective::needs() const { return {.retain_batch = true}; }
+ObjectiveNeeds OfmuObjective::needs() const {
+  return MethodNeeds(UnlearningMethod::kOfmu, params_);
+}
 
 absl::StatusOr<MicroBatchLoss> OfmuObjective::Loss(
     LlamaForCausalLM& model, const UnlearningBatch& batch) {

@@ -112,8 +112,8 @@ absl::StatusOr<TrainingSummary> RunTraining(torch::nn::Module& model,
     const std::vector<int64_t> shard =
         RankShard(EpochPermutation(num_examples, options.seed, epoch),
                   options.rank, options.world_size);
-    for (int64_t first_micro = 0;
-         first_micro < micro_batches_per_epoch && step < total_steps;
+    int64_t first_micro = 0;
+    for (; first_micro < micro_batches_per_epoch && step < total_steps;
          first_micro += options.gradient_accumulation_steps) {
       const auto step_start = std::chrono::steady_clock::now();
       const int64_t micro_count =
@@ -132,7 +132,11 @@ absl::StatusOr<TrainingSummary> RunTraining(torch::nn::Module& model,
             begin + options.per_device_batch_size, shard_size);
         const std::vector<int64_t> indices(shard.begin() + begin,
                                            shard.begin() + end);
-        ASSIGN_OR_RETURN(MicroBatchLoss micro_loss, loss(indices));
+        ASSIGN_OR_RETURN(
+            MicroBatchLoss micro_loss,
+            loss(indices, {.step = step,
+                           .epoch = epoch,
+                           .learning_rate = record.learning_rate}));
         RETURN_IF_ERROR(CallTorch("backward pass", [&] {
           (micro_loss.loss / static_cast<double>(micro_count)).backward();
         }));
@@ -173,6 +177,9 @@ absl::StatusOr<TrainingSummary> RunTraining(torch::nn::Module& model,
       if (hooks.on_step) hooks.on_step(record);
       summary.steps.push_back(std::move(record));
     }
+    if (first_micro >= micro_batches_per_epoch && hooks.on_epoch_end) {
+      RETURN_IF_ERROR(hooks.on_epoch_end(epoch));
+    }
   }
   summary.seconds = std::chrono::duration<double>(
                         std::chrono::steady_clock::now() - run_start)
@@ -183,8 +190,8 @@ absl::StatusOr<TrainingSummary> RunTraining(torch::nn::Module& model,
 absl::StatusOr<TrainingSummary> FinetuneOnQa(
     LlamaForCausalLM& model, const std::vector<QaExample>& examples, int pad_id,
     const TrainingOptions& options, const TrainingHooks& hooks) {
-  auto loss = [&](const std::vector<int64_t>& indices)
-      -> absl::StatusOr<MicroBatchLoss> {
+  auto loss = [&](const std::vector<int64_t>& indices,
+                  const StepContext&) -> absl::StatusOr<MicroBatchLoss> {
     std::vector<const QaExample*> batch_examples;
     for (int64_t index : indices) batch_examples.push_back(&examples[index]);
     return CallTorch("fine-tuning forward pass", [&] {

@@ -7,7 +7,8 @@
 //   TrainingOptions options{.learning_rate = 1e-3, .num_epochs = 5};
 //   ASSIGN_OR_RETURN(TrainingSummary summary,
 //                    RunTraining(model, examples.size(), options,
-//                                [&](const std::vector<int64_t>& indices) {
+//                                [&](const std::vector<int64_t>& indices,
+//                                    const StepContext& step) {
 //                                  return MyLoss(indices);
 //                                }));
 //
@@ -62,9 +63,16 @@ struct MicroBatchLoss {
   std::map<std::string, double> components;  // Named parts, for logs.
 };
 
+// Where in the run a micro-batch falls.
+struct StepContext {
+  int64_t step = 0;  // 0-based optimizer step.
+  int epoch = 0;
+  double learning_rate = 0;  // Scheduled for this step.
+};
+
 // Computes the loss of the training examples at `indices`.
-using MicroBatchLossFn =
-    std::function<absl::StatusOr<MicroBatchLoss>(const std::vector<int64_t>&)>;
+using MicroBatchLossFn = std::function<absl::StatusOr<MicroBatchLoss>(
+    const std::vector<int64_t>&, const StepContext&)>;
 // Replaces local gradients by their average over ranks (data parallelism).
 using GradientReducer = std::function<absl::Status(std::vector<at::Tensor>&)>;
 
@@ -89,6 +97,9 @@ struct TrainingSummary {
 struct TrainingHooks {
   GradientReducer reduce_gradients;                // Optional.
   std::function<void(const StepRecord&)> on_step;  // Optional.
+  // Optional; called after each completed epoch (0-based); an error stops
+  // the run.
+  std::function<absl::Status(int epoch)> on_epoch_end;
 };
 
 absl::StatusOr<TrainingSummary> RunTraining(torch::nn::Module& model,

@@ -6,6 +6,7 @@
 #include "gtest/gtest.h"
 #include "libs/data/qa_batch.h"
 #include "libs/model/llama_model.h"
+#include "libs/unlearn/sequence_loss.h"
 
 namespace lethe {
 namespace {
@@ -119,6 +120,52 @@ TEST(TrainerTest, SameSeedSameWeightsOtherSeedOtherWeights) {
   EXPECT_TRUE(any_difference);
 }
 
+TEST(TrainerTest, EpochEndHookSeesCompleteEpochsAndCanStopTheRun) {
+  torch::manual_seed(4);
+  LlamaForCausalLM model(TinyConfig());
+  std::vector<int> epochs;
+  std::vector<StepContext> contexts;
+  auto loss =
+      [&](const std::vector<int64_t>& indices,
+          const StepContext& context) -> absl::StatusOr<MicroBatchLoss> {
+    contexts.push_back(context);
+    std::vector<QaExample> all = Examples();
+    std::vector<const QaExample*> batch;
+    for (int64_t index : indices) batch.push_back(&all[index]);
+    const QaBatch collated = CollateQaBatch(batch, 0);
+    return MicroBatchLoss{
+        .loss = TokenMeanNll(
+            model.Forward(collated.input_ids, collated.attention_mask),
+            collated.labels)};
+  };
+  // 8 examples, batch 4: two steps per epoch; max_steps 5 cuts epoch 2.
+  const TrainingOptions options{.learning_rate = 1e-2,
+                                .warmup_epochs = 0,
+                                .num_epochs = 3,
+                                .max_steps = 5,
+                                .per_device_batch_size = 4};
+  ASSERT_TRUE(RunTraining(model, 8, options, loss,
+                          {.on_epoch_end =
+                               [&](int epoch) {
+                                 epochs.push_back(epoch);
+                                 return absl::OkStatus();
+                               }})
+                  .ok());
+  EXPECT_EQ(epochs, (std::vector<int>{0, 1}));
+  ASSERT_EQ(contexts.size(), 5u);
+  EXPECT_EQ(contexts[4].step, 4);
+  EXPECT_EQ(contexts[4].epoch, 2);
+  EXPECT_NEAR(contexts[4].learning_rate, 1e-2 * LinearWarmupDecay(4, 0, 5),
+              1e-15);
+
+  absl::Status stopped =
+      RunTraining(model, 8, options, loss,
+                  {.on_epoch_end =
+                       [](int) { return absl::CancelledError("stop here"); }})
+          .status();
+  EXPECT_EQ(stopped.code(), absl::StatusCode::kCancelled);
+}
+
 TEST(TrainerTest, WeightDecaySparesNormWeights) {
   torch::manual_seed(2);
   LlamaForCausalLM model(TinyConfig());
@@ -127,8 +174,8 @@ TEST(TrainerTest, WeightDecaySparesNormWeights) {
   const at::Tensor embed_before =
       model.named_parameters()["model.embed_tokens.weight"].detach().clone();
   // A loss with zero gradient: only weight decay moves parameters.
-  auto zero_loss =
-      [&](const std::vector<int64_t>&) -> absl::StatusOr<MicroBatchLoss> {
+  auto zero_loss = [&](const std::vector<int64_t>&,
+                       const StepContext&) -> absl::StatusOr<MicroBatchLoss> {
     at::Tensor total = torch::zeros({});
     for (const at::Tensor& parameter : model.parameters()) {
       total = total + 0.0 * parameter.sum();
@@ -156,8 +203,8 @@ TEST(TrainerTest, ReducerSeesEveryGradientOncePerStepAndShardingSplitsData) {
   int calls = 0;
   size_t gradient_count = 0;
   std::vector<int64_t> seen;
-  auto loss = [&](const std::vector<int64_t>& indices)
-      -> absl::StatusOr<MicroBatchLoss> {
+  auto loss = [&](const std::vector<int64_t>& indices,
+                  const StepContext&) -> absl::StatusOr<MicroBatchLoss> {
     seen.insert(seen.end(), indices.begin(), indices.end());
     return MicroBatchLoss{.loss = model.parameters()[0].sum() * 0.0,
                           .tokens = 1};
@@ -183,8 +230,8 @@ TEST(TrainerTest, ReducerSeesEveryGradientOncePerStepAndShardingSplitsData) {
 TEST(TrainerTest, RejectsBadOptions) {
   torch::manual_seed(0);
   LlamaForCausalLM model(TinyConfig());
-  auto loss =
-      [](const std::vector<int64_t>&) -> absl::StatusOr<MicroBatchLoss> {
+  auto loss = [](const std::vector<int64_t>&,
+                 const StepContext&) -> absl::StatusOr<MicroBatchLoss> {
     return MicroBatchLoss{};
   };
   EXPECT_EQ(RunTraining(model, 0, {}, loss).status().code(),

@@ -1,0 +1,57 @@
+// The frozen reference model's summed answer log-probabilities on the forget
+// examples (and their alternate answers), computed once per job and reused at
+// every step, so the NPO family and IdkDPO never keep a second
+// model in memory. Savable alongside checkpoints; a loaded cache is checked
+// against the examples it was computed for.
+//
+//   ASSIGN_OR_RETURN(ReferenceLogProbCache cache,
+//                    ReferenceLogProbCache::Compute(model, forget, pad_id));
+//   at::Tensor reference = cache.Lookup({4, 17});  // [2] fp64
+//   RETURN_IF_ERROR(cache.Save(dir + "/reference_log_probs.json"));
+#ifndef LETHE_LIBS_UNLEARN_REFERENCE_CACHE_H_
+#define LETHE_LIBS_UNLEARN_REFERENCE_CACHE_H_
+
+#include <torch/types.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "libs/data/qa_example.h"
+#include "libs/model/llama_model.h"
+
+namespace lethe {
+
+// A hash of the examples' token ids and labels (FNV-1a, 64-bit).
+uint64_t FingerprintExamples(const std::vector<QaExample>& examples);
+
+class ReferenceLogProbCache {
+ public:
+  // Runs `model` without gradients over `examples` in right-padded batches.
+  static absl::StatusOr<ReferenceLogProbCache> Compute(
+      LlamaForCausalLM& model, const std::vector<QaExample>& examples,
+      int pad_id, int batch_size = 16);
+
+  // Reads a file written by Save; FAILED_PRECONDITION when it was computed
+  // for other examples, DATA_LOSS when it is malformed.
+  static absl::StatusOr<ReferenceLogProbCache> Load(
+      const std::string& path, const std::vector<QaExample>& examples);
+
+  absl::Status Save(const std::string& path) const;
+
+  // [indices.size()] fp64 log-probs of the examples at `indices`.
+  at::Tensor Lookup(const std::vector<int64_t>& indices) const;
+  const std::vector<double>& log_probs() const { return log_probs_; }
+
+ private:
+  ReferenceLogProbCache(std::vector<double> log_probs, uint64_t fingerprint)
+      : log_probs_(std::move(log_probs)), fingerprint_(fingerprint) {}
+
+  std::vector<double> log_probs_;
+  uint64_t fingerprint_;
+};
+
+}  // namespace lethe
+
+#endif  // LETHE_LIBS_UNLEARN_REFERENCE_CACHE_H_

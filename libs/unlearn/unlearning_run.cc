@@ -1,0 +1,216 @@
+#include "libs/unlearn/unlearning_run.h"
+
+#include <filesystem>
+#include <optional>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "libs/data/qa_batch.h"
+#include "libs/data/sharding.h"
+#include "libs/status/status_macros.h"
+#include "libs/status/torch_status.h"
+#include "libs/unlearn/reference_cache.h"
+
+namespace lethe {
+namespace {
+
+// Lethe's own refusals for IdkDPO's preferred answers.
+constexpr const char* kRefusals[] = {
+    "I don't know.",
+    "I'm not sure about that.",
+    "I have no information on that.",
+    "That is not something I know.",
+    "I can't answer that, I'm afraid.",
+    "I don't have any details about that.",
+    "I'm unable to say.",
+    "Nothing I know covers that question.",
+    "I honestly have no idea.",
+    "That is outside what I know.",
+    "I cannot recall anything about that.",
+    "Sorry, I don't have that information.",
+    "I'm not aware of the answer.",
+    "I wouldn't know, unfortunately.",
+    "I have nothing reliable to tell you about that.",
+    "That question is beyond my knowledge.",
+};
+
+uint64_t IndexHash(uint64_t seed, size_t index) {
+  SplitMix64 generator(seed ^ (0x9e3779b97f4a7c15ull * (index + 1)));
+  return generator.Next();
+}
+
+// Seeded retain micro-batches: this rank's share of successive epoch
+// permutations of the retain set, consumed batch by batch.
+class RetainSampler {
+ public:
+  RetainSampler(int64_t size, uint64_t seed, int rank, int world_size)
+      : size_(size), seed_(seed), rank_(rank), world_size_(world_size) {}
+
+  std::vector<int64_t> Next(int64_t count) {
+    std::vector<int64_t> indices;
+    while (static_cast<int64_t>(indices.size()) < count) {
+      if (cursor_ >= static_cast<int64_t>(order_.size())) {
+        order_ = RankShard(EpochPermutation(size_, seed_, epoch_++), rank_,
+                           world_size_);
+        cursor_ = 0;
+      }
+      indices.push_back(order_[cursor_++]);
+    }
+    return indices;
+  }
+
+ private:
+  int64_t size_;
+  uint64_t seed_;
+  int rank_, world_size_;
+  int epoch_ = 0;
+  std::vector<int64_t> order_;
+  int64_t cursor_ = 0;
+};
+
+QaBatch Collate(const std::vector<QaExample>& examples,
+                const std::vector<int64_t>& indices, int pad_id) {
+  std::vector<const QaExample*> selected;
+  for (int64_t index : indices) selected.push_back(&examples[index]);
+  return CollateQaBatch(selected, pad_id);
+}
+
+absl::StatusOr<ReferenceLogProbCache> CachedOrComputed(
+    LlamaForCausalLM& model, const std::vector<QaExample>& examples, int pad_id,
+    int batch_size, const std::string& path) {
+  if (!path.empty() && std::filesystem::exists(path)) {
+    return ReferenceLogProbCache::Load(path, examples);
+  }
+  ASSIGN_OR_RETURN(
+      ReferenceLogProbCache cache,
+      ReferenceLogProbCache::Compute(model, examples, pad_id, batch_size));
+  if (!path.empty()) RETURN_IF_ERROR(cache.Save(path));
+  return cache;
+}
+
+absl::Status ValidateData(const ObjectiveNeeds& needs,
+                          const UnlearningData& data) {
+  if (data.forget.empty()) {
+    return absl::InvalidArgumentError("the forget set is empty");
+  }
+  if (needs.retain_batch && data.retain.empty()) {
+    return absl::InvalidArgumentError(
+        "this method needs a retain set, and it is empty");
+  }
+  if (needs.alternate_answers && data.alternate.size() != data.forget.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "this method needs one alternate answer per forget example: ",
+        data.alternate.size(), " for ", data.forget.size()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<LlamaForCausalLM>> FrozenCopy(
+    LlamaForCausalLM& model) {
+  return CallTorch("copying the reference model", [&] {
+    auto copy = std::make_shared<LlamaForCausalLM>(model.config());
+    torch::NoGradGuard no_grad;
+    auto source = model.named_parameters();
+    for (auto& parameter : copy->named_parameters()) {
+      const at::Tensor& value = source[parameter.key()];
+      parameter.value().set_data(value.detach().clone());
+      parameter.value().set_requires_grad(false);
+    }
+    copy->eval();
+    return copy;
+  });
+}
+
+std::vector<TofuRecord> RefusalAlternates(const std::vector<TofuRecord>& forget,
+                                          uint64_t seed) {
+  std::vector<TofuRecord> alternates;
+  constexpr size_t kCount = sizeof(kRefusals) / sizeof(kRefusals[0]);
+  for (size_t i = 0; i < forget.size(); ++i) {
+    alternates.push_back({.question = forget[i].question,
+                          .answer = kRefusals[IndexHash(seed, i) % kCount]});
+  }
+  return alternates;
+}
+
+std::vector<TofuRecord> RandomAnswerAlternates(
+    const std::vector<TofuRecord>& forget,
+    const std::vector<TofuRecord>& retain, uint64_t seed) {
+  std::vector<TofuRecord> alternates;
+  if (retain.empty()) return alternates;
+  for (size_t i = 0; i < forget.size(); ++i) {
+    alternates.push_back(
+        {.question = forget[i].question,
+         .answer = retain[IndexHash(seed, i) % retain.size()].answer});
+  }
+  return alternates;
+}
+
+absl::StatusOr<TrainingSummary> RunUnlearning(LlamaForCausalLM& model,
+                                              const UnlearningData& data,
+                                              const UnlearningOptions& options,
+                                              const UnlearningHooks& hooks) {
+  RETURN_IF_ERROR(ValidateObjectiveParams(options.method, options.params));
+  const ObjectiveNeeds needs = MethodNeeds(options.method, options.params);
+  RETURN_IF_ERROR(ValidateData(needs, data));
+
+  std::shared_ptr<LlamaForCausalLM> reference;
+  if (needs.reference_model) {
+    ASSIGN_OR_RETURN(reference, FrozenCopy(model));
+  }
+  std::optional<ReferenceLogProbCache> forget_reference, alternate_reference;
+  if (needs.reference_log_probs) {
+    const std::string& path = options.reference_cache_path;
+    ASSIGN_OR_RETURN(forget_reference,
+                     CachedOrComputed(model, data.forget, data.pad_id,
+                                      options.reference_batch_size, path));
+    if (needs.alternate_answers) {
+      ASSIGN_OR_RETURN(
+          alternate_reference,
+          CachedOrComputed(model, data.alternate, data.pad_id,
+                           options.reference_batch_size,
+                           path.empty() ? path : path + ".alternate"));
+    }
+  }
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<UnlearningObjective> objective,
+      MakeObjective(options.method, options.params, reference, hooks.averager));
+
+  const TrainingOptions& training = options.training;
+  RetainSampler retain_sampler(static_cast<int64_t>(data.retain.size()),
+                               training.seed ^ 0x5eedull, training.rank,
+                               training.world_size);
+  auto loss =
+      [&](const std::vector<int64_t>& indices,
+          const StepContext& context) -> absl::StatusOr<MicroBatchLoss> {
+    UnlearningBatch batch;
+    RETURN_IF_ERROR(CallTorch("collating an unlearning batch", [&] {
+      batch.forget = Collate(data.forget, indices, data.pad_id);
+      if (needs.retain_batch) {
+        batch.retain =
+            Collate(data.retain,
+                    retain_sampler.Next(static_cast<int64_t>(indices.size())),
+                    data.pad_id);
+      }
+      if (needs.alternate_answers) {
+        batch.alternate = Collate(data.alternate, indices, data.pad_id);
+      }
+      if (forget_reference.has_value()) {
+        batch.forget_reference_log_probs = forget_reference->Lookup(indices);
+      }
+      if (alternate_reference.has_value()) {
+        batch.alternate_reference_log_probs =
+            alternate_reference->Lookup(indices);
+      }
+    }));
+    batch.step = context.step;
+    batch.learning_rate = context.learning_rate;
+    CpuBf16AutocastGuard autocast(training.bf16_autocast);
+    return objective->Loss(model, batch);
+  };
+  return RunTraining(model, static_cast<int64_t>(data.forget.size()), training,
+                     loss, hooks.training);
+}
+
+}  // namespace lethe

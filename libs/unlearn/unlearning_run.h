@@ -1,0 +1,76 @@
+// One unlearning run in one process (data-parallel runs give each rank its
+// TrainingOptions.rank/world_size and a gradient all-reduce hook): builds what
+// the method needs (the reference log-prob cache, a frozen reference copy for
+// KL terms), draws one seeded retain micro-batch per forget micro-batch, and
+// drives RunTraining (warm-up then decay, clipping, accumulation) over epochs
+// of the forget set.
+//
+//   UnlearningData data{.forget = forget, .retain = retain, .pad_id = eos};
+//   UnlearningOptions options{.method = UnlearningMethod::kNpoRt,
+//                             .params = DefaultObjectiveParams(kNpoRt)};
+//   ASSIGN_OR_RETURN(TrainingSummary summary,
+//                    RunUnlearning(model, data, options));
+//
+// The model's parameters at the start are the reference.
+#ifndef LETHE_LIBS_UNLEARN_UNLEARNING_RUN_H_
+#define LETHE_LIBS_UNLEARN_UNLEARNING_RUN_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "libs/data/qa_example.h"
+#include "libs/data/tofu_dataset.h"
+#include "libs/model/llama_model.h"
+#include "libs/unlearn/objective.h"
+#include "libs/unlearn/trainer.h"
+
+namespace lethe {
+
+struct UnlearningData {
+  std::vector<QaExample> forget;
+  std::vector<QaExample> retain;
+  // The forget questions with a second answer (IdkDPO: a refusal; LLMU: a
+  // random retain answer), parallel to `forget`; empty unless needed.
+  std::vector<QaExample> alternate;
+  int pad_id = 0;
+};
+
+struct UnlearningOptions {
+  UnlearningMethod method = UnlearningMethod::kNpo;
+  ObjectiveParams params;
+  TrainingOptions training;
+  int reference_batch_size = 16;
+  // When set: the reference log-prob cache is read from this file if it
+  // matches the forget examples, else computed and written there.
+  std::string reference_cache_path;
+};
+
+struct UnlearningHooks {
+  TrainingHooks training;
+  TensorAverager averager;  // OFMU's inner all-reduce; empty: one process.
+};
+
+absl::StatusOr<TrainingSummary> RunUnlearning(
+    LlamaForCausalLM& model, const UnlearningData& data,
+    const UnlearningOptions& options, const UnlearningHooks& hooks = {});
+
+// A frozen copy of `model` (no gradients, eval mode), for KL terms.
+absl::StatusOr<std::shared_ptr<LlamaForCausalLM>> FrozenCopy(
+    LlamaForCausalLM& model);
+
+// IdkDPO's preferred answers: each forget record's question with one of
+// Lethe's refusal sentences, chosen by a seeded hash of its index.
+std::vector<TofuRecord> RefusalAlternates(const std::vector<TofuRecord>& forget,
+                                          uint64_t seed);
+
+// LLMU's random answers: each forget question with the answer of a retain
+// record chosen by a seeded hash of its index.
+std::vector<TofuRecord> RandomAnswerAlternates(
+    const std::vector<TofuRecord>& forget,
+    const std::vector<TofuRecord>& retain, uint64_t seed);
+
+}  // namespace lethe
+
+#endif  // LETHE_LIBS_UNLEARN_UNLEARNING_RUN_H_

@@ -1,0 +1,180 @@
+#include "libs/unlearn/unlearning_run.h"
+
+#include <filesystem>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "libs/data/qa_batch.h"
+#include "libs/unlearn/sequence_loss.h"
+
+namespace lethe {
+namespace {
+
+LlamaConfig TinyConfig() {
+  LlamaConfig config;
+  config.vocab_size = 40;
+  config.hidden_size = 16;
+  config.intermediate_size = 32;
+  config.num_hidden_layers = 1;
+  config.num_attention_heads = 2;
+  config.num_key_value_heads = 1;
+  return config;
+}
+
+std::vector<QaExample> Examples(int first, int count) {
+  std::vector<QaExample> examples;
+  for (int i = first; i < first + count; ++i) {
+    const int b = 10 + (i * 7) % 29, c = 10 + (i * 11 + 3) % 29;
+    examples.push_back({.input_ids = {1, 3 + i % 7, b, c, 2},
+                        .labels = {kIgnoreIndex, kIgnoreIndex, b, c, 2}});
+  }
+  return examples;
+}
+
+double MeanNll(LlamaForCausalLM& model, const std::vector<QaExample>& set) {
+  torch::NoGradGuard no_grad;
+  std::vector<const QaExample*> all;
+  for (const QaExample& example : set) all.push_back(&example);
+  const QaBatch batch = CollateQaBatch(all, 0);
+  return TokenMeanNll(model.Forward(batch.input_ids, batch.attention_mask),
+                      batch.labels)
+      .item<double>();
+}
+
+class UnlearningRunTest : public testing::Test {
+ protected:
+  void SetUp() override {
+    torch::manual_seed(0);
+    model_ = std::make_shared<LlamaForCausalLM>(TinyConfig());
+    data_.forget = Examples(0, 8);
+    data_.retain = Examples(8, 16);
+    data_.alternate = Examples(30, 8);
+    std::vector<QaExample> everything = data_.forget;
+    everything.insert(everything.end(), data_.retain.begin(),
+                      data_.retain.end());
+    ASSERT_TRUE(FinetuneOnQa(*model_, everything, 0,
+                             {.learning_rate = 2e-2,
+                              .weight_decay = 0,
+                              .warmup_epochs = 0,
+                              .num_epochs = 30,
+                              .per_device_batch_size = 8,
+                              .threads = 1})
+                    .ok());
+  }
+
+  UnlearningOptions Options(UnlearningMethod method) {
+    UnlearningOptions options{.method = method,
+                              .params = DefaultObjectiveParams(method)};
+    options.params.ofmu_inner_learning_rate = 1e-2;
+    options.training = {.learning_rate = 1e-2,
+                        .weight_decay = 0,
+                        .warmup_epochs = 0,
+                        .num_epochs = 3,
+                        .per_device_batch_size = 4,
+                        .seed = 3,
+                        .threads = 1};
+    return options;
+  }
+
+  std::shared_ptr<LlamaForCausalLM> model_;
+  UnlearningData data_;
+};
+
+TEST_F(UnlearningRunTest, EveryMethodRaisesTheForgetLoss) {
+  const double before = MeanNll(*model_, data_.forget);
+  ASSERT_LT(before, 1.0) << "fine-tuning should have memorised the set";
+  auto original = FrozenCopy(*model_);
+  ASSERT_TRUE(original.ok());
+  for (UnlearningMethod method :
+       {UnlearningMethod::kGa, UnlearningMethod::kGradDiff,
+        UnlearningMethod::kNpo, UnlearningMethod::kNpoRt,
+        UnlearningMethod::kNpoKl, UnlearningMethod::kSimNpo,
+        UnlearningMethod::kIdkDpo, UnlearningMethod::kLlmu,
+        UnlearningMethod::kOfmu}) {
+    auto model = FrozenCopy(**original);
+    ASSERT_TRUE(model.ok());
+    for (auto& parameter : (*model)->parameters()) {
+      parameter.set_requires_grad(true);
+    }
+    (*model)->train();
+    int steps = 0;
+    absl::StatusOr<TrainingSummary> summary = RunUnlearning(
+        **model, data_, Options(method),
+        {.training = {.on_step = [&](const StepRecord&) { ++steps; }}});
+    ASSERT_TRUE(summary.ok())
+        << UnlearningMethodName(method) << ": " << summary.status();
+    EXPECT_EQ(steps, 6) << UnlearningMethodName(method);
+    EXPECT_GT(MeanNll(**model, data_.forget), before + 0.1)
+        << UnlearningMethodName(method) << " did not move away from the "
+        << "forget answers";
+  }
+}
+
+TEST_F(UnlearningRunTest, SameSeedSameResultAndTheReferenceCacheIsReused) {
+  const std::string cache = testing::TempDir() + "/npo_reference.json";
+  std::filesystem::remove(cache);
+  auto original = FrozenCopy(*model_);
+  ASSERT_TRUE(original.ok());
+  std::vector<double> losses[2];
+  for (int run = 0; run < 2; ++run) {
+    auto model = FrozenCopy(**original);
+    for (auto& parameter : (*model)->parameters()) {
+      parameter.set_requires_grad(true);
+    }
+    UnlearningOptions options = Options(UnlearningMethod::kNpoRt);
+    options.reference_cache_path = cache;
+    absl::StatusOr<TrainingSummary> summary =
+        RunUnlearning(**model, data_, options);
+    ASSERT_TRUE(summary.ok()) << summary.status();
+    for (const StepRecord& step : summary->steps) {
+      losses[run].push_back(step.loss);
+    }
+    EXPECT_TRUE(std::filesystem::exists(cache));
+  }
+  EXPECT_EQ(losses[0], losses[1]);
+
+  data_.forget.pop_back();
+  absl::Status stale = RunUnlearning(*model_, data_,
+                                     [&] {
+                                       UnlearningOptions options =
+                                           Options(UnlearningMethod::kNpo);
+                                       options.reference_cache_path = cache;
+                                       return options;
+                                     }())
+                           .status();
+  EXPECT_EQ(stale.code(), absl::StatusCode::kFailedPrecondition) << stale;
+}
+
+TEST_F(UnlearningRunTest, MissingDataIsAClearError) {
+  data_.alternate.pop_back();
+  absl::Status status =
+      RunUnlearning(*model_, data_, Options(UnlearningMethod::kIdkDpo))
+          .status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("alternate"), std::string::npos) << status;
+  data_.retain.clear();
+  EXPECT_EQ(RunUnlearning(*model_, data_, Options(UnlearningMethod::kNpoRt))
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(AlternateAnswersTest, SeededAndParallelToTheForgetSet) {
+  const std::vector<TofuRecord> forget = {{.question = "Q1", .answer = "A1"},
+                                          {.question = "Q2", .answer = "A2"}};
+  const std::vector<TofuRecord> retain = {{.question = "R1", .answer = "B1"},
+                                          {.question = "R2", .answer = "B2"},
+                                          {.question = "R3", .answer = "B3"}};
+  const std::vector<TofuRecord> refusals = RefusalAlternates(forget, 1);
+  ASSERT_EQ(refusals.size(), 2u);
+  EXPECT_EQ(refusals[1].question, "Q2");
+  EXPECT_EQ(RefusalAlternates(forget, 1)[0].answer, refusals[0].answer);
+  const std::vector<TofuRecord> random =
+      RandomAnswerAlternates(forget, retain, 4);
+  ASSERT_EQ(random.size(), 2u);
+  EXPECT_EQ(random[0].question, "Q1");
+  EXPECT_EQ(random[0].answer[0], 'B');
+}
+
+}  // namespace
+}  // namespace lethe
