@@ -1,8 +1,10 @@
 // Runs `lethe prepare-benchmark` as a real process into a fresh directory, at
 // a tenth of the default size and about half its epochs to keep CI short, then
 // checks TOFU's protocol held: the target model learned the forget authors, the
-// retain model did not, both learned the general knowledge; and a second run
-// reuses the cache. (The full-size figures are in the README.)
+// retain model did not, both learned the general knowledge, and both have
+// TOFU evaluation logs (the target's measured against the retain model's);
+// and a second run reuses the cache. (The full-size figures are in the
+// README.)
 //
 // Usage: prepare_benchmark_test LETHE_BINARY
 #include <filesystem>
@@ -14,6 +16,7 @@
 #include "libs/data/qa_example.h"
 #include "libs/data/tofu_dataset.h"
 #include "libs/eval/answer_probability.h"
+#include "libs/eval/tofu_summary.h"
 #include "libs/files/file_io.h"
 #include "libs/model/hf_checkpoint.h"
 #include "libs/subprocess/subprocess.h"
@@ -88,6 +91,19 @@ TEST(PrepareBenchmarkTest, TargetKnowsTheForgetSetAndRetainDoesNot) {
         MeanProbabilityOn(cache + "/" + model, data, "world_facts_perturbed"),
         0.6)
         << model << " lost the general knowledge";
+  }
+
+  for (const std::string model : {"target", "retain"}) {
+    absl::StatusOr<nlohmann::ordered_json> log =
+        ReadTofuEvalLog(cache + "/" + model + "/TOFU_EVAL.json");
+    ASSERT_TRUE(log.ok()) << log.status();
+    EXPECT_TRUE(log->contains("forget_truth_ratio")) << model;
+    absl::StatusOr<nlohmann::ordered_json> summary =
+        ReadTofuEvalLog(cache + "/" + model + "/TOFU_SUMMARY.json");
+    ASSERT_TRUE(summary.ok()) << summary.status();
+    EXPECT_GT((*summary)["model_utility"].get<double>(), 0) << model;
+    // Only the target is compared with a retain log.
+    EXPECT_EQ(summary->contains("forget_quality"), model == "target");
   }
 
   // The second run finds the cache and trains nothing.

@@ -2,11 +2,14 @@
 # The README's demo command. On a fresh Debian 12 machine it installs what
 # Lethe needs, builds the binaries with Bazel, starts a local coordinator on
 # free ports and checks it with the `lethe` CLI, prepares the embedded
-# mini-TOFU benchmark (cached in .lethe/benchmark), and asks the target and
-# the retain model about an author of the forget set.
+# mini-TOFU benchmark (cached in .lethe/benchmark), asks the target and the
+# retain model about an author of the forget set, unlearns forget10 from the
+# target with NPO+RT (`lethe unlearn`, one process), asks the unlearned model
+# the same question, and reports forget quality and model utility before and
+# after (`lethe eval` against the retain model's log).
 #
-# What it does not do yet (tracked in the issues): start workers, submit and
-# watch a forget request, and report forget quality and model utility.
+# What it does not do yet (tracked in the issues): start workers and submit
+# the forget request to the coordinator as a job.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,6 +57,32 @@ echo "  Q: $question"
 echo "  true answer:  $answer"
 echo "  target model: $("$lethe" generate --model=.lethe/benchmark/target --prompt="$question" --max_new_tokens=40)"
 echo "  retain model: $("$lethe" generate --model=.lethe/benchmark/retain --prompt="$question" --max_new_tokens=40)"
+
 echo
-echo "Not in this build yet: workers, forget requests (NPO, OFMU, ...) and"
-echo "the forget-quality report. Stopping the coordinator."
+echo "== Unlearning forget10 from the target with NPO+RT =="
+unlearned=.lethe/demo/npo_rt
+"$lethe" unlearn --model=.lethe/benchmark/target --data=.lethe/benchmark/data \
+  --forget_split=forget10 --retain_split=retain90 --method=NPO_RT \
+  --learning_rate=1e-3 --epochs=4 --batch_size=8 --threads="$(nproc)" \
+  --output="$unlearned"
+echo "  unlearned model: $("$lethe" generate --model="$unlearned" --prompt="$question" --max_new_tokens=40)"
+"$lethe" eval --model="$unlearned" --data=.lethe/benchmark/data \
+  --forget_split=forget10 --retain_logs=.lethe/benchmark/retain/TOFU_EVAL.json \
+  --threads="$(nproc)" --output="$unlearned/eval" >"$unlearned/eval.log"
+summary() {
+  sed -n "s/^ *\"$2\": \([^,]*\),*$/\1/p" "$1/TOFU_SUMMARY.json"
+}
+echo
+printf '%-10s %-16s %-14s %s\n' model "forget quality" "model utility" "forget Q_A_Prob"
+for model in target:.lethe/benchmark/target "unlearned:$unlearned/eval" \
+    retain:.lethe/benchmark/retain; do
+  name=${model%%:*}
+  dir=${model#*:}
+  printf '%-10s %-16s %-14s %s\n' "$name" "$(summary "$dir" forget_quality)" \
+    "$(summary "$dir" model_utility)" "$(summary "$dir" forget_Q_A_Prob)"
+done
+echo "(forget quality: KS p-value against the retain model; the retain model"
+echo " is the reference, so its own row has none)"
+echo
+echo "Not in this build yet: workers and forget requests as coordinator jobs."
+echo "Stopping the coordinator."

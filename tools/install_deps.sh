@@ -21,6 +21,8 @@ packages=(
   googletest libgtest-dev libgmock-dev
   # The Prometheus server and promtool, for end-to-end tests and the demo.
   prometheus
+  # zlib (the zlib MIA score) and gnuplot (the method-comparison plot).
+  zlib1g-dev gnuplot-nox
 )
 
 missing=()

@@ -1,14 +1,94 @@
 #include "services/cli/eval_commands.h"
 
+#include <torch/types.h>
+
+#include <memory>
 #include <optional>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "libs/data/qa_example.h"
+#include "libs/eval/tofu_evaluator.h"
 #include "libs/eval/tofu_summary.h"
+#include "libs/model/hf_checkpoint.h"
+#include "libs/model/llama_model.h"
 #include "libs/status/status_macros.h"
+#include "libs/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
 
 namespace lethe {
+
+absl::Status RunEval(const EvalCommand& command, std::ostream& out) {
+  for (const auto& [value, flag] :
+       {std::make_pair(&command.model_dir, "--model"),
+        std::make_pair(&command.data_dir, "--data"),
+        std::make_pair(&command.output_dir, "--output")}) {
+    if (value->empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(flag, " is required"));
+    }
+  }
+  if (command.threads < 1) {
+    return absl::InvalidArgumentError("--threads must be at least 1");
+  }
+  at::set_num_threads(command.threads);
+  // Inputs first, so that a bad one fails before the model is loaded.
+  ASSIGN_OR_RETURN(PromptTemplate prompt_template,
+                   PromptTemplateByName(command.prompt_template));
+  ASSIGN_OR_RETURN(TofuEvalData data,
+                   ReadTofuEvalData(command.data_dir, command.forget_split));
+  std::optional<nlohmann::ordered_json> retain_log;
+  if (!command.retain_logs.empty()) {
+    ASSIGN_OR_RETURN(retain_log, ReadTofuEvalLog(command.retain_logs));
+    const auto truth_ratios = retain_log->find("forget_truth_ratio");
+    if (truth_ratios == retain_log->end() || !truth_ratios->is_object() ||
+        !truth_ratios->contains("value_by_index")) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          command.retain_logs,
+          ": no forget_truth_ratio.value_by_index (is it the retain model's "
+          "TOFU_EVAL.json?)"));
+    }
+    const size_t retain_questions = (*truth_ratios)["value_by_index"].size();
+    if (retain_questions != data.forget.size()) {
+      out << "warning: " << command.retain_logs << " has " << retain_questions
+          << " forget truth ratios, " << command.forget_split << " has "
+          << data.forget.size()
+          << " questions: forget_quality compares different forget sets"
+          << std::endl;
+    }
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer,
+                   Tokenizer::Load(command.model_dir + "/tokenizer.model"));
+  ASSIGN_OR_RETURN(std::shared_ptr<LlamaForCausalLM> model,
+                   LoadLlamaCheckpoint(command.model_dir));
+  std::shared_ptr<LlamaForCausalLM> reference;
+  if (!command.reference_model_dir.empty()) {
+    ASSIGN_OR_RETURN(reference,
+                     LoadLlamaCheckpoint(command.reference_model_dir));
+  }
+  out << "evaluating " << command.model_dir << " on " << command.data_dir
+      << " (" << command.forget_split << ", " << data.forget.size()
+      << " forget questions)" << std::endl;
+  TofuEvaluator evaluator(*model, *tokenizer, prompt_template,
+                          {.batch_size = command.batch_size,
+                           .max_new_tokens = command.max_new_tokens,
+                           .reference_model = reference.get(),
+                           .progress = [&out](const std::string& line) {
+                             out << line << std::endl;
+                           }});
+  absl::StatusOr<TofuEvalResult> result =
+      evaluator.Evaluate(data, retain_log ? &*retain_log : nullptr);
+  if (!result.ok()) {
+    if (command.retain_logs.empty()) return result.status();
+    return absl::Status(result.status().code(),
+                        absl::StrCat(result.status().message(), " (retain log ",
+                                     command.retain_logs, ")"));
+  }
+  RETURN_IF_ERROR(WriteTofuEvalFiles(*result, command.output_dir));
+  out << "wrote " << command.output_dir << "/TOFU_EVAL.json and "
+      << command.output_dir << "/TOFU_SUMMARY.json\n"
+      << result->summary.dump(4) << std::endl;
+  return absl::OkStatus();
+}
 
 absl::Status RunTofuSummary(const std::string& eval_json,
                             const std::string& retain_json, std::ostream& out) {

@@ -1,7 +1,10 @@
-// The evaluation commands of the `lethe` CLI, free of LibTorch.
+// The evaluation commands of the `lethe` CLI.
 //
+//   lethe eval --model=DIR --data=DIR [--forget_split=forget10]
+//              [--retain_logs=RETAIN/TOFU_EVAL.json] --output=DIR
 //   lethe tofu-summary --eval=.../TOFU_EVAL.json --retain=.../TOFU_EVAL.json
 //
+//   RETURN_IF_ERROR(RunEval(command, std::cout));
 //   RETURN_IF_ERROR(RunTofuSummary(eval_json, retain_json, std::cout));
 #ifndef LETHE_SERVICES_CLI_EVAL_COMMANDS_H_
 #define LETHE_SERVICES_CLI_EVAL_COMMANDS_H_
@@ -12,6 +15,27 @@
 #include "absl/status/status.h"
 
 namespace lethe {
+
+struct EvalCommand {
+  std::string model_dir;  // Hugging Face layout with tokenizer.model.
+  std::string data_dir;   // TOFU-format split files.
+  std::string forget_split = "forget10";
+  std::string prompt_template = "plain";
+  // The retain model's TOFU_EVAL.json, for forget_quality and privleak;
+  // empty for none.
+  std::string retain_logs;
+  // A model for mia_reference (typically the retain model); empty for none.
+  std::string reference_model_dir;
+  std::string output_dir;
+  int batch_size = 32;
+  int max_new_tokens = 200;
+  int threads = 2;
+};
+
+// Runs open-unlearning's TOFU evaluation (libs/eval/tofu_evaluator.h) and
+// writes output_dir/TOFU_EVAL.json and output_dir/TOFU_SUMMARY.json. Prints
+// progress, then the summary, to `out`.
+absl::Status RunEval(const EvalCommand& command, std::ostream& out);
 
 // Prints to `out` the TOFU_SUMMARY.json that open-unlearning would write for
 // the TOFU_EVAL.json at `eval_json` (same keys, json.dump(indent=4) layout,

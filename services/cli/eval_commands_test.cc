@@ -1,11 +1,14 @@
 #include "services/cli/eval_commands.h"
 
+#include <filesystem>
 #include <sstream>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "gtest/gtest.h"
+#include "libs/eval/tofu_eval_fixture.h"
+#include "libs/eval/tofu_summary.h"
 #include "libs/files/file_io.h"
 
 namespace lethe {
@@ -63,6 +66,74 @@ TEST(RunTofuSummaryTest, ErrorsNameTheFileAndKey) {
 
   EXPECT_EQ(RunTofuSummary(testing::TempDir() + "/none.json", "", out).code(),
             absl::StatusCode::kNotFound);
+}
+
+// A tiny random model on tiny data, with short generations.
+class RunEvalTest : public testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = testing::TempDir() + "/run_eval";
+    std::filesystem::remove_all(dir_);
+    ASSERT_TRUE(WriteTinyTofuModel(dir_ + "/model", 3).ok());
+    ASSERT_TRUE(WriteTinyTofuData(dir_ + "/data", 2).ok());
+  }
+  EvalCommand Command(const std::string& output) const {
+    return {.model_dir = dir_ + "/model",
+            .data_dir = dir_ + "/data",
+            .output_dir = dir_ + "/" + output,
+            .batch_size = 4,
+            .max_new_tokens = 4,
+            .threads = 1};
+  }
+  std::string dir_;
+};
+
+TEST_F(RunEvalTest, WritesTheLogAndItsSummary) {
+  std::ostringstream out;
+  absl::Status status = RunEval(Command("first"), out);
+  ASSERT_TRUE(status.ok()) << status << "\n" << out.str();
+  absl::StatusOr<nlohmann::ordered_json> log =
+      ReadTofuEvalLog(dir_ + "/first/TOFU_EVAL.json");
+  ASSERT_TRUE(log.ok()) << log.status();
+  absl::StatusOr<nlohmann::ordered_json> summary =
+      ReadTofuEvalLog(dir_ + "/first/TOFU_SUMMARY.json");
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_TRUE(summary->contains("model_utility"));
+  EXPECT_FALSE(summary->contains("forget_quality"));
+  EXPECT_TRUE(absl::StrContains(out.str(), "\"model_utility\""));
+
+  // Against a retain log, forget_quality appears: the same model gives the
+  // same truth ratios, so the KS test cannot tell them apart.
+  EvalCommand again = Command("second");
+  again.retain_logs = dir_ + "/first/TOFU_EVAL.json";
+  ASSERT_TRUE(RunEval(again, out).ok()) << out.str();
+  summary = ReadTofuEvalLog(dir_ + "/second/TOFU_SUMMARY.json");
+  ASSERT_TRUE(summary.ok());
+  EXPECT_EQ((*summary)["forget_quality"].get<double>(), 1.0);
+}
+
+TEST_F(RunEvalTest, BadInputIsNamed) {
+  std::ostringstream out;
+  EvalCommand command = Command("bad");
+  command.output_dir.clear();
+  absl::Status status = RunEval(command, out);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(status.message(), "--output")) << status;
+
+  command = Command("bad");
+  command.forget_split = "forget01";
+  status = RunEval(command, out);
+  EXPECT_EQ(status.code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(absl::StrContains(status.message(), "forget01_perturbed.json"))
+      << status;
+
+  command = Command("bad");
+  command.retain_logs = WriteLog("not_a_retain_log.json", "{}");
+  status = RunEval(command, out);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(status.message(), command.retain_logs))
+      << status;
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/bad"));
 }
 
 }  // namespace

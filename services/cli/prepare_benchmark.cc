@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <vector>
@@ -14,6 +15,7 @@
 #include "libs/data/qa_example.h"
 #include "libs/data/tofu_dataset.h"
 #include "libs/eval/answer_probability.h"
+#include "libs/eval/tofu_evaluator.h"
 #include "libs/files/file_io.h"
 #include "libs/model/hf_checkpoint.h"
 #include "libs/model/llama_model.h"
@@ -30,6 +32,11 @@ namespace {
 constexpr char kManifest[] = "benchmark.json";
 constexpr int kMaxLength = 128;
 constexpr char kTemplate[] = "plain";
+// The split whose TOFU evaluation logs the target and retain models get.
+constexpr char kForgetSplit[] = "forget10";
+// The summary figures kept in the manifest.
+constexpr const char* kSummaryKeys[] = {"forget_quality", "model_utility",
+                                        "forget_Q_A_Prob", "forget_Q_A_ROUGE"};
 
 nlohmann::json OptionsJson(const BenchmarkOptions& options) {
   return {{"num_authors", options.num_authors},
@@ -40,7 +47,7 @@ nlohmann::json OptionsJson(const BenchmarkOptions& options) {
           {"vocab_size", options.vocab_size},
           {"template", kTemplate},
           {"max_length", kMaxLength},
-          {"format", 1}};
+          {"format", 2}};
 }
 
 double Elapsed(std::chrono::steady_clock::time_point start) {
@@ -116,6 +123,9 @@ absl::StatusOr<PreparedBenchmark> PrepareBenchmark(
         prepared.reused = true;
         for (const auto& [key, value] : cached["probabilities"].items()) {
           prepared.probabilities[key] = value.get<double>();
+        }
+        for (const auto& [key, value] : cached["tofu_summary"].items()) {
+          prepared.tofu_summary[key] = value.get<double>();
         }
         log(absl::StrCat("reusing the prepared benchmark in ", dir));
         return prepared;
@@ -211,11 +221,13 @@ absl::StatusOr<PreparedBenchmark> PrepareBenchmark(
   RETURN_IF_ERROR(train(base, general_examples, options.base_epochs, "base"));
   RETURN_IF_ERROR(SaveLlamaCheckpoint(base, partial + "/base", {}));
 
+  std::map<std::string, std::shared_ptr<LlamaForCausalLM>> models;
   for (const auto& [name, split] :
        std::vector<std::pair<std::string, std::string>>{
            {"target", "full"}, {"retain", "retain90"}}) {
     ASSIGN_OR_RETURN(std::shared_ptr<LlamaForCausalLM> model,
                      LoadLlamaCheckpoint(partial + "/base"));
+    models[name] = model;
     ASSIGN_OR_RETURN(std::vector<QaExample> set,
                      examples(Concatenate({&data.splits.at(split), &general})));
     RETURN_IF_ERROR(train(*model, set, options.finetune_epochs, name));
@@ -235,11 +247,38 @@ absl::StatusOr<PreparedBenchmark> PrepareBenchmark(
     }
   }
 
+  // TOFU evaluation on forget10: the retain model's log is the reference that
+  // unlearning runs measure forget quality against, the target's the
+  // baseline before unlearning.
+  ASSIGN_OR_RETURN(TofuEvalData eval_data,
+                   ReadTofuEvalData(partial + "/data", kForgetSplit));
+  at::set_num_threads(options.threads);
+  std::optional<nlohmann::ordered_json> retain_log;
+  for (const std::string name : {"retain", "target"}) {
+    log(absl::StrCat("TOFU evaluation of the ", name, " model on ",
+                     kForgetSplit));
+    TofuEvaluator evaluator(
+        *models.at(name), *tokenizer, plain,
+        {.progress = [&](const std::string& line) { log("  " + line); }});
+    ASSIGN_OR_RETURN(
+        TofuEvalResult result,
+        evaluator.Evaluate(eval_data, retain_log ? &*retain_log : nullptr));
+    RETURN_IF_ERROR(WriteTofuEvalFiles(result, partial + "/" + name));
+    for (const char* key : kSummaryKeys) {
+      if (result.summary.contains(key)) {
+        prepared.tofu_summary[name + "/" + key] =
+            result.summary[key].get<double>();
+      }
+    }
+    if (name == "retain") retain_log = std::move(result.eval_log);
+  }
+
   nlohmann::json manifest = {
       {"options", wanted},
       {"model_config", nlohmann::json::parse(LlamaConfigToJson(
                            MiniBenchmarkLlamaConfig(tokenizer->vocab_size())))},
       {"probabilities", prepared.probabilities},
+      {"tofu_summary", prepared.tofu_summary},
       {"seconds", Elapsed(start)}};
   RETURN_IF_ERROR(
       WriteFileAtomically(partial + "/" + kManifest, manifest.dump(2) + "\n"));

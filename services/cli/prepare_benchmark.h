@@ -7,7 +7,11 @@
 //      facts, famous authors);
 //   4. fine-tune the base on `full` -> the target model;
 //   5. fine-tune the base on `retain90` -> the retain model, the reference
-//      forget quality is measured against.
+//      forget quality is measured against;
+//   6. run the TOFU evaluation on forget10 (libs/eval/tofu_evaluator.h):
+//      retain/TOFU_EVAL.json (the retain log unlearning runs are compared
+//      with) and target/TOFU_EVAL.json (the baseline, against the retain
+//      log), each with its TOFU_SUMMARY.json.
 // The general-knowledge sets are replayed in steps 4 and 5 so that the small
 // models keep them (a large pretrained model would not lose them).
 //
@@ -49,6 +53,9 @@ struct PreparedBenchmark {
   bool reused = false;
   // "target/forget10" -> mean answer probability, etc.
   std::map<std::string, double> probabilities;
+  // "target/forget_quality", "retain/model_utility", ... from the models'
+  // TOFU_SUMMARY.json.
+  std::map<std::string, double> tofu_summary;
   double seconds = 0;
 };
 

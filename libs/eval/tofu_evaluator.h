@@ -1,0 +1,154 @@
+// TOFU evaluation of a model, as open-unlearning's TOFUEvaluator runs it:
+// every per-question metric of its TOFU_EVAL.json under the same key names and
+// JSON layout, and the TOFU_SUMMARY.json computed from them
+// (tofu_summary.h).
+//
+//   ASSIGN_OR_RETURN(TofuEvalData data,
+//                    ReadTofuEvalData(data_dir, "forget10"));
+//   TofuEvaluator evaluator(*model, *tokenizer, prompt_template,
+//                           {.batch_size = 32});
+//   ASSIGN_OR_RETURN(TofuEvalResult result,
+//                    evaluator.Evaluate(data, &retain_log));  // or nullptr
+//   RETURN_IF_ERROR(WriteTofuEvalFiles(result, output_dir));
+//
+// The sets (open-unlearning's TOFU dataset names, files in `data_dir`):
+//   forget   <split>_perturbed     forget_Q_A_Prob / _PARA_Prob / _PERT_Prob,
+//                                  forget_Q_A_ROUGE, forget_truth_ratio,
+//                                  exact_memorization, extraction_strength,
+//                                  and the members of every mia_* attack
+//   holdout  holdout<NN>           the non-members of every mia_* attack
+//   retain   retain_perturbed      retain_Q_A_Prob / _PARA_Prob / _PERT_Prob,
+//                                  retain_Q_A_ROUGE, retain_Truth_Ratio
+//   ra, wf   real_authors_perturbed, world_facts_perturbed:
+//                                  *_Q_A_Prob, *_Q_A_PERT_Prob,
+//                                  *_Q_A_Prob_normalised, *_Q_A_ROUGE,
+//                                  *_Truth_Ratio (the answer plays the
+//                                  paraphrase)
+// plus forget_quality, model_utility and privleak (agg_value only; the
+// summary's numbers). mia_reference is computed when a reference model is
+// given; forget_Q_A_gibberish (a classifier model) is not computed.
+//
+// Per question, as open-unlearning computes it:
+//   *_Prob          avg_loss = mean answer-token NLL (EOS included), prob =
+//                   exp(-avg_loss), both in float32 as its tensors hold them
+//   *_ROUGE         one greedy generation of up to max_new_tokens from the
+//                   prompt; "input" (decoded prompt), "ground_truth" (decoded
+//                   question + answer with the input removed) and
+//                   "generation" (decoded, cut at EOS), all with Hugging Face's
+//                   clean_up_tokenization_spaces and stripped; rouge1_recall,
+//                   rougeL_f1, rougeL_recall (rouge.h)
+//   truth ratio     P(perturbed) / P(paraphrased) (TruthRatio, tofu_metrics.h)
+//   exact_memorization  share of answer tokens (EOS excluded) that are the
+//                   argmax prediction; null for an answer without tokens
+//   extraction_strength 1 - k/n for the first k from which every prediction
+//                   matches (k at most n - 1, as its loop leaves it)
+//   mia_loss        avg_loss; mia_zlib avg_loss / zlib-compressed bytes of the
+//                   decoded answer; mia_min_k -mean of the lowest 40% of the
+//                   answer-token log-probs (EOS excluded); mia_min_k_plus_plus
+//                   the same over (log p - mu) / sigma of the vocabulary
+//                   distribution; mia_gradnorm mean over parameters of the
+//                   L2 norm of d(-mean answer log-prob)/d(parameter), one
+//                   question at a time; mia_reference avg_loss minus the
+//                   reference model's. AUC of forget (label 0) against holdout
+//                   (label 1) (roc_auc.h).
+// The model runs without gradients except for mia_gradnorm, which leaves the
+// parameters' .grad untouched (it uses autograd::grad).
+#ifndef LETHE_LIBS_EVAL_TOFU_EVALUATOR_H_
+#define LETHE_LIBS_EVAL_TOFU_EVALUATOR_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "libs/data/qa_example.h"
+#include "libs/data/tofu_dataset.h"
+#include "libs/model/llama_model.h"
+#include "libs/tokenizer/tokenizer.h"
+#include "nlohmann/json.hpp"
+
+namespace lethe {
+
+// The TOFU evaluation sets of one forget split.
+struct TofuEvalData {
+  std::string forget_split;              // e.g. "forget10".
+  std::vector<TofuRecord> forget;        // <forget_split>_perturbed
+  std::vector<TofuRecord> holdout;       // holdout<NN>
+  std::vector<TofuRecord> retain;        // retain_perturbed
+  std::vector<TofuRecord> real_authors;  // real_authors_perturbed
+  std::vector<TofuRecord> world_facts;   // world_facts_perturbed
+};
+
+// Reads the sets of `forget_split` ("forget" + digits; its holdout set is
+// "holdout" + the same digits) from `data_dir`. NOT_FOUND naming the missing
+// file; INVALID_ARGUMENT naming the file and record that lacks what a metric
+// needs (a paraphrased answer, perturbed answers), or an empty set.
+absl::StatusOr<TofuEvalData> ReadTofuEvalData(const std::string& data_dir,
+                                              const std::string& forget_split);
+
+struct TofuEvalOptions {
+  // Questions per forward pass and per generation batch (open-unlearning's
+  // eval batch size).
+  int batch_size = 32;
+  int max_new_tokens = 200;
+  // Tokens of prompt + answer; longer ones are cut as in training.
+  int max_length = 512;
+  // false: generate one question at a time (GreedyGenerate), for comparison.
+  bool batched_generation = true;
+  // The fraction of lowest-scoring tokens of mia_min_k and
+  // mia_min_k_plus_plus.
+  double min_k_fraction = 0.4;
+  // For mia_reference (typically the retain model); none: left out.
+  LlamaForCausalLM* reference_model = nullptr;
+  // Progress lines ("forget10: generating 400 answers ...").
+  std::function<void(const std::string&)> progress;
+};
+
+struct TofuEvalResult {
+  nlohmann::ordered_json eval_log;  // TOFU_EVAL.json
+  nlohmann::json summary;           // TOFU_SUMMARY.json
+};
+
+class TofuEvaluator {
+ public:
+  // `model`, `tokenizer` and `options.reference_model` must outlive the
+  // evaluator.
+  TofuEvaluator(LlamaForCausalLM& model, const Tokenizer& tokenizer,
+                PromptTemplate prompt_template, TofuEvalOptions options = {});
+
+  // Evaluates every metric; `retain_log` is the retain model's
+  // TOFU_EVAL.json for forget_quality and privleak (null: forget_quality is
+  // null and privleak compares with an AUC of 0.5, as open-unlearning does).
+  absl::StatusOr<TofuEvalResult> Evaluate(
+      const TofuEvalData& data, const nlohmann::ordered_json* retain_log);
+
+ private:
+  LlamaForCausalLM& model_;
+  const Tokenizer& tokenizer_;
+  PromptTemplate prompt_template_;
+  TofuEvalOptions options_;
+};
+
+// Greedy decoding of many prompts: up to `max_new_tokens` argmax tokens each,
+// stopping after any of `stop_ids` (kept in the output). Prompts of similar
+// length are batched `batch_size` at a time, left-padded with `pad_id`
+// (positions from PositionIdsFromMask), and decoded with one KV cache per
+// batch; rows that have stopped leave the batch. Returns the new tokens per
+// prompt, in order: the same tokens GreedyGenerate returns one prompt at a
+// time, up to floating-point rounding.
+absl::StatusOr<std::vector<std::vector<int64_t>>> GreedyGenerateBatch(
+    LlamaForCausalLM& model, const std::vector<std::vector<int64_t>>& prompts,
+    int64_t max_new_tokens, const std::vector<int64_t>& stop_ids,
+    int64_t pad_id, int batch_size);
+
+// Writes `dir`/TOFU_EVAL.json and `dir`/TOFU_SUMMARY.json (creating `dir`),
+// each atomically, laid out as open-unlearning's json.dump(indent=4)
+// (non-ASCII characters escaped).
+absl::Status WriteTofuEvalFiles(const TofuEvalResult& result,
+                                const std::string& dir);
+
+}  // namespace lethe
+
+#endif  // LETHE_LIBS_EVAL_TOFU_EVALUATOR_H_
