@@ -67,12 +67,13 @@ double SummaryValue(const nlohmann::json& summary, const char* key) {
 absl::Status WritePlot(const std::vector<std::string>& methods,
                        const std::string& output) {
   std::string script = absl::StrCat(
-      "set terminal pngcairo size 900,600\n", "set output '", output, ".png'\n",
+      "set terminal pngcairo size 900,600 noenhanced\n", "set output '", output,
+      ".png'\n",
       "set title 'Forget quality vs model utility per epoch (embedded "
       "benchmark)'\n",
       "set xlabel 'model utility'\nset ylabel 'forget quality (KS p-value)'\n",
-      "set logscale y\nset key outside right\nset grid\n",
-      "set datafile separator ','\nplot ");
+      "set logscale y\nset yrange [1e-12:2]\nset key outside right\n",
+      "set grid\n", "set datafile separator ','\nplot ");
   for (size_t m = 0; m < methods.size(); ++m) {
     absl::StrAppend(&script, m == 0 ? "" : ", ", "'", output,
                     ".csv' using ($1==", m,
