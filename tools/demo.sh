@@ -69,8 +69,11 @@ echo "  unlearned model: $("$lethe" generate --model="$unlearned" --prompt="$que
 "$lethe" eval --model="$unlearned" --data=.lethe/benchmark/data \
   --forget_split=forget10 --retain_logs=.lethe/benchmark/retain/TOFU_EVAL.json \
   --threads="$(nproc)" --output="$unlearned/eval" >"$unlearned/eval.log"
+# summary DIR KEY: the value of KEY in DIR/TOFU_SUMMARY.json, 4 digits, or -.
 summary() {
-  sed -n "s/^ *\"$2\": \([^,]*\),*$/\1/p" "$1/TOFU_SUMMARY.json"
+  local value
+  value=$(sed -n "s/^ *\"$2\": \([^,]*\),*$/\1/p" "$1/TOFU_SUMMARY.json")
+  if [[ -n "$value" ]]; then printf '%.4g' "$value"; else printf -- '-'; fi
 }
 echo
 printf '%-10s %-16s %-14s %s\n' model "forget quality" "model utility" "forget Q_A_Prob"
