@@ -32,8 +32,20 @@ at::Tensor RepeatKeyValueHeads(const at::Tensor& x, int64_t repeats) {
       .reshape({batch, heads * repeats, length, dim});
 }
 
+// A large negative value `dtype` can hold: float's lowest (also for double,
+// as before), or the 16-bit type's own lowest, since float's overflows it.
+at::Scalar MaskValue(at::ScalarType dtype) {
+  if (dtype == at::kBFloat16) {
+    return at::Scalar(std::numeric_limits<c10::BFloat16>::lowest());
+  }
+  if (dtype == at::kHalf) {
+    return at::Scalar(std::numeric_limits<c10::Half>::lowest());
+  }
+  return at::Scalar(std::numeric_limits<float>::lowest());
+}
+
 // Additive mask [B, 1, T, past + T]: 0 where query t may attend key s (s is
-// not in the future and not padding), the dtype's lowest value elsewhere.
+// not in the future and not padding), MaskValue(dtype) elsewhere.
 at::Tensor BuildAttentionMask(const at::Tensor& attention_mask, int64_t batch,
                               int64_t length, int64_t past_length,
                               at::ScalarType dtype, const at::Device& device) {
@@ -59,8 +71,7 @@ at::Tensor BuildAttentionMask(const at::Tensor& attention_mask, int64_t batch,
   at::Tensor mask =
       torch::zeros({batch, 1, length, total},
                    torch::TensorOptions().dtype(dtype).device(device));
-  return mask.masked_fill(allowed.logical_not(),
-                          at::Scalar(std::numeric_limits<float>::lowest()));
+  return mask.masked_fill(allowed.logical_not(), MaskValue(dtype));
 }
 
 }  // namespace

@@ -108,14 +108,14 @@ absl::Status ValidateData(const ObjectiveNeeds& needs,
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<LlamaForCausalLM>> FrozenCopy(
-    LlamaForCausalLM& model) {
+    LlamaForCausalLM& model, at::ScalarType dtype) {
   return CallTorch("copying the reference model", [&] {
     auto copy = std::make_shared<LlamaForCausalLM>(model.config());
     torch::NoGradGuard no_grad;
     auto source = model.named_parameters();
     for (auto& parameter : copy->named_parameters()) {
       const at::Tensor& value = source[parameter.key()];
-      parameter.value().set_data(value.detach().clone());
+      parameter.value().set_data(value.detach().to(dtype).clone());
       parameter.value().set_requires_grad(false);
     }
     copy->eval();
@@ -157,7 +157,11 @@ absl::StatusOr<TrainingSummary> RunUnlearning(LlamaForCausalLM& model,
 
   std::shared_ptr<LlamaForCausalLM> reference;
   if (needs.reference_model) {
-    ASSIGN_OR_RETURN(reference, FrozenCopy(model));
+    const at::ScalarType dtype =
+        options.bf16_reference
+            ? at::kBFloat16
+            : model.named_parameters().begin()->value().scalar_type();
+    ASSIGN_OR_RETURN(reference, FrozenCopy(model, dtype));
   }
   std::optional<ReferenceLogProbCache> forget_reference, alternate_reference;
   if (needs.reference_log_probs) {

@@ -83,7 +83,7 @@ class UnlearningRunTest : public testing::Test {
 TEST_F(UnlearningRunTest, EveryMethodRaisesTheForgetLoss) {
   const double before = MeanNll(*model_, data_.forget);
   ASSERT_LT(before, 1.0) << "fine-tuning should have memorised the set";
-  auto original = FrozenCopy(*model_);
+  auto original = FrozenCopy(*model_, at::kFloat);
   ASSERT_TRUE(original.ok());
   for (UnlearningMethod method :
        {UnlearningMethod::kGa, UnlearningMethod::kGradDiff,
@@ -91,7 +91,7 @@ TEST_F(UnlearningRunTest, EveryMethodRaisesTheForgetLoss) {
         UnlearningMethod::kNpoKl, UnlearningMethod::kSimNpo,
         UnlearningMethod::kIdkDpo, UnlearningMethod::kLlmu,
         UnlearningMethod::kOfmu}) {
-    auto model = FrozenCopy(**original);
+    auto model = FrozenCopy(**original, at::kFloat);
     ASSERT_TRUE(model.ok());
     for (auto& parameter : (*model)->parameters()) {
       parameter.set_requires_grad(true);
@@ -113,11 +113,11 @@ TEST_F(UnlearningRunTest, EveryMethodRaisesTheForgetLoss) {
 TEST_F(UnlearningRunTest, SameSeedSameResultAndTheReferenceCacheIsReused) {
   const std::string cache = testing::TempDir() + "/npo_reference.json";
   std::filesystem::remove(cache);
-  auto original = FrozenCopy(*model_);
+  auto original = FrozenCopy(*model_, at::kFloat);
   ASSERT_TRUE(original.ok());
   std::vector<double> losses[2];
   for (int run = 0; run < 2; ++run) {
-    auto model = FrozenCopy(**original);
+    auto model = FrozenCopy(**original, at::kFloat);
     for (auto& parameter : (*model)->parameters()) {
       parameter.set_requires_grad(true);
     }
@@ -143,6 +143,41 @@ TEST_F(UnlearningRunTest, SameSeedSameResultAndTheReferenceCacheIsReused) {
                                      }())
                            .status();
   EXPECT_EQ(stale.code(), absl::StatusCode::kFailedPrecondition) << stale;
+}
+
+TEST_F(UnlearningRunTest, Bf16ReferenceCopyServesKlTerms) {
+  auto reference = FrozenCopy(*model_, at::kBFloat16);
+  ASSERT_TRUE(reference.ok()) << reference.status();
+  for (const at::Tensor& parameter : (*reference)->parameters()) {
+    EXPECT_EQ(parameter.scalar_type(), at::kBFloat16);
+    EXPECT_FALSE(parameter.requires_grad());
+  }
+  std::vector<const QaExample*> batch_examples;
+  for (const QaExample& example : data_.retain) {
+    batch_examples.push_back(&example);
+  }
+  const QaBatch batch = CollateQaBatch(batch_examples, 0);
+  {
+    torch::NoGradGuard no_grad;
+    const at::Tensor full =
+        model_->Forward(batch.input_ids, batch.attention_mask);
+    const at::Tensor half =
+        (*reference)->Forward(batch.input_ids, batch.attention_mask);
+    EXPECT_EQ(half.scalar_type(), at::kBFloat16);
+    const double kl = RetainKl(full, half, batch.labels).item<double>();
+    EXPECT_LT(std::abs(kl), 1e-2) << "bf16 rounding only";
+  }
+
+  auto model = FrozenCopy(*model_, at::kFloat);
+  ASSERT_TRUE(model.ok());
+  for (auto& parameter : (*model)->parameters()) {
+    parameter.set_requires_grad(true);
+  }
+  const double before = MeanNll(**model, data_.forget);
+  UnlearningOptions options = Options(UnlearningMethod::kNpoKl);
+  options.bf16_reference = true;
+  ASSERT_TRUE(RunUnlearning(**model, data_, options).ok());
+  EXPECT_GT(MeanNll(**model, data_.forget), before + 0.1);
 }
 
 TEST_F(UnlearningRunTest, MissingDataIsAClearError) {

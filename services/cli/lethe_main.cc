@@ -65,6 +65,9 @@ ABSL_FLAG(int, max_length, 256, "tokens per example (longer ones truncated)");
 ABSL_FLAG(int, threads, 2, "CPU threads for LibTorch");
 ABSL_FLAG(uint64_t, seed, 1, "seed for data order and initialisation");
 ABSL_FLAG(bool, bf16, false, "bf16 autocast (fast on CPUs with AMX)");
+ABSL_FLAG(bool, bf16_reference, false,
+          "unlearn: keep the frozen reference of KL terms (NPO_KL, GradDiff "
+          "with --retain_loss=kl, LLMU) in bfloat16");
 ABSL_FLAG(std::string, prompt, "", "question to answer (generate)");
 ABSL_FLAG(int, max_new_tokens, 200, "generation limit");
 ABSL_FLAG(std::string, cache_dir, ".lethe/benchmark",
@@ -227,7 +230,8 @@ absl::StatusOr<UnlearnCommand> UnlearnFromFlags() {
                         .max_length = absl::GetFlag(FLAGS_max_length),
                         .method = method,
                         .params = params,
-                        .training = TrainingFromFlags()};
+                        .training = TrainingFromFlags(),
+                        .bf16_reference = absl::GetFlag(FLAGS_bf16_reference)};
 }
 
 // lethe-train-tokenizer sits next to lethe in every build and install.

@@ -156,6 +156,7 @@ absl::Status RunUnlearn(const UnlearnCommand& command) {
       .method = command.method,
       .params = command.params,
       .training = command.training,
+      .bf16_reference = command.bf16_reference,
       .reference_cache_path =
           needs.reference_log_probs
               ? command.output_dir + "/reference_log_probs.json"

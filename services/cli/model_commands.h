@@ -37,6 +37,7 @@ struct UnlearnCommand {
   UnlearningMethod method = UnlearningMethod::kNpo;
   ObjectiveParams params;
   TrainingOptions training;
+  bool bf16_reference = false;  // The KL terms' frozen reference in bf16.
 };
 
 // Unlearns forget_split from the model and writes output_dir (weights,
