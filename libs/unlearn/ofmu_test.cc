@@ -97,6 +97,26 @@ class OfmuTest : public testing::Test {
     return forget_loss_().item<double>() - beta * cosine;
   }
 
+  // OFMU's loss for `params` on the fixture's batches, and its gradient.
+  std::pair<MicroBatchLoss, Vectors> OfmuLossAndGradient(
+      const ObjectiveParams& params) {
+    absl::StatusOr<std::unique_ptr<UnlearningObjective>> objective =
+        MakeObjective(UnlearningMethod::kOfmu, params, nullptr);
+    EXPECT_TRUE(objective.ok()) << objective.status();
+    UnlearningBatch batch{.forget = forget_, .retain = retain_};
+    absl::StatusOr<MicroBatchLoss> loss = (*objective)->Loss(*model_, batch);
+    EXPECT_TRUE(loss.ok()) << loss.status();
+    for (const at::Tensor& parameter : parameters_) {
+      if (parameter.grad().defined()) parameter.mutable_grad().zero_();
+    }
+    loss->loss.backward();
+    Vectors gradient;
+    for (const at::Tensor& parameter : parameters_) {
+      gradient.push_back(parameter.grad().clone());
+    }
+    return {*loss, gradient};
+  }
+
   std::shared_ptr<LlamaForCausalLM> model_;
   Vectors parameters_;
   QaBatch forget_, retain_;
@@ -165,20 +185,7 @@ TEST_F(OfmuTest, WithoutCosineInnerStepsOrPenaltyItIsRetainDescent) {
   params.beta = 0;
   params.ofmu_inner_steps = 0;
   params.ofmu_rho = 0;
-  absl::StatusOr<std::unique_ptr<UnlearningObjective>> objective =
-      MakeObjective(UnlearningMethod::kOfmu, params, nullptr);
-  ASSERT_TRUE(objective.ok()) << objective.status();
-  UnlearningBatch batch{.forget = forget_, .retain = retain_};
-  absl::StatusOr<MicroBatchLoss> loss = (*objective)->Loss(*model_, batch);
-  ASSERT_TRUE(loss.ok()) << loss.status();
-  for (const at::Tensor& parameter : parameters_) {
-    if (parameter.grad().defined()) parameter.mutable_grad().zero_();
-  }
-  loss->loss.backward();
-  Vectors ofmu;
-  for (const at::Tensor& parameter : parameters_) {
-    ofmu.push_back(parameter.grad().clone());
-  }
+  const Vectors ofmu = OfmuLossAndGradient(params).second;
   const Vectors retain = BackwardGradient(retain_loss_, parameters_);
   for (size_t i = 0; i < ofmu.size(); ++i) {
     EXPECT_TRUE(at::allclose(ofmu[i], retain[i], 1e-12, 1e-14)) << i;
@@ -195,26 +202,13 @@ TEST_F(OfmuTest, OuterGradientIsRetainPlusPenaltyGradient) {
     params.ofmu_inner_steps = 0;
     params.ofmu_rho = 0.3;
     params.ofmu_first_order = first_order;
-    absl::StatusOr<std::unique_ptr<UnlearningObjective>> objective =
-        MakeObjective(UnlearningMethod::kOfmu, params, nullptr);
-    ASSERT_TRUE(objective.ok());
-    UnlearningBatch batch{.forget = forget_, .retain = retain_};
-    absl::StatusOr<MicroBatchLoss> loss = (*objective)->Loss(*model_, batch);
-    ASSERT_TRUE(loss.ok()) << loss.status();
-    for (const at::Tensor& parameter : parameters_) {
-      if (parameter.grad().defined()) parameter.mutable_grad().zero_();
-    }
-    loss->loss.backward();
-    Vectors gradient;
-    for (const at::Tensor& parameter : parameters_) {
-      gradient.push_back(parameter.grad().clone());
-    }
+    const auto [loss, gradient] = OfmuLossAndGradient(params);
     auto outer = [&] {
       const Vectors f = BackwardGradient(forget_loss_, parameters_);
       torch::NoGradGuard no_grad;
       return retain_loss_().item<double>() + 0.3 * Dot(f, f);
     };
-    EXPECT_NEAR(loss->loss.item<double>(), outer(), 1e-10);
+    EXPECT_NEAR(loss.loss.item<double>(), outer(), 1e-10);
     const Vectors u = RandomDirection(parameters_);
     const double h = 1e-5;
     Shift(parameters_, u, h);
