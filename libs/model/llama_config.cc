@@ -165,6 +165,22 @@ absl::StatusOr<LlamaConfig> ParseLlamaConfig(const std::string& json_text,
   if (!status.ok()) return status;
   status = ReadDouble(json, source, "rope_theta", &config.rope_theta);
   if (!status.ok()) return status;
+  // transformers 5 writes rope_theta inside rope_parameters.
+  if (json.contains("rope_parameters") && !json["rope_parameters"].is_null()) {
+    const Json& rope = json["rope_parameters"];
+    if (!rope.is_object()) {
+      return FieldError(source, "rope_parameters", "must be an object");
+    }
+    for (const auto& [key, value] : rope.items()) {
+      if (key == "rope_theta") continue;
+      if (key == "rope_type" && value == "default") continue;
+      return absl::UnimplementedError(
+          absl::StrCat(source, ": rope_parameters ", rope.dump(),
+                       " is not supported (only rope_type \"default\")"));
+    }
+    status = ReadDouble(rope, source, "rope_theta", &config.rope_theta);
+    if (!status.ok()) return status;
+  }
   if (json.contains("tie_word_embeddings")) {
     if (!json["tie_word_embeddings"].is_boolean()) {
       return FieldError(source, "tie_word_embeddings", "must be a boolean");
@@ -195,11 +211,13 @@ absl::StatusOr<LlamaConfig> ParseLlamaConfig(const std::string& json_text,
     }
     config.pad_token_id = json["pad_token_id"].get<int64_t>();
   }
-  if (json.contains("torch_dtype") && !json["torch_dtype"].is_null()) {
-    if (!json["torch_dtype"].is_string()) {
-      return FieldError(source, "torch_dtype", "must be a string");
+  // transformers 5 writes "dtype" where 4.x wrote "torch_dtype".
+  for (const char* key : {"torch_dtype", "dtype"}) {
+    if (!json.contains(key) || json[key].is_null()) continue;
+    if (!json[key].is_string()) {
+      return FieldError(source, key, "must be a string");
     }
-    config.torch_dtype = json["torch_dtype"].get<std::string>();
+    config.torch_dtype = json[key].get<std::string>();
   }
   if (json.contains("head_dim") && !json["head_dim"].is_null() &&
       json["head_dim"] != config.head_dim()) {

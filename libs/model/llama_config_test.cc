@@ -62,6 +62,18 @@ TEST(LlamaConfigTest, AcceptsAListOfEosIds) {
   EXPECT_EQ(config->eos_token_ids, (std::vector<int64_t>{2, 7}));
 }
 
+// transformers 5 moved rope_theta into rope_parameters and renamed
+// torch_dtype to dtype.
+TEST(LlamaConfigTest, ReadsTransformers5Keys) {
+  absl::StatusOr<LlamaConfig> config = ParseLlamaConfig(
+      R"({"rope_parameters": {"rope_theta": 500.0, "rope_type": "default"},
+          "dtype": "bfloat16"})",
+      "c.json");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->rope_theta, 500.0);
+  EXPECT_EQ(config->torch_dtype, "bfloat16");
+}
+
 TEST(LlamaConfigTest, JsonRoundTripPreservesEveryField) {
   LlamaConfig config;
   config.vocab_size = 512;
@@ -115,6 +127,11 @@ TEST(LlamaConfigTest, RejectsWhatItCannotRunNamingTheField) {
        "torch_dtype"},
       {R"({"rms_norm_eps": 0})", absl::StatusCode::kInvalidArgument,
        "rms_norm_eps"},
+      {R"({"rope_parameters": {"rope_type": "llama3", "factor": 8.0}})",
+       absl::StatusCode::kUnimplemented, "rope_parameters"},
+      {R"({"rope_parameters": 500})", absl::StatusCode::kInvalidArgument,
+       "rope_parameters"},
+      {R"({"dtype": "int8"})", absl::StatusCode::kInvalidArgument, "dtype"},
   };
   for (const BadConfig& bad : cases) {
     absl::StatusOr<LlamaConfig> config = ParseLlamaConfig(bad.json, "x.json");
