@@ -1,0 +1,410 @@
+#include "libs/jobs/job_spec.h"
+
+#include <google/protobuf/util/json_util.h>
+
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <limits>
+#include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "libs/status/status_macros.h"
+
+namespace lethe {
+namespace {
+
+constexpr char kDefaultPromptTemplate[] = "plain";
+constexpr const char* kPromptTemplates[] = {"plain", "llama2_chat"};
+constexpr const char* kRetainLosses[] = {"", "nll", "kl"};
+constexpr size_t kMaxDisplayNameChars = 200;
+
+absl::Status Invalid(absl::string_view path, absl::string_view problem) {
+  return absl::InvalidArgumentError(absl::StrCat(path, ": ", problem));
+}
+
+absl::Status NotFound(absl::string_view path, absl::string_view problem) {
+  return absl::NotFoundError(absl::StrCat(path, ": ", problem));
+}
+
+// --- Numbers ---------------------------------------------------------------
+
+// A floating-point field and the rule it follows.
+struct DoubleCheck {
+  enum Rule { kFinite, kNonNegative, kPositive, kZeroOrAtLeastOne };
+  const char* path;
+  double value;
+  Rule rule;
+};
+
+absl::Status Check(const DoubleCheck& check) {
+  const double v = check.value;
+  switch (check.rule) {
+    case DoubleCheck::kFinite:
+      if (std::isfinite(v)) return absl::OkStatus();
+      return Invalid(check.path, absl::StrCat("must be finite, got ", v));
+    case DoubleCheck::kNonNegative:
+      if (std::isfinite(v) && v >= 0) return absl::OkStatus();
+      return Invalid(check.path,
+                     absl::StrCat("must be >= 0 and finite, got ", v));
+    case DoubleCheck::kPositive:
+      if (std::isfinite(v) && v > 0) return absl::OkStatus();
+      return Invalid(check.path,
+                     absl::StrCat("must be positive and finite, got ", v));
+    case DoubleCheck::kZeroOrAtLeastOne:
+      if (std::isfinite(v) && (v == 0 || v >= 1)) return absl::OkStatus();
+      return Invalid(check.path,
+                     absl::StrCat("must be 0 (the default) or a finite "
+                                  "value >= 1, got ",
+                                  v));
+  }
+  return absl::OkStatus();
+}
+
+// An integer field and its inclusive range.
+struct IntCheck {
+  const char* path;
+  int64_t value;
+  int64_t min;
+  int64_t max;
+};
+
+absl::Status Check(const IntCheck& check) {
+  if (check.value >= check.min && check.value <= check.max) {
+    return absl::OkStatus();
+  }
+  if (check.max == std::numeric_limits<int64_t>::max()) {
+    return Invalid(check.path, absl::StrCat("must be >= ", check.min, ", got ",
+                                            check.value));
+  }
+  return Invalid(check.path, absl::StrCat("must be in [", check.min, ", ",
+                                          check.max, "], got ", check.value));
+}
+
+constexpr int64_t kUnbounded = std::numeric_limits<int64_t>::max();
+
+// --- Strings ---------------------------------------------------------------
+
+absl::Status CheckOneOf(absl::string_view path, absl::string_view value,
+                        const std::vector<std::string>& allowed) {
+  for (const std::string& candidate : allowed) {
+    if (value == candidate) return absl::OkStatus();
+  }
+  std::vector<std::string> quoted;
+  for (const std::string& candidate : allowed) {
+    quoted.push_back(absl::StrCat("\"", candidate, "\""));
+  }
+  return Invalid(path,
+                 absl::StrCat("must be one of ", absl::StrJoin(quoted, ", "),
+                              ", got \"", value, "\""));
+}
+
+// Number of UTF-8 code points (bytes that do not continue a sequence).
+size_t Utf8Length(absl::string_view text) {
+  size_t length = 0;
+  for (const char c : text) {
+    if ((static_cast<unsigned char>(c) & 0xC0) != 0x80) ++length;
+  }
+  return length;
+}
+
+// --- Files -----------------------------------------------------------------
+
+enum class PathKind { kMissing, kFile, kDirectory, kOther };
+
+PathKind KindOf(const std::string& path) {
+  std::error_code error;
+  const std::filesystem::file_status status =
+      std::filesystem::status(path, error);
+  if (error || !std::filesystem::exists(status)) return PathKind::kMissing;
+  if (std::filesystem::is_directory(status)) return PathKind::kDirectory;
+  if (std::filesystem::is_regular_file(status)) return PathKind::kFile;
+  return PathKind::kOther;
+}
+
+std::string JoinPath(absl::string_view dir, absl::string_view name) {
+  if (absl::EndsWith(dir, "/")) return absl::StrCat(dir, name);
+  return absl::StrCat(dir, "/", name);
+}
+
+absl::Status CheckDirectory(absl::string_view field, const std::string& path) {
+  if (path.empty()) return Invalid(field, "must not be empty");
+  switch (KindOf(path)) {
+    case PathKind::kDirectory:
+      return absl::OkStatus();
+    case PathKind::kMissing:
+      return NotFound(field, absl::StrCat("directory ", path, " not found"));
+    default:
+      return Invalid(field, absl::StrCat(path, " is not a directory"));
+  }
+}
+
+absl::Status CheckFile(absl::string_view field, const std::string& path) {
+  if (path.empty()) return Invalid(field, "must not be empty");
+  switch (KindOf(path)) {
+    case PathKind::kFile:
+      return absl::OkStatus();
+    case PathKind::kMissing:
+      return NotFound(field, absl::StrCat("file ", path, " not found"));
+    default:
+      return Invalid(field, absl::StrCat(path, " is not a regular file"));
+  }
+}
+
+bool IsSplitNameChar(char c) {
+  return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_' ||
+         c == '-';
+}
+
+// A split names <data_dir>/<split>.json or <data_dir>/<split>.jsonl.
+absl::Status CheckSplit(absl::string_view field, const std::string& data_dir,
+                        const std::string& split) {
+  if (split.empty()) return Invalid(field, "must not be empty");
+  for (const char c : split) {
+    if (!IsSplitNameChar(c)) {
+      return Invalid(field, absl::StrCat("must contain only letters, digits, "
+                                         "'_' and '-', got \"",
+                                         split, "\""));
+    }
+  }
+  const std::string json = JoinPath(data_dir, absl::StrCat(split, ".json"));
+  const std::string jsonl = JoinPath(data_dir, absl::StrCat(split, ".jsonl"));
+  if (KindOf(json) == PathKind::kFile || KindOf(jsonl) == PathKind::kFile) {
+    return absl::OkStatus();
+  }
+  return NotFound(field,
+                  absl::StrCat("neither ", json, " nor ", jsonl, " exists"));
+}
+
+absl::Status CheckOutputDir(absl::string_view field, const std::string& path) {
+  if (path.empty()) return Invalid(field, "must not be empty");
+  if (path.front() != '/') {
+    return Invalid(
+        field, absl::StrCat("must be an absolute path, got \"", path, "\""));
+  }
+  const PathKind kind = KindOf(path);
+  if (kind != PathKind::kMissing && kind != PathKind::kDirectory) {
+    return Invalid(field, absl::StrCat(path, " exists and is not a directory"));
+  }
+  std::filesystem::path normal = std::filesystem::path(path).lexically_normal();
+  if (!normal.has_filename()) normal = normal.parent_path();  // "a/b/" -> "a/b"
+  const std::string parent = normal.parent_path().string();
+  if (KindOf(parent) != PathKind::kDirectory) {
+    return NotFound(field, absl::StrCat("parent directory ", parent, " of ",
+                                        path, " not found"));
+  }
+  return absl::OkStatus();
+}
+
+// --- Enums -----------------------------------------------------------------
+
+absl::Status CheckMethod(const v1::JobSpec& spec) {
+  if (!v1::Method_IsValid(spec.method())) {
+    return Invalid("spec.method",
+                   absl::StrCat("unknown method ", spec.method()));
+  }
+  if (spec.method() == v1::METHOD_UNSPECIFIED) {
+    return Invalid("spec.method", "must be set, e.g. NPO or GRAD_DIFF");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckBackendAndDevice(const v1::JobSpec& spec) {
+  if (!v1::Device_IsValid(spec.device())) {
+    return Invalid("spec.device",
+                   absl::StrCat("unknown device ", spec.device()));
+  }
+  if (!v1::Backend_IsValid(spec.backend())) {
+    return Invalid("spec.backend",
+                   absl::StrCat("unknown backend ", spec.backend()));
+  }
+  if (spec.backend() == v1::NCCL && spec.device() != v1::CUDA) {
+    return Invalid("spec.backend",
+                   absl::StrCat("NCCL requires device CUDA, got ",
+                                v1::Device_Name(spec.device())));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckDeadline(const v1::JobSpec& spec) {
+  const google::protobuf::Duration& deadline = spec.run_policy().deadline();
+  if (deadline.seconds() < 0 || deadline.nanos() < 0) {
+    return Invalid(
+        "spec.run_policy.deadline",
+        absl::StrCat("must not be negative, got ", deadline.seconds(), "s ",
+                     deadline.nanos(), "ns"));
+  }
+  if (deadline.nanos() > 999999999) {
+    return Invalid(
+        "spec.run_policy.deadline",
+        absl::StrCat("nanos must be below 1e9, got ", deadline.nanos()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<v1::JobSpec> ParseJobSpecJson(absl::string_view json,
+                                             absl::string_view source_name) {
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = false;
+  v1::JobSpec spec;
+  const auto status = google::protobuf::util::JsonStringToMessage(
+      google::protobuf::StringPiece(json.data(), json.size()), &spec, options);
+  if (!status.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        source_name, ": not a valid lethe.v1.JobSpec: ",
+        std::string(status.message().data(), status.message().size())));
+  }
+  return spec;
+}
+
+v1::JobSpec JobSpecWithDefaults(v1::JobSpec spec) {
+  if (spec.tokenizer_path().empty() && !spec.model_dir().empty()) {
+    spec.set_tokenizer_path(JoinPath(spec.model_dir(), "tokenizer.model"));
+  }
+  if (spec.retain_split().empty()) {
+    // TOFU pairs forgetNN with retain(100-NN).
+    const std::string& forget = spec.forget_split();
+    int percent = 0;
+    if (forget.size() == 8 && absl::StartsWith(forget, "forget") &&
+        absl::ascii_isdigit(forget[6]) && absl::ascii_isdigit(forget[7])) {
+      percent = (forget[6] - '0') * 10 + (forget[7] - '0');
+    }
+    if (percent > 0) {
+      spec.set_retain_split(absl::StrFormat("retain%02d", 100 - percent));
+    }
+  }
+  if (spec.prompt_template().empty()) {
+    spec.set_prompt_template(kDefaultPromptTemplate);
+  }
+  if (!spec.has_optimizer()) {
+    v1::OptimizerSpec* optimizer = spec.mutable_optimizer();
+    optimizer->set_weight_decay(0.01);
+    optimizer->set_warmup_epochs(1);
+    optimizer->set_max_grad_norm(1);
+  }
+  if (spec.optimizer().learning_rate() == 0) {
+    spec.mutable_optimizer()->set_learning_rate(1e-5);
+  }
+  if (spec.num_epochs() == 0 && spec.max_steps() == 0) spec.set_num_epochs(5);
+  if (spec.per_device_batch_size() == 0) spec.set_per_device_batch_size(4);
+  if (spec.gradient_accumulation_steps() == 0) {
+    spec.set_gradient_accumulation_steps(1);
+  }
+  if (spec.world_size() == 0) spec.set_world_size(1);
+  if (spec.device() == v1::DEVICE_UNSPECIFIED) spec.set_device(v1::CPU);
+  if (spec.backend() == v1::BACKEND_UNSPECIFIED) {
+    spec.set_backend(spec.device() == v1::CUDA ? v1::NCCL : v1::GLOO);
+  }
+  if (spec.checkpoint().keep_last() == 0) {
+    spec.mutable_checkpoint()->set_keep_last(2);
+  }
+  if (!spec.has_run_policy()) spec.mutable_run_policy()->set_max_restarts(2);
+  return spec;
+}
+
+absl::Status ValidateJobSpec(const v1::JobSpec& spec) {
+  // Inputs on disk, in field order.
+  RETURN_IF_ERROR(CheckDirectory("spec.model_dir", spec.model_dir()));
+  const std::string config = JoinPath(spec.model_dir(), "config.json");
+  if (KindOf(config) != PathKind::kFile) {
+    return NotFound("spec.model_dir",
+                    absl::StrCat(config,
+                                 " not found (a model directory "
+                                 "holds a Hugging Face config.json)"));
+  }
+  RETURN_IF_ERROR(CheckFile("spec.tokenizer_path", spec.tokenizer_path()));
+  RETURN_IF_ERROR(CheckDirectory("spec.data_dir", spec.data_dir()));
+  RETURN_IF_ERROR(
+      CheckSplit("spec.forget_split", spec.data_dir(), spec.forget_split()));
+  RETURN_IF_ERROR(
+      CheckSplit("spec.retain_split", spec.data_dir(), spec.retain_split()));
+  if (spec.retain_split() == spec.forget_split()) {
+    return Invalid("spec.retain_split",
+                   absl::StrCat("must differ from forget_split, both are \"",
+                                spec.forget_split(), "\""));
+  }
+  RETURN_IF_ERROR(
+      CheckOneOf("spec.prompt_template", spec.prompt_template(),
+                 {std::begin(kPromptTemplates), std::end(kPromptTemplates)}));
+  RETURN_IF_ERROR(CheckMethod(spec));
+
+  const v1::MethodParams& params = spec.method_params();
+  const v1::OptimizerSpec& optimizer = spec.optimizer();
+  const DoubleCheck double_checks[] = {
+      {"spec.method_params.beta", params.beta(), DoubleCheck::kNonNegative},
+      {"spec.method_params.alpha", params.alpha(), DoubleCheck::kNonNegative},
+      {"spec.method_params.gamma", params.gamma(), DoubleCheck::kNonNegative},
+      {"spec.method_params.delta", params.delta(), DoubleCheck::kFinite},
+      {"spec.method_params.ofmu_rho", params.ofmu_rho(),
+       DoubleCheck::kNonNegative},
+      {"spec.method_params.ofmu_rho_growth", params.ofmu_rho_growth(),
+       DoubleCheck::kZeroOrAtLeastOne},
+      {"spec.method_params.random_answer_weight", params.random_answer_weight(),
+       DoubleCheck::kNonNegative},
+      {"spec.method_params.ofmu_inner_learning_rate",
+       params.ofmu_inner_learning_rate(), DoubleCheck::kNonNegative},
+      {"spec.optimizer.learning_rate", optimizer.learning_rate(),
+       DoubleCheck::kPositive},
+      {"spec.optimizer.weight_decay", optimizer.weight_decay(),
+       DoubleCheck::kNonNegative},
+      {"spec.optimizer.warmup_epochs", optimizer.warmup_epochs(),
+       DoubleCheck::kNonNegative},
+      {"spec.optimizer.max_grad_norm", optimizer.max_grad_norm(),
+       DoubleCheck::kNonNegative},
+  };
+  for (const DoubleCheck& check : double_checks) RETURN_IF_ERROR(Check(check));
+  RETURN_IF_ERROR(
+      CheckOneOf("spec.method_params.retain_loss", params.retain_loss(),
+                 {std::begin(kRetainLosses), std::end(kRetainLosses)}));
+
+  const IntCheck int_checks[] = {
+      {"spec.method_params.ofmu_inner_steps", params.ofmu_inner_steps(), 0,
+       kUnbounded},
+      {"spec.num_epochs", spec.num_epochs(), 0, kUnbounded},
+      {"spec.max_steps", spec.max_steps(), 0, kUnbounded},
+      {"spec.per_device_batch_size", spec.per_device_batch_size(), 1, 4096},
+      {"spec.gradient_accumulation_steps", spec.gradient_accumulation_steps(),
+       1, 4096},
+      {"spec.world_size", spec.world_size(), 1, 1024},
+      {"spec.threads_per_worker", spec.threads_per_worker(), 0, 256},
+      {"spec.evaluation.every_epochs", spec.evaluation().every_epochs(), 0,
+       kUnbounded},
+      {"spec.checkpoint.every_steps", spec.checkpoint().every_steps(), 0,
+       kUnbounded},
+      {"spec.checkpoint.keep_last", spec.checkpoint().keep_last(), 1, 100},
+      {"spec.run_policy.max_restarts", spec.run_policy().max_restarts(), 0,
+       100},
+      {"spec.priority", spec.priority(), -1000, 1000},
+  };
+  for (const IntCheck& check : int_checks) RETURN_IF_ERROR(Check(check));
+  if (spec.num_epochs() == 0 && spec.max_steps() == 0) {
+    return Invalid("spec.num_epochs",
+                   "num_epochs and max_steps are both 0; set at least one");
+  }
+
+  RETURN_IF_ERROR(CheckBackendAndDevice(spec));
+  if (!spec.evaluation().retain_logs_path().empty()) {
+    RETURN_IF_ERROR(CheckFile("spec.evaluation.retain_logs_path",
+                              spec.evaluation().retain_logs_path()));
+  }
+  RETURN_IF_ERROR(CheckOutputDir("spec.output_dir", spec.output_dir()));
+  RETURN_IF_ERROR(CheckDeadline(spec));
+  const size_t display_name_chars = Utf8Length(spec.display_name());
+  if (display_name_chars > kMaxDisplayNameChars) {
+    return Invalid("spec.display_name",
+                   absl::StrCat("must be at most ", kMaxDisplayNameChars,
+                                " characters, got ", display_name_chars));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace lethe

@@ -1,0 +1,69 @@
+// Reading, completing and checking a forget request (lethe.v1.JobSpec).
+//
+// A spec goes through three steps before the coordinator stores it:
+//
+//   ASSIGN_OR_RETURN(lethe::v1::JobSpec spec,
+//                    ParseJobSpecJson(text, "spec.json"));
+//   spec = JobSpecWithDefaults(std::move(spec));
+//   RETURN_IF_ERROR(ValidateJobSpec(spec));
+//
+// ParseJobSpecJson reads proto3 JSON: lowerCamelCase and original field
+// names, enum names ("NPO_RT"), Durations as "3600s". Unknown fields and bad
+// values are INVALID_ARGUMENT naming the source.
+//
+// JobSpecWithDefaults fills fields left at zero/empty so the stored spec says
+// exactly what will run (see its comment for the list).
+//
+// ValidateJobSpec returns the first problem it finds. Every error message
+// starts with the field's path, e.g.
+//   "spec.optimizer.learning_rate: must be positive and finite, got -1".
+// Bad values are INVALID_ARGUMENT; files and directories the spec names that
+// do not exist are NOT_FOUND naming the path. It reads the file system
+// (model_dir, tokenizer_path, data_dir, the split files, retain_logs_path,
+// output_dir's parent), so it should run where the workers will see the same
+// paths.
+#ifndef LETHE_LIBS_JOBS_JOB_SPEC_H_
+#define LETHE_LIBS_JOBS_JOB_SPEC_H_
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "lethe/v1/job.pb.h"
+
+namespace lethe {
+
+// Parses proto3 JSON into a JobSpec. `source_name` (a file name, "request")
+// only labels error messages.
+absl::StatusOr<v1::JobSpec> ParseJobSpecJson(absl::string_view json,
+                                             absl::string_view source_name);
+
+// Fills fields left at their zero value with Lethe's defaults:
+//   tokenizer_path               <model_dir>/tokenizer.model
+//   retain_split                 TOFU's complement of forget_split when it is
+//                                "forgetNN" (forget01 -> retain99,
+//                                forget05 -> retain95, forget10 -> retain90)
+//   prompt_template              "plain"
+//   optimizer.learning_rate      1e-5 (0 is never a usable rate)
+//   optimizer (when absent)      weight_decay 0.01, warmup_epochs 1,
+//                                max_grad_norm 1; once the message is
+//                                present its zeros are taken literally (no
+//                                decay, no warm-up, no clipping)
+//   num_epochs                   5, when num_epochs and max_steps are both 0
+//   per_device_batch_size        4
+//   gradient_accumulation_steps  1
+//   world_size                   1
+//   device                       CPU
+//   backend                      GLOO on CPU, NCCL on CUDA
+//   threads_per_worker           0 (kept: the worker's own thread count)
+//   checkpoint.keep_last         2
+//   run_policy (when absent)     max_restarts 2
+// Method parameters stay as given: 0 means "the method's default", which the
+// objectives resolve. Fields already set are never changed.
+v1::JobSpec JobSpecWithDefaults(v1::JobSpec spec);
+
+// Checks a spec after JobSpecWithDefaults; OK when the job can be scheduled.
+absl::Status ValidateJobSpec(const v1::JobSpec& spec);
+
+}  // namespace lethe
+
+#endif  // LETHE_LIBS_JOBS_JOB_SPEC_H_

@@ -1,0 +1,482 @@
+#include "libs/jobs/job_spec.h"
+
+#include <google/protobuf/util/json_util.h>
+#include <google/protobuf/util/message_differencer.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+
+namespace lethe {
+namespace {
+
+using ::google::protobuf::util::MessageDifferencer;
+
+void WriteFile(const std::string& path, const std::string& contents) {
+  std::ofstream out(path);
+  out << contents;
+  ASSERT_TRUE(out.good()) << path;
+}
+
+// A model directory, a data directory with TOFU's forget10/retain90 and a
+// parent for output directories, fresh under the test's temp dir.
+class JobSpecTest : public testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = absl::StrCat(testing::TempDir(), "/job_spec_test");
+    std::filesystem::remove_all(root_);
+    std::filesystem::create_directories(root_ + "/model");
+    std::filesystem::create_directories(root_ + "/data");
+    std::filesystem::create_directories(root_ + "/runs");
+    WriteFile(root_ + "/model/config.json", "{}");
+    WriteFile(root_ + "/model/tokenizer.model", "tok");
+    WriteFile(root_ + "/data/forget10.json", "[]");
+    WriteFile(root_ + "/data/retain90.json", "[]");
+    WriteFile(root_ + "/data/forget05.jsonl", "");
+    WriteFile(root_ + "/retain_logs.json", "{}");
+  }
+
+  // The smallest spec a user would write; valid once defaults are filled.
+  v1::JobSpec MinimalSpec() const {
+    v1::JobSpec spec;
+    spec.set_model_dir(root_ + "/model");
+    spec.set_data_dir(root_ + "/data");
+    spec.set_forget_split("forget10");
+    spec.set_method(v1::NPO_RT);
+    spec.set_output_dir(root_ + "/runs/job1");
+    return spec;
+  }
+
+  v1::JobSpec ValidSpec() const { return JobSpecWithDefaults(MinimalSpec()); }
+
+  std::string root_;
+};
+
+TEST_F(JobSpecTest, MinimalSpecWithDefaultsIsValid) {
+  const absl::Status status = ValidateJobSpec(ValidSpec());
+  EXPECT_TRUE(status.ok()) << status;
+}
+
+TEST_F(JobSpecTest, FullySpecifiedSpecIsValid) {
+  v1::JobSpec spec = ValidSpec();
+  spec.set_forget_split("forget05");  // Only forget05.jsonl exists.
+  spec.set_prompt_template("llama2_chat");
+  spec.mutable_method_params()->set_retain_loss("kl");
+  spec.mutable_method_params()->set_ofmu_rho_growth(1.5);
+  spec.mutable_method_params()->set_delta(-0.5);
+  spec.mutable_optimizer()->set_weight_decay(0);
+  spec.mutable_optimizer()->set_max_grad_norm(0);
+  spec.set_num_epochs(0);
+  spec.set_max_steps(100);
+  spec.set_device(v1::CUDA);
+  spec.set_backend(v1::GLOO);  // Gloo on CUDA is allowed.
+  spec.set_world_size(1024);
+  spec.set_threads_per_worker(0);
+  spec.mutable_evaluation()->set_retain_logs_path(root_ + "/retain_logs.json");
+  spec.set_output_dir(root_ + "/runs/job2/");
+  spec.mutable_run_policy()->set_max_restarts(0);
+  spec.mutable_run_policy()->mutable_deadline()->set_seconds(3600);
+  spec.set_priority(-1000);
+  spec.set_display_name(std::string(200, 'x'));
+  const absl::Status status = ValidateJobSpec(spec);
+  EXPECT_TRUE(status.ok()) << status;
+}
+
+struct BadSpecCase {
+  std::string name;
+  std::function<void(v1::JobSpec&, const std::string& root)> mutate;
+  absl::StatusCode code;
+  std::string field;  // The message must start with "<field>: ".
+};
+
+TEST_F(JobSpecTest, EachBadFieldIsRejectedNamingTheField) {
+  using Spec = v1::JobSpec;
+  using R = const std::string&;
+  const absl::StatusCode kInvalid = absl::StatusCode::kInvalidArgument;
+  const absl::StatusCode kNotFound = absl::StatusCode::kNotFound;
+  const double kNan = std::nan("");
+  const double kInf = std::numeric_limits<double>::infinity();
+  const std::vector<BadSpecCase> cases = {
+      {"empty model_dir", [](Spec& s, R) { s.clear_model_dir(); }, kInvalid,
+       "spec.model_dir"},
+      {"missing model_dir", [](Spec& s, R r) { s.set_model_dir(r + "/nope"); },
+       kNotFound, "spec.model_dir"},
+      {"model_dir is a file",
+       [](Spec& s, R r) { s.set_model_dir(r + "/retain_logs.json"); }, kInvalid,
+       "spec.model_dir"},
+      {"model_dir without config.json",
+       [](Spec& s, R r) { s.set_model_dir(r + "/data"); }, kNotFound,
+       "spec.model_dir"},
+      {"missing tokenizer",
+       [](Spec& s, R r) { s.set_tokenizer_path(r + "/model/x.model"); },
+       kNotFound, "spec.tokenizer_path"},
+      {"empty data_dir", [](Spec& s, R) { s.clear_data_dir(); }, kInvalid,
+       "spec.data_dir"},
+      {"missing data_dir", [](Spec& s, R r) { s.set_data_dir(r + "/nope"); },
+       kNotFound, "spec.data_dir"},
+      {"empty forget_split", [](Spec& s, R) { s.clear_forget_split(); },
+       kInvalid, "spec.forget_split"},
+      {"forget_split with a path",
+       [](Spec& s, R) { s.set_forget_split("../forget10"); }, kInvalid,
+       "spec.forget_split"},
+      {"forget_split without a file",
+       [](Spec& s, R) { s.set_forget_split("forget01"); }, kNotFound,
+       "spec.forget_split"},
+      {"empty retain_split", [](Spec& s, R) { s.clear_retain_split(); },
+       kInvalid, "spec.retain_split"},
+      {"retain_split with a space",
+       [](Spec& s, R) { s.set_retain_split("retain 90"); }, kInvalid,
+       "spec.retain_split"},
+      {"retain_split without a file",
+       [](Spec& s, R) { s.set_retain_split("retain99"); }, kNotFound,
+       "spec.retain_split"},
+      {"retain_split equal to forget_split",
+       [](Spec& s, R) { s.set_retain_split("forget10"); }, kInvalid,
+       "spec.retain_split"},
+      {"unknown prompt_template",
+       [](Spec& s, R) { s.set_prompt_template("chatml"); }, kInvalid,
+       "spec.prompt_template"},
+      {"method unspecified",
+       [](Spec& s, R) { s.set_method(v1::METHOD_UNSPECIFIED); }, kInvalid,
+       "spec.method"},
+      {"method out of range",
+       [](Spec& s, R) { s.set_method(static_cast<v1::Method>(42)); }, kInvalid,
+       "spec.method"},
+      {"negative beta",
+       [](Spec& s, R) { s.mutable_method_params()->set_beta(-0.1); }, kInvalid,
+       "spec.method_params.beta"},
+      {"infinite beta",
+       [kInf](Spec& s, R) { s.mutable_method_params()->set_beta(kInf); },
+       kInvalid, "spec.method_params.beta"},
+      {"negative alpha",
+       [](Spec& s, R) { s.mutable_method_params()->set_alpha(-1); }, kInvalid,
+       "spec.method_params.alpha"},
+      {"nan gamma",
+       [kNan](Spec& s, R) { s.mutable_method_params()->set_gamma(kNan); },
+       kInvalid, "spec.method_params.gamma"},
+      {"infinite delta",
+       [kInf](Spec& s, R) { s.mutable_method_params()->set_delta(-kInf); },
+       kInvalid, "spec.method_params.delta"},
+      {"unknown retain_loss",
+       [](Spec& s, R) { s.mutable_method_params()->set_retain_loss("mse"); },
+       kInvalid, "spec.method_params.retain_loss"},
+      {"negative ofmu_inner_steps",
+       [](Spec& s, R) { s.mutable_method_params()->set_ofmu_inner_steps(-1); },
+       kInvalid, "spec.method_params.ofmu_inner_steps"},
+      {"negative ofmu_rho",
+       [](Spec& s, R) { s.mutable_method_params()->set_ofmu_rho(-1); },
+       kInvalid, "spec.method_params.ofmu_rho"},
+      {"ofmu_rho_growth below 1",
+       [](Spec& s, R) { s.mutable_method_params()->set_ofmu_rho_growth(0.5); },
+       kInvalid, "spec.method_params.ofmu_rho_growth"},
+      {"negative random_answer_weight",
+       [](Spec& s, R) {
+         s.mutable_method_params()->set_random_answer_weight(-1);
+       },
+       kInvalid, "spec.method_params.random_answer_weight"},
+      {"negative ofmu_inner_learning_rate",
+       [](Spec& s, R) {
+         s.mutable_method_params()->set_ofmu_inner_learning_rate(-1e-5);
+       },
+       kInvalid, "spec.method_params.ofmu_inner_learning_rate"},
+      {"negative learning_rate",
+       [](Spec& s, R) { s.mutable_optimizer()->set_learning_rate(-1); },
+       kInvalid, "spec.optimizer.learning_rate"},
+      {"nan learning_rate",
+       [kNan](Spec& s, R) { s.mutable_optimizer()->set_learning_rate(kNan); },
+       kInvalid, "spec.optimizer.learning_rate"},
+      {"negative weight_decay",
+       [](Spec& s, R) { s.mutable_optimizer()->set_weight_decay(-0.01); },
+       kInvalid, "spec.optimizer.weight_decay"},
+      {"negative warmup_epochs",
+       [](Spec& s, R) { s.mutable_optimizer()->set_warmup_epochs(-1); },
+       kInvalid, "spec.optimizer.warmup_epochs"},
+      {"negative max_grad_norm",
+       [](Spec& s, R) { s.mutable_optimizer()->set_max_grad_norm(-1); },
+       kInvalid, "spec.optimizer.max_grad_norm"},
+      {"negative num_epochs", [](Spec& s, R) { s.set_num_epochs(-1); },
+       kInvalid, "spec.num_epochs"},
+      {"negative max_steps", [](Spec& s, R) { s.set_max_steps(-1); }, kInvalid,
+       "spec.max_steps"},
+      {"no stopping bound",
+       [](Spec& s, R) {
+         s.set_num_epochs(0);
+         s.set_max_steps(0);
+       },
+       kInvalid, "spec.num_epochs"},
+      {"zero batch size", [](Spec& s, R) { s.set_per_device_batch_size(0); },
+       kInvalid, "spec.per_device_batch_size"},
+      {"huge batch size", [](Spec& s, R) { s.set_per_device_batch_size(4097); },
+       kInvalid, "spec.per_device_batch_size"},
+      {"zero accumulation",
+       [](Spec& s, R) { s.set_gradient_accumulation_steps(0); }, kInvalid,
+       "spec.gradient_accumulation_steps"},
+      {"huge accumulation",
+       [](Spec& s, R) { s.set_gradient_accumulation_steps(5000); }, kInvalid,
+       "spec.gradient_accumulation_steps"},
+      {"zero world_size", [](Spec& s, R) { s.set_world_size(0); }, kInvalid,
+       "spec.world_size"},
+      {"huge world_size", [](Spec& s, R) { s.set_world_size(1025); }, kInvalid,
+       "spec.world_size"},
+      {"NCCL on CPU", [](Spec& s, R) { s.set_backend(v1::NCCL); }, kInvalid,
+       "spec.backend"},
+      {"backend out of range",
+       [](Spec& s, R) { s.set_backend(static_cast<v1::Backend>(7)); }, kInvalid,
+       "spec.backend"},
+      {"device out of range",
+       [](Spec& s, R) { s.set_device(static_cast<v1::Device>(7)); }, kInvalid,
+       "spec.device"},
+      {"negative threads", [](Spec& s, R) { s.set_threads_per_worker(-1); },
+       kInvalid, "spec.threads_per_worker"},
+      {"too many threads", [](Spec& s, R) { s.set_threads_per_worker(257); },
+       kInvalid, "spec.threads_per_worker"},
+      {"negative every_epochs",
+       [](Spec& s, R) { s.mutable_evaluation()->set_every_epochs(-1); },
+       kInvalid, "spec.evaluation.every_epochs"},
+      {"missing retain logs",
+       [](Spec& s, R r) {
+         s.mutable_evaluation()->set_retain_logs_path(r + "/nope.json");
+       },
+       kNotFound, "spec.evaluation.retain_logs_path"},
+      {"negative every_steps",
+       [](Spec& s, R) { s.mutable_checkpoint()->set_every_steps(-5); },
+       kInvalid, "spec.checkpoint.every_steps"},
+      {"zero keep_last",
+       [](Spec& s, R) { s.mutable_checkpoint()->set_keep_last(0); }, kInvalid,
+       "spec.checkpoint.keep_last"},
+      {"huge keep_last",
+       [](Spec& s, R) { s.mutable_checkpoint()->set_keep_last(101); }, kInvalid,
+       "spec.checkpoint.keep_last"},
+      {"empty output_dir", [](Spec& s, R) { s.clear_output_dir(); }, kInvalid,
+       "spec.output_dir"},
+      {"relative output_dir", [](Spec& s, R) { s.set_output_dir("runs/x"); },
+       kInvalid, "spec.output_dir"},
+      {"output_dir is a file",
+       [](Spec& s, R r) { s.set_output_dir(r + "/retain_logs.json"); },
+       kInvalid, "spec.output_dir"},
+      {"output_dir without parent",
+       [](Spec& s, R r) { s.set_output_dir(r + "/nope/job1"); }, kNotFound,
+       "spec.output_dir"},
+      {"negative max_restarts",
+       [](Spec& s, R) { s.mutable_run_policy()->set_max_restarts(-1); },
+       kInvalid, "spec.run_policy.max_restarts"},
+      {"huge max_restarts",
+       [](Spec& s, R) { s.mutable_run_policy()->set_max_restarts(101); },
+       kInvalid, "spec.run_policy.max_restarts"},
+      {"negative deadline",
+       [](Spec& s, R) {
+         s.mutable_run_policy()->mutable_deadline()->set_seconds(-1);
+       },
+       kInvalid, "spec.run_policy.deadline"},
+      {"priority too high", [](Spec& s, R) { s.set_priority(1001); }, kInvalid,
+       "spec.priority"},
+      {"priority too low", [](Spec& s, R) { s.set_priority(-1001); }, kInvalid,
+       "spec.priority"},
+      {"long display_name",
+       [](Spec& s, R) { s.set_display_name(std::string(201, 'x')); }, kInvalid,
+       "spec.display_name"},
+  };
+  for (const BadSpecCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    v1::JobSpec spec = ValidSpec();
+    c.mutate(spec, root_);
+    const absl::Status status = ValidateJobSpec(spec);
+    EXPECT_EQ(status.code(), c.code) << status;
+    EXPECT_TRUE(absl::StartsWith(status.message(), c.field + ": "))
+        << status.message();
+  }
+}
+
+TEST_F(JobSpecTest, MessagesSayWhatWasWrong) {
+  v1::JobSpec spec = ValidSpec();
+  spec.mutable_optimizer()->set_learning_rate(-1);
+  EXPECT_EQ(
+      ValidateJobSpec(spec).message(),
+      "spec.optimizer.learning_rate: must be positive and finite, got -1");
+
+  spec = ValidSpec();
+  spec.set_forget_split("forget01");
+  const std::string message(ValidateJobSpec(spec).message());
+  EXPECT_TRUE(absl::StrContains(message, root_ + "/data/forget01.json "))
+      << message;
+  EXPECT_TRUE(absl::StrContains(message, root_ + "/data/forget01.jsonl"))
+      << message;
+
+  spec = ValidSpec();
+  spec.set_model_dir(root_ + "/data");
+  spec.set_tokenizer_path(root_ + "/model/tokenizer.model");
+  EXPECT_TRUE(absl::StrContains(ValidateJobSpec(spec).message(),
+                                root_ + "/data/config.json"));
+
+  spec = ValidSpec();
+  spec.set_world_size(0);
+  EXPECT_EQ(ValidateJobSpec(spec).message(),
+            "spec.world_size: must be in [1, 1024], got 0");
+}
+
+TEST_F(JobSpecTest, DisplayNameCountsCharactersNotBytes) {
+  v1::JobSpec spec = ValidSpec();
+  std::string name;
+  for (int i = 0; i < 200; ++i) name += "\xc3\xa9";  // U+00E9, 2 bytes.
+  spec.set_display_name(name);
+  EXPECT_TRUE(ValidateJobSpec(spec).ok());
+}
+
+TEST(JobSpecDefaultsTest, FillsEveryDefault) {
+  v1::JobSpec spec;
+  spec.set_model_dir("/models/m");
+  spec.set_forget_split("forget05");
+  const v1::JobSpec filled = JobSpecWithDefaults(spec);
+  EXPECT_EQ(filled.tokenizer_path(), "/models/m/tokenizer.model");
+  EXPECT_EQ(filled.retain_split(), "retain95");
+  EXPECT_EQ(filled.prompt_template(), "plain");
+  EXPECT_EQ(filled.optimizer().learning_rate(), 1e-5);
+  EXPECT_EQ(filled.optimizer().weight_decay(), 0.01);
+  EXPECT_EQ(filled.optimizer().warmup_epochs(), 1);
+  EXPECT_EQ(filled.optimizer().max_grad_norm(), 1);
+  EXPECT_EQ(filled.num_epochs(), 5);
+  EXPECT_EQ(filled.max_steps(), 0);
+  EXPECT_EQ(filled.per_device_batch_size(), 4);
+  EXPECT_EQ(filled.gradient_accumulation_steps(), 1);
+  EXPECT_EQ(filled.world_size(), 1);
+  EXPECT_EQ(filled.device(), v1::CPU);
+  EXPECT_EQ(filled.backend(), v1::GLOO);
+  EXPECT_EQ(filled.threads_per_worker(), 0);
+  EXPECT_EQ(filled.checkpoint().keep_last(), 2);
+  EXPECT_EQ(filled.run_policy().max_restarts(), 2);
+  EXPECT_EQ(filled.method(), v1::METHOD_UNSPECIFIED);
+  EXPECT_EQ(filled.method_params().beta(), 0);
+  // Filling twice changes nothing.
+  EXPECT_TRUE(MessageDifferencer::Equals(JobSpecWithDefaults(filled), filled));
+}
+
+TEST(JobSpecDefaultsTest, RetainSplitFollowsTofuNaming) {
+  for (const auto& [forget, retain] :
+       std::vector<std::pair<std::string, std::string>>{
+           {"forget01", "retain99"},
+           {"forget05", "retain95"},
+           {"forget10", "retain90"},
+           {"forget_custom", ""},
+           {"forget00", ""},
+           {"forget1", ""}}) {
+    v1::JobSpec spec;
+    spec.set_forget_split(forget);
+    EXPECT_EQ(JobSpecWithDefaults(spec).retain_split(), retain) << forget;
+  }
+}
+
+TEST(JobSpecDefaultsTest, KeepsWhatIsSet) {
+  v1::JobSpec spec;
+  spec.set_model_dir("/models/m/");
+  spec.set_tokenizer_path("/tok/t.model");
+  spec.set_forget_split("forget10");
+  spec.set_retain_split("retain_custom");
+  spec.set_prompt_template("llama2_chat");
+  spec.mutable_optimizer()->set_learning_rate(2e-5);  // Others stay 0.
+  spec.set_max_steps(10);
+  spec.set_device(v1::CUDA);
+  spec.mutable_run_policy()->mutable_deadline()->set_seconds(60);
+  spec.mutable_checkpoint()->set_keep_last(7);
+  const v1::JobSpec filled = JobSpecWithDefaults(spec);
+  EXPECT_EQ(filled.tokenizer_path(), "/tok/t.model");
+  EXPECT_EQ(filled.retain_split(), "retain_custom");
+  EXPECT_EQ(filled.prompt_template(), "llama2_chat");
+  EXPECT_EQ(filled.optimizer().learning_rate(), 2e-5);
+  EXPECT_EQ(filled.optimizer().weight_decay(), 0);
+  EXPECT_EQ(filled.optimizer().warmup_epochs(), 0);
+  EXPECT_EQ(filled.optimizer().max_grad_norm(), 0);
+  EXPECT_EQ(filled.num_epochs(), 0);
+  EXPECT_EQ(filled.max_steps(), 10);
+  EXPECT_EQ(filled.backend(), v1::NCCL);
+  EXPECT_EQ(filled.checkpoint().keep_last(), 7);
+  EXPECT_EQ(filled.run_policy().max_restarts(), 0);
+
+  // An optimizer message with only a zero learning rate still gets 1e-5.
+  v1::JobSpec zero_rate;
+  zero_rate.mutable_optimizer()->set_weight_decay(0.1);
+  EXPECT_EQ(JobSpecWithDefaults(zero_rate).optimizer().learning_rate(), 1e-5);
+  EXPECT_EQ(JobSpecWithDefaults(zero_rate).optimizer().weight_decay(), 0.1);
+
+  v1::JobSpec trailing_slash;
+  trailing_slash.set_model_dir("/models/m/");
+  EXPECT_EQ(JobSpecWithDefaults(trailing_slash).tokenizer_path(),
+            "/models/m/tokenizer.model");
+}
+
+TEST(ParseJobSpecJsonTest, ReadsBothFieldNameStylesAndEnumNames) {
+  const absl::StatusOr<v1::JobSpec> spec = ParseJobSpecJson(
+      R"({
+        "modelDir": "/models/m",
+        "data_dir": "/data/tofu",
+        "forgetSplit": "forget10",
+        "method": "NPO_RT",
+        "methodParams": {"beta": 0.1, "retain_loss": "kl"},
+        "optimizer": {"learningRate": 2e-5, "max_grad_norm": 0.5},
+        "maxSteps": "100",
+        "backend": "GLOO",
+        "device": "CPU",
+        "runPolicy": {"maxRestarts": 3, "deadline": "3600s"},
+        "priority": -5
+      })",
+      "spec.json");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->model_dir(), "/models/m");
+  EXPECT_EQ(spec->data_dir(), "/data/tofu");
+  EXPECT_EQ(spec->forget_split(), "forget10");
+  EXPECT_EQ(spec->method(), v1::NPO_RT);
+  EXPECT_EQ(spec->method_params().beta(), 0.1);
+  EXPECT_EQ(spec->method_params().retain_loss(), "kl");
+  EXPECT_EQ(spec->optimizer().learning_rate(), 2e-5);
+  EXPECT_EQ(spec->optimizer().max_grad_norm(), 0.5);
+  EXPECT_EQ(spec->max_steps(), 100);
+  EXPECT_EQ(spec->backend(), v1::GLOO);
+  EXPECT_EQ(spec->device(), v1::CPU);
+  EXPECT_EQ(spec->run_policy().max_restarts(), 3);
+  EXPECT_EQ(spec->run_policy().deadline().seconds(), 3600);
+  EXPECT_EQ(spec->priority(), -5);
+}
+
+TEST(ParseJobSpecJsonTest, RoundTripsThroughJson) {
+  v1::JobSpec spec;
+  spec.set_model_dir("/models/m");
+  spec.set_method(v1::SIM_NPO);
+  spec.mutable_method_params()->set_delta(-1.5);
+  spec.set_world_size(8);
+  spec.set_backend(v1::NCCL);
+  spec.set_device(v1::CUDA);
+  spec.set_display_name("forget author \"X\"");
+  std::string json;
+  ASSERT_TRUE(google::protobuf::util::MessageToJsonString(spec, &json).ok());
+  const absl::StatusOr<v1::JobSpec> parsed = ParseJobSpecJson(json, "x");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_TRUE(MessageDifferencer::Equals(*parsed, spec)) << json;
+}
+
+TEST(ParseJobSpecJsonTest, RejectsUnknownFieldsAndBadValuesNamingTheSource) {
+  for (const std::string json :
+       {R"({"modelDir": "/m", "learningRate": 1e-5})",
+        R"({"method": "NPO_PLUS"})", R"({"worldSize": "many"})",
+        R"({"modelDir": )", ""}) {
+    const absl::StatusOr<v1::JobSpec> spec =
+        ParseJobSpecJson(json, "specs/bad.json");
+    EXPECT_EQ(spec.status().code(), absl::StatusCode::kInvalidArgument) << json;
+    EXPECT_TRUE(absl::StartsWith(spec.status().message(), "specs/bad.json: "))
+        << spec.status();
+  }
+  const absl::StatusOr<v1::JobSpec> unknown =
+      ParseJobSpecJson(R"({"learningRate": 1e-5})", "request");
+  EXPECT_TRUE(absl::StrContains(unknown.status().message(), "learningRate"))
+      << unknown.status();
+}
+
+}  // namespace
+}  // namespace lethe

@@ -1,0 +1,421 @@
+#include "libs/jobs/job_store.h"
+
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/timestamp.pb.h>
+#include <google/protobuf/util/message_differencer.h>
+
+#include <algorithm>
+#include <iterator>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "libs/status/status_macros.h"
+
+namespace lethe {
+namespace {
+
+using State = v1::Job::State;
+
+// Version 1: jobs(id, request_id, state, priority, create_micros, job).
+constexpr int64_t kSchemaVersion = 1;
+constexpr char kCreateSchema[] =
+    "CREATE TABLE IF NOT EXISTS jobs ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  request_id TEXT UNIQUE,"  // NULL when the client sent none.
+    "  state INTEGER NOT NULL,"
+    "  priority INTEGER NOT NULL,"
+    "  create_micros INTEGER NOT NULL,"
+    "  job BLOB NOT NULL);"  // A serialized lethe.v1.Job.
+    "CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, id);"
+    "PRAGMA user_version = 1;";
+
+constexpr char kNamePrefix[] = "jobs/";
+
+struct Edge {
+  State from;
+  State to;
+};
+constexpr Edge kAllowedTransitions[] = {
+    {v1::Job::QUEUED, v1::Job::RUNNING},
+    {v1::Job::QUEUED, v1::Job::CANCELLED},
+    {v1::Job::QUEUED, v1::Job::FAILED},
+    {v1::Job::RUNNING, v1::Job::QUEUED},
+    {v1::Job::RUNNING, v1::Job::SUCCEEDED},
+    {v1::Job::RUNNING, v1::Job::FAILED},
+    {v1::Job::RUNNING, v1::Job::CANCELLING},
+    {v1::Job::CANCELLING, v1::Job::CANCELLED},
+    {v1::Job::CANCELLING, v1::Job::FAILED},
+    {v1::Job::CANCELLING, v1::Job::SUCCEEDED},
+};
+
+// The fields Update may change.
+constexpr const char* kUpdatableFields[] = {"progress", "evaluation_summary",
+                                            "output_model_dir"};
+
+bool IsFinal(State state) {
+  return state == v1::Job::SUCCEEDED || state == v1::Job::FAILED ||
+         state == v1::Job::CANCELLED;
+}
+
+bool IsTransitionAllowed(State from, State to) {
+  for (const Edge& edge : kAllowedTransitions) {
+    if (edge.from == from && edge.to == to) return true;
+  }
+  return false;
+}
+
+std::string StateName(State state) {
+  if (!v1::Job::State_IsValid(state)) return absl::StrCat("state ", state);
+  return v1::Job::State_Name(state);
+}
+
+absl::Status CheckStateArgument(absl::string_view what, State state) {
+  if (!v1::Job::State_IsValid(state) || state == v1::Job::STATE_UNSPECIFIED) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": ", StateName(state), " is not a job state"));
+  }
+  return absl::OkStatus();
+}
+
+std::string NameFor(int64_t id) { return absl::StrCat(kNamePrefix, id); }
+
+// "jobs/<id>" with id a positive integer written without leading zeros.
+absl::StatusOr<int64_t> IdFromName(absl::string_view name) {
+  absl::string_view digits = name;
+  int64_t id = 0;
+  if (absl::ConsumePrefix(&digits, kNamePrefix) && !digits.empty() &&
+      digits.size() <= 18 && digits[0] != '0' &&
+      std::all_of(digits.begin(), digits.end(),
+                  [](char c) { return absl::ascii_isdigit(c); }) &&
+      absl::SimpleAtoi(digits, &id)) {
+    return id;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "job name \"", name, "\" is not of the form jobs/<positive integer>"));
+}
+
+google::protobuf::Timestamp ToTimestamp(absl::Time time) {
+  // ToUnixSeconds rounds toward the past, so nanos is never negative.
+  const int64_t seconds = absl::ToUnixSeconds(time);
+  google::protobuf::Timestamp timestamp;
+  timestamp.set_seconds(seconds);
+  timestamp.set_nanos(static_cast<int32_t>(
+      absl::ToInt64Nanoseconds(time - absl::FromUnixSeconds(seconds))));
+  return timestamp;
+}
+
+void AppendStateChange(v1::Job& job, State state, absl::string_view reason,
+                       absl::string_view message, absl::Time now) {
+  job.set_state(state);
+  v1::Job::StateChange* change = job.add_history();
+  change->set_state(state);
+  change->set_reason(std::string(reason));
+  change->set_message(std::string(message));
+  *change->mutable_time() = ToTimestamp(now);
+}
+
+// Page tokens: web-safe base64 of "1:<last id>:<state filter or *>".
+std::string FilterKey(std::optional<State> filter) {
+  return filter.has_value() ? absl::StrCat(static_cast<int>(*filter)) : "*";
+}
+
+std::string MakePageToken(int64_t last_id, std::optional<State> filter) {
+  return absl::WebSafeBase64Escape(
+      absl::StrCat("1:", last_id, ":", FilterKey(filter)));
+}
+
+absl::StatusOr<int64_t> ParsePageToken(absl::string_view token,
+                                       std::optional<State> filter) {
+  const absl::Status malformed = absl::InvalidArgumentError(absl::StrCat(
+      "page_token \"", token, "\" is not a token from an earlier List call"));
+  std::string payload;
+  if (!absl::WebSafeBase64Unescape(token, &payload)) return malformed;
+  const std::vector<absl::string_view> parts = absl::StrSplit(payload, ':');
+  int64_t last_id = 0;
+  if (parts.size() != 3 || parts[0] != "1" ||
+      !absl::SimpleAtoi(parts[1], &last_id) || last_id <= 0) {
+    return malformed;
+  }
+  if (parts[2] != FilterKey(filter)) {
+    return absl::InvalidArgumentError(
+        "page_token was issued for a different state filter; start again "
+        "with an empty page_token");
+  }
+  return last_id;
+}
+
+}  // namespace
+
+JobStore::JobStore(std::unique_ptr<SqliteDb> db) : db_(std::move(db)) {}
+
+absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(
+    const std::string& path) {
+  ASSIGN_OR_RETURN(std::unique_ptr<SqliteDb> db, SqliteDb::Open(path));
+  RETURN_IF_ERROR(db->InTransaction([&]() -> absl::Status {
+    ASSIGN_OR_RETURN(SqliteStatement version,
+                     db->Prepare("PRAGMA user_version"));
+    ASSIGN_OR_RETURN(const bool has_row, version.Step());
+    const int64_t found = has_row ? version.ColumnInt64(0) : 0;
+    if (found > kSchemaVersion) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(path, ": job store schema version ", found,
+                       " is newer than this binary's (", kSchemaVersion, ")"));
+    }
+    if (found == kSchemaVersion) return absl::OkStatus();
+    return db->Execute(kCreateSchema);
+  }));
+  return std::unique_ptr<JobStore>(new JobStore(std::move(db)));
+}
+
+absl::StatusOr<v1::Job> JobStore::LoadLocked(int64_t id) {
+  ASSIGN_OR_RETURN(SqliteStatement select,
+                   db_->Prepare("SELECT job FROM jobs WHERE id = ?1"));
+  RETURN_IF_ERROR(select.BindInt64(1, id));
+  ASSIGN_OR_RETURN(const bool found, select.Step());
+  if (!found) {
+    return absl::NotFoundError(absl::StrCat(NameFor(id), " not found"));
+  }
+  v1::Job job;
+  if (!job.ParseFromString(select.ColumnBlob(0))) {
+    return absl::DataLossError(absl::StrCat(db_->path(), ": stored record of ",
+                                            NameFor(id), " does not parse"));
+  }
+  return job;
+}
+
+absl::Status JobStore::SaveLocked(int64_t id, const v1::Job& job) {
+  ASSIGN_OR_RETURN(
+      SqliteStatement update,
+      db_->Prepare(
+          "UPDATE jobs SET state = ?2, priority = ?3, job = ?4 WHERE id = ?1"));
+  RETURN_IF_ERROR(update.BindInt64(1, id));
+  RETURN_IF_ERROR(update.BindInt64(2, job.state()));
+  RETURN_IF_ERROR(update.BindInt64(3, job.spec().priority()));
+  RETURN_IF_ERROR(update.BindBlob(4, job.SerializeAsString()));
+  return update.StepUntilDone();
+}
+
+absl::StatusOr<JobStore::CreateResult> JobStore::Create(
+    const v1::JobSpec& spec, const std::string& request_id, absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  CreateResult result;
+  RETURN_IF_ERROR(db_->InTransaction([&]() -> absl::Status {
+    if (!request_id.empty()) {
+      ASSIGN_OR_RETURN(
+          SqliteStatement select,
+          db_->Prepare("SELECT id FROM jobs WHERE request_id = ?1"));
+      RETURN_IF_ERROR(select.BindText(1, request_id));
+      ASSIGN_OR_RETURN(const bool exists, select.Step());
+      if (exists) {
+        const int64_t id = select.ColumnInt64(0);
+        ASSIGN_OR_RETURN(v1::Job job, LoadLocked(id));
+        if (!google::protobuf::util::MessageDifferencer::Equals(job.spec(),
+                                                                spec)) {
+          return absl::AlreadyExistsError(absl::StrCat(
+              "request_id \"", request_id, "\" was already used for ",
+              NameFor(id), " with a different spec"));
+        }
+        result = CreateResult{std::move(job), false};
+        return absl::OkStatus();
+      }
+    }
+    v1::Job job;
+    *job.mutable_spec() = spec;
+    job.set_request_id(request_id);
+    *job.mutable_create_time() = ToTimestamp(now);
+    AppendStateChange(job, v1::Job::QUEUED, "CREATED", "", now);
+
+    ASSIGN_OR_RETURN(SqliteStatement insert,
+                     db_->Prepare("INSERT INTO jobs (request_id, state, "
+                                  "priority, create_micros, job) VALUES "
+                                  "(?1, ?2, ?3, ?4, ?5) RETURNING id"));
+    if (request_id.empty()) {
+      RETURN_IF_ERROR(insert.BindNull(1));
+    } else {
+      RETURN_IF_ERROR(insert.BindText(1, request_id));
+    }
+    RETURN_IF_ERROR(insert.BindInt64(2, job.state()));
+    RETURN_IF_ERROR(insert.BindInt64(3, spec.priority()));
+    RETURN_IF_ERROR(insert.BindInt64(4, absl::ToUnixMicros(now)));
+    RETURN_IF_ERROR(insert.BindBlob(5, ""));
+    ASSIGN_OR_RETURN(const bool has_id, insert.Step());
+    if (!has_id) {
+      return absl::InternalError(
+          absl::StrCat(db_->path(), ": INSERT returned no id"));
+    }
+    const int64_t id = insert.ColumnInt64(0);
+    RETURN_IF_ERROR(insert.StepUntilDone());
+    job.set_name(NameFor(id));
+    RETURN_IF_ERROR(SaveLocked(id, job));
+    result = CreateResult{std::move(job), true};
+    return absl::OkStatus();
+  }));
+  return result;
+}
+
+absl::StatusOr<v1::Job> JobStore::Get(absl::string_view name) {
+  ASSIGN_OR_RETURN(const int64_t id, IdFromName(name));
+  absl::MutexLock lock(&mu_);
+  return LoadLocked(id);
+}
+
+absl::StatusOr<JobStore::ListResult> JobStore::List(
+    int page_size, absl::string_view page_token,
+    std::optional<State> state_filter) {
+  if (page_size < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_size must be >= 0, got ", page_size));
+  }
+  if (page_size == 0) page_size = kDefaultPageSize;
+  if (page_size > kMaxPageSize) page_size = kMaxPageSize;
+  if (state_filter.has_value()) {
+    RETURN_IF_ERROR(CheckStateArgument("state filter", *state_filter));
+  }
+  int64_t after_id = 0;
+  if (!page_token.empty()) {
+    ASSIGN_OR_RETURN(after_id, ParsePageToken(page_token, state_filter));
+  }
+
+  absl::MutexLock lock(&mu_);
+  ListResult result;
+  // One row more than the page tells whether another page follows.
+  ASSIGN_OR_RETURN(SqliteStatement select,
+                   db_->Prepare(absl::StrCat(
+                       "SELECT id, job FROM jobs WHERE id > ?1",
+                       state_filter.has_value() ? " AND state = ?3" : "",
+                       " ORDER BY id LIMIT ?2")));
+  RETURN_IF_ERROR(select.BindInt64(1, after_id));
+  RETURN_IF_ERROR(select.BindInt64(2, page_size + 1));
+  if (state_filter.has_value()) {
+    RETURN_IF_ERROR(select.BindInt64(3, *state_filter));
+  }
+  int64_t last_id = 0;
+  while (true) {
+    ASSIGN_OR_RETURN(const bool has_row, select.Step());
+    if (!has_row) break;
+    if (static_cast<int>(result.jobs.size()) == page_size) {
+      result.next_page_token = MakePageToken(last_id, state_filter);
+      break;
+    }
+    last_id = select.ColumnInt64(0);
+    v1::Job& job = result.jobs.emplace_back();
+    if (!job.ParseFromString(select.ColumnBlob(1))) {
+      return absl::DataLossError(
+          absl::StrCat(db_->path(), ": stored record of ", NameFor(last_id),
+                       " does not parse"));
+    }
+  }
+  return result;
+}
+
+absl::StatusOr<v1::Job> JobStore::Transition(absl::string_view name, State to,
+                                             absl::string_view reason,
+                                             absl::string_view message,
+                                             absl::Time now) {
+  ASSIGN_OR_RETURN(const int64_t id, IdFromName(name));
+  RETURN_IF_ERROR(CheckStateArgument("target", to));
+  absl::MutexLock lock(&mu_);
+  v1::Job job;
+  RETURN_IF_ERROR(db_->InTransaction([&]() -> absl::Status {
+    ASSIGN_OR_RETURN(job, LoadLocked(id));
+    const State from = job.state();
+    if (!IsTransitionAllowed(from, to)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          job.name(), ": cannot move from ", StateName(from), " to ",
+          StateName(to),
+          IsFinal(from) ? absl::StrCat(" (", StateName(from), " is final)")
+                        : ""));
+    }
+    if (from == v1::Job::RUNNING && to == v1::Job::QUEUED) {
+      job.set_restart_count(job.restart_count() + 1);
+    }
+    if (to == v1::Job::FAILED) job.set_error(std::string(message));
+    AppendStateChange(job, to, reason, message, now);
+    return SaveLocked(id, job);
+  }));
+  return job;
+}
+
+absl::StatusOr<v1::Job> JobStore::Update(
+    absl::string_view name, const std::function<void(v1::Job&)>& mutate) {
+  ASSIGN_OR_RETURN(const int64_t id, IdFromName(name));
+  absl::MutexLock lock(&mu_);
+  v1::Job job;
+  RETURN_IF_ERROR(db_->InTransaction([&]() -> absl::Status {
+    ASSIGN_OR_RETURN(const v1::Job before, LoadLocked(id));
+    job = before;
+    mutate(job);
+    const google::protobuf::Descriptor* descriptor = v1::Job::descriptor();
+    google::protobuf::util::MessageDifferencer differencer;
+    for (int i = 0; i < descriptor->field_count(); ++i) {
+      const google::protobuf::FieldDescriptor* field = descriptor->field(i);
+      if (std::find(std::begin(kUpdatableFields), std::end(kUpdatableFields),
+                    field->name()) != std::end(kUpdatableFields)) {
+        continue;
+      }
+      if (!differencer.CompareWithFields(before, job, {field}, {field})) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            before.name(), ": Update may change only ",
+            absl::StrJoin(kUpdatableFields, ", "), ", not ", field->name()));
+      }
+    }
+    return SaveLocked(id, job);
+  }));
+  return job;
+}
+
+absl::Status JobStore::Delete(absl::string_view name) {
+  ASSIGN_OR_RETURN(const int64_t id, IdFromName(name));
+  absl::MutexLock lock(&mu_);
+  return db_->InTransaction([&]() -> absl::Status {
+    ASSIGN_OR_RETURN(const v1::Job job, LoadLocked(id));
+    if (!IsFinal(job.state())) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          job.name(), " is ", StateName(job.state()),
+          "; only SUCCEEDED, FAILED or CANCELLED jobs can be deleted"));
+    }
+    ASSIGN_OR_RETURN(SqliteStatement remove,
+                     db_->Prepare("DELETE FROM jobs WHERE id = ?1"));
+    RETURN_IF_ERROR(remove.BindInt64(1, id));
+    return remove.StepUntilDone();
+  });
+}
+
+absl::StatusOr<std::vector<v1::Job>> JobStore::ListInStates(
+    const std::vector<State>& states) {
+  std::vector<v1::Job> jobs;
+  if (states.empty()) return jobs;
+  std::vector<std::string> placeholders;
+  for (size_t i = 0; i < states.size(); ++i) {
+    RETURN_IF_ERROR(CheckStateArgument("states", states[i]));
+    placeholders.push_back(absl::StrCat("?", i + 1));
+  }
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(
+      SqliteStatement select,
+      db_->Prepare(absl::StrCat("SELECT id, job FROM jobs WHERE state IN (",
+                                absl::StrJoin(placeholders, ", "),
+                                ") ORDER BY priority DESC, id ASC")));
+  for (size_t i = 0; i < states.size(); ++i) {
+    RETURN_IF_ERROR(select.BindInt64(static_cast<int>(i + 1), states[i]));
+  }
+  while (true) {
+    ASSIGN_OR_RETURN(const bool has_row, select.Step());
+    if (!has_row) break;
+    v1::Job& job = jobs.emplace_back();
+    if (!job.ParseFromString(select.ColumnBlob(1))) {
+      return absl::DataLossError(
+          absl::StrCat(db_->path(), ": stored record of ",
+                       NameFor(select.ColumnInt64(0)), " does not parse"));
+    }
+  }
+  return jobs;
+}
+
+}  // namespace lethe

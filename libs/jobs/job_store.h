@@ -1,0 +1,131 @@
+// The coordinator's durable record of jobs (lethe.v1.Job) in one SQLite file.
+//
+//   ASSIGN_OR_RETURN(std::unique_ptr<JobStore> store, JobStore::Open(path));
+//   ASSIGN_OR_RETURN(JobStore::CreateResult created,
+//                    store->Create(spec, request_id, absl::Now()));
+//   ASSIGN_OR_RETURN(v1::Job job,
+//                    store->Transition(created.job.name(), v1::Job::RUNNING,
+//                                      "SCHEDULED", "on 2 workers",
+//                                      absl::Now()));
+//   ASSIGN_OR_RETURN(job, store->Update(job.name(), [&](v1::Job& j) {
+//     j.mutable_progress()->set_step(17);
+//   }));
+//
+// Contract:
+// - Jobs are named "jobs/<id>", ids counting up from 1 and never reused
+//   (not even after Delete). Another name is INVALID_ARGUMENT; a well-formed
+//   name of no stored job is NOT_FOUND.
+// - Create is idempotent per non-empty request_id: a retry with the same
+//   spec returns the stored job with created == false; the same request_id
+//   with a different spec is ALREADY_EXISTS.
+// - The state changes only through Transition, along these edges:
+//     QUEUED     -> RUNNING | CANCELLED | FAILED
+//     RUNNING    -> QUEUED (a restart; restart_count + 1) | SUCCEEDED |
+//                   FAILED | CANCELLING
+//     CANCELLING -> CANCELLED | FAILED | SUCCEEDED
+//   SUCCEEDED, FAILED and CANCELLED are final. Any other move is
+//   FAILED_PRECONDITION naming both states. Every move appends a StateChange
+//   to the history; a move to FAILED also sets `error` to the message.
+// - Update may change only progress, evaluation_summary and
+//   output_model_dir; a mutation that touches any other field is
+//   INVALID_ARGUMENT and nothing is written.
+// - Every call is one SQLite transaction: a failed call writes nothing.
+// - Thread-safe: one connection behind a mutex. Several processes may open
+//   the same file (SQLite's locking, WAL mode), though the coordinator is
+//   meant to be its only writer.
+#ifndef LETHE_LIBS_JOBS_JOB_STORE_H_
+#define LETHE_LIBS_JOBS_JOB_STORE_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "lethe/v1/job.pb.h"
+#include "libs/sqlite/sqlite_db.h"
+
+namespace lethe {
+
+class JobStore {
+ public:
+  // List's page size when the caller asks for 0, and the largest it serves.
+  static constexpr int kDefaultPageSize = 50;
+  static constexpr int kMaxPageSize = 1000;
+
+  // Opens or creates the store at `path`. A file that is not a SQLite
+  // database is DATA_LOSS; a store written by a newer schema version is
+  // FAILED_PRECONDITION.
+  static absl::StatusOr<std::unique_ptr<JobStore>> Open(
+      const std::string& path);
+
+  JobStore(const JobStore&) = delete;
+  JobStore& operator=(const JobStore&) = delete;
+
+  struct CreateResult {
+    v1::Job job;
+    bool created;  // False when an earlier call with request_id made `job`.
+  };
+  // Stores a new QUEUED job (history [QUEUED "CREATED"], create_time `now`).
+  // The spec is stored as given: fill defaults and validate it first.
+  absl::StatusOr<CreateResult> Create(const v1::JobSpec& spec,
+                                      const std::string& request_id,
+                                      absl::Time now);
+
+  absl::StatusOr<v1::Job> Get(absl::string_view name);
+
+  struct ListResult {
+    std::vector<v1::Job> jobs;
+    std::string next_page_token;  // Empty after the last page.
+  };
+  // Oldest job first (ascending id). page_size 0 means kDefaultPageSize and
+  // larger sizes are cut to kMaxPageSize; negative is INVALID_ARGUMENT.
+  // page_token is "" for the first page or a next_page_token from a call
+  // with the same state_filter; anything else is INVALID_ARGUMENT. Jobs
+  // created while paging appear on later pages.
+  absl::StatusOr<ListResult> List(
+      int page_size, absl::string_view page_token,
+      std::optional<v1::Job::State> state_filter = std::nullopt);
+
+  // Moves the job to `to` (see the edges above) and records why.
+  absl::StatusOr<v1::Job> Transition(absl::string_view name, v1::Job::State to,
+                                     absl::string_view reason,
+                                     absl::string_view message, absl::Time now);
+
+  // Read-modify-write of the output-only fields in one transaction; returns
+  // the stored result. `mutate` runs under the store's lock: it must not
+  // call back into the store.
+  absl::StatusOr<v1::Job> Update(absl::string_view name,
+                                 const std::function<void(v1::Job&)>& mutate);
+
+  // Removes a job in a final state (FAILED_PRECONDITION otherwise). Its
+  // request_id becomes free again.
+  absl::Status Delete(absl::string_view name);
+
+  // Every job in one of `states`, for the scheduler: highest spec.priority
+  // first, then oldest first.
+  absl::StatusOr<std::vector<v1::Job>> ListInStates(
+      const std::vector<v1::Job::State>& states);
+
+ private:
+  explicit JobStore(std::unique_ptr<SqliteDb> db);
+
+  absl::StatusOr<v1::Job> LoadLocked(int64_t id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status SaveLocked(int64_t id, const v1::Job& job)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  absl::Mutex mu_;
+  std::unique_ptr<SqliteDb> db_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace lethe
+
+#endif  // LETHE_LIBS_JOBS_JOB_STORE_H_
