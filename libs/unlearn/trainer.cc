@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <iostream>
 
 #include "absl/strings/str_cat.h"
 #include "libs/data/qa_batch.h"
@@ -13,6 +14,7 @@
 #include "libs/model/llama_model.h"
 #include "libs/status/status_macros.h"
 #include "libs/status/torch_status.h"
+#include "libs/unlearn/checkpoint.h"
 #include "libs/unlearn/sequence_loss.h"
 
 namespace lethe {
@@ -43,6 +45,61 @@ absl::Status ValidateOptions(const TrainingOptions& options,
       options.rank >= options.world_size) {
     return absl::InvalidArgumentError(absl::StrCat(
         "rank ", options.rank, " is outside [0, ", options.world_size, ")"));
+  }
+  if (options.checkpoint.every_steps < 0) {
+    return absl::InvalidArgumentError("checkpoint.every_steps must be >= 0");
+  }
+  return absl::OkStatus();
+}
+
+// The global RNG seed of optimizer step `step` (0-based), so that anything a
+// loss draws from LibTorch's generator is the same in a resumed run.
+uint64_t StepSeed(uint64_t seed, int64_t step) {
+  SplitMix64 generator(
+      seed ^ (0x632be59bd9b4e019ULL * static_cast<uint64_t>(step + 1)));
+  return generator.Next();
+}
+
+// What a resumed run must share with the run that wrote the checkpoint for
+// the same data order and schedule.
+std::map<std::string, std::string> RunDescription(
+    const TrainingOptions& options, int64_t num_examples, int64_t total_steps) {
+  return {
+      {"seed", std::to_string(options.seed)},
+      {"num_examples", std::to_string(num_examples)},
+      {"per_device_batch_size", std::to_string(options.per_device_batch_size)},
+      {"gradient_accumulation_steps",
+       std::to_string(options.gradient_accumulation_steps)},
+      {"world_size", std::to_string(options.world_size)},
+      {"total_steps", std::to_string(total_steps)},
+  };
+}
+
+// Data-parallel ranks must resume from the same step (they would otherwise
+// diverge silently): checked with one all-reduce of the step.
+absl::Status CheckRanksAgree(int64_t start_step, const std::string& dir,
+                             const TrainingOptions& options,
+                             const std::vector<at::Tensor>& parameters,
+                             const GradientReducer& reduce) {
+  if (!reduce || options.world_size < 2) return absl::OkStatus();
+  std::vector<at::Tensor> probe;
+  RETURN_IF_ERROR(CallTorch("checking the resumed step across ranks", [&] {
+    probe.push_back(torch::full(
+        {1}, static_cast<double>(start_step),
+        at::TensorOptions()
+            .dtype(at::kDouble)
+            .device(parameters.empty() ? at::Device(at::kCPU)
+                                       : parameters.front().device())));
+  }));
+  RETURN_IF_ERROR(reduce(probe));
+  ASSIGN_OR_RETURN(const double mean,
+                   CallTorch("reading the resumed step",
+                             [&] { return probe.front().item<double>(); }));
+  if (mean != static_cast<double>(start_step)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        dir, ": rank ", options.rank, " resumed from step ", start_step,
+        " but the ranks' mean step is ", mean,
+        ": every rank must see the same checkpoints (a shared directory)"));
   }
   return absl::OkStatus();
 }
@@ -106,21 +163,59 @@ absl::StatusOr<TrainingSummary> RunTraining(torch::nn::Module& model,
   TrainingSummary summary;
   summary.total_steps = total_steps;
   const auto run_start = std::chrono::steady_clock::now();
-  int64_t step = 0;
+  const CheckpointOptions& checkpoint = options.checkpoint;
+  const std::map<std::string, std::string> run_description =
+      RunDescription(options, num_examples, total_steps);
+  int64_t start_step = 0;
+  if (!checkpoint.dir.empty()) {
+    absl::StatusOr<LoadedCheckpoint> loaded =
+        LoadLatestCheckpoint(checkpoint.dir, model, optimizer, run_description);
+    if (loaded.ok()) {
+      start_step = loaded->state.step;
+      summary.resumed_from_step = start_step;
+      summary.resumed_from = loaded->dir;
+      summary.checkpoint_warnings = loaded->warnings;
+    } else if (absl::IsNotFound(loaded.status())) {
+      if (!ListCheckpointSteps(checkpoint.dir).empty()) {
+        summary.checkpoint_warnings.push_back(
+            std::string(loaded.status().message()));
+      }
+    } else {
+      return loaded.status();
+    }
+    for (const std::string& warning : summary.checkpoint_warnings) {
+      std::cerr << "lethe: " << warning << std::endl;
+    }
+    if (start_step > total_steps) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(summary.resumed_from, ": step ", start_step,
+                       " is past the run's ", total_steps, " steps"));
+    }
+    RETURN_IF_ERROR(CheckRanksAgree(start_step, checkpoint.dir, options,
+                                    all_parameters, hooks.reduce_gradients));
+  }
+
+  int64_t step = start_step;
+  const int start_epoch = static_cast<int>(start_step / steps_per_epoch);
   model.train();
-  for (int epoch = 0; step < total_steps; ++epoch) {
+  for (int epoch = start_epoch; step < total_steps; ++epoch) {
     const std::vector<int64_t> shard =
         RankShard(EpochPermutation(num_examples, options.seed, epoch),
                   options.rank, options.world_size);
-    int64_t first_micro = 0;
+    int64_t first_micro = epoch == start_epoch
+                              ? (start_step % steps_per_epoch) *
+                                    options.gradient_accumulation_steps
+                              : 0;
     for (; first_micro < micro_batches_per_epoch && step < total_steps;
          first_micro += options.gradient_accumulation_steps) {
       const auto step_start = std::chrono::steady_clock::now();
+      torch::manual_seed(StepSeed(options.seed, step));
       const int64_t micro_count =
           std::min<int64_t>(options.gradient_accumulation_steps,
                             micro_batches_per_epoch - first_micro);
       StepRecord record;
       record.step = step + 1;
+      record.total_steps = total_steps;
       record.epoch = epoch;
       record.learning_rate = options.learning_rate *
                              LinearWarmupDecay(step, warmup_steps, total_steps);
@@ -132,11 +227,11 @@ absl::StatusOr<TrainingSummary> RunTraining(torch::nn::Module& model,
             begin + options.per_device_batch_size, shard_size);
         const std::vector<int64_t> indices(shard.begin() + begin,
                                            shard.begin() + end);
-        ASSIGN_OR_RETURN(
-            MicroBatchLoss micro_loss,
-            loss(indices, {.step = step,
-                           .epoch = epoch,
-                           .learning_rate = record.learning_rate}));
+        ASSIGN_OR_RETURN(MicroBatchLoss micro_loss,
+                         loss(indices, {.step = step,
+                                        .epoch = epoch,
+                                        .learning_rate = record.learning_rate,
+                                        .micro_batch = micro}));
         RETURN_IF_ERROR(CallTorch("backward pass", [&] {
           (micro_loss.loss / static_cast<double>(micro_count)).backward();
         }));
@@ -170,12 +265,27 @@ absl::StatusOr<TrainingSummary> RunTraining(torch::nn::Module& model,
         optimizer.step();
       }));
       ++step;
-      record.seconds = std::chrono::duration<double>(
-                           std::chrono::steady_clock::now() - step_start)
-                           .count();
+      const auto step_end = std::chrono::steady_clock::now();
+      record.seconds =
+          std::chrono::duration<double>(step_end - step_start).count();
+      if (!checkpoint.dir.empty() && checkpoint.write &&
+          (step == total_steps || (checkpoint.every_steps > 0 &&
+                                   step % checkpoint.every_steps == 0))) {
+        ASSIGN_OR_RETURN(
+            record.checkpoint,
+            WriteCheckpoint(
+                checkpoint.dir,
+                {.step = step, .epoch = epoch, .run = run_description}, model,
+                optimizer, checkpoint.keep_last));
+        record.checkpoint_seconds =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() -
+                                          step_end)
+                .count();
+        summary.last_checkpoint = record.checkpoint;
+      }
       summary.tokens += record.tokens;
-      if (hooks.on_step) hooks.on_step(record);
       summary.steps.push_back(std::move(record));
+      if (hooks.on_step) RETURN_IF_ERROR(hooks.on_step(summary.steps.back()));
     }
     if (first_micro >= micro_batches_per_epoch && hooks.on_epoch_end) {
       RETURN_IF_ERROR(hooks.on_epoch_end(epoch));

@@ -15,6 +15,21 @@
 // Every rank (options.rank of options.world_size) takes every world_size-th
 // example of each epoch's permutation (libs/data/sharding.h), so all ranks
 // run the same number of steps.
+//
+// Checkpoints and resume (options.checkpoint, libs/unlearn/checkpoint.h):
+// with a directory set, a run first restores the newest intact checkpoint
+// there (weights, AdamW state, step) and continues at that step; the data
+// order, the learning rate and the global RNG seed of each step are pure
+// functions of (seed, step), so an interrupted and resumed run ends with
+// exactly the weights of an uninterrupted one, provided the loss function
+// derives anything it draws from its StepContext. It writes a checkpoint
+// every `every_steps` steps and after the last step; restarting a finished
+// run does nothing. Resuming with other data-order or schedule settings
+// (seed, batch sizes, world size, example count, total steps) is
+// FAILED_PRECONDITION, and so is a data-parallel run whose ranks resumed
+// from different steps (checked with one extra call of
+// hooks.reduce_gradients on a one-element tensor, when a checkpoint
+// directory is set and world_size > 1).
 #ifndef LETHE_LIBS_UNLEARN_TRAINER_H_
 #define LETHE_LIBS_UNLEARN_TRAINER_H_
 
@@ -34,6 +49,15 @@
 
 namespace lethe {
 
+struct CheckpointOptions {
+  std::string dir;          // Empty: no checkpoints, no resume.
+  int64_t every_steps = 0;  // > 0: also every this many steps.
+  int keep_last = 2;        // Checkpoints kept (<= 0: all).
+  // False on data-parallel ranks other than 0: they resume from rank 0's
+  // checkpoints (every rank holds the same weights and optimizer state).
+  bool write = true;
+};
+
 struct TrainingOptions {
   double learning_rate = 1e-5;
   double weight_decay = 0.01;  // Not applied to norm weights.
@@ -48,6 +72,7 @@ struct TrainingOptions {
   bool bf16_autocast = false;
   int rank = 0;
   int world_size = 1;
+  CheckpointOptions checkpoint;
 };
 
 // Hugging Face's get_linear_schedule_with_warmup multiplier for the
@@ -68,6 +93,9 @@ struct StepContext {
   int64_t step = 0;  // 0-based optimizer step.
   int epoch = 0;
   double learning_rate = 0;  // Scheduled for this step.
+  // 0-based index of the micro-batch within this rank's share of the epoch,
+  // for deriving per-micro-batch data deterministically.
+  int64_t micro_batch = 0;
 };
 
 // Computes the loss of the training examples at `indices`.
@@ -77,26 +105,38 @@ using MicroBatchLossFn = std::function<absl::StatusOr<MicroBatchLoss>(
 using GradientReducer = std::function<absl::Status(std::vector<at::Tensor>&)>;
 
 struct StepRecord {
-  int64_t step = 0;  // 1-based optimizer step.
+  int64_t step = 0;         // 1-based optimizer step.
+  int64_t total_steps = 0;  // Of the whole run.
   int epoch = 0;
   double loss = 0;  // Mean micro-batch loss of the step (this rank).
   double learning_rate = 0;
   double grad_norm = 0;  // Before clipping.
   int64_t tokens = 0;    // Processed by this rank in the step.
-  double seconds = 0;
+  double seconds = 0;    // Computing the step, without checkpointing.
   std::map<std::string, double> components;
+  std::string checkpoint;  // Directory written after this step, if any.
+  double checkpoint_seconds = 0;
 };
 
 struct TrainingSummary {
-  std::vector<StepRecord> steps;
-  int64_t total_steps = 0;
+  std::vector<StepRecord> steps;  // The steps run by this call.
+  int64_t total_steps = 0;        // Of the whole run.
   double seconds = 0;
   int64_t tokens = 0;
+  // The step restored from options.checkpoint.dir (0: started afresh), and
+  // the checkpoint directory it came from.
+  int64_t resumed_from_step = 0;
+  std::string resumed_from;
+  std::string last_checkpoint;  // Written by this call; empty if none.
+  // Damaged checkpoints skipped when resuming.
+  std::vector<std::string> checkpoint_warnings;
 };
 
 struct TrainingHooks {
-  GradientReducer reduce_gradients;                // Optional.
-  std::function<void(const StepRecord&)> on_step;  // Optional.
+  GradientReducer reduce_gradients;  // Optional.
+  // Optional; called after each step (and its checkpoint, if any); an error
+  // stops the run and is returned.
+  std::function<absl::Status(const StepRecord&)> on_step;
   // Optional; called after each completed epoch (0-based); an error stops
   // the run.
   std::function<absl::Status(int epoch)> on_epoch_end;

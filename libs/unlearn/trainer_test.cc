@@ -1,11 +1,14 @@
 #include "libs/unlearn/trainer.h"
 
 #include <cmath>
+#include <filesystem>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "libs/data/qa_batch.h"
 #include "libs/model/llama_model.h"
+#include "libs/unlearn/checkpoint.h"
 #include "libs/unlearn/sequence_loss.h"
 
 namespace lethe {
@@ -34,6 +37,16 @@ std::vector<QaExample> Examples() {
   return examples;
 }
 
+void ExpectSameParameters(torch::nn::Module& expected,
+                          torch::nn::Module& actual) {
+  auto actual_parameters = actual.named_parameters();
+  for (const auto& parameter : expected.named_parameters()) {
+    EXPECT_TRUE(
+        torch::equal(parameter.value(), actual_parameters[parameter.key()]))
+        << parameter.key();
+  }
+}
+
 std::vector<at::Tensor> Snapshot(torch::nn::Module& model) {
   std::vector<at::Tensor> values;
   for (const at::Tensor& parameter : model.parameters()) {
@@ -54,16 +67,19 @@ TEST(TrainerTest, FinetuningMemorisesATinyDataset) {
   torch::manual_seed(0);
   LlamaForCausalLM model(TinyConfig());
   std::vector<StepRecord> steps;
-  absl::StatusOr<TrainingSummary> summary = FinetuneOnQa(
-      model, Examples(), 0,
-      {.learning_rate = 3e-2,
-       .weight_decay = 0.0,
-       .warmup_epochs = 0,
-       .num_epochs = 60,
-       .per_device_batch_size = 4,
-       .seed = 1,
-       .threads = 1},
-      {.on_step = [&](const StepRecord& step) { steps.push_back(step); }});
+  absl::StatusOr<TrainingSummary> summary =
+      FinetuneOnQa(model, Examples(), 0,
+                   {.learning_rate = 3e-2,
+                    .weight_decay = 0.0,
+                    .warmup_epochs = 0,
+                    .num_epochs = 60,
+                    .per_device_batch_size = 4,
+                    .seed = 1,
+                    .threads = 1},
+                   {.on_step = [&](const StepRecord& step) {
+                     steps.push_back(step);
+                     return absl::OkStatus();
+                   }});
   ASSERT_TRUE(summary.ok()) << summary.status();
   EXPECT_EQ(summary->total_steps, 120);
   ASSERT_EQ(steps.size(), 120u);
@@ -225,6 +241,229 @@ TEST(TrainerTest, ReducerSeesEveryGradientOncePerStepAndShardingSplitsData) {
   EXPECT_EQ(calls, 3);  // ceil(5 examples / 2) micro-batches, one each.
   EXPECT_EQ(gradient_count, model.parameters().size());
   EXPECT_EQ(seen.size(), 5u);  // Rank 1 of 2 sees half of the 10 examples.
+}
+
+// Token-mean NLL of the examples at `indices`, times a factor drawn from
+// LibTorch's global generator (as dropout would), so that resuming must
+// reproduce the generator's state too.
+MicroBatchLossFn NoisyNll(LlamaForCausalLM& model,
+                          std::vector<StepContext>* contexts = nullptr) {
+  return [&model, contexts](
+             const std::vector<int64_t>& indices,
+             const StepContext& context) -> absl::StatusOr<MicroBatchLoss> {
+    if (contexts != nullptr) contexts->push_back(context);
+    static const std::vector<QaExample> all = Examples();
+    std::vector<const QaExample*> batch;
+    for (int64_t index : indices) batch.push_back(&all[index]);
+    const QaBatch collated = CollateQaBatch(batch, 0);
+    const at::Tensor nll =
+        TokenMeanNll(model.Forward(collated.input_ids, collated.attention_mask),
+                     collated.labels);
+    return MicroBatchLoss{.loss = nll * (1 + 0.1 * torch::rand({})),
+                          .tokens = collated.real_tokens()};
+  };
+}
+
+std::string FreshDir(const std::string& name) {
+  const std::string dir = testing::TempDir() + "/trainer_test_" + name;
+  std::filesystem::remove_all(dir);
+  return dir;
+}
+
+struct ResumeCase {
+  int batch, accumulation, epochs;
+  int64_t max_steps;
+};
+
+TEST(TrainerResumeTest, InterruptedAndResumedRunEndsWithTheSameWeights) {
+  // 8 examples. Batch 2, no accumulation: 4 steps per epoch, so the
+  // checkpoint of step 2 is mid-epoch. Batch 3 accumulating 2: micro-batches
+  // of 3, 3, 2 examples, 2 steps per epoch, so it is at an epoch boundary.
+  for (const ResumeCase& test_case :
+       {ResumeCase{2, 1, 2, 6}, ResumeCase{3, 2, 3, 0}}) {
+    SCOPED_TRACE(testing::Message()
+                 << "batch " << test_case.batch << ", accumulation "
+                 << test_case.accumulation);
+    const std::string dir = FreshDir("resume");
+    TrainingOptions options{
+        .learning_rate = 1e-2,
+        .weight_decay = 0.01,
+        .warmup_epochs = 0.5,
+        .num_epochs = test_case.epochs,
+        .max_steps = test_case.max_steps,
+        .per_device_batch_size = test_case.batch,
+        .gradient_accumulation_steps = test_case.accumulation,
+        .seed = 11,
+        .threads = 1};
+
+    torch::manual_seed(7);
+    LlamaForCausalLM uninterrupted(TinyConfig());
+    std::vector<StepContext> contexts;
+    absl::StatusOr<TrainingSummary> whole = RunTraining(
+        uninterrupted, 8, options, NoisyNll(uninterrupted, &contexts));
+    ASSERT_TRUE(whole.ok()) << whole.status();
+    ASSERT_EQ(whole->steps.size(), 6u);
+    EXPECT_TRUE(whole->last_checkpoint.empty());
+
+    options.checkpoint = {.dir = dir, .every_steps = 2};
+    torch::manual_seed(7);
+    LlamaForCausalLM interrupted(TinyConfig());
+    absl::Status stopped =
+        RunTraining(interrupted, 8, options, NoisyNll(interrupted),
+                    {.on_step =
+                         [](const StepRecord& step) {
+                           return step.step == 3
+                                      ? absl::AbortedError("simulated crash")
+                                      : absl::OkStatus();
+                         }})
+            .status();
+    EXPECT_EQ(stopped.code(), absl::StatusCode::kAborted) << stopped;
+    EXPECT_EQ(ListCheckpointSteps(dir), (std::vector<int64_t>{2}));
+
+    // A restarted process: other initial weights, same options.
+    torch::manual_seed(8);
+    LlamaForCausalLM resumed(TinyConfig());
+    std::vector<StepContext> resumed_contexts;
+    absl::StatusOr<TrainingSummary> rest =
+        RunTraining(resumed, 8, options, NoisyNll(resumed, &resumed_contexts));
+    ASSERT_TRUE(rest.ok()) << rest.status();
+    EXPECT_EQ(rest->resumed_from_step, 2);
+    EXPECT_EQ(rest->resumed_from, CheckpointDirectory(dir, 2));
+    EXPECT_TRUE(rest->checkpoint_warnings.empty());
+    ASSERT_EQ(rest->steps.size(), 4u);
+    EXPECT_EQ(rest->total_steps, 6);
+    EXPECT_EQ(rest->steps.back().total_steps, 6);
+    for (size_t i = 0; i < rest->steps.size(); ++i) {
+      const StepRecord& expected = whole->steps[i + 2];
+      EXPECT_EQ(rest->steps[i].step, expected.step);
+      EXPECT_EQ(rest->steps[i].epoch, expected.epoch);
+      EXPECT_EQ(rest->steps[i].loss, expected.loss) << expected.step;
+      EXPECT_EQ(rest->steps[i].learning_rate, expected.learning_rate);
+    }
+    EXPECT_EQ(rest->steps[1].checkpoint, CheckpointDirectory(dir, 4));
+    EXPECT_EQ(rest->last_checkpoint, CheckpointDirectory(dir, 6));
+    EXPECT_EQ(ListCheckpointSteps(dir), (std::vector<int64_t>{4, 6}));
+    // The micro-batches the resumed run saw are the uninterrupted run's
+    // last ones, with the same contexts.
+    ASSERT_LE(resumed_contexts.size(), contexts.size());
+    const size_t offset = contexts.size() - resumed_contexts.size();
+    for (size_t i = 0; i < resumed_contexts.size(); ++i) {
+      EXPECT_EQ(resumed_contexts[i].step, contexts[offset + i].step);
+      EXPECT_EQ(resumed_contexts[i].epoch, contexts[offset + i].epoch);
+      EXPECT_EQ(resumed_contexts[i].micro_batch,
+                contexts[offset + i].micro_batch);
+    }
+    ExpectSameParameters(uninterrupted, resumed);
+
+    // Restarting a finished run changes nothing.
+    absl::StatusOr<TrainingSummary> again =
+        RunTraining(resumed, 8, options, NoisyNll(resumed));
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_EQ(again->resumed_from_step, 6);
+    EXPECT_TRUE(again->steps.empty());
+    ExpectSameParameters(uninterrupted, resumed);
+  }
+}
+
+TEST(TrainerResumeTest, MicroBatchIndexCountsWithinTheEpoch) {
+  torch::manual_seed(4);
+  LlamaForCausalLM model(TinyConfig());
+  std::vector<StepContext> contexts;
+  ASSERT_TRUE(RunTraining(model, 8,
+                          {.num_epochs = 2,
+                           .per_device_batch_size = 3,
+                           .gradient_accumulation_steps = 2,
+                           .threads = 1},
+                          NoisyNll(model, &contexts))
+                  .ok());
+  std::vector<int64_t> micro_batches, steps;
+  for (const StepContext& context : contexts) {
+    micro_batches.push_back(context.micro_batch);
+    steps.push_back(context.step);
+  }
+  EXPECT_EQ(micro_batches, (std::vector<int64_t>{0, 1, 2, 0, 1, 2}));
+  EXPECT_EQ(steps, (std::vector<int64_t>{0, 0, 1, 2, 2, 3}));
+}
+
+TEST(TrainerResumeTest, ResumingAnotherModelOrRunFailsClearly) {
+  const std::string dir = FreshDir("mismatch");
+  const TrainingOptions options{.learning_rate = 1e-2,
+                                .num_epochs = 1,
+                                .per_device_batch_size = 4,
+                                .seed = 1,
+                                .threads = 1,
+                                .checkpoint = {.dir = dir}};
+  torch::manual_seed(4);
+  LlamaForCausalLM model(TinyConfig());
+  ASSERT_TRUE(RunTraining(model, 8, options, NoisyNll(model)).ok());
+  ASSERT_EQ(ListCheckpointSteps(dir), (std::vector<int64_t>{2}));
+
+  LlamaConfig wider_config = TinyConfig();
+  wider_config.hidden_size = 32;
+  LlamaForCausalLM wider(wider_config);
+  absl::Status status =
+      RunTraining(wider, 8, options, NoisyNll(wider)).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
+  EXPECT_NE(status.message().find("model.safetensors"), std::string::npos)
+      << status;
+  EXPECT_NE(status.message().find("model.embed_tokens.weight"),
+            std::string::npos)
+      << status;
+
+  TrainingOptions other_seed = options;
+  other_seed.seed = 2;
+  status = RunTraining(model, 8, other_seed, NoisyNll(model)).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
+  EXPECT_NE(status.message().find("seed"), std::string::npos) << status;
+}
+
+TEST(TrainerResumeTest, RanksThatResumedFromDifferentStepsFailClearly) {
+  const std::string dir = FreshDir("ranks");
+  TrainingOptions options{.num_epochs = 1,
+                          .per_device_batch_size = 2,
+                          .threads = 1,
+                          .rank = 0,
+                          .world_size = 2,
+                          .checkpoint = {.dir = dir}};
+  torch::manual_seed(4);
+  LlamaForCausalLM model(TinyConfig());
+  int calls = 0;
+  auto identity = [&](std::vector<at::Tensor>&) {
+    ++calls;
+    return absl::OkStatus();
+  };
+  ASSERT_TRUE(RunTraining(model, 8, options, NoisyNll(model),
+                          {.reduce_gradients = identity})
+                  .ok());
+  EXPECT_EQ(calls, 1 + 2);  // The step check, then two steps.
+  // This rank starts afresh while the other one resumed from step 2.
+  options.checkpoint.dir = FreshDir("ranks_other");
+  auto other_rank_at_two = [](std::vector<at::Tensor>& tensors) {
+    tensors[0].add_(2).div_(2);
+    return absl::OkStatus();
+  };
+  absl::Status status = RunTraining(model, 8, options, NoisyNll(model),
+                                    {.reduce_gradients = other_rank_at_two})
+                            .status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
+  EXPECT_NE(status.message().find("same checkpoints"), std::string::npos)
+      << status;
+}
+
+TEST(TrainerResumeTest, OnlyWritingRanksWriteCheckpoints) {
+  const std::string dir = FreshDir("no_write");
+  torch::manual_seed(4);
+  LlamaForCausalLM model(TinyConfig());
+  ASSERT_TRUE(
+      RunTraining(
+          model, 8,
+          {.num_epochs = 1,
+           .per_device_batch_size = 2,
+           .threads = 1,
+           .checkpoint = {.dir = dir, .every_steps = 1, .write = false}},
+          NoisyNll(model))
+          .ok());
+  EXPECT_TRUE(ListCheckpointSteps(dir).empty());
 }
 
 TEST(TrainerTest, RejectsBadOptions) {

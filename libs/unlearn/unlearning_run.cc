@@ -1,5 +1,6 @@
 #include "libs/unlearn/unlearning_run.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <optional>
 #include <utility>
@@ -39,22 +40,37 @@ uint64_t IndexHash(uint64_t seed, size_t index) {
   return generator.Next();
 }
 
-// Seeded retain micro-batches: this rank's share of successive epoch
-// permutations of the retain set, consumed batch by batch.
+// Seeded retain micro-batches as a pure function of where the forget
+// micro-batch falls, so a resumed run draws the same ones. The retain stream
+// of a rank is its share of successive epoch permutations of the retain set,
+// laid end to end; forget micro-batch `micro_batch` of epoch `epoch` takes
+// as many retain examples as it has forget examples, starting where the
+// previous micro-batches' stop (each epoch consumes `forget_shard_size`).
 class RetainSampler {
  public:
-  RetainSampler(int64_t size, uint64_t seed, int rank, int world_size)
-      : size_(size), seed_(seed), rank_(rank), world_size_(world_size) {}
+  RetainSampler(int64_t size, uint64_t seed, int rank, int world_size,
+                int64_t forget_shard_size, int64_t micro_batch_size)
+      : size_(size),
+        seed_(seed),
+        rank_(rank),
+        world_size_(world_size),
+        forget_shard_size_(forget_shard_size),
+        micro_batch_size_(micro_batch_size) {}
 
-  std::vector<int64_t> Next(int64_t count) {
+  std::vector<int64_t> For(int64_t epoch, int64_t micro_batch, int64_t count) {
     std::vector<int64_t> indices;
-    while (static_cast<int64_t>(indices.size()) < count) {
-      if (cursor_ >= static_cast<int64_t>(order_.size())) {
-        order_ = RankShard(EpochPermutation(size_, seed_, epoch_++), rank_,
+    if (size_ <= 0) return indices;
+    const int64_t shard_size = (size_ + world_size_ - 1) / world_size_;
+    const int64_t start =
+        epoch * forget_shard_size_ + micro_batch * micro_batch_size_;
+    for (int64_t position = start; position < start + count; ++position) {
+      const int64_t retain_epoch = position / shard_size;
+      if (retain_epoch != cached_epoch_) {
+        shard_ = RankShard(EpochPermutation(size_, seed_, retain_epoch), rank_,
                            world_size_);
-        cursor_ = 0;
+        cached_epoch_ = retain_epoch;
       }
-      indices.push_back(order_[cursor_++]);
+      indices.push_back(shard_[position % shard_size]);
     }
     return indices;
   }
@@ -63,9 +79,10 @@ class RetainSampler {
   int64_t size_;
   uint64_t seed_;
   int rank_, world_size_;
-  int epoch_ = 0;
-  std::vector<int64_t> order_;
-  int64_t cursor_ = 0;
+  int64_t forget_shard_size_, micro_batch_size_;
+  // A memo of the last retain epoch's shard.
+  int64_t cached_epoch_ = -1;
+  std::vector<int64_t> shard_;
 };
 
 QaBatch Collate(const std::vector<QaExample>& examples,
@@ -182,9 +199,13 @@ absl::StatusOr<TrainingSummary> RunUnlearning(LlamaForCausalLM& model,
       MakeObjective(options.method, options.params, reference, hooks.averager));
 
   const TrainingOptions& training = options.training;
-  RetainSampler retain_sampler(static_cast<int64_t>(data.retain.size()),
-                               training.seed ^ 0x5eedull, training.rank,
-                               training.world_size);
+  const int64_t forget_size = static_cast<int64_t>(data.forget.size());
+  RetainSampler retain_sampler(
+      static_cast<int64_t>(data.retain.size()), training.seed ^ 0x5eedull,
+      training.rank, training.world_size,
+      (forget_size + std::max(training.world_size, 1) - 1) /
+          std::max(training.world_size, 1),
+      training.per_device_batch_size);
   auto loss =
       [&](const std::vector<int64_t>& indices,
           const StepContext& context) -> absl::StatusOr<MicroBatchLoss> {
@@ -194,7 +215,8 @@ absl::StatusOr<TrainingSummary> RunUnlearning(LlamaForCausalLM& model,
       if (needs.retain_batch) {
         batch.retain =
             Collate(data.retain,
-                    retain_sampler.Next(static_cast<int64_t>(indices.size())),
+                    retain_sampler.For(context.epoch, context.micro_batch,
+                                       static_cast<int64_t>(indices.size())),
                     data.pad_id);
       }
       if (needs.alternate_answers) {
@@ -213,8 +235,7 @@ absl::StatusOr<TrainingSummary> RunUnlearning(LlamaForCausalLM& model,
     CpuBf16AutocastGuard autocast(training.bf16_autocast);
     return objective->Loss(model, batch);
   };
-  return RunTraining(model, static_cast<int64_t>(data.forget.size()), training,
-                     loss, hooks.training);
+  return RunTraining(model, forget_size, training, loss, hooks.training);
 }
 
 }  // namespace lethe

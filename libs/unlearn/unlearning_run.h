@@ -11,7 +11,13 @@
 //   ASSIGN_OR_RETURN(TrainingSummary summary,
 //                    RunUnlearning(model, data, options));
 //
-// The model's parameters at the start are the reference.
+// The model's parameters at the start are the reference. To resume an
+// interrupted run (options.training.checkpoint), call again with the model
+// as it was before unlearning: the reference is taken from it, then
+// RunTraining restores the checkpoint's weights and optimizer state. Retain
+// micro-batches are a pure function of (seed, epoch, micro-batch, rank,
+// world size) and OFMU's penalty weight of the step, so the resumed run
+// ends with the weights of an uninterrupted one.
 #ifndef LETHE_LIBS_UNLEARN_UNLEARNING_RUN_H_
 #define LETHE_LIBS_UNLEARN_UNLEARNING_RUN_H_
 

@@ -5,6 +5,7 @@
 
 #include "gtest/gtest.h"
 #include "libs/data/qa_batch.h"
+#include "libs/unlearn/checkpoint.h"
 #include "libs/unlearn/sequence_loss.h"
 
 namespace lethe {
@@ -98,9 +99,12 @@ TEST_F(UnlearningRunTest, EveryMethodRaisesTheForgetLoss) {
     }
     (*model)->train();
     int steps = 0;
-    absl::StatusOr<TrainingSummary> summary = RunUnlearning(
-        **model, data_, Options(method),
-        {.training = {.on_step = [&](const StepRecord&) { ++steps; }}});
+    absl::StatusOr<TrainingSummary> summary =
+        RunUnlearning(**model, data_, Options(method),
+                      {.training = {.on_step = [&](const StepRecord&) {
+                         ++steps;
+                         return absl::OkStatus();
+                       }}});
     ASSERT_TRUE(summary.ok())
         << UnlearningMethodName(method) << ": " << summary.status();
     EXPECT_EQ(steps, 6) << UnlearningMethodName(method);
@@ -143,6 +147,68 @@ TEST_F(UnlearningRunTest, SameSeedSameResultAndTheReferenceCacheIsReused) {
                                      }())
                            .status();
   EXPECT_EQ(stale.code(), absl::StatusCode::kFailedPrecondition) << stale;
+}
+
+TEST_F(UnlearningRunTest, InterruptedAndResumedRunEndsWithTheSameWeights) {
+  auto original = FrozenCopy(*model_, at::kFloat);
+  ASSERT_TRUE(original.ok());
+  auto fresh_model = [&] {
+    auto model = FrozenCopy(**original, at::kFloat);
+    EXPECT_TRUE(model.ok());
+    for (auto& parameter : (*model)->parameters()) {
+      parameter.set_requires_grad(true);
+    }
+    (*model)->train();
+    return *model;
+  };
+  // NPO_RT draws retain batches; 8 forget examples, batch 4: two steps per
+  // epoch, so the checkpoint of step 2 ends epoch 0 and retain batches of
+  // epoch 1 must come out the same without the first run's history. Batch
+  // 3 puts it mid-epoch (micro-batches of 3, 3, 2).
+  for (int batch : {4, 3}) {
+    SCOPED_TRACE(testing::Message() << "batch " << batch);
+    UnlearningOptions options = Options(UnlearningMethod::kNpoRt);
+    options.training.per_device_batch_size = batch;
+    options.training.max_steps = 6;
+    auto whole_model = fresh_model();
+    absl::StatusOr<TrainingSummary> whole =
+        RunUnlearning(*whole_model, data_, options);
+    ASSERT_TRUE(whole.ok()) << whole.status();
+    ASSERT_EQ(whole->steps.size(), 6u);
+
+    const std::string dir = testing::TempDir() + "/unlearning_resume";
+    std::filesystem::remove_all(dir);
+    options.training.checkpoint = {.dir = dir, .every_steps = 2};
+    auto interrupted = fresh_model();
+    absl::Status stopped =
+        RunUnlearning(*interrupted, data_, options,
+                      {.training = {.on_step =
+                                        [](const StepRecord& step) {
+                                          return step.step == 3
+                                                     ? absl::AbortedError(
+                                                           "simulated crash")
+                                                     : absl::OkStatus();
+                                        }}})
+            .status();
+    ASSERT_EQ(stopped.code(), absl::StatusCode::kAborted) << stopped;
+    ASSERT_EQ(ListCheckpointSteps(dir), (std::vector<int64_t>{2}));
+
+    auto resumed = fresh_model();
+    absl::StatusOr<TrainingSummary> rest =
+        RunUnlearning(*resumed, data_, options);
+    ASSERT_TRUE(rest.ok()) << rest.status();
+    EXPECT_EQ(rest->resumed_from_step, 2);
+    ASSERT_EQ(rest->steps.size(), 4u);
+    for (size_t i = 0; i < rest->steps.size(); ++i) {
+      EXPECT_EQ(rest->steps[i].loss, whole->steps[i + 2].loss) << i;
+      EXPECT_EQ(rest->steps[i].components, whole->steps[i + 2].components) << i;
+    }
+    auto expected = whole_model->named_parameters();
+    for (const auto& parameter : resumed->named_parameters()) {
+      EXPECT_TRUE(torch::equal(parameter.value(), expected[parameter.key()]))
+          << parameter.key();
+    }
+  }
 }
 
 TEST_F(UnlearningRunTest, Bf16ReferenceCopyServesKlTerms) {

@@ -96,6 +96,7 @@ absl::Status RunFinetune(const FinetuneCommand& command) {
                    {.on_step = [&](const StepRecord& step) {
                      log.push_back(StepJson(step));
                      if (step.step % 20 == 0) PrintStep(step);
+                     return absl::OkStatus();
                    }}));
   RETURN_IF_ERROR(SaveModelAndTokenizer(
       *model, command.model_dir + "/tokenizer.model", command.output_dir));
@@ -167,6 +168,7 @@ absl::Status RunUnlearn(const UnlearnCommand& command) {
                     {.training = {.on_step = [&](const StepRecord& step) {
                        steps.push_back(StepJson(step));
                        if (step.step % 10 == 0) PrintStep(step);
+                       return absl::OkStatus();
                      }}}));
   RETURN_IF_ERROR(
       SaveModelAndTokenizer(*model, tokenizer_path, command.output_dir));

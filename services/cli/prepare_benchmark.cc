@@ -205,6 +205,7 @@ absl::StatusOr<PreparedBenchmark> PrepareBenchmark(
                 log(absl::StrFormat("  %s step %d, epoch %d, loss %.4f", name,
                                     step.step, step.epoch, step.loss));
               }
+              return absl::OkStatus();
             }}));
     log(absl::StrFormat("%s: %d steps, %.0f tokens/s, final loss %.4f, %.0fs",
                         name, summary.total_steps,

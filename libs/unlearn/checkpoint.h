@@ -1,0 +1,96 @@
+// Training checkpoints: a model's parameters, its AdamW optimizer state and
+// the step reached, written atomically so that a job restarted after a crash
+// continues from its last checkpoint and ends with exactly the weights of an
+// uninterrupted run.
+//
+//   ASSIGN_OR_RETURN(std::string dir,
+//                    WriteCheckpoint(root, {.step = 40, .epoch = 3}, model,
+//                                    optimizer, /*keep_last=*/2));
+//   ...
+//   absl::StatusOr<LoadedCheckpoint> loaded =
+//       LoadLatestCheckpoint(root, model, optimizer);
+//   if (absl::IsNotFound(loaded.status())) { /* start from scratch */ }
+//
+// Layout: <root>/checkpoint-<step, 8 digits>/ holding
+//   model.safetensors   every named parameter of the model, bit-exact
+//   optimizer.pt        the optimizer's state (LibTorch's archive format)
+//   trainer_state.json  {"format_version", "step", "epoch", "run": {...},
+//                        "files": {name: {"bytes", "crc32"}}}
+// A checkpoint is written into <root>/.tmp-checkpoint-<step>-<pid>/, its
+// files flushed to disk, then renamed into place; older checkpoints beyond
+// the newest `keep_last` are deleted afterwards. One writer per root (in a
+// data-parallel run, rank 0): the writer removes other processes' leftover
+// .tmp directories.
+//
+// LoadLatestCheckpoint takes the newest checkpoint whose files all exist and
+// match their recorded sizes and CRC32s; damaged ones are skipped and named
+// in LoadedCheckpoint::warnings. Tensors that do not match the model's names,
+// shapes or dtypes, or a `run` description that differs from the expected
+// one, are FAILED_PRECONDITION (a configuration error, not damage: older
+// checkpoints are not tried), checked before the model or optimizer change.
+// Every error names the file.
+#ifndef LETHE_LIBS_UNLEARN_CHECKPOINT_H_
+#define LETHE_LIBS_UNLEARN_CHECKPOINT_H_
+
+#include <torch/nn/module.h>
+#include <torch/optim/optimizer.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace lethe {
+
+inline constexpr int kCheckpointFormatVersion = 1;
+
+struct CheckpointState {
+  int64_t step = 0;  // Optimizer steps completed.
+  int64_t epoch = 0;
+  // What the run must share with a run resuming from here (seed, batch
+  // sizes, ...); compared by LoadLatestCheckpoint's `expected_run`.
+  std::map<std::string, std::string> run;
+};
+
+// "<root>/checkpoint-00000042" for step 42.
+std::string CheckpointDirectory(const std::string& root, int64_t step);
+
+// Steps of the checkpoint directories under `root` (complete or not;
+// temporary directories excluded), ascending. Empty when `root` is absent.
+std::vector<int64_t> ListCheckpointSteps(const std::string& root);
+
+// Checks that the files of the checkpoint in `dir` exist and match the sizes
+// and CRC32s in its trainer_state.json, and returns its state; DATA_LOSS or
+// NOT_FOUND naming the file otherwise.
+absl::StatusOr<CheckpointState> VerifyCheckpoint(const std::string& dir);
+
+// Writes the checkpoint for `state.step` (replacing one of the same step)
+// and returns its directory; then deletes all but the newest `keep_last`
+// checkpoints (keep_last <= 0 keeps all).
+absl::StatusOr<std::string> WriteCheckpoint(
+    const std::string& root, const CheckpointState& state,
+    const torch::nn::Module& model, const torch::optim::Optimizer& optimizer,
+    int keep_last = 2);
+
+struct LoadedCheckpoint {
+  std::string dir;
+  CheckpointState state;
+  // One line per newer checkpoint skipped because it was damaged.
+  std::vector<std::string> warnings;
+};
+
+// Restores `model` and `optimizer` from the newest intact checkpoint under
+// `root`. NOT_FOUND when there is none (its message lists damaged ones).
+// Every key of `expected_run` must have the same value in the checkpoint's
+// `run`, else FAILED_PRECONDITION naming the key.
+absl::StatusOr<LoadedCheckpoint> LoadLatestCheckpoint(
+    const std::string& root, torch::nn::Module& model,
+    torch::optim::Optimizer& optimizer,
+    const std::map<std::string, std::string>& expected_run = {});
+
+}  // namespace lethe
+
+#endif  // LETHE_LIBS_UNLEARN_CHECKPOINT_H_

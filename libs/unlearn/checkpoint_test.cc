@@ -1,0 +1,312 @@
+#include "libs/unlearn/checkpoint.h"
+
+#include <torch/optim/adamw.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "libs/model/llama_model.h"
+
+namespace lethe {
+namespace {
+
+namespace fs = std::filesystem;
+
+LlamaConfig TinyConfig(int hidden_size = 16) {
+  LlamaConfig config;
+  config.vocab_size = 32;
+  config.hidden_size = hidden_size;
+  config.intermediate_size = 32;
+  config.num_hidden_layers = 1;
+  config.num_attention_heads = 2;
+  config.num_key_value_heads = 1;
+  return config;
+}
+
+// A model and an AdamW optimizer with state from a few steps.
+struct Trained {
+  explicit Trained(uint64_t seed, int hidden_size = 16) {
+    torch::manual_seed(seed);
+    model = std::make_shared<LlamaForCausalLM>(TinyConfig(hidden_size));
+    optimizer = std::make_unique<torch::optim::AdamW>(
+        model->parameters(), torch::optim::AdamWOptions(1e-2));
+  }
+  void Step(int count) {
+    for (int i = 0; i < count; ++i) {
+      optimizer->zero_grad();
+      const at::Tensor input = torch::randint(0, 32, {2, 5});
+      model->Forward(input).pow(2).mean().backward();
+      optimizer->step();
+    }
+  }
+  std::shared_ptr<LlamaForCausalLM> model;
+  std::unique_ptr<torch::optim::AdamW> optimizer;
+};
+
+std::string FreshDir(const std::string& name) {
+  const std::string dir = testing::TempDir() + "/checkpoint_test_" + name;
+  fs::remove_all(dir);
+  return dir;
+}
+
+void ExpectSameParameters(torch::nn::Module& a, torch::nn::Module& b) {
+  auto left = a.named_parameters(), right = b.named_parameters();
+  ASSERT_EQ(left.size(), right.size());
+  for (const auto& parameter : left) {
+    EXPECT_TRUE(torch::equal(parameter.value(), right[parameter.key()]))
+        << parameter.key();
+  }
+}
+
+const torch::optim::AdamWParamState& StateOf(torch::optim::AdamW& optimizer,
+                                             const at::Tensor& parameter) {
+  return static_cast<const torch::optim::AdamWParamState&>(
+      *optimizer.state().at(
+          c10::guts::to_string(parameter.unsafeGetTensorImpl())));
+}
+
+TEST(CheckpointTest, RoundTripRestoresParametersAndOptimizerStateExactly) {
+  const std::string root = FreshDir("round_trip");
+  Trained source(1);
+  source.Step(3);
+  const auto write_start = std::chrono::steady_clock::now();
+  absl::StatusOr<std::string> dir =
+      WriteCheckpoint(root, {.step = 3, .epoch = 1, .run = {{"seed", "1"}}},
+                      *source.model, *source.optimizer);
+  const double write_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() -
+                                    write_start)
+          .count();
+  ASSERT_TRUE(dir.ok()) << dir.status();
+  EXPECT_EQ(*dir, root + "/checkpoint-00000003");
+  for (const char* file :
+       {"model.safetensors", "optimizer.pt", "trainer_state.json"}) {
+    EXPECT_TRUE(fs::exists(*dir + "/" + file)) << file;
+  }
+
+  Trained target(2);  // Other weights, no optimizer state.
+  const auto load_start = std::chrono::steady_clock::now();
+  absl::StatusOr<LoadedCheckpoint> loaded = LoadLatestCheckpoint(
+      root, *target.model, *target.optimizer, {{"seed", "1"}});
+  const double load_seconds = std::chrono::duration<double>(
+                                  std::chrono::steady_clock::now() - load_start)
+                                  .count();
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  std::cout << "tiny model (" << source.model->NumParameters()
+            << " parameters): write " << write_seconds * 1e3 << " ms, load "
+            << load_seconds * 1e3 << " ms" << std::endl;
+  EXPECT_EQ(loaded->dir, *dir);
+  EXPECT_EQ(loaded->state.step, 3);
+  EXPECT_EQ(loaded->state.epoch, 1);
+  EXPECT_EQ(loaded->state.run.at("seed"), "1");
+  EXPECT_TRUE(loaded->warnings.empty());
+  ExpectSameParameters(*source.model, *target.model);
+
+  const auto source_parameters = source.model->parameters();
+  const auto target_parameters = target.model->parameters();
+  for (size_t i = 0; i < source_parameters.size(); ++i) {
+    const auto& expected = StateOf(*source.optimizer, source_parameters[i]);
+    const auto& actual = StateOf(*target.optimizer, target_parameters[i]);
+    EXPECT_EQ(actual.step(), expected.step());
+    EXPECT_TRUE(torch::equal(actual.exp_avg(), expected.exp_avg())) << i;
+    EXPECT_TRUE(torch::equal(actual.exp_avg_sq(), expected.exp_avg_sq())) << i;
+  }
+  // And the next steps agree bit for bit.
+  torch::manual_seed(9);
+  source.Step(2);
+  torch::manual_seed(9);
+  target.Step(2);
+  ExpectSameParameters(*source.model, *target.model);
+}
+
+TEST(CheckpointTest, KeepsTheNewestKeepLast) {
+  const std::string root = FreshDir("keep_last");
+  Trained trained(1);
+  for (int64_t step = 1; step <= 5; ++step) {
+    trained.Step(1);
+    ASSERT_TRUE(WriteCheckpoint(root, {.step = step}, *trained.model,
+                                *trained.optimizer, /*keep_last=*/2)
+                    .ok());
+  }
+  EXPECT_EQ(ListCheckpointSteps(root), (std::vector<int64_t>{4, 5}));
+  ASSERT_TRUE(WriteCheckpoint(root, {.step = 6}, *trained.model,
+                              *trained.optimizer, /*keep_last=*/0)
+                  .ok());
+  EXPECT_EQ(ListCheckpointSteps(root), (std::vector<int64_t>{4, 5, 6}));
+}
+
+// Writes checkpoints 2 and 4 from different weights; returns the weights of
+// step 2.
+std::shared_ptr<LlamaForCausalLM> WriteTwo(const std::string& root) {
+  Trained trained(1);
+  trained.Step(2);
+  EXPECT_TRUE(
+      WriteCheckpoint(root, {.step = 2}, *trained.model, *trained.optimizer)
+          .ok());
+  Trained at_two(3);
+  {
+    torch::NoGradGuard no_grad;
+    auto source = trained.model->named_parameters();
+    for (auto& parameter : at_two.model->named_parameters()) {
+      parameter.value().copy_(source[parameter.key()]);
+    }
+  }
+  trained.Step(2);
+  EXPECT_TRUE(
+      WriteCheckpoint(root, {.step = 4}, *trained.model, *trained.optimizer)
+          .ok());
+  return at_two.model;
+}
+
+void ExpectFallsBackToStepTwo(const std::string& root,
+                              LlamaForCausalLM& expected,
+                              const std::string& damaged_file) {
+  Trained target(5);
+  absl::StatusOr<LoadedCheckpoint> loaded =
+      LoadLatestCheckpoint(root, *target.model, *target.optimizer);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->state.step, 2);
+  ASSERT_EQ(loaded->warnings.size(), 1u);
+  EXPECT_NE(loaded->warnings[0].find(damaged_file), std::string::npos)
+      << loaded->warnings[0];
+  ExpectSameParameters(expected, *target.model);
+}
+
+TEST(CheckpointTest, TruncatedModelFileFallsBackToThePreviousCheckpoint) {
+  const std::string root = FreshDir("truncated");
+  std::shared_ptr<LlamaForCausalLM> at_two = WriteTwo(root);
+  const std::string model_file =
+      root + "/checkpoint-00000004/model.safetensors";
+  fs::resize_file(model_file, fs::file_size(model_file) - 7);
+  ExpectFallsBackToStepTwo(root, *at_two, model_file);
+}
+
+TEST(CheckpointTest, FlippedByteFallsBackToThePreviousCheckpoint) {
+  for (const char* name : {"model.safetensors", "optimizer.pt"}) {
+    const std::string root = FreshDir(std::string("flipped_") + name);
+    std::shared_ptr<LlamaForCausalLM> at_two = WriteTwo(root);
+    const std::string path = root + "/checkpoint-00000004/" + name;
+    std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
+    file.seekg(static_cast<std::streamoff>(fs::file_size(path) / 2));
+    const char byte = static_cast<char>(file.get());
+    file.seekp(static_cast<std::streamoff>(fs::file_size(path) / 2));
+    file.put(static_cast<char>(byte ^ 0x10));
+    file.close();
+    ExpectFallsBackToStepTwo(root, *at_two, path);
+  }
+}
+
+TEST(CheckpointTest, MissingStateFileFallsBackToThePreviousCheckpoint) {
+  const std::string root = FreshDir("no_state");
+  std::shared_ptr<LlamaForCausalLM> at_two = WriteTwo(root);
+  const std::string path = root + "/checkpoint-00000004/trainer_state.json";
+  fs::remove(path);
+  ExpectFallsBackToStepTwo(root, *at_two, path);
+}
+
+TEST(CheckpointTest, LeftoverTemporaryDirectoryIsIgnoredThenRemoved) {
+  const std::string root = FreshDir("leftover");
+  Trained trained(1);
+  trained.Step(1);
+  ASSERT_TRUE(
+      WriteCheckpoint(root, {.step = 1}, *trained.model, *trained.optimizer)
+          .ok());
+  // A crashed writer's partial checkpoint of a later step (pid 0 is never a
+  // process's).
+  const std::string leftover = root + "/.tmp-checkpoint-00000009-0";
+  fs::create_directories(leftover);
+  std::ofstream(leftover + "/model.safetensors") << "partial";
+  EXPECT_EQ(ListCheckpointSteps(root), (std::vector<int64_t>{1}));
+
+  Trained target(2);
+  absl::StatusOr<LoadedCheckpoint> loaded =
+      LoadLatestCheckpoint(root, *target.model, *target.optimizer);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->state.step, 1);
+  EXPECT_TRUE(loaded->warnings.empty());
+
+  ASSERT_TRUE(
+      WriteCheckpoint(root, {.step = 2}, *trained.model, *trained.optimizer)
+          .ok());
+  EXPECT_FALSE(fs::exists(leftover));
+}
+
+TEST(CheckpointTest, RewritingAStepReplacesIt) {
+  const std::string root = FreshDir("rewrite");
+  Trained trained(1);
+  trained.Step(1);
+  ASSERT_TRUE(
+      WriteCheckpoint(root, {.step = 1}, *trained.model, *trained.optimizer)
+          .ok());
+  trained.Step(1);
+  ASSERT_TRUE(WriteCheckpoint(root, {.step = 1, .epoch = 7}, *trained.model,
+                              *trained.optimizer)
+                  .ok());
+  absl::StatusOr<CheckpointState> state =
+      VerifyCheckpoint(CheckpointDirectory(root, 1));
+  ASSERT_TRUE(state.ok()) << state.status();
+  EXPECT_EQ(state->epoch, 7);
+}
+
+TEST(CheckpointTest, NoCheckpointIsNotFound) {
+  const std::string root = FreshDir("empty");
+  Trained target(1);
+  EXPECT_EQ(LoadLatestCheckpoint(root, *target.model, *target.optimizer)
+                .status()
+                .code(),
+            absl::StatusCode::kNotFound);
+  fs::create_directories(root);
+  EXPECT_EQ(LoadLatestCheckpoint(root, *target.model, *target.optimizer)
+                .status()
+                .code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST(CheckpointTest, OtherShapesAreAFailedPreconditionNamingTheTensor) {
+  const std::string root = FreshDir("shapes");
+  Trained trained(1);
+  trained.Step(1);
+  ASSERT_TRUE(
+      WriteCheckpoint(root, {.step = 1}, *trained.model, *trained.optimizer)
+          .ok());
+  Trained wider(2, /*hidden_size=*/32);
+  const at::Tensor before =
+      wider.model->named_parameters()["model.norm.weight"].clone();
+  absl::Status status =
+      LoadLatestCheckpoint(root, *wider.model, *wider.optimizer).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
+  EXPECT_NE(status.message().find("model.safetensors"), std::string::npos)
+      << status;
+  EXPECT_NE(status.message().find("model.embed_tokens.weight"),
+            std::string::npos)
+      << status;
+  EXPECT_TRUE(torch::equal(wider.model->named_parameters()["model.norm.weight"],
+                           before))
+      << "a rejected checkpoint must leave the model alone";
+}
+
+TEST(CheckpointTest, OtherRunSettingsAreAFailedPrecondition) {
+  const std::string root = FreshDir("run");
+  Trained trained(1);
+  ASSERT_TRUE(WriteCheckpoint(root, {.step = 1, .run = {{"seed", "1"}}},
+                              *trained.model, *trained.optimizer)
+                  .ok());
+  absl::Status status =
+      LoadLatestCheckpoint(root, *trained.model, *trained.optimizer,
+                           {{"seed", "2"}})
+          .status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
+  EXPECT_NE(status.message().find("seed"), std::string::npos) << status;
+  EXPECT_NE(status.message().find("trainer_state.json"), std::string::npos)
+      << status;
+}
+
+}  // namespace
+}  // namespace lethe
