@@ -11,6 +11,11 @@
 //   lethe eval --model=DIR --data=DIR --output=DIR [--forget_split=forget10]
 //              [--retain_logs=RETAIN_EVAL_JSON] [--reference_model=DIR]
 //   lethe tofu-summary --eval=EVAL_JSON [--retain=RETAIN_EVAL_JSON]
+//   lethe submit [SPEC.json] [--model=DIR --data=DIR --method=NPO_RT
+//                --output=DIR ...] [--request_id=ID] [--watch]
+//   lethe get|cancel|delete|watch|logs JOB   (JOB: jobs/7 or 7)
+//   lethe list [--state=RUNNING]
+// Job commands print tables; --format=json prints the API's JSON.
 //
 // --coordinator defaults to $LETHE_COORDINATOR, then 127.0.0.1:7070.
 // Exit status: 0 on success, 1 when the command failed, 2 for bad usage.
@@ -29,13 +34,17 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "libs/files/file_io.h"
+#include "libs/jobs/job_spec.h"
 #include "libs/metrics/build_info.h"
 #include "libs/status/status_macros.h"
 #include "libs/unlearn/objective.h"
 #include "services/cli/eval_commands.h"
+#include "services/cli/job_commands.h"
 #include "services/cli/model_commands.h"
 #include "services/cli/prepare_benchmark.h"
 
@@ -115,6 +124,25 @@ ABSL_FLAG(double, ofmu_rho_growth, 1.01,
 ABSL_FLAG(bool, ofmu_first_order, false,
           "unlearn: OFMU Hessian-vector products by finite differences "
           "(approximate, first-order memory)");
+ABSL_FLAG(std::string, format, "table",
+          "job commands: table (for people) or json (the API's messages)");
+ABSL_FLAG(std::string, request_id, "",
+          "submit: makes the request idempotent; a retry with the same id "
+          "returns the job the first one created");
+ABSL_FLAG(bool, watch, false, "submit: follow the job until it ends");
+ABSL_FLAG(int, world_size, 1, "submit: workers (data-parallel ranks)");
+ABSL_FLAG(bool, evaluate, false,
+          "submit: evaluate the unlearned model (TOFU metrics) at the end");
+ABSL_FLAG(int, eval_every_epochs, 0,
+          "submit: also evaluate every N epochs (0: only at the end)");
+ABSL_FLAG(int, checkpoint_every, 0,
+          "submit: checkpoint every N steps (0: only at the end)");
+ABSL_FLAG(int, max_restarts, 2,
+          "submit: restarts from the last checkpoint after a failure");
+ABSL_FLAG(int, priority, 0, "submit: higher runs first");
+ABSL_FLAG(std::string, state, "",
+          "list: only jobs in this state (QUEUED, RUNNING, SUCCEEDED, ...)");
+ABSL_FLAG(bool, follow, true, "logs: keep printing until the job ends");
 ABSL_FLAG(std::string, tokenizer_trainer, "",
           "lethe-train-tokenizer program (default: next to lethe)");
 
@@ -133,6 +161,10 @@ constexpr char kUsage[] =
     "  unlearn            make a model forget a TOFU split\n"
     "  eval               TOFU evaluation (open-unlearning's metrics)\n"
     "  tofu-summary       recompute TOFU_SUMMARY.json from a TOFU_EVAL.json\n"
+    "  submit             send a forget request (job) to the coordinator\n"
+    "  get, list          show one job, or all jobs\n"
+    "  watch, logs        follow a job's progress, or its log\n"
+    "  cancel, delete     stop a job; remove a finished one\n"
     "Run `lethe --helpfull` for every flag.";
 
 std::string CoordinatorAddress() {
@@ -274,16 +306,201 @@ absl::Status PrepareBenchmarkCommand() {
   return absl::OkStatus();
 }
 
+std::string AbsolutePath(const std::string& path) {
+  if (path.empty()) return path;
+  std::error_code error;
+  const std::filesystem::path absolute = std::filesystem::absolute(path, error);
+  return error ? path : absolute.lexically_normal().string();
+}
+
+// The proto enum value whose name matches `name` ignoring case and
+// underscores: "NPO_RT", "npo_rt", "GradDiff" -> GRAD_DIFF.
+absl::StatusOr<v1::Method> MethodByName(const std::string& name) {
+  auto normalize = [](absl::string_view text) {
+    std::string out;
+    for (char c : text) {
+      if (c != '_') out.push_back(static_cast<char>(std::toupper(c)));
+    }
+    return out;
+  };
+  const google::protobuf::EnumDescriptor* methods = v1::Method_descriptor();
+  for (int i = 0; i < methods->value_count(); ++i) {
+    if (methods->value(i)->number() != 0 &&
+        normalize(methods->value(i)->name()) == normalize(name)) {
+      return static_cast<v1::Method>(methods->value(i)->number());
+    }
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--method: unknown method '", name,
+      "' (GA, GradDiff, NPO, NPO_RT, NPO_KL, SimNPO, IdkDPO, LLMU, OFMU)"));
+}
+
+double FlagOrZero(double flag) { return std::isnan(flag) ? 0 : flag; }
+
+// The job spec of `lethe submit`: SPEC.json when given, else the flags.
+absl::StatusOr<v1::JobSpec> SpecForSubmit(
+    const std::vector<std::string>& arguments) {
+  if (arguments.size() == 1) {
+    ASSIGN_OR_RETURN(std::string json, ReadFileToString(arguments[0]));
+    return ParseJobSpecJson(json, arguments[0]);
+  }
+  if (absl::GetFlag(FLAGS_output).empty()) {
+    return absl::InvalidArgumentError(
+        "--output (the job's output directory) is required without a spec "
+        "file");
+  }
+  v1::JobSpec spec;
+  spec.set_model_dir(AbsolutePath(absl::GetFlag(FLAGS_model)));
+  spec.set_data_dir(AbsolutePath(absl::GetFlag(FLAGS_data)));
+  spec.set_forget_split(absl::GetFlag(FLAGS_forget_split));
+  spec.set_retain_split(absl::GetFlag(FLAGS_retain_split));
+  spec.set_prompt_template(absl::GetFlag(FLAGS_template));
+  ASSIGN_OR_RETURN(const v1::Method method,
+                   MethodByName(absl::GetFlag(FLAGS_method)));
+  spec.set_method(method);
+  v1::MethodParams& params = *spec.mutable_method_params();
+  params.set_beta(FlagOrZero(absl::GetFlag(FLAGS_beta)));
+  params.set_alpha(FlagOrZero(absl::GetFlag(FLAGS_alpha)));
+  params.set_gamma(FlagOrZero(absl::GetFlag(FLAGS_gamma)));
+  params.set_delta(FlagOrZero(absl::GetFlag(FLAGS_delta)));
+  params.set_retain_loss(absl::GetFlag(FLAGS_retain_loss));
+  params.set_random_answer_weight(
+      FlagOrZero(absl::GetFlag(FLAGS_random_answer_weight)));
+  params.set_ofmu_inner_steps(absl::GetFlag(FLAGS_ofmu_inner_steps));
+  params.set_ofmu_inner_learning_rate(
+      absl::GetFlag(FLAGS_ofmu_inner_learning_rate));
+  params.set_ofmu_rho(absl::GetFlag(FLAGS_ofmu_rho));
+  params.set_ofmu_rho_growth(absl::GetFlag(FLAGS_ofmu_rho_growth));
+  params.set_ofmu_first_order(absl::GetFlag(FLAGS_ofmu_first_order));
+  v1::OptimizerSpec& optimizer = *spec.mutable_optimizer();
+  optimizer.set_learning_rate(absl::GetFlag(FLAGS_learning_rate));
+  optimizer.set_weight_decay(absl::GetFlag(FLAGS_weight_decay));
+  optimizer.set_warmup_epochs(absl::GetFlag(FLAGS_warmup_epochs));
+  optimizer.set_max_grad_norm(absl::GetFlag(FLAGS_max_grad_norm));
+  optimizer.set_seed(absl::GetFlag(FLAGS_seed));
+  spec.set_num_epochs(absl::GetFlag(FLAGS_epochs));
+  spec.set_per_device_batch_size(BatchSizeOr(4));
+  spec.set_gradient_accumulation_steps(absl::GetFlag(FLAGS_grad_accum));
+  spec.set_world_size(absl::GetFlag(FLAGS_world_size));
+  if (absl::GetFlag(FLAGS_evaluate) ||
+      !absl::GetFlag(FLAGS_retain_logs).empty()) {
+    spec.mutable_evaluation()->set_every_epochs(
+        absl::GetFlag(FLAGS_eval_every_epochs));
+    spec.mutable_evaluation()->set_retain_logs_path(
+        AbsolutePath(absl::GetFlag(FLAGS_retain_logs)));
+  }
+  spec.mutable_checkpoint()->set_every_steps(
+      absl::GetFlag(FLAGS_checkpoint_every));
+  spec.set_output_dir(AbsolutePath(absl::GetFlag(FLAGS_output)));
+  spec.mutable_run_policy()->set_max_restarts(
+      absl::GetFlag(FLAGS_max_restarts));
+  spec.set_priority(absl::GetFlag(FLAGS_priority));
+  return spec;
+}
+
+// "7" -> "jobs/7"; names pass through.
+std::string JobName(const std::string& argument) {
+  return absl::StartsWith(argument, "jobs/") ? argument
+                                             : absl::StrCat("jobs/", argument);
+}
+
+// Runs a job command; `arguments` are the positional words after it.
+absl::Status JobCommand(const std::string& command,
+                        const std::vector<std::string>& arguments) {
+  ASSIGN_OR_RETURN(const OutputFormat format,
+                   ParseOutputFormat(absl::GetFlag(FLAGS_format)));
+  JobClient client(CoordinatorAddress(),
+                   absl::Seconds(absl::GetFlag(FLAGS_timeout_seconds)));
+  const bool live = isatty(STDOUT_FILENO) && format == OutputFormat::kTable;
+  auto watch_to_end = [&](const std::string& name) -> absl::Status {
+    ASSIGN_OR_RETURN(v1::Job job, client.Watch(name, format, std::cout, live));
+    if (job.state() != v1::Job::SUCCEEDED) {
+      return absl::AbortedError(absl::StrCat(
+          name, " ended ", v1::Job::State_Name(job.state()),
+          job.error().empty() ? "" : absl::StrCat(": ", job.error())));
+    }
+    return absl::OkStatus();
+  };
+  if (command == "submit") {
+    if (arguments.size() > 1) {
+      return absl::InvalidArgumentError("usage: lethe submit [SPEC.json]");
+    }
+    ASSIGN_OR_RETURN(v1::JobSpec spec, SpecForSubmit(arguments));
+    ASSIGN_OR_RETURN(v1::Job job,
+                     client.Submit(spec, absl::GetFlag(FLAGS_request_id)));
+    if (format == OutputFormat::kJson) {
+      PrintJob(job, format, std::cout);
+    } else {
+      std::cout << "submitted " << job.name() << std::endl;
+    }
+    return absl::GetFlag(FLAGS_watch) ? watch_to_end(job.name())
+                                      : absl::OkStatus();
+  }
+  if (command == "list") {
+    v1::Job::State state = v1::Job::STATE_UNSPECIFIED;
+    const std::string state_name = absl::GetFlag(FLAGS_state);
+    if (!state_name.empty() && !v1::Job::State_Parse(state_name, &state)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--state: unknown state '", state_name, "'"));
+    }
+    return client.List(state, 0, format, std::cout);
+  }
+  if (arguments.size() != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("usage: lethe ", command, " JOB"));
+  }
+  const std::string name = JobName(arguments[0]);
+  if (command == "get") {
+    ASSIGN_OR_RETURN(v1::Job job, client.Get(name));
+    PrintJob(job, format, std::cout);
+    return absl::OkStatus();
+  }
+  if (command == "cancel") {
+    ASSIGN_OR_RETURN(v1::Job job, client.Cancel(name));
+    if (format == OutputFormat::kJson) {
+      PrintJob(job, format, std::cout);
+    } else {
+      std::cout << name << ": " << v1::Job::State_Name(job.state())
+                << std::endl;
+    }
+    return absl::OkStatus();
+  }
+  if (command == "delete") {
+    RETURN_IF_ERROR(client.Delete(name));
+    if (format == OutputFormat::kTable) std::cout << "deleted " << name << "\n";
+    return absl::OkStatus();
+  }
+  if (command == "watch") return watch_to_end(name);
+  return client.Logs(name, absl::GetFlag(FLAGS_follow), format, std::cout);
+}
+
+bool IsJobCommand(const std::string& command) {
+  for (const char* name :
+       {"submit", "get", "list", "cancel", "delete", "watch", "logs"}) {
+    if (command == name) return true;
+  }
+  return false;
+}
+
 int Main(int argc, char** argv) {
   absl::SetProgramUsageMessage(kUsage);
   const std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
-  if (positional.size() != 2) {
+  if (positional.size() < 2) {
     std::cerr << kUsage << std::endl;
     return 2;
   }
   const std::string command = positional[1];
+  if (positional.size() > 2 && !IsJobCommand(command)) {
+    std::cerr << "lethe " << command << ": unexpected argument '"
+              << positional[2] << "'\n"
+              << kUsage << std::endl;
+    return 2;
+  }
   absl::Status status;
-  if (command == "version") {
+  if (IsJobCommand(command)) {
+    status = JobCommand(command, std::vector<std::string>(
+                                     positional.begin() + 2, positional.end()));
+  } else if (command == "version") {
     std::cout << "lethe " << kLetheVersion << std::endl;
   } else if (command == "health") {
     status = CheckHealth();

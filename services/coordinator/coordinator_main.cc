@@ -1,13 +1,19 @@
 // lethe-coordinator: the daemon that takes forget requests over gRPC.
 //
-// Serves gRPC (health checking and reflection) on --listen and Prometheus
-// metrics on --metrics_address; both accept port 0. Once both are bound it
-// prints one line with their addresses and, with --ready_file, writes them
-// as JSON to that file (atomically), so scripts and tests can find a
-// coordinator started on free ports. SIGINT or SIGTERM shut it down.
+// Serves the Jobs API and the worker registry (plus health checking and
+// reflection) on --listen and Prometheus metrics on --metrics_address; both
+// accept port 0. Jobs live in the SQLite file --database, so a restarted
+// coordinator lists the same jobs and resumes the running ones. With
+// --local_workers=N it starts N lethe-worker processes itself and replaces
+// any that exit or stop answering; otherwise workers started elsewhere
+// register with it. Once serving it prints one line with its addresses and,
+// with --ready_file, writes them as JSON to that file (atomically), so
+// scripts and tests can find a coordinator started on free ports. SIGINT or
+// SIGTERM shut it down.
 #include <signal.h>
 
 #include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -19,16 +25,34 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "libs/files/file_io.h"
+#include "libs/jobs/job_store.h"
 #include "libs/metrics/build_info.h"
 #include "libs/metrics/metrics_endpoint.h"
 #include "libs/rpc/grpc_server.h"
 #include "libs/status/status_macros.h"
 #include "nlohmann/json.hpp"
+#include "services/coordinator/coordinator.h"
+#include "services/coordinator/local_workers.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:7070",
           "host:port for the gRPC API (port 0 picks a free port)");
 ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9464",
           "host:port for Prometheus' /metrics (port 0 picks a free port)");
+ABSL_FLAG(std::string, database, ".lethe/coordinator.sqlite",
+          "the SQLite file that holds the jobs (created if missing)");
+ABSL_FLAG(int, local_workers, 0,
+          "start and supervise this many lethe-worker processes");
+ABSL_FLAG(std::string, worker_binary, "",
+          "lethe-worker for --local_workers (default: next to this binary, "
+          "then ../worker/, then PATH)");
+ABSL_FLAG(int, worker_threads, 0,
+          "CPU threads per local worker (0: this machine's cores divided "
+          "among the local workers)");
+ABSL_FLAG(absl::Duration, worker_timeout, absl::Seconds(5),
+          "drop a worker (and stop its attempt) after this long without a "
+          "heartbeat");
+ABSL_FLAG(absl::Duration, collective_timeout, absl::Seconds(120),
+          "bound on each collective of an attempt");
 ABSL_FLAG(std::string, ready_file, "",
           "if set, write {\"grpc_address\", \"metrics_url\"} here as JSON "
           "once serving");
@@ -50,8 +74,43 @@ absl::Status Run() {
   ASSIGN_OR_RETURN(
       std::unique_ptr<MetricsEndpoint> metrics,
       MetricsEndpoint::Start(absl::GetFlag(FLAGS_metrics_address), registry));
+  const std::string database = absl::GetFlag(FLAGS_database);
+  const std::string database_dir =
+      std::filesystem::path(database).parent_path().string();
+  if (!database_dir.empty()) {
+    std::error_code error;
+    std::filesystem::create_directories(database_dir, error);
+    if (error) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("creating ", database_dir, ": ", error.message()));
+    }
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<JobStore> store, JobStore::Open(database));
+  Coordinator coordinator(
+      std::move(store),
+      {.worker_timeout = absl::GetFlag(FLAGS_worker_timeout),
+       .collective_timeout = absl::GetFlag(FLAGS_collective_timeout)});
+  RETURN_IF_ERROR(coordinator.RecoverAfterRestart());
   ASSIGN_OR_RETURN(std::unique_ptr<GrpcServer> server,
-                   GrpcServer::Start(absl::GetFlag(FLAGS_listen), {}));
+                   GrpcServer::Start(absl::GetFlag(FLAGS_listen),
+                                     {coordinator.jobs_service(),
+                                      coordinator.worker_service()}));
+  // Workers learn the API's address from their orders, made from now on.
+  coordinator.set_address(server->address());
+  server->SetServing("lethe.v1.Jobs", true);
+  server->SetServing("lethe.v1.WorkerRegistry", true);
+  coordinator.StartScheduler();
+  std::unique_ptr<LocalWorkers> local_workers;
+  if (absl::GetFlag(FLAGS_local_workers) > 0) {
+    ASSIGN_OR_RETURN(local_workers,
+                     LocalWorkers::Start(
+                         {.count = absl::GetFlag(FLAGS_local_workers),
+                          .binary = absl::GetFlag(FLAGS_worker_binary),
+                          .threads = absl::GetFlag(FLAGS_worker_threads),
+                          .coordinator = server->address(),
+                          .log_dir = database_dir.empty() ? "." : database_dir},
+                         coordinator));
+  }
 
   std::cout << "lethe-coordinator " << kLetheVersion << " serving gRPC on "
             << server->address() << ", metrics at " << metrics->url()

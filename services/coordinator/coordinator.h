@@ -1,0 +1,181 @@
+// The coordinator's brain: the Jobs API and the worker registry over one
+// durable JobStore.
+//
+//   ASSIGN_OR_RETURN(std::unique_ptr<JobStore> store, JobStore::Open(path));
+//   Coordinator coordinator(std::move(store), {.address = "10.0.0.1:7070"});
+//   RETURN_IF_ERROR(coordinator.RecoverAfterRestart());
+//   GrpcServer::Start(address, {coordinator.jobs_service(),
+//                               coordinator.worker_service()});
+//   coordinator.StartScheduler();
+//
+// Jobs: CreateJob validates and stores (a bad spec never becomes a job);
+// the scheduler gives each QUEUED job (priority, then age) world_size idle
+// workers at once and assigns ranks; rank 0 hosts the attempt's c10d
+// TCPStore on the port its worker registered, under a prefix unique to the
+// attempt.
+// Workers heartbeat; one silent for `worker_timeout` is dropped and its
+// attempt aborted. An attempt whose rank fails or is lost is stopped on
+// every rank, then the job is queued again (resuming from its checkpoint)
+// while its restart budget lasts, else FAILED with the reason. Cancellation
+// stops every rank; the job ends CANCELLED once all have stopped.
+#ifndef LETHE_SERVICES_COORDINATOR_COORDINATOR_H_
+#define LETHE_SERVICES_COORDINATOR_COORDINATOR_H_
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "lethe/v1/jobs_service.grpc.pb.h"
+#include "lethe/v1/worker_service.grpc.pb.h"
+#include "libs/jobs/job_store.h"
+
+namespace lethe {
+
+struct CoordinatorOptions {
+  // host:port workers reach this coordinator's gRPC API on (or set_address
+  // once the server is bound).
+  std::string address;
+  absl::Duration heartbeat_interval = absl::Milliseconds(500);
+  // A worker silent this long is dropped and its attempt aborted.
+  absl::Duration worker_timeout = absl::Seconds(5);
+  // Bound on every collective of an attempt (a backstop: a lost peer is
+  // normally noticed by its missing heartbeats first).
+  absl::Duration collective_timeout = absl::Seconds(120);
+  absl::Duration scheduler_period = absl::Milliseconds(100);
+  // Log lines kept per job for StreamJobLogs.
+  int max_log_lines = 10000;
+};
+
+class Coordinator {
+ public:
+  Coordinator(std::unique_ptr<JobStore> store, CoordinatorOptions options);
+  ~Coordinator();
+
+  // Jobs that were RUNNING when the last coordinator stopped are queued
+  // again (they resume from their checkpoints) or FAILED when out of
+  // restarts; CANCELLING ones end CANCELLED.
+  absl::Status RecoverAfterRestart();
+
+  // Sets the API address given to workers; call before StartScheduler.
+  void set_address(std::string address) {
+    options_.address = std::move(address);
+  }
+
+  // Runs the scheduling loop in a thread until destruction.
+  void StartScheduler();
+  // One pass of the loop: drops silent workers, settles attempts, starts
+  // queued jobs. Public for tests that step the coordinator by hand.
+  void Tick();
+
+  // The gRPC services to serve: lethe.v1.Jobs and lethe.v1.WorkerRegistry.
+  grpc::Service* jobs_service();
+  grpc::Service* worker_service();
+
+  // Pids (as registered) of workers dropped for missed heartbeats since the
+  // last call; a local supervisor kills and replaces them.
+  std::vector<pid_t> TakeDroppedWorkerPids();
+
+  // What the gRPC services call; statuses map one to one onto gRPC codes.
+  absl::StatusOr<v1::Job> CreateJob(const v1::CreateJobRequest& request);
+  absl::StatusOr<v1::Job> GetJob(const std::string& name);
+  absl::StatusOr<v1::ListJobsResponse> ListJobs(
+      const v1::ListJobsRequest& request);
+  absl::StatusOr<v1::Job> CancelJob(const std::string& name);
+  absl::Status DeleteJob(const std::string& name);
+  // Calls `send` with the job now and after every change until the job is
+  // final, `send` returns false, or `cancelled` returns true.
+  absl::Status WatchJob(const std::string& name,
+                        const std::function<bool(const v1::Job&)>& send,
+                        const std::function<bool()>& cancelled);
+  absl::Status StreamJobLogs(
+      const std::string& name, bool follow,
+      const std::function<bool(const v1::LogEntry&)>& send,
+      const std::function<bool()>& cancelled);
+
+  absl::StatusOr<v1::RegisterWorkerResponse> RegisterWorker(
+      const v1::RegisterWorkerRequest& request);
+  v1::HeartbeatResponse Heartbeat(const v1::HeartbeatRequest& request);
+  v1::ReportProgressResponse ReportProgress(
+      const v1::ReportProgressRequest& request);
+
+ private:
+  struct WorkerState {
+    std::string id;
+    std::string host;
+    int store_port = 0;
+    pid_t pid = 0;
+    absl::Time last_heartbeat;
+    int64_t attempt_id = 0;  // The attempt it is part of; 0 when idle.
+    std::optional<v1::Attempt> to_run;  // Delivered by the next heartbeat.
+    bool delivered = false;             // to_run went out.
+  };
+  enum class RankState { kRunning, kSucceeded, kStopped };
+  struct AttemptState {
+    int64_t id = 0;
+    std::string job;
+    std::vector<std::string> workers;  // By rank.
+    std::vector<RankState> ranks;
+    bool stopping = false;
+    bool cancel = false;
+    std::string failure_reason;  // Set when the attempt failed.
+    std::string failure_message;
+  };
+
+  void DropSilentWorkersLocked(absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SettleAttemptsLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ScheduleLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EnforceDeadlinesLocked(absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Marks the attempt failed and tells every rank still running it to stop.
+  void StopAttemptLocked(AttemptState& attempt, const std::string& reason,
+                         const std::string& message)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RankEndedLocked(AttemptState& attempt, int rank, RankState state)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records a state change in the store, the job's log, and wakes watchers.
+  void TransitionLocked(const std::string& job, v1::Job::State to,
+                        const std::string& reason, const std::string& message)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void LogLocked(const std::string& job, const std::string& source,
+                 const std::string& message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int64_t NewAttemptIdLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int64_t CurrentVersion();
+  // Waits until the version moves past `seen_version` or `timeout` passes.
+  bool AwaitChange(int64_t seen_version, absl::Duration timeout);
+
+  class JobsService;
+  class WorkerService;
+
+  CoordinatorOptions options_;
+  std::unique_ptr<JobStore> store_;
+  std::unique_ptr<JobsService> jobs_service_;
+  std::unique_ptr<WorkerService> worker_service_;
+
+  absl::Mutex mu_;
+  // Bumped on every change watchers may want to see.
+  int64_t version_ ABSL_GUARDED_BY(mu_) = 0;
+  std::map<std::string, WorkerState> workers_ ABSL_GUARDED_BY(mu_);
+  std::map<int64_t, AttemptState> attempts_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::deque<v1::LogEntry>> logs_ ABSL_GUARDED_BY(mu_);
+  std::vector<pid_t> dropped_pids_ ABSL_GUARDED_BY(mu_);
+  int64_t next_worker_number_ ABSL_GUARDED_BY(mu_) = 1;
+  int64_t last_attempt_id_ ABSL_GUARDED_BY(mu_) = 0;
+  bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread scheduler_;
+};
+
+}  // namespace lethe
+
+#endif  // LETHE_SERVICES_COORDINATOR_COORDINATOR_H_

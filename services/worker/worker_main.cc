@@ -1,0 +1,373 @@
+// lethe-worker: runs the ranks of unlearning jobs for a coordinator.
+//
+//   lethe-worker --coordinator=HOST:PORT [--host=ADDRESS] [--threads=N]
+//
+// Registers with the coordinator, then heartbeats every interval the
+// coordinator sets. When told to run an attempt it starts a child process
+// (this binary with --run_attempt) so that an attempt that must stop can be
+// killed at once, even inside a collective; the child dies with its worker.
+// A worker the coordinator no longer knows (it restarted, or dropped the
+// worker after missed heartbeats) stops its attempt and registers again.
+#include <arpa/inet.h>
+#include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "lethe/v1/worker_service.grpc.pb.h"
+#include "libs/files/file_io.h"
+#include "libs/status/status_macros.h"
+#include "libs/subprocess/subprocess.h"
+#include "services/worker/unlearning_attempt.h"
+
+ABSL_FLAG(std::string, coordinator, "127.0.0.1:7070",
+          "the coordinator's gRPC address HOST:PORT");
+ABSL_FLAG(std::string, host, "127.0.0.1",
+          "address other workers reach this one's collectives on");
+ABSL_FLAG(int, store_port, 0,
+          "port on --host where this worker hosts the rendezvous store of the "
+          "attempts it runs as rank 0 (0: a free port picked at start)");
+ABSL_FLAG(int, threads, 0,
+          "CPU threads for an attempt (0: all cores of this machine)");
+ABSL_FLAG(std::string, run_attempt, "",
+          "internal: run the attempt in this file (a serialized "
+          "lethe.v1.Attempt) and exit");
+ABSL_FLAG(int, parent_pid, 0,
+          "exit when the process with this pid (the coordinator that "
+          "started this worker, or the worker that started --run_attempt) "
+          "exits");
+
+namespace lethe {
+namespace {
+
+using lethe::v1::Attempt;
+using lethe::v1::AttemptStatus;
+using lethe::v1::WorkerRegistry;
+
+absl::Status FromGrpc(const grpc::Status& status, absl::string_view what) {
+  if (status.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                      absl::StrCat(what, ": ", status.error_message()));
+}
+
+std::unique_ptr<grpc::ClientContext> ContextWithDeadline(absl::Duration d) {
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_deadline(absl::ToChronoTime(absl::Now() + d));
+  return context;
+}
+
+// --- The attempt, in the child process --------------------------------------
+
+// With --parent_pid, dies with that parent; false if it is already gone.
+bool TieLifetimeToParent() {
+  const int parent = absl::GetFlag(FLAGS_parent_pid);
+  if (parent == 0) return true;
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  return getppid() == parent;
+}
+
+absl::Status RunAttemptFile(const std::string& path) {
+  if (!TieLifetimeToParent()) {
+    return absl::AbortedError("the worker that started this attempt is gone");
+  }
+  ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(path));
+  Attempt attempt;
+  if (!attempt.ParseFromString(bytes)) {
+    return absl::DataLossError(absl::StrCat(path, ": not a lethe.v1.Attempt"));
+  }
+  attempt.set_local_address(absl::GetFlag(FLAGS_host));
+  std::cout << "attempt " << attempt.attempt_id() << " of " << attempt.job()
+            << ": rank " << attempt.rank() << " of " << attempt.world_size()
+            << std::endl;
+  std::unique_ptr<WorkerRegistry::Stub> stub;
+  if (attempt.rank() == 0) {
+    stub = WorkerRegistry::NewStub(grpc::CreateChannel(
+        attempt.coordinator(), grpc::InsecureChannelCredentials()));
+  }
+  return RunUnlearningAttempt(
+      attempt,
+      [&](const lethe::v1::ReportProgressRequest& request)
+          -> absl::StatusOr<bool> {
+        if (!stub) return false;
+        lethe::v1::ReportProgressResponse response;
+        auto context = ContextWithDeadline(absl::Seconds(10));
+        RETURN_IF_ERROR(
+            FromGrpc(stub->ReportProgress(context.get(), request, &response),
+                     "reporting progress to the coordinator"));
+        return response.stop();
+      });
+}
+
+// --- The worker daemon
+// --------------------------------------------------------
+
+// A port on `host` that nothing listens on now: bound, read back, released.
+absl::StatusOr<int> PickFreePort(const std::string& host) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return absl::InternalError("socket() failed");
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = 0;
+  if (inet_pton(AF_INET, host.c_str(), &address.sin_addr) != 1) {
+    address.sin_addr.s_addr = htonl(INADDR_ANY);
+  }
+  socklen_t length = sizeof(address);
+  const bool ok =
+      bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0;
+  close(fd);
+  if (!ok) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot find a free port on ", host));
+  }
+  return static_cast<int>(ntohs(address.sin_port));
+}
+
+// The attempt this worker runs (or last ran) in a child process.
+struct RunningAttempt {
+  int64_t attempt_id = 0;
+  std::string error_path;
+  std::optional<Subprocess> child;  // Empty when it could not start.
+  std::optional<AttemptStatus> finished;
+};
+
+class Worker {
+ public:
+  explicit Worker(std::string coordinator)
+      : coordinator_(std::move(coordinator)),
+        stub_(WorkerRegistry::NewStub(grpc::CreateChannel(
+            coordinator_, grpc::InsecureChannelCredentials()))) {}
+
+  absl::Status Run() {
+    store_port_ = absl::GetFlag(FLAGS_store_port);
+    if (store_port_ == 0) {
+      ASSIGN_OR_RETURN(store_port_, PickFreePort(absl::GetFlag(FLAGS_host)));
+    }
+    while (true) {
+      if (worker_id_.empty()) {
+        const absl::Status registered = Register();
+        if (!registered.ok()) {
+          std::cerr << "lethe-worker: " << registered << "; retrying"
+                    << std::endl;
+          absl::SleepFor(absl::Seconds(1));
+          continue;
+        }
+      }
+      RETURN_IF_ERROR(Beat());
+      absl::SleepFor(interval_);
+    }
+  }
+
+ private:
+  absl::Status Register() {
+    lethe::v1::RegisterWorkerRequest request;
+    request.set_host(absl::GetFlag(FLAGS_host));
+    request.set_device("cpu");
+    request.set_pid(getpid());
+    request.set_threads(Threads());
+    request.set_store_port(store_port_);
+    lethe::v1::RegisterWorkerResponse response;
+    auto context = ContextWithDeadline(absl::Seconds(5));
+    RETURN_IF_ERROR(
+        FromGrpc(stub_->RegisterWorker(context.get(), request, &response),
+                 absl::StrCat("registering with ", coordinator_)));
+    worker_id_ = response.worker_id();
+    interval_ =
+        absl::Milliseconds(std::max(50, response.heartbeat_interval_ms()));
+    std::cout << "lethe-worker: registered with " << coordinator_ << " as "
+              << worker_id_ << std::endl;
+    return absl::OkStatus();
+  }
+
+  static int Threads() {
+    const int threads = absl::GetFlag(FLAGS_threads);
+    return threads > 0 ? threads
+                       : std::max(1u, std::thread::hardware_concurrency());
+  }
+
+  // One heartbeat: reports the attempt's state and follows the orders.
+  absl::Status Beat() {
+    PollAttempt();
+    lethe::v1::HeartbeatRequest request;
+    request.set_worker_id(worker_id_);
+    if (attempt_) {
+      if (attempt_->finished) {
+        *request.mutable_attempt() = *attempt_->finished;
+      } else {
+        request.mutable_attempt()->set_attempt_id(attempt_->attempt_id);
+        request.mutable_attempt()->set_state(AttemptStatus::RUNNING);
+      }
+    }
+    lethe::v1::HeartbeatResponse response;
+    auto context = ContextWithDeadline(absl::Seconds(2));
+    const grpc::Status status =
+        stub_->Heartbeat(context.get(), request, &response);
+    if (!status.ok()) {
+      // Keep the attempt: the coordinator may be back soon and tell us.
+      std::cerr << "lethe-worker: heartbeat failed: " << status.error_message()
+                << std::endl;
+      return absl::OkStatus();
+    }
+    if (response.unknown_worker()) {
+      std::cout << "lethe-worker: the coordinator does not know " << worker_id_
+                << "; stopping any attempt and registering again" << std::endl;
+      StopAttempt();
+      worker_id_.clear();
+      return absl::OkStatus();
+    }
+    if (attempt_ && response.abort_attempt_id() == attempt_->attempt_id) {
+      std::cout << "lethe-worker: stopping attempt " << attempt_->attempt_id
+                << " as the coordinator asked" << std::endl;
+      StopAttempt();
+    }
+    if (response.has_run()) {
+      if (attempt_ && !attempt_->finished) {
+        std::cerr << "lethe-worker: told to run attempt "
+                  << response.run().attempt_id() << " while running "
+                  << attempt_->attempt_id << "; stopping the old one"
+                  << std::endl;
+        StopAttempt();
+      }
+      const absl::Status started = StartAttempt(response.run());
+      if (!started.ok()) {
+        attempt_ = RunningAttempt{.attempt_id = response.run().attempt_id()};
+        attempt_->finished =
+            Failed(response.run().attempt_id(), started.ToString());
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  static AttemptStatus Failed(int64_t attempt_id, const std::string& error) {
+    AttemptStatus status;
+    status.set_attempt_id(attempt_id);
+    status.set_state(AttemptStatus::FAILED);
+    status.set_error(error);
+    return status;
+  }
+
+  absl::Status StartAttempt(const Attempt& attempt) {
+    const std::string logs = attempt.spec().output_dir() + "/logs";
+    std::error_code error;
+    std::filesystem::create_directories(logs, error);
+    if (error) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("creating ", logs, ": ", error.message()));
+    }
+    const std::string stem = absl::StrCat(
+        logs, "/attempt-", attempt.attempt_id(), "-rank", attempt.rank());
+    RETURN_IF_ERROR(
+        WriteFileAtomically(stem + ".attempt", attempt.SerializeAsString()));
+    ASSIGN_OR_RETURN(
+        Subprocess child,
+        Subprocess::Start(
+            {SelfPath(), absl::StrCat("--run_attempt=", stem, ".attempt"),
+             absl::StrCat("--parent_pid=", getpid()),
+             absl::StrCat("--host=", absl::GetFlag(FLAGS_host))},
+            {{"OMP_NUM_THREADS", absl::StrCat(Threads())},
+             {"LETHE_ATTEMPT_ERROR_FILE", stem + ".error"}},
+            {.stdout_path = stem + ".log", .stderr_path = stem + ".log"}));
+    std::cout << "lethe-worker: running attempt " << attempt.attempt_id()
+              << " of " << attempt.job() << " as rank " << attempt.rank()
+              << " (log " << stem << ".log)" << std::endl;
+    attempt_ = RunningAttempt{.attempt_id = attempt.attempt_id(),
+                              .error_path = stem + ".error",
+                              .child = std::move(child)};
+    return absl::OkStatus();
+  }
+
+  // Notes the child's end once it has exited.
+  void PollAttempt() {
+    if (!attempt_ || attempt_->finished) return;
+    absl::StatusOr<std::optional<ExitStatus>> exit =
+        attempt_->child->WaitFor(absl::ZeroDuration());
+    if (exit.ok() && !exit->has_value()) return;
+    AttemptStatus status;
+    status.set_attempt_id(attempt_->attempt_id);
+    if (exit.ok() && (*exit)->success()) {
+      status.set_state(AttemptStatus::SUCCEEDED);
+    } else {
+      status.set_state(AttemptStatus::FAILED);
+      std::string error = ReadFileToString(attempt_->error_path).value_or("");
+      if (error.empty()) {
+        error = exit.ok()
+                    ? absl::StrCat("the attempt process ", (*exit)->ToString())
+                    : exit.status().ToString();
+      }
+      status.set_error(error);
+    }
+    attempt_->finished = status;
+  }
+
+  void StopAttempt() {
+    if (attempt_ && !attempt_->finished && attempt_->child->running()) {
+      attempt_->child->Signal(SIGKILL).IgnoreError();
+      attempt_->child->Wait().IgnoreError();
+    }
+    attempt_.reset();
+  }
+
+  static std::string SelfPath() {
+    std::error_code error;
+    const std::filesystem::path self =
+        std::filesystem::read_symlink("/proc/self/exe", error);
+    return error ? "lethe-worker" : self.string();
+  }
+
+  std::string coordinator_;
+  std::unique_ptr<WorkerRegistry::Stub> stub_;
+  std::string worker_id_;
+  int store_port_ = 0;
+  absl::Duration interval_ = absl::Milliseconds(500);
+  std::optional<RunningAttempt> attempt_;
+};
+
+}  // namespace
+}  // namespace lethe
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Lethe's worker: runs ranks of unlearning jobs for a coordinator.\n"
+      "Usage: lethe-worker --coordinator=HOST:PORT [--host=ADDRESS] "
+      "[--threads=N]");
+  absl::ParseCommandLine(argc, argv);
+  const std::string attempt_file = absl::GetFlag(FLAGS_run_attempt);
+  if (!attempt_file.empty()) {
+    const absl::Status status = lethe::RunAttemptFile(attempt_file);
+    if (!status.ok()) {
+      std::cerr << "lethe-worker: attempt failed: " << status << std::endl;
+      if (const char* error_file = std::getenv("LETHE_ATTEMPT_ERROR_FILE")) {
+        lethe::WriteFileAtomically(error_file, status.ToString()).IgnoreError();
+      }
+      return 1;
+    }
+    return 0;
+  }
+  if (!lethe::TieLifetimeToParent()) {
+    std::cerr << "lethe-worker: the process that started it is gone"
+              << std::endl;
+    return 1;
+  }
+  const absl::Status status =
+      lethe::Worker(absl::GetFlag(FLAGS_coordinator)).Run();
+  std::cerr << "lethe-worker: " << status << std::endl;
+  return 1;
+}

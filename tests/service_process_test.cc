@@ -1,0 +1,427 @@
+// The service end to end, with real processes: lethe-coordinator (SQLite
+// job store, local lethe-worker processes, c10d Gloo between them) driven
+// by the `lethe` CLI and by the Jobs API over gRPC, on a tiny random model
+// and tiny TOFU data.
+//
+// Usage: service_process_test COORDINATOR_BINARY LETHE_BINARY
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+#include <torch/types.h>
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "lethe/v1/jobs_service.grpc.pb.h"
+#include "libs/eval/tofu_eval_fixture.h"
+#include "libs/files/file_io.h"
+#include "libs/model/hf_checkpoint.h"
+#include "libs/model/llama_model.h"
+#include "libs/subprocess/subprocess.h"
+#include "nlohmann/json.hpp"
+#include "tests/cli_runner.h"
+
+namespace lethe {
+namespace {
+
+std::string coordinator_binary;
+std::string lethe_binary;
+
+// A fresh directory under the test's temporary directory.
+std::string FreshDir(const std::string& name) {
+  const std::string dir =
+      (std::filesystem::path(testing::TempDir()) / name).lexically_normal();
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+// The tiny model and data every job here unlearns: forget10 and retain90
+// are the fixture's evaluation sets under the split names jobs use.
+struct Inputs {
+  std::string model_dir;
+  std::string data_dir;
+};
+
+const Inputs& SharedInputs() {
+  static const Inputs* inputs = [] {
+    const std::string root = FreshDir("inputs");
+    auto* made = new Inputs{root + "/model", root + "/data"};
+    EXPECT_TRUE(WriteTinyTofuModel(made->model_dir, 7).ok());
+    EXPECT_TRUE(WriteTinyTofuData(made->data_dir, 16).ok());
+    std::filesystem::copy_file(made->data_dir + "/forget10_perturbed.json",
+                               made->data_dir + "/forget10.json");
+    std::filesystem::copy_file(made->data_dir + "/retain_perturbed.json",
+                               made->data_dir + "/retain90.json");
+    return made;
+  }();
+  return *inputs;
+}
+
+// A spec on the shared inputs; tests adjust it.
+v1::JobSpec TinySpec(const std::string& output_dir) {
+  const Inputs& inputs = SharedInputs();
+  v1::JobSpec spec;
+  spec.set_model_dir(inputs.model_dir);
+  spec.set_data_dir(inputs.data_dir);
+  spec.set_forget_split("forget10");
+  spec.set_retain_split("retain90");
+  spec.set_method(v1::NPO_RT);
+  spec.mutable_optimizer()->set_learning_rate(1e-3);
+  spec.mutable_optimizer()->set_warmup_epochs(0);
+  spec.mutable_optimizer()->set_max_grad_norm(1);
+  spec.mutable_optimizer()->set_seed(3);
+  spec.set_num_epochs(2);
+  spec.set_per_device_batch_size(2);
+  spec.set_world_size(2);
+  spec.set_threads_per_worker(1);
+  spec.set_output_dir(output_dir);
+  return spec;
+}
+
+// A coordinator with local workers on free ports; killed when destroyed.
+class RunningCoordinator {
+ public:
+  RunningCoordinator(const std::string& dir, int local_workers,
+                     const std::string& database = "") {
+    std::filesystem::create_directories(dir);
+    ready_file_ = dir + "/ready.json";
+    log_ = dir + "/coordinator.log";
+    std::filesystem::remove(ready_file_);
+    database_ = database.empty() ? dir + "/jobs.sqlite" : database;
+    absl::StatusOr<Subprocess> process = Subprocess::Start(
+        {coordinator_binary, "--listen=127.0.0.1:0",
+         "--metrics_address=127.0.0.1:0", "--database=" + database_,
+         absl::StrCat("--local_workers=", local_workers), "--worker_threads=1",
+         "--worker_timeout=2s", "--collective_timeout=20s",
+         "--ready_file=" + ready_file_},
+        {}, {.stdout_path = log_, .stderr_path = log_});
+    EXPECT_TRUE(process.ok()) << process.status();
+    process_ = *std::move(process);
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    while (absl::Now() < deadline) {
+      absl::StatusOr<std::string> ready = ReadFileToString(ready_file_);
+      if (ready.ok() && !ready->empty()) {
+        address_ = nlohmann::json::parse(*ready)["grpc_address"];
+        break;
+      }
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+    EXPECT_FALSE(address_.empty()) << Log();
+    stub_ = v1::Jobs::NewStub(
+        grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
+  }
+
+  const std::string& address() const { return address_; }
+  const std::string& database() const { return database_; }
+  Subprocess& process() { return *process_; }
+  v1::Jobs::Stub& jobs() { return *stub_; }
+  std::string Log() const { return ReadFileToString(log_).value_or(""); }
+
+  // Pids of the local workers it started, in order of start.
+  std::vector<pid_t> WorkerPids() const {
+    std::vector<pid_t> pids;
+    for (absl::string_view line : absl::StrSplit(Log(), '\n')) {
+      const size_t at = line.find("(pid ");
+      if (!absl::StrContains(line, "started local worker") ||
+          at == absl::string_view::npos) {
+        continue;
+      }
+      absl::string_view rest = line.substr(at + 5);
+      int pid = 0;
+      if (absl::SimpleAtoi(rest.substr(0, rest.find(',')), &pid)) {
+        pids.push_back(pid);
+      }
+    }
+    return pids;
+  }
+
+ private:
+  std::string ready_file_, log_, database_, address_;
+  std::optional<Subprocess> process_;
+  std::unique_ptr<v1::Jobs::Stub> stub_;
+};
+
+grpc::Status CreateJob(v1::Jobs::Stub& jobs, const v1::JobSpec& spec,
+                       v1::Job* job, const std::string& request_id = "") {
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  v1::CreateJobRequest request;
+  *request.mutable_spec() = spec;
+  request.set_request_id(request_id);
+  return jobs.CreateJob(&context, request, job);
+}
+
+v1::Job GetJob(v1::Jobs::Stub& jobs, const std::string& name) {
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  v1::GetJobRequest request;
+  request.set_name(name);
+  v1::Job job;
+  const grpc::Status status = jobs.GetJob(&context, request, &job);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  return job;
+}
+
+// Polls until `done(job)` or the timeout; returns the last job seen.
+v1::Job WaitFor(v1::Jobs::Stub& jobs, const std::string& name,
+                const std::function<bool(const v1::Job&)>& done,
+                absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  v1::Job job = GetJob(jobs, name);
+  while (!done(job) && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(100));
+    job = GetJob(jobs, name);
+  }
+  return job;
+}
+
+bool IsFinal(const v1::Job& job) {
+  return job.state() == v1::Job::SUCCEEDED || job.state() == v1::Job::FAILED ||
+         job.state() == v1::Job::CANCELLED;
+}
+
+std::vector<at::Tensor> Weights(const std::string& model_dir) {
+  absl::StatusOr<std::shared_ptr<LlamaForCausalLM>> model =
+      LoadLlamaCheckpoint(model_dir);
+  EXPECT_TRUE(model.ok()) << model.status();
+  std::vector<at::Tensor> weights;
+  if (model.ok()) {
+    for (const auto& parameter : (*model)->named_parameters()) {
+      weights.push_back(parameter.value().detach().clone());
+    }
+  }
+  return weights;
+}
+
+TEST(ServiceProcessTest, CliSubmitsWatchesAndTheModelLoads) {
+  const std::string dir = FreshDir("cli");
+  RunningCoordinator coordinator(dir + "/coordinator", 2);
+  const Inputs& inputs = SharedInputs();
+  const CliResult submit = RunCli(
+      lethe_binary, {"submit", "--coordinator=" + coordinator.address(),
+                     "--model=" + inputs.model_dir, "--data=" + inputs.data_dir,
+                     "--method=NPO_RT", "--output=" + dir + "/job",
+                     "--epochs=2", "--learning_rate=1e-3", "--batch_size=2",
+                     "--world_size=2", "--evaluate", "--watch"});
+  ASSERT_TRUE(submit.exit.success())
+      << submit.stdout_text << submit.stderr_text << coordinator.Log();
+  EXPECT_TRUE(absl::StrContains(submit.stdout_text, "submitted jobs/1"));
+  EXPECT_TRUE(absl::StrContains(submit.stdout_text, "SUCCEEDED"));
+  EXPECT_TRUE(absl::StrContains(submit.stdout_text, "forget_quality") ||
+              absl::StrContains(submit.stdout_text, "model_utility"))
+      << submit.stdout_text;
+  const v1::Job job = GetJob(coordinator.jobs(), "jobs/1");
+  EXPECT_EQ(job.state(), v1::Job::SUCCEEDED);
+  EXPECT_EQ(job.output_model_dir(), dir + "/job/model");
+  EXPECT_GT(job.progress().step(), 0);
+  EXPECT_EQ(job.progress().step(), job.progress().total_steps());
+  EXPECT_TRUE(job.evaluation_summary().contains("model_utility"));
+  EXPECT_FALSE(Weights(job.output_model_dir()).empty());
+  EXPECT_TRUE(std::filesystem::exists(dir + "/job/eval/TOFU_EVAL.json"));
+
+  const CliResult get = RunCli(
+      lethe_binary, {"get", "1", "--coordinator=" + coordinator.address()});
+  EXPECT_TRUE(get.exit.success()) << get.stderr_text;
+  EXPECT_TRUE(absl::StrContains(get.stdout_text, "SUCCEEDED"));
+  const CliResult list = RunCli(
+      lethe_binary,
+      {"list", "--format=json", "--coordinator=" + coordinator.address()});
+  EXPECT_TRUE(list.exit.success()) << list.stderr_text;
+  EXPECT_EQ(nlohmann::json::parse(list.stdout_text)["name"], "jobs/1");
+}
+
+// Two workers on half batches take the same steps as one on whole ones.
+TEST(ServiceProcessTest, TwoWorkersMatchOneProcessOnTheSameGlobalBatch) {
+  const std::string dir = FreshDir("equivalence");
+  RunningCoordinator coordinator(dir + "/coordinator", 2);
+  v1::JobSpec two = TinySpec(dir + "/two");
+  two.set_method(v1::NPO);  // Per-example means: exact under averaging.
+  two.set_per_device_batch_size(2);
+  two.set_world_size(2);
+  v1::JobSpec one = two;
+  one.set_output_dir(dir + "/one");
+  one.set_per_device_batch_size(4);
+  one.set_world_size(1);
+  v1::Job two_job, one_job;
+  ASSERT_TRUE(CreateJob(coordinator.jobs(), two, &two_job).ok());
+  ASSERT_TRUE(CreateJob(coordinator.jobs(), one, &one_job).ok());
+  for (const v1::Job* job : {&two_job, &one_job}) {
+    const v1::Job done =
+        WaitFor(coordinator.jobs(), job->name(), IsFinal, absl::Seconds(120));
+    ASSERT_EQ(done.state(), v1::Job::SUCCEEDED)
+        << done.DebugString() << coordinator.Log();
+  }
+  const std::vector<at::Tensor> a = Weights(dir + "/two/model");
+  const std::vector<at::Tensor> b = Weights(dir + "/one/model");
+  const std::vector<at::Tensor> start = Weights(SharedInputs().model_dir);
+  ASSERT_EQ(a.size(), b.size());
+  double max_change = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_TRUE(at::allclose(a[i], b[i], /*rtol=*/1e-4, /*atol=*/1e-5))
+        << "parameter " << i << " differs by "
+        << (a[i] - b[i]).abs().max().item<double>();
+    max_change =
+        std::max(max_change, (a[i] - start[i]).abs().max().item<double>());
+  }
+  EXPECT_GT(max_change, 1e-4) << "the runs did not train";
+}
+
+TEST(ServiceProcessTest, KilledWorkerRestartsTheJobFromItsCheckpoint) {
+  const std::string dir = FreshDir("kill_worker");
+  RunningCoordinator coordinator(dir + "/coordinator", 2);
+  v1::JobSpec spec = TinySpec(dir + "/job");
+  spec.set_num_epochs(30);
+  spec.mutable_checkpoint()->set_every_steps(5);
+  v1::Job job;
+  ASSERT_TRUE(CreateJob(coordinator.jobs(), spec, &job).ok());
+  const v1::Job running = WaitFor(
+      coordinator.jobs(), job.name(),
+      [](const v1::Job& j) { return j.progress().step() >= 12 || IsFinal(j); },
+      absl::Seconds(60));
+  ASSERT_EQ(running.state(), v1::Job::RUNNING) << coordinator.Log();
+  const std::vector<pid_t> pids = coordinator.WorkerPids();
+  ASSERT_EQ(pids.size(), 2u) << coordinator.Log();
+  ASSERT_EQ(kill(pids[1], SIGKILL), 0);
+  const v1::Job done =
+      WaitFor(coordinator.jobs(), job.name(), IsFinal, absl::Seconds(180));
+  EXPECT_EQ(done.state(), v1::Job::SUCCEEDED)
+      << done.DebugString() << coordinator.Log();
+  EXPECT_EQ(done.restart_count(), 1);
+  const CliResult logs =
+      RunCli(lethe_binary,
+             {"logs", job.name(), "--coordinator=" + coordinator.address()});
+  EXPECT_TRUE(absl::StrContains(logs.stdout_text, "WORKER_LOST") ||
+              absl::StrContains(logs.stdout_text, "RANK_FAILED"))
+      << logs.stdout_text;
+  EXPECT_TRUE(absl::StrContains(logs.stdout_text, "resumed from step"))
+      << logs.stdout_text;
+}
+
+TEST(ServiceProcessTest, RestartedCoordinatorKeepsJobsAndResumesTheRunningOne) {
+  const std::string dir = FreshDir("kill_coordinator");
+  const std::string database = dir + "/jobs.sqlite";
+  std::string name;
+  {
+    RunningCoordinator first(dir + "/first", 2, database);
+    v1::JobSpec spec = TinySpec(dir + "/job");
+    spec.set_num_epochs(30);
+    spec.mutable_checkpoint()->set_every_steps(5);
+    v1::Job job;
+    ASSERT_TRUE(CreateJob(first.jobs(), spec, &job).ok());
+    name = job.name();
+    const v1::Job running = WaitFor(
+        first.jobs(), name,
+        [](const v1::Job& j) {
+          return j.progress().step() >= 12 || IsFinal(j);
+        },
+        absl::Seconds(60));
+    ASSERT_EQ(running.state(), v1::Job::RUNNING) << first.Log();
+    ASSERT_TRUE(first.process().Signal(SIGKILL).ok());
+    ASSERT_TRUE(first.process().Wait().ok());
+  }
+  RunningCoordinator second(dir + "/second", 2, database);
+  const v1::Job done =
+      WaitFor(second.jobs(), name, IsFinal, absl::Seconds(180));
+  EXPECT_EQ(done.state(), v1::Job::SUCCEEDED)
+      << done.DebugString() << second.Log();
+  bool saw_restart_reason = false;
+  for (const v1::Job::StateChange& change : done.history()) {
+    saw_restart_reason |= change.reason() == "COORDINATOR_RESTARTED";
+  }
+  EXPECT_TRUE(saw_restart_reason) << done.DebugString();
+}
+
+TEST(ServiceProcessTest, CancelStopsEveryRankWithinTenSeconds) {
+  const std::string dir = FreshDir("cancel");
+  RunningCoordinator coordinator(dir + "/coordinator", 2);
+  v1::JobSpec spec = TinySpec(dir + "/job");
+  spec.set_num_epochs(200);
+  v1::Job job;
+  ASSERT_TRUE(CreateJob(coordinator.jobs(), spec, &job).ok());
+  WaitFor(
+      coordinator.jobs(), job.name(),
+      [](const v1::Job& j) { return j.progress().step() >= 3; },
+      absl::Seconds(60));
+  const absl::Time asked = absl::Now();
+  const CliResult cancel =
+      RunCli(lethe_binary,
+             {"cancel", job.name(), "--coordinator=" + coordinator.address()});
+  ASSERT_TRUE(cancel.exit.success()) << cancel.stderr_text;
+  const v1::Job done =
+      WaitFor(coordinator.jobs(), job.name(), IsFinal, absl::Seconds(10));
+  EXPECT_EQ(done.state(), v1::Job::CANCELLED) << coordinator.Log();
+  EXPECT_LT(absl::Now() - asked, absl::Seconds(10));
+  // The workers are idle again: a next job runs on both.
+  v1::JobSpec next = TinySpec(dir + "/next");
+  next.set_num_epochs(1);
+  v1::Job next_job;
+  ASSERT_TRUE(CreateJob(coordinator.jobs(), next, &next_job).ok());
+  EXPECT_EQ(
+      WaitFor(coordinator.jobs(), next_job.name(), IsFinal, absl::Seconds(60))
+          .state(),
+      v1::Job::SUCCEEDED);
+}
+
+TEST(ServiceProcessTest, RequestIdRetriesPaginationAndBadSpecs) {
+  const std::string dir = FreshDir("api");
+  RunningCoordinator coordinator(dir + "/coordinator", 0);
+  v1::JobSpec spec = TinySpec(dir + "/job");
+  v1::Job first, retry;
+  ASSERT_TRUE(CreateJob(coordinator.jobs(), spec, &first, "req-1").ok());
+  ASSERT_TRUE(CreateJob(coordinator.jobs(), spec, &retry, "req-1").ok());
+  EXPECT_EQ(first.name(), retry.name());
+  for (int i = 0; i < 6; ++i) {
+    v1::Job job;
+    ASSERT_TRUE(CreateJob(coordinator.jobs(), spec, &job).ok());
+  }
+  // Bad specs never become jobs.
+  v1::JobSpec bad = spec;
+  bad.mutable_optimizer()->set_learning_rate(-1);
+  v1::Job rejected;
+  grpc::Status status = CreateJob(coordinator.jobs(), bad, &rejected);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(
+      absl::StartsWith(status.error_message(), "spec.optimizer.learning_rate"))
+      << status.error_message();
+  bad = spec;
+  bad.set_model_dir(dir + "/no_such_model");
+  status = CreateJob(coordinator.jobs(), bad, &rejected);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
+
+  std::vector<std::string> names;
+  v1::ListJobsRequest request;
+  request.set_page_size(3);
+  do {
+    grpc::ClientContext context;
+    v1::ListJobsResponse response;
+    ASSERT_TRUE(coordinator.jobs().ListJobs(&context, request, &response).ok());
+    for (const v1::Job& job : response.jobs()) names.push_back(job.name());
+    request.set_page_token(response.next_page_token());
+  } while (!request.page_token().empty());
+  ASSERT_EQ(names.size(), 7u);
+  for (int i = 0; i < 7; ++i) EXPECT_EQ(names[i], absl::StrCat("jobs/", i + 1));
+}
+
+}  // namespace
+}  // namespace lethe
+
+int main(int argc, char** argv) {
+  testing::InitGoogleTest(&argc, argv);
+  if (argc != 3) {
+    std::cerr << "usage: service_process_test COORDINATOR_BINARY LETHE_BINARY"
+              << std::endl;
+    return 2;
+  }
+  lethe::coordinator_binary = argv[1];
+  lethe::lethe_binary = argv[2];
+  return RUN_ALL_TESTS();
+}
