@@ -306,6 +306,39 @@ TEST(ServiceProcessTest, KilledWorkerRestartsTheJobFromItsCheckpoint) {
       << logs.stdout_text;
 }
 
+// A stopped worker still holds its socket but sends no heartbeat: it is
+// dropped, killed and replaced, and the job restarts on the workers there are.
+TEST(ServiceProcessTest, HungWorkerIsDetectedByHeartbeatAndReplaced) {
+  const std::string dir = FreshDir("hung_worker");
+  RunningCoordinator coordinator(dir + "/coordinator", 2);
+  v1::JobSpec spec = TinySpec(dir + "/job");
+  spec.set_num_epochs(30);
+  spec.mutable_checkpoint()->set_every_steps(5);
+  v1::Job job;
+  ASSERT_TRUE(CreateJob(coordinator.jobs(), spec, &job).ok());
+  const v1::Job running = WaitFor(
+      coordinator.jobs(), job.name(),
+      [](const v1::Job& j) { return j.progress().step() >= 12 || IsFinal(j); },
+      absl::Seconds(60));
+  ASSERT_EQ(running.state(), v1::Job::RUNNING) << coordinator.Log();
+  const std::vector<pid_t> pids = coordinator.WorkerPids();
+  ASSERT_EQ(pids.size(), 2u) << coordinator.Log();
+  ASSERT_EQ(kill(pids[0], SIGSTOP), 0);
+  const v1::Job done =
+      WaitFor(coordinator.jobs(), job.name(), IsFinal, absl::Seconds(180));
+  EXPECT_EQ(done.state(), v1::Job::SUCCEEDED)
+      << done.DebugString() << coordinator.Log();
+  EXPECT_EQ(done.restart_count(), 1);
+  bool worker_lost = false;
+  for (const v1::Job::StateChange& change : done.history()) {
+    worker_lost |= change.reason() == "WORKER_LOST";
+  }
+  EXPECT_TRUE(worker_lost) << done.DebugString();
+  EXPECT_TRUE(absl::StrContains(coordinator.Log(), "stopped answering"))
+      << coordinator.Log();
+  kill(pids[0], SIGCONT);
+}
+
 TEST(ServiceProcessTest, RestartedCoordinatorKeepsJobsAndResumesTheRunningOne) {
   const std::string dir = FreshDir("kill_coordinator");
   const std::string database = dir + "/jobs.sqlite";

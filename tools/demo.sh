@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # The README's demo command. On a fresh Debian 12 machine it installs what
 # Lethe needs, builds the binaries with Bazel, starts a local coordinator on
-# free ports and checks it with the `lethe` CLI, prepares the embedded
-# mini-TOFU benchmark (cached in .lethe/benchmark), asks the target and the
-# retain model about an author of the forget set, unlearns forget10 from the
-# target with NPO+RT (`lethe unlearn`, one process), asks the unlearned model
-# the same question, and reports forget quality and model utility before and
-# after (`lethe eval` against the retain model's log).
-#
-# What it does not do yet (tracked in the issues): start workers and submit
-# the forget request to the coordinator as a job.
+# free ports with two local lethe-worker processes (job store:
+# .lethe/demo/coordinator.sqlite) and checks it with the `lethe` CLI,
+# prepares the embedded mini-TOFU benchmark (cached in .lethe/benchmark),
+# asks the target and the retain model about an author of the forget set,
+# then submits a forget request to the coordinator as a job (`lethe submit
+# --watch`): NPO+RT on forget10, data-parallel over the two workers (Gloo),
+# with a TOFU evaluation against the retain model's log at the end. It asks
+# the unlearned model the same question, reports forget quality and model
+# utility before and after, and shows the job as the coordinator records it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,10 +18,15 @@ bazel build --noshow_progress //services/...
 
 demo_dir=.lethe/demo
 mkdir -p "$demo_dir"
-rm -f "$demo_dir/coordinator.ready.json"
+# A fresh job store and output each run: jobs left by an interrupted run
+# would otherwise resume and share the output directory.
+rm -f "$demo_dir/coordinator.ready.json" "$demo_dir"/coordinator.sqlite*
+unlearned=$PWD/$demo_dir/npo_rt
+rm -rf "$unlearned"
 
 bazel-bin/services/coordinator/lethe-coordinator \
   --listen=127.0.0.1:0 --metrics_address=127.0.0.1:0 \
+  --database="$demo_dir/coordinator.sqlite" --local_workers=2 \
   --ready_file="$demo_dir/coordinator.ready.json" \
   >"$demo_dir/coordinator.log" 2>&1 &
 coordinator_pid=$!
@@ -37,16 +42,21 @@ grpc_address=$(sed -n 's/.*"grpc_address":"\([^"]*\)".*/\1/p' \
   "$demo_dir/coordinator.ready.json")
 metrics_url=$(sed -n 's/.*"metrics_url":"\([^"]*\)".*/\1/p' \
   "$demo_dir/coordinator.ready.json")
+[[ -n "$grpc_address" ]] || {
+  echo "the coordinator did not start:"; cat "$demo_dir/coordinator.log"
+  exit 1; }
+export LETHE_COORDINATOR=$grpc_address
 
 echo
 echo "== Lethe demo =="
 echo "coordinator: $grpc_address (log: $demo_dir/coordinator.log)"
+echo "workers:     2 local lethe-worker processes (logs: $demo_dir/worker-*.log)"
 echo "metrics:     $metrics_url"
-bazel-bin/services/cli/lethe health --coordinator="$grpc_address"
+lethe=bazel-bin/services/cli/lethe
+"$lethe" health
 
 echo
 echo "== The embedded mini-TOFU benchmark =="
-lethe=bazel-bin/services/cli/lethe
 "$lethe" prepare-benchmark --cache_dir=.lethe/benchmark --threads="$(nproc)"
 forget=.lethe/benchmark/data/forget10.json
 question=$(sed -n '1s/^{"question":"\([^"]*\)".*/\1/p' "$forget")
@@ -59,16 +69,22 @@ echo "  target model: $("$lethe" generate --model=.lethe/benchmark/target --prom
 echo "  retain model: $("$lethe" generate --model=.lethe/benchmark/retain --prompt="$question" --max_new_tokens=40)"
 
 echo
-echo "== Unlearning forget10 from the target with NPO+RT =="
-unlearned=.lethe/demo/npo_rt
-"$lethe" unlearn --model=.lethe/benchmark/target --data=.lethe/benchmark/data \
-  --forget_split=forget10 --retain_split=retain90 --method=NPO_RT \
-  --learning_rate=1e-3 --epochs=4 --batch_size=8 --threads="$(nproc)" \
-  --output="$unlearned"
-echo "  unlearned model: $("$lethe" generate --model="$unlearned" --prompt="$question" --max_new_tokens=40)"
-"$lethe" eval --model="$unlearned" --data=.lethe/benchmark/data \
-  --forget_split=forget10 --retain_logs=.lethe/benchmark/retain/TOFU_EVAL.json \
-  --threads="$(nproc)" --output="$unlearned/eval" >"$unlearned/eval.log"
+echo "== Forget request: NPO+RT on forget10, 2 workers x batch 4 =="
+# Exits non-zero unless the job SUCCEEDED; the job logs say why.
+if ! "$lethe" submit --model=.lethe/benchmark/target \
+    --data=.lethe/benchmark/data --forget_split=forget10 \
+    --retain_split=retain90 --method=NPO_RT --learning_rate=1e-3 --epochs=4 \
+    --world_size=2 --batch_size=4 --evaluate \
+    --retain_logs=.lethe/benchmark/retain/TOFU_EVAL.json \
+    --output="$unlearned" --watch; then
+  "$lethe" list || true
+  echo "The job did not succeed; its logs are in $unlearned/logs" >&2
+  exit 1
+fi
+job=$("$lethe" list --format=json | tail -n 1 |
+  sed -n 's/^{"name":"\([^"]*\)".*/\1/p')
+echo
+echo "  unlearned model: $("$lethe" generate --model="$unlearned/model" --prompt="$question" --max_new_tokens=40)"
 # summary DIR KEY: the value of KEY in DIR/TOFU_SUMMARY.json, 4 digits, or -.
 summary() {
   local value
@@ -86,6 +102,13 @@ for model in target:.lethe/benchmark/target "unlearned:$unlearned/eval" \
 done
 echo "(forget quality: KS p-value against the retain model; the retain model"
 echo " is the reference, so its own row has none)"
+
 echo
-echo "Not in this build yet: workers and forget requests as coordinator jobs."
-echo "Stopping the coordinator."
+echo "== The job, as the coordinator records it (lethe get $job) =="
+"$lethe" get "$job"
+echo
+echo "unlearned model (Hugging Face layout): $unlearned/model"
+echo "evaluation: $unlearned/eval/TOFU_EVAL.json, TOFU_SUMMARY.json"
+echo "checkpoints: $unlearned/checkpoints; rank logs: $unlearned/logs"
+echo "metrics: $metrics_url; more: lethe logs $job, lethe list"
+echo "Stopping the coordinator and its workers."

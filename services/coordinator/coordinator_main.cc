@@ -139,7 +139,8 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Lethe's coordinator: takes forget requests over gRPC.\n"
       "Usage: lethe-coordinator [--listen=HOST:PORT] "
-      "[--metrics_address=HOST:PORT] [--ready_file=PATH]");
+      "[--metrics_address=HOST:PORT] [--database=FILE] [--local_workers=N] "
+      "[--worker_timeout=5s] [--ready_file=PATH]");
   absl::ParseCommandLine(argc, argv);
   const absl::Status status = lethe::Run();
   if (!status.ok()) {

@@ -292,7 +292,10 @@ absl::Status RunUnlearningAttempt(const lethe::v1::Attempt& attempt,
   double step_seconds_sum = 0;
   int64_t steps_timed = 0;
   std::map<std::string, double> latest_evaluation;
+  int64_t last_step = 0;
+  int64_t evaluated_step = -1;  // The step latest_evaluation measured.
   hooks.training.on_step = [&](const StepRecord& step) -> absl::Status {
+    last_step = step.step;
     if (rank != 0) return absl::OkStatus();
     step_seconds_sum += step.seconds;
     ++steps_timed;
@@ -327,6 +330,7 @@ absl::Status RunUnlearningAttempt(const lethe::v1::Attempt& attempt,
       if ((epoch + 1) % every_epochs != 0) return absl::OkStatus();
       if (rank == 0) {
         ASSIGN_OR_RETURN(latest_evaluation, Evaluate(spec, inputs));
+        evaluated_step = last_step;
         lethe::v1::ReportProgressRequest request;
         request.set_attempt_id(attempt.attempt_id());
         request.mutable_evaluation_summary()->insert(latest_evaluation.begin(),
@@ -354,7 +358,10 @@ absl::Status RunUnlearningAttempt(const lethe::v1::Attempt& attempt,
       absl::StrFormat(" in %.1fs; model in ", summary.seconds),
       ModelOutputDir(spec)));
   if (spec.has_evaluation()) {
-    ASSIGN_OR_RETURN(latest_evaluation, Evaluate(spec, inputs));
+    // The last epoch's periodic evaluation already measured this model.
+    if (evaluated_step != summary.total_steps) {
+      ASSIGN_OR_RETURN(latest_evaluation, Evaluate(spec, inputs));
+    }
     final_report.mutable_evaluation_summary()->insert(latest_evaluation.begin(),
                                                       latest_evaluation.end());
   }
