@@ -1,45 +1,77 @@
-// Serves Prometheus metrics over HTTP (/metrics) with prometheus-cpp.
+// Serves Prometheus metrics over HTTP (/metrics).
 //
 //   auto registry = std::make_shared<prometheus::Registry>();
 //   ASSIGN_OR_RETURN(std::unique_ptr<MetricsEndpoint> endpoint,
 //                    MetricsEndpoint::Start("127.0.0.1:0", registry));
 //   LOG(INFO) << "metrics at " << endpoint->url();
 //
-// The endpoint keeps the registry alive while it serves it.
+// The endpoint keeps the registry alive while it serves it. It is a small
+// HTTP/1.1 server of Lethe's own rather than prometheus-cpp's Exposer, whose
+// civetweb threads cannot start in a process that has loaded LibTorch (see
+// DEVELOPERS.md). One thread accepts and answers connections one at a time:
+//   GET|HEAD /metrics[?...]  200, the text exposition format
+//   GET|HEAD other paths     404
+//   other methods            405
+//   malformed request        400 (431 when the headers exceed 16 KiB)
+// A client gets `read_timeout` to send its request; every response closes
+// the connection. Destroying the endpoint stops it at once and joins the
+// thread.
 #ifndef LETHE_LIBS_METRICS_METRICS_ENDPOINT_H_
 #define LETHE_LIBS_METRICS_METRICS_ENDPOINT_H_
 
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "absl/status/statusor.h"
-#include "prometheus/exposer.h"
+#include "absl/time/time.h"
 #include "prometheus/registry.h"
 
 namespace lethe {
 
 class MetricsEndpoint {
  public:
-  // Listens on `address` ("host:port"; port 0 picks a free one).
-  // INVALID_ARGUMENT for a malformed address, UNAVAILABLE when it cannot be
-  // bound.
+  struct Options {
+    // How long a client may take to send its request headers (and to read
+    // the response) before the endpoint drops it.
+    absl::Duration read_timeout = absl::Seconds(5);
+  };
+
+  // Listens on `address` ("host:port" or "[v6 host]:port"; port 0 picks a
+  // free one). INVALID_ARGUMENT for a malformed address, UNAVAILABLE naming
+  // the address when it cannot be bound (including a port already in use).
   static absl::StatusOr<std::unique_ptr<MetricsEndpoint>> Start(
       const std::string& address,
       std::shared_ptr<prometheus::Registry> registry);
+  static absl::StatusOr<std::unique_ptr<MetricsEndpoint>> Start(
+      const std::string& address,
+      std::shared_ptr<prometheus::Registry> registry, const Options& options);
+
+  MetricsEndpoint(const MetricsEndpoint&) = delete;
+  MetricsEndpoint& operator=(const MetricsEndpoint&) = delete;
+  ~MetricsEndpoint();
 
   int port() const { return port_; }
-  // "http://host:port/metrics".
+  // "http://host:port/metrics" (IPv6 hosts in brackets).
   const std::string& url() const { return url_; }
 
  private:
-  MetricsEndpoint(std::unique_ptr<prometheus::Exposer> exposer,
-                  std::shared_ptr<prometheus::Registry> registry, int port,
-                  std::string url);
+  MetricsEndpoint(int listen_fd, int stop_fd,
+                  std::shared_ptr<prometheus::Registry> registry,
+                  const Options& options, int port, std::string url);
 
-  std::shared_ptr<prometheus::Registry> registry_;
-  std::unique_ptr<prometheus::Exposer> exposer_;
-  int port_;
-  std::string url_;
+  void AcceptLoop();
+  void ServeConnection(int connection_fd);
+  // The response (status line, headers, body) to one request's bytes.
+  std::string Respond(const std::string& request);
+
+  const int listen_fd_;
+  const int stop_fd_;  // An eventfd, readable once the destructor runs.
+  const std::shared_ptr<prometheus::Registry> registry_;
+  const Options options_;
+  const int port_;
+  const std::string url_;
+  std::thread thread_;
 };
 
 // The registry's current values in the Prometheus text exposition format,
