@@ -1,0 +1,230 @@
+// Data-parallel step throughput on this machine: the same global batch
+// trained by 1 process with T threads and by N processes (Gloo all-reduce
+// of gradients over loopback) with T/N threads each, at the embedded
+// benchmark's model size and one near 100M parameters. Prints tokens/s of
+// a full step (forward, backward, all-reduce, AdamW) and the share of the
+// step spent in the all-reduce.
+//
+//   bazel run -c opt //benchmarks:data_parallel_throughput -- --threads=2
+//
+// Each configuration runs in fresh processes (this program started again
+// with --rank), so thread pools never mix.
+#include <torch/optim/adamw.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "libs/dist/collective_group.h"
+#include "libs/files/file_io.h"
+#include "libs/model/llama_config.h"
+#include "libs/model/llama_model.h"
+#include "libs/subprocess/subprocess.h"
+#include "libs/unlearn/sequence_loss.h"
+
+ABSL_FLAG(int, threads, 2, "CPU threads in all (split among the ranks)");
+ABSL_FLAG(int, steps, 5, "timed steps per configuration (after one warm-up)");
+ABSL_FLAG(int, batch, 16, "sequences per step, all ranks together");
+ABSL_FLAG(int, length, 64, "tokens per sequence");
+ABSL_FLAG(std::string, sizes, "mini,100m", "model sizes: mini, 100m");
+ABSL_FLAG(std::string, worlds, "1,2", "process counts to compare");
+// Internal: one rank of one configuration.
+ABSL_FLAG(int, rank, -1, "internal: run as this rank");
+ABSL_FLAG(int, world, 1, "internal: ranks of the configuration");
+ABSL_FLAG(int, store_port, 0, "internal: rank 0's TCPStore port");
+ABSL_FLAG(std::string, size, "mini", "internal: model size");
+ABSL_FLAG(std::string, result_file, "", "internal: where rank 0 writes");
+
+namespace lethe {
+namespace {
+
+LlamaConfig ConfigFor(const std::string& size) {
+  if (size == "100m") {
+    LlamaConfig config;
+    config.vocab_size = 8000;
+    config.hidden_size = 768;
+    config.intermediate_size = 2048;
+    config.num_hidden_layers = 12;
+    config.num_attention_heads = 12;
+    config.num_key_value_heads = 12;
+    config.max_position_embeddings = 512;
+    return config;
+  }
+  return MiniBenchmarkLlamaConfig(1024);
+}
+
+double Now() {
+  return std::chrono::duration<double>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// One rank: trains `steps` timed steps on its share of the batch; rank 0
+// writes "<params> <seconds per step> <all-reduce seconds per step>".
+int RunRank() {
+  const int rank = absl::GetFlag(FLAGS_rank);
+  const int world = absl::GetFlag(FLAGS_world);
+  at::set_num_threads(std::max(1, absl::GetFlag(FLAGS_threads) / world));
+  torch::manual_seed(0);  // Same initial weights on every rank.
+  std::unique_ptr<RendezvousStore> store;
+  std::unique_ptr<CollectiveGroup> group;
+  if (world > 1) {
+    if (rank == 0) {
+      absl::StatusOr<std::unique_ptr<RendezvousStore>> started =
+          RendezvousStore::Start("127.0.0.1", absl::GetFlag(FLAGS_store_port));
+      if (!started.ok()) {
+        std::fprintf(stderr, "%s\n", started.status().ToString().c_str());
+        return 1;
+      }
+      store = *std::move(started);
+    }
+    absl::StatusOr<std::unique_ptr<CollectiveGroup>> joined =
+        CollectiveGroup::Join({.store_host = "127.0.0.1",
+                               .store_port = absl::GetFlag(FLAGS_store_port),
+                               .prefix = "throughput",
+                               .rank = rank,
+                               .world_size = world});
+    if (!joined.ok()) {
+      std::fprintf(stderr, "%s\n", joined.status().ToString().c_str());
+      return 1;
+    }
+    group = *std::move(joined);
+  }
+  LlamaForCausalLM model(ConfigFor(absl::GetFlag(FLAGS_size)));
+  torch::optim::AdamW optimizer(model.parameters(),
+                                torch::optim::AdamWOptions(1e-4));
+  torch::manual_seed(1 + rank);  // Each rank its own data.
+  const at::Tensor ids = torch::randint(
+      3, model.config().vocab_size,
+      {absl::GetFlag(FLAGS_batch) / world, absl::GetFlag(FLAGS_length)},
+      at::kLong);
+  double allreduce_seconds = 0;
+  auto step = [&] {
+    optimizer.zero_grad();
+    TokenMeanNll(model.Forward(ids), ids).backward();
+    if (group) {
+      std::vector<at::Tensor> gradients;
+      for (const at::Tensor& parameter : model.parameters()) {
+        gradients.push_back(parameter.grad());
+      }
+      const double start = Now();
+      const absl::Status status = group->AllReduceMean(gradients);
+      allreduce_seconds += Now() - start;
+      if (!status.ok()) {
+        std::fprintf(stderr, "%s\n", status.ToString().c_str());
+        std::exit(1);
+      }
+    }
+    optimizer.step();
+  };
+  step();  // Warm-up.
+  allreduce_seconds = 0;
+  const int steps = absl::GetFlag(FLAGS_steps);
+  const double start = Now();
+  for (int i = 0; i < steps; ++i) step();
+  const double seconds = (Now() - start) / steps;
+  if (rank == 0) {
+    const absl::Status written =
+        WriteFileAtomically(absl::GetFlag(FLAGS_result_file),
+                            absl::StrCat(model.NumParameters(), " ", seconds,
+                                         " ", allreduce_seconds / steps, "\n"));
+    if (!written.ok()) return 1;
+  }
+  return 0;
+}
+
+std::string SelfPath() {
+  return std::filesystem::read_symlink("/proc/self/exe").string();
+}
+
+// Runs one configuration in `world` fresh processes; false on failure.
+bool RunConfiguration(const std::string& size, int world, int store_port,
+                      double* parameters, double* seconds,
+                      double* allreduce_seconds) {
+  const std::string result_file =
+      absl::StrCat("/tmp/lethe_dp_throughput_", getpid(), ".txt");
+  std::vector<Subprocess> ranks;
+  for (int rank = 0; rank < world; ++rank) {
+    absl::StatusOr<Subprocess> process = Subprocess::Start(
+        {SelfPath(), absl::StrCat("--rank=", rank),
+         absl::StrCat("--world=", world),
+         absl::StrCat("--store_port=", store_port), "--size=" + size,
+         "--result_file=" + result_file,
+         absl::StrCat("--threads=", absl::GetFlag(FLAGS_threads)),
+         absl::StrCat("--steps=", absl::GetFlag(FLAGS_steps)),
+         absl::StrCat("--batch=", absl::GetFlag(FLAGS_batch)),
+         absl::StrCat("--length=", absl::GetFlag(FLAGS_length))},
+        {{"OMP_NUM_THREADS",
+          absl::StrCat(std::max(1, absl::GetFlag(FLAGS_threads) / world))}});
+    if (!process.ok()) return false;
+    ranks.push_back(*std::move(process));
+  }
+  bool ok = true;
+  for (Subprocess& rank : ranks) {
+    absl::StatusOr<ExitStatus> exit = rank.Wait();
+    ok &= exit.ok() && exit->success();
+  }
+  absl::StatusOr<std::string> text = ReadFileToString(result_file);
+  std::filesystem::remove(result_file);
+  if (!ok || !text.ok()) return false;
+  const std::vector<std::string> fields =
+      absl::StrSplit(*text, ' ', absl::SkipWhitespace());
+  return fields.size() == 3 && absl::SimpleAtod(fields[0], parameters) &&
+         absl::SimpleAtod(fields[1], seconds) &&
+         absl::SimpleAtod(fields[2], allreduce_seconds);
+}
+
+int Compare() {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  const int threads = absl::GetFlag(FLAGS_threads);
+  const int batch = absl::GetFlag(FLAGS_batch);
+  const int length = absl::GetFlag(FLAGS_length);
+  std::printf("global batch %d x %d tokens, %d threads in all, %d steps\n",
+              batch, length, threads, absl::GetFlag(FLAGS_steps));
+  std::printf("%-6s %9s %-22s %10s %9s %11s\n", "size", "params",
+              "configuration", "tokens/s", "vs 1 proc", "all-reduce");
+  int store_port = 29500 + getpid() % 1000;
+  for (const std::string& size : std::vector<std::string>(
+           absl::StrSplit(absl::GetFlag(FLAGS_sizes), ','))) {
+    double baseline = 0;
+    for (const std::string& world_text : std::vector<std::string>(
+             absl::StrSplit(absl::GetFlag(FLAGS_worlds), ','))) {
+      int world = 1;
+      if (!absl::SimpleAtoi(world_text, &world) || world < 1) return 2;
+      double parameters = 0, seconds = 0, allreduce = 0;
+      if (!RunConfiguration(size, world, ++store_port, &parameters, &seconds,
+                            &allreduce)) {
+        std::printf("%-6s %s: failed\n", size.c_str(), world_text.c_str());
+        return 1;
+      }
+      const double tokens_per_second = batch * length / seconds;
+      if (world == 1) baseline = tokens_per_second;
+      std::printf("%-6s %8.1fM %-22s %10.0f %8.2fx %10.1f%%\n", size.c_str(),
+                  parameters / 1e6,
+                  absl::StrCat(world, " proc x ", std::max(1, threads / world),
+                               " thread(s)")
+                      .c_str(),
+                  tokens_per_second,
+                  baseline > 0 ? tokens_per_second / baseline : 0.0,
+                  100.0 * allreduce / seconds);
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace lethe
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  return absl::GetFlag(FLAGS_rank) >= 0 ? lethe::RunRank() : lethe::Compare();
+}
