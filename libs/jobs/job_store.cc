@@ -387,6 +387,21 @@ absl::Status JobStore::Delete(absl::string_view name) {
   });
 }
 
+absl::StatusOr<std::map<v1::Job::State, int64_t>> JobStore::CountByState() {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(
+      SqliteStatement select,
+      db_->Prepare("SELECT state, COUNT(*) FROM jobs GROUP BY state"));
+  std::map<v1::Job::State, int64_t> counts;
+  while (true) {
+    ASSIGN_OR_RETURN(const bool has_row, select.Step());
+    if (!has_row) break;
+    counts[static_cast<v1::Job::State>(select.ColumnInt64(0))] =
+        select.ColumnInt64(1);
+  }
+  return counts;
+}
+
 absl::StatusOr<std::vector<v1::Job>> JobStore::ListInStates(
     const std::vector<State>& states) {
   std::vector<v1::Job> jobs;

@@ -38,6 +38,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -108,6 +109,9 @@ class JobStore {
   // Removes a job in a final state (FAILED_PRECONDITION otherwise). Its
   // request_id becomes free again.
   absl::Status Delete(absl::string_view name);
+
+  // The number of stored jobs in each state (states with none are absent).
+  absl::StatusOr<std::map<v1::Job::State, int64_t>> CountByState();
 
   // Every job in one of `states`, for the scheduler: highest spec.priority
   // first, then oldest first.

@@ -414,6 +414,13 @@ TEST_F(JobStoreTest, ListInStatesOrdersByPriorityThenAge) {
   EXPECT_TRUE(store_->ListInStates({})->empty());
   EXPECT_EQ(store_->ListInStates({static_cast<State>(42)}).status().code(),
             absl::StatusCode::kInvalidArgument);
+
+  absl::StatusOr<std::map<v1::Job::State, int64_t>> counts =
+      store_->CountByState();
+  ASSERT_TRUE(counts.ok()) << counts.status();
+  EXPECT_EQ(*counts, (std::map<v1::Job::State, int64_t>{{v1::Job::QUEUED, 4},
+                                                        {v1::Job::RUNNING, 1},
+                                                        {v1::Job::FAILED, 1}}));
 }
 
 TEST_F(JobStoreTest, ConcurrentCreatesGetDistinctIds) {

@@ -1,11 +1,14 @@
 #include "services/coordinator/coordinator.h"
 
 #include <algorithm>
+#include <iostream>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "google/protobuf/util/time_util.h"
+#include "libs/files/file_io.h"
 #include "libs/jobs/job_spec.h"
 #include "libs/status/status_macros.h"
 
@@ -32,6 +35,7 @@ google::protobuf::Timestamp ToTimestamp(absl::Time time) {
 
 // --- gRPC adapters -----------------------------------------------------------
 
+// Each call is counted (and unary calls timed) in the metrics.
 class Coordinator::JobsService final : public v1::Jobs::Service {
  public:
   explicit JobsService(Coordinator& coordinator) : c_(coordinator) {}
@@ -39,41 +43,51 @@ class Coordinator::JobsService final : public v1::Jobs::Service {
   grpc::Status CreateJob(grpc::ServerContext*,
                          const v1::CreateJobRequest* request,
                          v1::Job* response) override {
-    return Reply(c_.CreateJob(*request), response);
+    const absl::Time start = absl::Now();
+    return Count("CreateJob", start, Reply(c_.CreateJob(*request), response));
   }
   grpc::Status GetJob(grpc::ServerContext*, const v1::GetJobRequest* request,
                       v1::Job* response) override {
-    return Reply(c_.GetJob(request->name()), response);
+    const absl::Time start = absl::Now();
+    return Count("GetJob", start, Reply(c_.GetJob(request->name()), response));
   }
   grpc::Status ListJobs(grpc::ServerContext*,
                         const v1::ListJobsRequest* request,
                         v1::ListJobsResponse* response) override {
-    return Reply(c_.ListJobs(*request), response);
+    const absl::Time start = absl::Now();
+    return Count("ListJobs", start, Reply(c_.ListJobs(*request), response));
   }
   grpc::Status CancelJob(grpc::ServerContext*,
                          const v1::CancelJobRequest* request,
                          v1::Job* response) override {
-    return Reply(c_.CancelJob(request->name()), response);
+    const absl::Time start = absl::Now();
+    return Count("CancelJob", start,
+                 Reply(c_.CancelJob(request->name()), response));
   }
   grpc::Status DeleteJob(grpc::ServerContext*,
                          const v1::DeleteJobRequest* request,
                          google::protobuf::Empty*) override {
-    return ToGrpc(c_.DeleteJob(request->name()));
+    const absl::Time start = absl::Now();
+    return Count("DeleteJob", start, ToGrpc(c_.DeleteJob(request->name())));
   }
   grpc::Status WatchJob(grpc::ServerContext* context,
                         const v1::WatchJobRequest* request,
                         grpc::ServerWriter<v1::Job>* writer) override {
-    return ToGrpc(c_.WatchJob(
-        request->name(), [&](const v1::Job& job) { return writer->Write(job); },
-        [&] { return context->IsCancelled(); }));
+    return Count("WatchJob", std::nullopt,
+                 ToGrpc(c_.WatchJob(
+                     request->name(),
+                     [&](const v1::Job& job) { return writer->Write(job); },
+                     [&] { return context->IsCancelled(); })));
   }
   grpc::Status StreamJobLogs(
       grpc::ServerContext* context, const v1::StreamJobLogsRequest* request,
       grpc::ServerWriter<v1::LogEntry>* writer) override {
-    return ToGrpc(c_.StreamJobLogs(
-        request->name(), request->follow(),
-        [&](const v1::LogEntry& entry) { return writer->Write(entry); },
-        [&] { return context->IsCancelled(); }));
+    return Count(
+        "StreamJobLogs", std::nullopt,
+        ToGrpc(c_.StreamJobLogs(
+            request->name(), request->follow(),
+            [&](const v1::LogEntry& entry) { return writer->Write(entry); },
+            [&] { return context->IsCancelled(); })));
   }
 
  private:
@@ -82,6 +96,19 @@ class Coordinator::JobsService final : public v1::Jobs::Service {
     if (!result.ok()) return ToGrpc(result.status());
     *response = *std::move(result);
     return grpc::Status::OK;
+  }
+
+  // Records the call; `start` is empty for streams (not timed).
+  grpc::Status Count(const std::string& method, std::optional<absl::Time> start,
+                     grpc::Status status) {
+    if (c_.options_.metrics != nullptr) {
+      c_.options_.metrics->ApiCall(
+          method,
+          absl::StatusCodeToString(
+              static_cast<absl::StatusCode>(status.error_code())),
+          start.has_value() ? absl::ToDoubleSeconds(absl::Now() - *start) : -1);
+    }
+    return status;
   }
 
   Coordinator& c_;
@@ -180,6 +207,42 @@ void Coordinator::Tick() {
   EnforceDeadlinesLocked(now);
   SettleAttemptsLocked(now);
   ScheduleLocked(now);
+  UpdateGaugesLocked(now);
+}
+
+void Coordinator::UpdateGaugesLocked(absl::Time now) {
+  if (options_.metrics == nullptr || now - gauges_updated_ < absl::Seconds(1)) {
+    return;
+  }
+  gauges_updated_ = now;
+  int healthy = 0, busy = 0;
+  for (const auto& [id, worker] : workers_) {
+    healthy += now - worker.last_heartbeat <= 2 * options_.heartbeat_interval;
+    busy += worker.attempt_id != 0;
+  }
+  options_.metrics->SetWorkers(static_cast<int>(workers_.size()), healthy,
+                               busy);
+  const absl::StatusOr<std::map<v1::Job::State, int64_t>> counts =
+      store_->CountByState();
+  if (counts.ok()) options_.metrics->SetJobCounts(*counts);
+}
+
+void Coordinator::WriteWorkerTargetsLocked() {
+  if (options_.worker_targets_file.empty()) return;
+  std::vector<std::string> targets;
+  for (const auto& [id, worker] : workers_) {
+    if (!worker.metrics_address.empty()) {
+      targets.push_back(absl::StrCat("\"", worker.metrics_address, "\""));
+    }
+  }
+  const std::string json =
+      absl::StrCat("[{\"targets\": [", absl::StrJoin(targets, ", "),
+                   "], \"labels\": {\"component\": \"worker\"}}]\n");
+  const absl::Status written =
+      WriteFileAtomically(options_.worker_targets_file, json);
+  if (!written.ok()) {
+    std::cerr << "lethe-coordinator: " << written << std::endl;
+  }
 }
 
 std::vector<pid_t> Coordinator::TakeDroppedWorkerPids() {
@@ -219,6 +282,17 @@ void Coordinator::TransitionLocked(const std::string& job, v1::Job::State to,
               absl::StrCat("could not record ", v1::Job::State_Name(to), ": ",
                            moved.status().ToString()));
     return;
+  }
+  if (options_.metrics != nullptr && moved->history_size() >= 2) {
+    // The change before this one: the state left, and since when.
+    const v1::Job::StateChange& before =
+        moved->history(moved->history_size() - 2);
+    const absl::Time since = absl::FromUnixMicros(
+        google::protobuf::util::TimeUtil::TimestampToMicroseconds(
+            before.time()));
+    options_.metrics->JobTransition(before.state(), to, reason,
+                                    absl::Now() - since);
+    if (IsFinal(to)) options_.metrics->JobEnded(job);
   }
   LogLocked(
       job, "coordinator",
@@ -368,12 +442,14 @@ absl::StatusOr<v1::RegisterWorkerResponse> Coordinator::RegisterWorker(
   worker.host = request.host();
   worker.pid = request.pid();
   worker.store_port = request.store_port();
+  worker.metrics_address = request.metrics_address();
   worker.last_heartbeat = absl::Now();
   v1::RegisterWorkerResponse response;
   response.set_worker_id(worker.id);
   response.set_heartbeat_interval_ms(static_cast<int32_t>(
       absl::ToInt64Milliseconds(options_.heartbeat_interval)));
   workers_[worker.id] = std::move(worker);
+  WriteWorkerTargetsLocked();
   ++version_;
   return response;
 }
@@ -443,6 +519,9 @@ v1::ReportProgressResponse Coordinator::ReportProgress(
     return response;
   }
   const std::string& job = attempt->second.job;
+  if (options_.metrics != nullptr) {
+    options_.metrics->JobProgress(job, request, absl::Now());
+  }
   const absl::StatusOr<v1::Job> updated =
       store_->Update(job, [&](v1::Job& stored) {
         if (request.has_progress()) {
@@ -501,6 +580,7 @@ void Coordinator::DropSilentWorkersLocked(absl::Time now) {
     }
     dropped_pids_.push_back(worker.pid);
     it = workers_.erase(it);
+    WriteWorkerTargetsLocked();
     ++version_;
   }
 }

@@ -39,6 +39,7 @@
 #include "lethe/v1/jobs_service.grpc.pb.h"
 #include "lethe/v1/worker_service.grpc.pb.h"
 #include "libs/jobs/job_store.h"
+#include "services/coordinator/coordinator_metrics.h"
 
 namespace lethe {
 
@@ -55,6 +56,11 @@ struct CoordinatorOptions {
   absl::Duration scheduler_period = absl::Milliseconds(100);
   // Log lines kept per job for StreamJobLogs.
   int max_log_lines = 10000;
+  // Where the metrics go (not owned; null: none). See coordinator_metrics.h.
+  CoordinatorMetrics* metrics = nullptr;
+  // When set, the workers' /metrics addresses are kept in this file in
+  // Prometheus' file_sd format, for a Prometheus to scrape them.
+  std::string worker_targets_file;
 };
 
 class Coordinator {
@@ -114,6 +120,7 @@ class Coordinator {
     std::string id;
     std::string host;
     int store_port = 0;
+    std::string metrics_address;
     pid_t pid = 0;
     absl::Time last_heartbeat;
     int64_t attempt_id = 0;  // The attempt it is part of; 0 when idle.
@@ -152,6 +159,8 @@ class Coordinator {
                  const std::string& message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int64_t NewAttemptIdLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int64_t CurrentVersion();
+  void UpdateGaugesLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void WriteWorkerTargetsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Waits until the version moves past `seen_version` or `timeout` passes.
   bool AwaitChange(int64_t seen_version, absl::Duration timeout);
 
@@ -173,6 +182,7 @@ class Coordinator {
   int64_t next_worker_number_ ABSL_GUARDED_BY(mu_) = 1;
   int64_t last_attempt_id_ ABSL_GUARDED_BY(mu_) = 0;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time gauges_updated_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   std::thread scheduler_;
 };
 

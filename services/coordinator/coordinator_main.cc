@@ -32,6 +32,7 @@
 #include "libs/status/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "services/coordinator/coordinator.h"
+#include "services/coordinator/coordinator_metrics.h"
 #include "services/coordinator/local_workers.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:7070",
@@ -53,6 +54,9 @@ ABSL_FLAG(absl::Duration, worker_timeout, absl::Seconds(5),
           "heartbeat");
 ABSL_FLAG(absl::Duration, collective_timeout, absl::Seconds(120),
           "bound on each collective of an attempt");
+ABSL_FLAG(std::string, worker_targets_file, "",
+          "keep the workers' /metrics addresses in this file (Prometheus "
+          "file_sd format) for a Prometheus to scrape them");
 ABSL_FLAG(std::string, ready_file, "",
           "if set, write {\"grpc_address\", \"metrics_url\"} here as JSON "
           "once serving");
@@ -86,10 +90,13 @@ absl::Status Run() {
     }
   }
   ASSIGN_OR_RETURN(std::unique_ptr<JobStore> store, JobStore::Open(database));
+  CoordinatorMetrics coordinator_metrics(*registry);
   Coordinator coordinator(
       std::move(store),
       {.worker_timeout = absl::GetFlag(FLAGS_worker_timeout),
-       .collective_timeout = absl::GetFlag(FLAGS_collective_timeout)});
+       .collective_timeout = absl::GetFlag(FLAGS_collective_timeout),
+       .metrics = &coordinator_metrics,
+       .worker_targets_file = absl::GetFlag(FLAGS_worker_targets_file)});
   RETURN_IF_ERROR(coordinator.RecoverAfterRestart());
   ASSIGN_OR_RETURN(std::unique_ptr<GrpcServer> server,
                    GrpcServer::Start(absl::GetFlag(FLAGS_listen),

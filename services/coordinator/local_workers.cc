@@ -77,7 +77,8 @@ absl::Status LocalWorkers::StartSlot(int slot) {
       Subprocess::Start({options_.binary,
                          absl::StrCat("--coordinator=", options_.coordinator),
                          absl::StrCat("--threads=", options_.threads),
-                         absl::StrCat("--parent_pid=", getpid())},
+                         absl::StrCat("--parent_pid=", getpid()),
+                         "--metrics_address=127.0.0.1:0"},
                         {{"OMP_NUM_THREADS", absl::StrCat(options_.threads)}},
                         {.stdout_path = log, .stderr_path = log}));
   std::cout << "lethe-coordinator: started local worker " << slot << " (pid "

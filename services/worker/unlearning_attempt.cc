@@ -1,11 +1,14 @@
 #include "services/worker/unlearning_attempt.h"
 
 #include <torch/types.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -93,6 +96,14 @@ absl::Status PrepareReferenceCache(LlamaForCausalLM& model,
     RETURN_IF_ERROR(ensure(data.alternate, path + ".alternate"));
   }
   return absl::OkStatus();
+}
+
+// This process' resident set size, from /proc/self/statm (0 if unreadable).
+int64_t ResidentMemoryBytes() {
+  std::ifstream statm("/proc/self/statm");
+  int64_t size_pages = 0, resident_pages = 0;
+  if (!(statm >> size_pages >> resident_pages)) return 0;
+  return resident_pages * sysconf(_SC_PAGESIZE);
 }
 
 absl::Status SaveModel(LlamaForCausalLM& model,
@@ -250,10 +261,13 @@ absl::Status RunUnlearningAttempt(const lethe::v1::Attempt& attempt,
   const std::string reference_cache_path =
       spec.output_dir() + "/reference_log_probs.json";
   const ObjectiveNeeds needs = MethodNeeds(method, params);
+  double reference_cache_seconds = 0;
   if (needs.reference_log_probs) {
     if (rank == 0) {
+      const absl::Time start = absl::Now();
       RETURN_IF_ERROR(PrepareReferenceCache(*inputs.model, inputs.data,
                                             reference_cache_path));
+      reference_cache_seconds = absl::ToDoubleSeconds(absl::Now() - start);
     }
     if (group) RETURN_IF_ERROR(group->Barrier());
   }
@@ -283,9 +297,13 @@ absl::Status RunUnlearningAttempt(const lethe::v1::Attempt& attempt,
   training.checkpoint.write = rank == 0;
 
   UnlearningHooks hooks;
+  double allreduce_seconds = 0;  // In the current step.
   if (group) {
     hooks.training.reduce_gradients = [&](std::vector<at::Tensor>& tensors) {
-      return group->AllReduceMean(tensors);
+      const absl::Time start = absl::Now();
+      const absl::Status status = group->AllReduceMean(tensors);
+      allreduce_seconds += absl::ToDoubleSeconds(absl::Now() - start);
+      return status;
     };
     hooks.averager = hooks.training.reduce_gradients;
   }
@@ -296,6 +314,7 @@ absl::Status RunUnlearningAttempt(const lethe::v1::Attempt& attempt,
   int64_t evaluated_step = -1;  // The step latest_evaluation measured.
   hooks.training.on_step = [&](const StepRecord& step) -> absl::Status {
     last_step = step.step;
+    const double step_allreduce_seconds = std::exchange(allreduce_seconds, 0);
     if (rank != 0) return absl::OkStatus();
     step_seconds_sum += step.seconds;
     ++steps_timed;
@@ -316,6 +335,13 @@ absl::Status RunUnlearningAttempt(const lethe::v1::Attempt& attempt,
                                step_seconds_sum /
                                std::max<int64_t>(1, steps_timed);
     progress.mutable_eta()->set_seconds(static_cast<int64_t>(eta_seconds));
+    request.set_step_seconds(step.seconds);
+    request.set_allreduce_seconds(step_allreduce_seconds);
+    request.set_checkpoint_seconds(step.checkpoint_seconds);
+    request.set_tokens(step.tokens * world_size);
+    request.set_resident_memory_bytes(ResidentMemoryBytes());
+    request.set_reference_cache_seconds(
+        std::exchange(reference_cache_seconds, 0));
     ASSIGN_OR_RETURN(const bool stop, report(request));
     if (stop) {
       return absl::CancelledError(absl::StrCat("attempt ", attempt.attempt_id(),

@@ -34,14 +34,23 @@
 #include "absl/time/time.h"
 #include "lethe/v1/worker_service.grpc.pb.h"
 #include "libs/files/file_io.h"
+#include "libs/metrics/build_info.h"
+#include "libs/metrics/metric_catalog.h"
+#include "libs/metrics/metrics_endpoint.h"
 #include "libs/status/status_macros.h"
 #include "libs/subprocess/subprocess.h"
+#include "prometheus/counter.h"
+#include "prometheus/gauge.h"
+#include "prometheus/registry.h"
 #include "services/worker/unlearning_attempt.h"
 
 ABSL_FLAG(std::string, coordinator, "127.0.0.1:7070",
           "the coordinator's gRPC address HOST:PORT");
 ABSL_FLAG(std::string, host, "127.0.0.1",
           "address other workers reach this one's collectives on");
+ABSL_FLAG(std::string, metrics_address, "",
+          "host:port for Prometheus' /metrics (port 0 picks a free port; "
+          "empty: no metrics)");
 ABSL_FLAG(int, store_port, 0,
           "port on --host where this worker hosts the rendezvous store of the "
           "attempts it runs as rank 0 (0: a free port picked at start)");
@@ -141,6 +150,41 @@ absl::StatusOr<int> PickFreePort(const std::string& host) {
   return static_cast<int>(ntohs(address.sin_port));
 }
 
+// The worker's own metrics (see libs/metrics/metric_catalog.cc).
+class WorkerMetrics {
+ public:
+  explicit WorkerMetrics(prometheus::Registry& registry)
+      : heartbeats_(Build<prometheus::Counter>(prometheus::BuildCounter(),
+                                               "lethe_worker_heartbeats_total",
+                                               registry)),
+        attempts_(Build<prometheus::Counter>(prometheus::BuildCounter(),
+                                             "lethe_worker_attempts_total",
+                                             registry)),
+        busy_(Build<prometheus::Gauge>(prometheus::BuildGauge(),
+                                       "lethe_worker_busy", registry)
+                  .Add({})) {}
+
+  void Heartbeat(bool ok) {
+    heartbeats_.Add({{"result", ok ? "ok" : "error"}}).Increment();
+  }
+  void AttemptEnded(const std::string& result) {
+    attempts_.Add({{"result", result}}).Increment();
+  }
+  void SetBusy(bool busy) { busy_.Set(busy ? 1 : 0); }
+
+ private:
+  template <typename T, typename Builder>
+  static prometheus::Family<T>& Build(Builder builder, const std::string& name,
+                                      prometheus::Registry& registry) {
+    const MetricInfo& info = CatalogMetric(name);
+    return builder.Name(info.name).Help(info.help).Register(registry);
+  }
+
+  prometheus::Family<prometheus::Counter>& heartbeats_;
+  prometheus::Family<prometheus::Counter>& attempts_;
+  prometheus::Gauge& busy_;
+};
+
 // The attempt this worker runs (or last ran) in a child process.
 struct RunningAttempt {
   int64_t attempt_id = 0;
@@ -151,8 +195,11 @@ struct RunningAttempt {
 
 class Worker {
  public:
-  explicit Worker(std::string coordinator)
+  Worker(std::string coordinator, std::string metrics_address,
+         WorkerMetrics* metrics)
       : coordinator_(std::move(coordinator)),
+        metrics_address_(std::move(metrics_address)),
+        metrics_(metrics),
         stub_(WorkerRegistry::NewStub(grpc::CreateChannel(
             coordinator_, grpc::InsecureChannelCredentials()))) {}
 
@@ -184,6 +231,7 @@ class Worker {
     request.set_pid(getpid());
     request.set_threads(Threads());
     request.set_store_port(store_port_);
+    request.set_metrics_address(metrics_address_);
     lethe::v1::RegisterWorkerResponse response;
     auto context = ContextWithDeadline(absl::Seconds(5));
     RETURN_IF_ERROR(
@@ -220,6 +268,10 @@ class Worker {
     auto context = ContextWithDeadline(absl::Seconds(2));
     const grpc::Status status =
         stub_->Heartbeat(context.get(), request, &response);
+    if (metrics_ != nullptr) {
+      metrics_->Heartbeat(status.ok());
+      metrics_->SetBusy(attempt_.has_value() && !attempt_->finished);
+    }
     if (!status.ok()) {
       // Keep the attempt: the coordinator may be back soon and tell us.
       std::cerr << "lethe-worker: heartbeat failed: " << status.error_message()
@@ -315,12 +367,17 @@ class Worker {
       status.set_error(error);
     }
     attempt_->finished = status;
+    if (metrics_ != nullptr) {
+      metrics_->AttemptEnded(
+          status.state() == AttemptStatus::SUCCEEDED ? "succeeded" : "failed");
+    }
   }
 
   void StopAttempt() {
     if (attempt_ && !attempt_->finished && attempt_->child->running()) {
       attempt_->child->Signal(SIGKILL).IgnoreError();
       attempt_->child->Wait().IgnoreError();
+      if (metrics_ != nullptr) metrics_->AttemptEnded("stopped");
     }
     attempt_.reset();
   }
@@ -333,12 +390,35 @@ class Worker {
   }
 
   std::string coordinator_;
+  std::string metrics_address_;  // Reported to the coordinator.
+  WorkerMetrics* metrics_;       // Null without --metrics_address.
   std::unique_ptr<WorkerRegistry::Stub> stub_;
   std::string worker_id_;
   int store_port_ = 0;
   absl::Duration interval_ = absl::Milliseconds(500);
   std::optional<RunningAttempt> attempt_;
 };
+
+// The daemon: serves /metrics when asked, then heartbeats until killed.
+absl::Status RunWorker() {
+  auto registry = std::make_shared<prometheus::Registry>();
+  std::unique_ptr<MetricsEndpoint> endpoint;
+  std::unique_ptr<WorkerMetrics> metrics;
+  std::string metrics_address;
+  if (!absl::GetFlag(FLAGS_metrics_address).empty()) {
+    RegisterBuildInfo(*registry, "worker");
+    metrics = std::make_unique<WorkerMetrics>(*registry);
+    ASSIGN_OR_RETURN(
+        endpoint,
+        MetricsEndpoint::Start(absl::GetFlag(FLAGS_metrics_address), registry));
+    metrics_address =
+        absl::StrCat(absl::GetFlag(FLAGS_host), ":", endpoint->port());
+    std::cout << "lethe-worker: metrics at " << endpoint->url() << std::endl;
+  }
+  return Worker(absl::GetFlag(FLAGS_coordinator), metrics_address,
+                metrics.get())
+      .Run();
+}
 
 }  // namespace
 }  // namespace lethe
@@ -366,8 +446,7 @@ int main(int argc, char** argv) {
               << std::endl;
     return 1;
   }
-  const absl::Status status =
-      lethe::Worker(absl::GetFlag(FLAGS_coordinator)).Run();
+  const absl::Status status = lethe::RunWorker();
   std::cerr << "lethe-worker: " << status << std::endl;
   return 1;
 }
