@@ -48,18 +48,9 @@ namespace lethe {
 namespace {
 
 LlamaConfig ConfigFor(const std::string& size) {
-  if (size == "100m") {
-    LlamaConfig config;
-    config.vocab_size = 8000;
-    config.hidden_size = 768;
-    config.intermediate_size = 2048;
-    config.num_hidden_layers = 12;
-    config.num_attention_heads = 12;
-    config.num_key_value_heads = 12;
-    config.max_position_embeddings = 512;
-    return config;
-  }
-  return MiniBenchmarkLlamaConfig(1024);
+  // "mini": the embedded benchmark's model with its 1024-piece tokenizer.
+  return size == "100m" ? Benchmark100MLlamaConfig()
+                        : MiniBenchmarkLlamaConfig(1024);
 }
 
 double Now() {

@@ -49,19 +49,9 @@ double MatmulGflops(at::ScalarType dtype) {
 }
 
 LlamaConfig ConfigFor(const std::string& size) {
-  LlamaConfig config;
-  if (size == "100m") {
-    config.vocab_size = 8000;
-    config.hidden_size = 768;
-    config.intermediate_size = 2048;
-    config.num_hidden_layers = 12;
-    config.num_attention_heads = 12;
-    config.num_key_value_heads = 12;
-    config.max_position_embeddings = 512;
-    return config;
-  }
-  // The embedded mini-TOFU benchmark's model, with its 1024-piece tokenizer.
-  return MiniBenchmarkLlamaConfig(1024);
+  // "mini": the embedded benchmark's model with its 1024-piece tokenizer.
+  return size == "100m" ? Benchmark100MLlamaConfig()
+                        : MiniBenchmarkLlamaConfig(1024);
 }
 
 void Run() {

@@ -112,6 +112,18 @@ LlamaConfig MiniBenchmarkLlamaConfig(int64_t vocab_size) {
   return config;
 }
 
+LlamaConfig Benchmark100MLlamaConfig() {
+  LlamaConfig config;
+  config.vocab_size = 8000;
+  config.hidden_size = 768;
+  config.intermediate_size = 2048;
+  config.num_hidden_layers = 12;
+  config.num_attention_heads = 12;
+  config.num_key_value_heads = 12;
+  config.max_position_embeddings = 512;
+  return config;
+}
+
 absl::StatusOr<LlamaConfig> ParseLlamaConfig(const std::string& json_text,
                                              const std::string& source) {
   const Json json = Json::parse(json_text, nullptr, /*allow_exceptions=*/false);

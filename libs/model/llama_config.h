@@ -51,6 +51,10 @@ struct LlamaConfig {
 // enough to train in minutes on two CPU cores.
 LlamaConfig MiniBenchmarkLlamaConfig(int64_t vocab_size);
 
+// A GPT-2-small-sized model (hidden 768, 12 layers, 12 heads, vocabulary
+// 8000): about 100M parameters, the benchmarks' larger size.
+LlamaConfig Benchmark100MLlamaConfig();
+
 // Parses config.json text; `source` names it in errors.
 absl::StatusOr<LlamaConfig> ParseLlamaConfig(const std::string& json_text,
                                              const std::string& source);

@@ -662,19 +662,13 @@ void Coordinator::SettleAttemptsLocked(absl::Time now) {
                          attempt.failure_message);
       }
     }
-    for (WorkerState* worker : [&] {
-           std::vector<WorkerState*> members;
-           for (const std::string& id : attempt.workers) {
-             auto found = workers_.find(id);
-             if (found != workers_.end() &&
-                 found->second.attempt_id == attempt.id) {
-               members.push_back(&found->second);
-             }
-           }
-           return members;
-         }()) {
-      worker->attempt_id = 0;
-      worker->to_run.reset();
+    // Its workers that still count themselves in it are free again.
+    for (const std::string& id : attempt.workers) {
+      auto worker = workers_.find(id);
+      if (worker != workers_.end() && worker->second.attempt_id == attempt.id) {
+        worker->second.attempt_id = 0;
+        worker->second.to_run.reset();
+      }
     }
     it = attempts_.erase(it);
     ++version_;
