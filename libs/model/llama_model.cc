@@ -1,6 +1,7 @@
 #include "libs/model/llama_model.h"
 
 #include <ATen/autocast_mode.h>
+#include <torch/version.h>
 
 #include <algorithm>
 #include <cmath>
@@ -9,6 +10,36 @@
 
 namespace lethe {
 namespace {
+
+// LibTorch 2.4 replaced the per-device autocast functions (set_cpu_enabled,
+// ...) with device-generic ones and deprecated the old ones for removal; the
+// wheels' LibTorch (2.x) and Debian's (1.13) each get the API they have.
+#if TORCH_VERSION_MAJOR > 2 || \
+    (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+bool IsCpuAutocastEnabled() {
+  return at::autocast::is_autocast_enabled(at::kCPU);
+}
+void SetCpuAutocastEnabled(bool enabled) {
+  at::autocast::set_autocast_enabled(at::kCPU, enabled);
+}
+at::ScalarType CpuAutocastDtype() {
+  return at::autocast::get_autocast_dtype(at::kCPU);
+}
+void SetCpuAutocastDtype(at::ScalarType dtype) {
+  at::autocast::set_autocast_dtype(at::kCPU, dtype);
+}
+#else
+bool IsCpuAutocastEnabled() { return at::autocast::is_cpu_enabled(); }
+void SetCpuAutocastEnabled(bool enabled) {
+  at::autocast::set_cpu_enabled(enabled);
+}
+at::ScalarType CpuAutocastDtype() {
+  return at::autocast::get_autocast_cpu_dtype();
+}
+void SetCpuAutocastDtype(at::ScalarType dtype) {
+  at::autocast::set_autocast_cpu_dtype(dtype);
+}
+#endif
 
 // Precision for norms and softmax: fp32, or fp64 for fp64 models (so that
 // gradients of fp64 models can be checked against finite differences).
@@ -251,7 +282,11 @@ at::Tensor LlamaBackbone::Forward(const at::Tensor& input_ids,
     cache->values.resize(layers_.size());
   }
   at::Tensor hidden = embed_tokens_->forward(input_ids);
-  at::Tensor positions = position_ids;
+  // Like attention_mask, position_ids may come from another device (a batch
+  // built on the CPU for a model on a GPU): moved to the ids' device.
+  at::Tensor positions = position_ids.defined()
+                             ? position_ids.to(input_ids.device())
+                             : position_ids;
   if (!positions.defined()) {
     positions =
         torch::arange(
@@ -320,19 +355,19 @@ int64_t LlamaForCausalLM::NumParameters() {
 
 CpuBf16AutocastGuard::CpuBf16AutocastGuard(bool enabled)
     : active_(enabled),
-      previous_enabled_(at::autocast::is_cpu_enabled()),
-      previous_dtype_(at::autocast::get_autocast_cpu_dtype()) {
+      previous_enabled_(IsCpuAutocastEnabled()),
+      previous_dtype_(CpuAutocastDtype()) {
   if (!active_) return;
-  at::autocast::set_cpu_enabled(true);
-  at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+  SetCpuAutocastEnabled(true);
+  SetCpuAutocastDtype(at::kBFloat16);
   at::autocast::increment_nesting();
 }
 
 CpuBf16AutocastGuard::~CpuBf16AutocastGuard() {
   if (!active_) return;
   if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-  at::autocast::set_cpu_enabled(previous_enabled_);
-  at::autocast::set_autocast_cpu_dtype(previous_dtype_);
+  SetCpuAutocastEnabled(previous_enabled_);
+  SetCpuAutocastDtype(previous_dtype_);
 }
 
 std::vector<int64_t> GreedyGenerate(LlamaForCausalLM& model,
