@@ -471,10 +471,7 @@ v1::HeartbeatResponse Coordinator::Heartbeat(
     const bool reports_it =
         request.has_attempt() && reported.attempt_id() == worker.attempt_id;
     if (attempt != attempts_.end()) {
-      const auto rank_of = std::find(attempt->second.workers.begin(),
-                                     attempt->second.workers.end(), worker.id);
-      const int rank =
-          static_cast<int>(rank_of - attempt->second.workers.begin());
+      const int rank = RankOf(attempt->second, worker.id);
       if (!reports_it) {
         // The worker is not running the attempt (it stopped it, or never
         // got it): this rank is over.
@@ -564,10 +561,7 @@ void Coordinator::DropSilentWorkersLocked(absl::Time now) {
     if (worker.attempt_id != 0) {
       auto attempt = attempts_.find(worker.attempt_id);
       if (attempt != attempts_.end()) {
-        const int rank = static_cast<int>(
-            std::find(attempt->second.workers.begin(),
-                      attempt->second.workers.end(), worker.id) -
-            attempt->second.workers.begin());
+        const int rank = RankOf(attempt->second, worker.id);
         if (!attempt->second.stopping) {
           StopAttemptLocked(
               attempt->second, "WORKER_LOST",
@@ -603,23 +597,19 @@ void Coordinator::RankEndedLocked(AttemptState& attempt, int rank,
   if (attempt.ranks[rank] == RankState::kRunning) attempt.ranks[rank] = state;
 }
 
+int Coordinator::RankOf(const AttemptState& attempt,
+                        const std::string& worker_id) {
+  return static_cast<int>(
+      std::find(attempt.workers.begin(), attempt.workers.end(), worker_id) -
+      attempt.workers.begin());
+}
+
 void Coordinator::EnforceDeadlinesLocked(absl::Time now) {
   for (auto& [id, attempt] : attempts_) {
-    if (attempt.stopping) continue;
-    const absl::StatusOr<v1::Job> job = store_->Get(attempt.job);
-    if (!job.ok() || !job->spec().run_policy().has_deadline()) continue;
-    const absl::Duration deadline =
-        absl::Seconds(job->spec().run_policy().deadline().seconds());
-    const absl::Time created = absl::FromUnixMicros(
-        google::protobuf::util::TimeUtil::TimestampToMicroseconds(
-            job->create_time()));
-    if (deadline > absl::ZeroDuration() && now - created > deadline) {
-      attempt.cancel = false;
-      StopAttemptLocked(attempt, "DEADLINE_EXCEEDED",
-                        absl::StrCat("the job ran past its deadline of ",
-                                     absl::FormatDuration(deadline)));
-      attempt.failure_reason = "DEADLINE_EXCEEDED";
-    }
+    if (attempt.stopping || now <= attempt.deadline_at) continue;
+    StopAttemptLocked(attempt, "DEADLINE_EXCEEDED",
+                      absl::StrCat("the job ran past its deadline of ",
+                                   absl::FormatDuration(attempt.deadline)));
   }
 }
 
@@ -693,6 +683,16 @@ void Coordinator::ScheduleLocked(absl::Time now) {
     AttemptState attempt;
     attempt.id = NewAttemptIdLocked();
     attempt.job = job.name();
+    const absl::Duration deadline =
+        absl::Seconds(job.spec().run_policy().deadline().seconds());
+    if (deadline > absl::ZeroDuration()) {
+      attempt.deadline = deadline;
+      attempt.deadline_at =
+          absl::FromUnixMicros(
+              google::protobuf::util::TimeUtil::TimestampToMicroseconds(
+                  job.create_time())) +
+          deadline;
+    }
     const WorkerState& rank0 = *idle[0];
     std::vector<std::string> names;
     for (int rank = 0; rank < world_size; ++rank) {

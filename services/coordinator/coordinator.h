@@ -137,7 +137,12 @@ class Coordinator {
     bool cancel = false;
     std::string failure_reason;  // Set when the attempt failed.
     std::string failure_message;
+    // The job's run_policy.deadline, counted from its creation; none: never.
+    absl::Duration deadline = absl::InfiniteDuration();
+    absl::Time deadline_at = absl::InfiniteFuture();
   };
+  // The rank `worker_id` runs in `attempt`.
+  static int RankOf(const AttemptState& attempt, const std::string& worker_id);
 
   void DropSilentWorkersLocked(absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
