@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -355,6 +356,11 @@ TEST(ServiceProcessTest, RestartedCoordinatorKeepsJobsAndResumesTheRunningOne) {
     ASSERT_TRUE(first.process().Wait().ok());
   }
   RunningCoordinator second(dir + "/second", 2, database);
+  // Follows the log while the job runs again, until it ends.
+  absl::StatusOr<Subprocess> follower = Subprocess::Start(
+      {lethe_binary, "logs", name, "--coordinator=" + second.address()}, {},
+      {.stdout_path = dir + "/follow.out", .stderr_path = dir + "/follow.err"});
+  ASSERT_TRUE(follower.ok()) << follower.status();
   const v1::Job done =
       WaitFor(second.jobs(), name, IsFinal, absl::Seconds(180));
   EXPECT_EQ(done.state(), v1::Job::SUCCEEDED)
@@ -364,6 +370,32 @@ TEST(ServiceProcessTest, RestartedCoordinatorKeepsJobsAndResumesTheRunningOne) {
     saw_restart_reason |= change.reason() == "COORDINATOR_RESTARTED";
   }
   EXPECT_TRUE(saw_restart_reason) << done.DebugString();
+
+  // The log kept what the first coordinator wrote: the job's creation line,
+  // once, before the restart's.
+  const CliResult logs =
+      RunCli(lethe_binary, {"logs", name, "--coordinator=" + second.address()});
+  EXPECT_TRUE(logs.exit.success()) << logs.stderr_text;
+  const size_t created = logs.stdout_text.find("QUEUED: ");
+  const size_t restarted =
+      logs.stdout_text.find("QUEUED (COORDINATOR_RESTARTED)");
+  ASSERT_NE(created, std::string::npos) << logs.stdout_text;
+  ASSERT_NE(restarted, std::string::npos) << logs.stdout_text;
+  EXPECT_LT(created, restarted) << logs.stdout_text;
+  EXPECT_EQ(logs.stdout_text.find("QUEUED: ", created + 1), std::string::npos)
+      << logs.stdout_text;
+  EXPECT_TRUE(absl::StrContains(logs.stdout_text, "SUCCEEDED ("))
+      << logs.stdout_text;
+
+  // The follower got the same lines: history, then the rest live.
+  absl::StatusOr<std::optional<ExitStatus>> followed =
+      follower->WaitFor(absl::Seconds(30));
+  ASSERT_TRUE(followed.ok()) << followed.status();
+  ASSERT_TRUE(followed->has_value()) << "lethe logs did not end with the job";
+  EXPECT_TRUE((*followed)->success())
+      << ReadFileToString(dir + "/follow.err").value_or("");
+  EXPECT_EQ(ReadFileToString(dir + "/follow.out").value_or(""),
+            logs.stdout_text);
 }
 
 TEST(ServiceProcessTest, CancelStopsEveryRankWithinTenSeconds) {

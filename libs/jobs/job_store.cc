@@ -23,7 +23,10 @@ namespace {
 using State = v1::Job::State;
 
 // Version 1: jobs(id, request_id, state, priority, create_micros, job).
-constexpr int64_t kSchemaVersion = 1;
+// Version 2: adds job_logs(job_id, sequence, time_micros, source, message).
+// Every statement is idempotent, so running the whole schema again migrates
+// a file of an older version.
+constexpr int64_t kSchemaVersion = 2;
 constexpr char kCreateSchema[] =
     "CREATE TABLE IF NOT EXISTS jobs ("
     "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
@@ -33,7 +36,14 @@ constexpr char kCreateSchema[] =
     "  create_micros INTEGER NOT NULL,"
     "  job BLOB NOT NULL);"  // A serialized lethe.v1.Job.
     "CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, id);"
-    "PRAGMA user_version = 1;";
+    "CREATE TABLE IF NOT EXISTS job_logs ("
+    "  job_id INTEGER NOT NULL REFERENCES jobs (id),"
+    "  sequence INTEGER NOT NULL,"  // 1, 2, ... per job.
+    "  time_micros INTEGER NOT NULL,"
+    "  source TEXT NOT NULL,"
+    "  message TEXT NOT NULL,"
+    "  PRIMARY KEY (job_id, sequence)) WITHOUT ROWID;"
+    "PRAGMA user_version = 2;";
 
 constexpr char kNamePrefix[] = "jobs/";
 
@@ -187,6 +197,17 @@ absl::StatusOr<v1::Job> JobStore::LoadLocked(int64_t id) {
                                             NameFor(id), " does not parse"));
   }
   return job;
+}
+
+absl::Status JobStore::CheckExistsLocked(int64_t id) {
+  ASSIGN_OR_RETURN(SqliteStatement select,
+                   db_->Prepare("SELECT 1 FROM jobs WHERE id = ?1"));
+  RETURN_IF_ERROR(select.BindInt64(1, id));
+  ASSIGN_OR_RETURN(const bool found, select.Step());
+  if (!found) {
+    return absl::NotFoundError(absl::StrCat(NameFor(id), " not found"));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status JobStore::SaveLocked(int64_t id, const v1::Job& job) {
@@ -380,11 +401,94 @@ absl::Status JobStore::Delete(absl::string_view name) {
           job.name(), " is ", StateName(job.state()),
           "; only SUCCEEDED, FAILED or CANCELLED jobs can be deleted"));
     }
+    ASSIGN_OR_RETURN(SqliteStatement remove_logs,
+                     db_->Prepare("DELETE FROM job_logs WHERE job_id = ?1"));
+    RETURN_IF_ERROR(remove_logs.BindInt64(1, id));
+    RETURN_IF_ERROR(remove_logs.StepUntilDone());
     ASSIGN_OR_RETURN(SqliteStatement remove,
                      db_->Prepare("DELETE FROM jobs WHERE id = ?1"));
     RETURN_IF_ERROR(remove.BindInt64(1, id));
     return remove.StepUntilDone();
   });
+}
+
+absl::StatusOr<int64_t> JobStore::AppendLogs(absl::string_view name,
+                                             const std::vector<LogLine>& lines,
+                                             int max_lines) {
+  ASSIGN_OR_RETURN(const int64_t id, IdFromName(name));
+  if (max_lines <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_lines must be positive, got ", max_lines));
+  }
+  absl::MutexLock lock(&mu_);
+  int64_t last = 0;
+  RETURN_IF_ERROR(db_->InTransaction([&]() -> absl::Status {
+    RETURN_IF_ERROR(CheckExistsLocked(id));
+    ASSIGN_OR_RETURN(
+        SqliteStatement select,
+        db_->Prepare("SELECT MAX(sequence) FROM job_logs WHERE job_id = ?1"));
+    RETURN_IF_ERROR(select.BindInt64(1, id));
+    ASSIGN_OR_RETURN(const bool has_row, select.Step());
+    last = has_row && !select.ColumnIsNull(0) ? select.ColumnInt64(0) : 0;
+    if (lines.empty()) return absl::OkStatus();
+
+    ASSIGN_OR_RETURN(SqliteStatement insert,
+                     db_->Prepare("INSERT INTO job_logs (job_id, sequence, "
+                                  "time_micros, source, message) VALUES "
+                                  "(?1, ?2, ?3, ?4, ?5)"));
+    RETURN_IF_ERROR(insert.BindInt64(1, id));
+    for (const LogLine& line : lines) {
+      ++last;
+      RETURN_IF_ERROR(insert.BindInt64(2, last));
+      RETURN_IF_ERROR(insert.BindInt64(3, absl::ToUnixMicros(line.time)));
+      RETURN_IF_ERROR(insert.BindText(4, line.source));
+      RETURN_IF_ERROR(insert.BindText(5, line.message));
+      RETURN_IF_ERROR(insert.StepUntilDone());
+      RETURN_IF_ERROR(insert.Reset());
+    }
+    // Sequences are contiguous, so the newest max_lines are those above
+    // last - max_lines.
+    ASSIGN_OR_RETURN(SqliteStatement trim,
+                     db_->Prepare("DELETE FROM job_logs WHERE job_id = ?1 "
+                                  "AND sequence <= ?2"));
+    RETURN_IF_ERROR(trim.BindInt64(1, id));
+    RETURN_IF_ERROR(trim.BindInt64(2, last - max_lines));
+    return trim.StepUntilDone();
+  }));
+  return last;
+}
+
+absl::StatusOr<std::vector<JobStore::LogLine>> JobStore::ReadLogs(
+    absl::string_view name, int64_t after_sequence, int limit) {
+  ASSIGN_OR_RETURN(const int64_t id, IdFromName(name));
+  if (after_sequence < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("after_sequence must be >= 0, got ", after_sequence));
+  }
+  if (limit <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("limit must be positive, got ", limit));
+  }
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(CheckExistsLocked(id));
+  ASSIGN_OR_RETURN(SqliteStatement select,
+                   db_->Prepare("SELECT sequence, time_micros, source, message "
+                                "FROM job_logs WHERE job_id = ?1 AND "
+                                "sequence > ?2 ORDER BY sequence LIMIT ?3"));
+  RETURN_IF_ERROR(select.BindInt64(1, id));
+  RETURN_IF_ERROR(select.BindInt64(2, after_sequence));
+  RETURN_IF_ERROR(select.BindInt64(3, limit));
+  std::vector<LogLine> lines;
+  while (true) {
+    ASSIGN_OR_RETURN(const bool has_row, select.Step());
+    if (!has_row) break;
+    LogLine& line = lines.emplace_back();
+    line.sequence = select.ColumnInt64(0);
+    line.time = absl::FromUnixMicros(select.ColumnInt64(1));
+    line.source = select.ColumnText(2);
+    line.message = select.ColumnText(3);
+  }
+  return lines;
 }
 
 absl::StatusOr<std::map<v1::Job::State, int64_t>> JobStore::CountByState() {

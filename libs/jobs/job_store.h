@@ -29,6 +29,9 @@
 // - Update may change only progress, evaluation_summary and
 //   output_model_dir; a mutation that touches any other field is
 //   INVALID_ARGUMENT and nothing is written.
+// - Each job has a durable log: lines numbered 1, 2, ... per job (numbers
+//   are never reused, not even after trimming), the newest `max_lines`
+//   kept. Delete removes the job's log with it.
 // - Every call is one SQLite transaction: a failed call writes nothing.
 // - Thread-safe: one connection behind a mutex. Several processes may open
 //   the same file (SQLite's locking, WAL mode), though the coordinator is
@@ -106,9 +109,32 @@ class JobStore {
   absl::StatusOr<v1::Job> Update(absl::string_view name,
                                  const std::function<void(v1::Job&)>& mutate);
 
-  // Removes a job in a final state (FAILED_PRECONDITION otherwise). Its
-  // request_id becomes free again.
+  // Removes a job in a final state (FAILED_PRECONDITION otherwise) and its
+  // log. Its request_id becomes free again.
   absl::Status Delete(absl::string_view name);
+
+  struct LogLine {
+    int64_t sequence = 0;  // Assigned by AppendLogs; ignored there.
+    absl::Time time;
+    std::string source;  // "coordinator", "rank0", ...
+    std::string message;
+  };
+  // Appends `lines` in order to the job's log and deletes its oldest lines
+  // beyond the newest `max_lines` (which must be positive). Returns the
+  // sequence number of the job's last line (0 when it has none). A job of
+  // any state may log; an unknown job is NOT_FOUND.
+  absl::StatusOr<int64_t> AppendLogs(absl::string_view name,
+                                     const std::vector<LogLine>& lines,
+                                     int max_lines);
+
+  // Up to `limit` (positive) of the job's stored lines with sequence numbers
+  // above `after_sequence` (>= 0), oldest first: 0 reads from the oldest
+  // line kept, the last line's sequence reads the next page. Lines trimmed
+  // meanwhile are skipped. A job that logged nothing has an empty log; an
+  // unknown (or deleted) job is NOT_FOUND.
+  absl::StatusOr<std::vector<LogLine>> ReadLogs(absl::string_view name,
+                                                int64_t after_sequence,
+                                                int limit);
 
   // The number of stored jobs in each state (states with none are absent).
   absl::StatusOr<std::map<v1::Job::State, int64_t>> CountByState();
@@ -123,6 +149,8 @@ class JobStore {
 
   absl::StatusOr<v1::Job> LoadLocked(int64_t id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // NOT_FOUND unless a job with `id` is stored.
+  absl::Status CheckExistsLocked(int64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status SaveLocked(int64_t id, const v1::Job& job)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

@@ -389,6 +389,184 @@ TEST_F(JobStoreTest, DeleteOnlyFinishedJobs) {
   EXPECT_EQ(again->job.name(), "jobs/3");
 }
 
+JobStore::LogLine Line(const std::string& message, int seconds = 0) {
+  JobStore::LogLine line;
+  line.time = kT0 + absl::Seconds(seconds);
+  line.source = "coordinator";
+  line.message = message;
+  return line;
+}
+
+std::vector<std::string> Messages(const std::vector<JobStore::LogLine>& lines) {
+  std::vector<std::string> messages;
+  for (const JobStore::LogLine& line : lines) messages.push_back(line.message);
+  return messages;
+}
+
+std::vector<int64_t> Sequences(const std::vector<JobStore::LogLine>& lines) {
+  std::vector<int64_t> sequences;
+  for (const JobStore::LogLine& line : lines) {
+    sequences.push_back(line.sequence);
+  }
+  return sequences;
+}
+
+// The rows job_logs holds, read past the store.
+int64_t StoredLogRows(const std::string& path) {
+  absl::StatusOr<std::unique_ptr<SqliteDb>> db = SqliteDb::Open(path);
+  EXPECT_TRUE(db.ok()) << db.status();
+  if (!db.ok()) return -1;
+  absl::StatusOr<SqliteStatement> count =
+      (*db)->Prepare("SELECT COUNT(*) FROM job_logs");
+  EXPECT_TRUE(count.ok()) << count.status();
+  if (!count.ok()) return -1;
+  absl::StatusOr<bool> has_row = count->Step();
+  EXPECT_TRUE(has_row.ok() && *has_row);
+  return count->ColumnInt64(0);
+}
+
+TEST_F(JobStoreTest, LogLinesReadBackInOrder) {
+  const std::string name = CreateJob(*store_, Spec("log"));
+  JobStore::LogLine first = Line("QUEUED", 1);
+  first.source = "rank0";
+  EXPECT_EQ(*store_->AppendLogs(name, {first, Line("RUNNING", 2)}, 100), 2);
+  EXPECT_EQ(*store_->AppendLogs(name, {Line("step 10/20", 3)}, 100), 3);
+  EXPECT_EQ(*store_->AppendLogs(name, {}, 100), 3);
+
+  absl::StatusOr<std::vector<JobStore::LogLine>> lines =
+      store_->ReadLogs(name, 0, 100);
+  ASSERT_TRUE(lines.ok()) << lines.status();
+  EXPECT_EQ(Messages(*lines),
+            (std::vector<std::string>{"QUEUED", "RUNNING", "step 10/20"}));
+  EXPECT_EQ(Sequences(*lines), (std::vector<int64_t>{1, 2, 3}));
+  EXPECT_EQ((*lines)[0].source, "rank0");
+  EXPECT_EQ((*lines)[1].source, "coordinator");
+  EXPECT_EQ((*lines)[0].time, kT0 + absl::Seconds(1));
+  EXPECT_EQ((*lines)[2].time, kT0 + absl::Seconds(3));
+
+  // Each job has its own numbering.
+  const std::string other = CreateJob(*store_, Spec("other"));
+  EXPECT_EQ(*store_->AppendLogs(other, {Line("other job")}, 100), 1);
+  EXPECT_EQ(Messages(*store_->ReadLogs(other, 0, 100)),
+            (std::vector<std::string>{"other job"}));
+  EXPECT_EQ(store_->ReadLogs(name, 0, 100)->size(), 3u);
+}
+
+TEST_F(JobStoreTest, LogPagesFollowAfterSequence) {
+  const std::string name = CreateJob(*store_, Spec("pages"));
+  std::vector<JobStore::LogLine> written;
+  for (int i = 0; i < 7; ++i) written.push_back(Line(absl::StrCat("line ", i)));
+  ASSERT_TRUE(store_->AppendLogs(name, written, 100).ok());
+
+  std::vector<std::vector<int64_t>> pages;
+  std::vector<std::string> messages;
+  int64_t after = 0;
+  while (true) {
+    absl::StatusOr<std::vector<JobStore::LogLine>> page =
+        store_->ReadLogs(name, after, 3);
+    ASSERT_TRUE(page.ok()) << page.status();
+    if (page->empty()) break;
+    pages.push_back(Sequences(*page));
+    for (const JobStore::LogLine& line : *page) {
+      messages.push_back(line.message);
+    }
+    after = page->back().sequence;
+  }
+  EXPECT_EQ(pages,
+            (std::vector<std::vector<int64_t>>{{1, 2, 3}, {4, 5, 6}, {7}}));
+  EXPECT_EQ(messages, Messages(written));
+  EXPECT_TRUE(store_->ReadLogs(name, 100, 3)->empty());
+}
+
+TEST_F(JobStoreTest, LogsKeepTheNewestLines) {
+  const std::string name = CreateJob(*store_, Spec("trim"));
+  const std::string other = CreateJob(*store_, Spec("untouched"));
+  ASSERT_TRUE(store_->AppendLogs(other, {Line("o1"), Line("o2")}, 10).ok());
+  ASSERT_TRUE(
+      store_
+          ->AppendLogs(
+              name, {Line("a"), Line("b"), Line("c"), Line("d"), Line("e")}, 3)
+          .ok());
+  absl::StatusOr<std::vector<JobStore::LogLine>> lines =
+      store_->ReadLogs(name, 0, 100);
+  ASSERT_TRUE(lines.ok()) << lines.status();
+  EXPECT_EQ(Messages(*lines), (std::vector<std::string>{"c", "d", "e"}));
+  EXPECT_EQ(Sequences(*lines), (std::vector<int64_t>{3, 4, 5}));
+
+  // Numbers go on after trimming; a reader that saw line 3 gets 4 on.
+  EXPECT_EQ(*store_->AppendLogs(name, {Line("f")}, 3), 6);
+  EXPECT_EQ(Sequences(*store_->ReadLogs(name, 0, 100)),
+            (std::vector<int64_t>{4, 5, 6}));
+  EXPECT_EQ(Sequences(*store_->ReadLogs(name, 3, 100)),
+            (std::vector<int64_t>{4, 5, 6}));
+  EXPECT_EQ(Messages(*store_->ReadLogs(other, 0, 100)),
+            (std::vector<std::string>{"o1", "o2"}));
+  EXPECT_EQ(StoredLogRows(path_), 5);
+}
+
+TEST_F(JobStoreTest, LogsSurviveReopening) {
+  const std::string name = CreateJob(*store_, Spec("durable"));
+  ASSERT_TRUE(
+      store_->AppendLogs(name, {Line("before", 1), Line("close", 2)}, 100)
+          .ok());
+  store_.reset();
+
+  std::unique_ptr<JobStore> reopened = OpenStore(path_);
+  ASSERT_NE(reopened, nullptr);
+  absl::StatusOr<std::vector<JobStore::LogLine>> lines =
+      reopened->ReadLogs(name, 0, 100);
+  ASSERT_TRUE(lines.ok()) << lines.status();
+  EXPECT_EQ(Messages(*lines), (std::vector<std::string>{"before", "close"}));
+  EXPECT_EQ((*lines)[1].time, kT0 + absl::Seconds(2));
+  EXPECT_EQ(*reopened->AppendLogs(name, {Line("after")}, 100), 3);
+}
+
+TEST_F(JobStoreTest, DeleteRemovesTheLog) {
+  const std::string name = CreateJob(*store_, Spec("deleted"));
+  const std::string kept = CreateJob(*store_, Spec("kept"));
+  ASSERT_TRUE(store_->AppendLogs(name, {Line("a"), Line("b")}, 100).ok());
+  ASSERT_TRUE(store_->AppendLogs(kept, {Line("k")}, 100).ok());
+  // A refused Delete keeps the log.
+  EXPECT_EQ(store_->Delete(name).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store_->ReadLogs(name, 0, 100)->size(), 2u);
+
+  ASSERT_TRUE(store_->Transition(name, v1::Job::FAILED, "S", "", kT0).ok());
+  ASSERT_TRUE(store_->Delete(name).ok());
+  EXPECT_EQ(store_->ReadLogs(name, 0, 100).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(StoredLogRows(path_), 1);
+  EXPECT_EQ(Messages(*store_->ReadLogs(kept, 0, 100)),
+            (std::vector<std::string>{"k"}));
+}
+
+TEST_F(JobStoreTest, LogsOfUnknownJobsAndBadArguments) {
+  const std::string name = CreateJob(*store_, Spec("silent"));
+  absl::StatusOr<std::vector<JobStore::LogLine>> empty =
+      store_->ReadLogs(name, 0, 10);
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  EXPECT_TRUE(empty->empty());
+  EXPECT_EQ(*store_->AppendLogs(name, {}, 10), 0);
+
+  absl::StatusOr<std::vector<JobStore::LogLine>> unknown =
+      store_->ReadLogs("jobs/9", 0, 10);
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(absl::StrContains(unknown.status().message(), "jobs/9"))
+      << unknown.status();
+  EXPECT_EQ(store_->AppendLogs("jobs/9", {Line("x")}, 10).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->ReadLogs("job/1", 0, 10).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->AppendLogs("jobs/x", {Line("x")}, 10).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->ReadLogs(name, -1, 10).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->ReadLogs(name, 0, 0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->AppendLogs(name, {Line("x")}, 0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(StoredLogRows(path_), 0);
+}
+
 TEST_F(JobStoreTest, ListInStatesOrdersByPriorityThenAge) {
   const std::string low = CreateJob(*store_, Spec("low", -5));
   const std::string high1 = CreateJob(*store_, Spec("high1", 10));
@@ -475,6 +653,56 @@ TEST(JobStoreOpenTest, RejectsANewerSchema) {
   }
   EXPECT_EQ(JobStore::Open(path).status().code(),
             absl::StatusCode::kFailedPrecondition);
+}
+
+// A file written by schema version 1 (no job_logs table) opens, keeps its
+// jobs and gains a log.
+TEST(JobStoreOpenTest, MigratesAVersion1Store) {
+  const std::string path = FreshPath("version1.db");
+  v1::Job job;
+  job.set_name("jobs/1");
+  job.set_state(v1::Job::SUCCEEDED);
+  *job.mutable_spec() = Spec("old");
+  {
+    absl::StatusOr<std::unique_ptr<SqliteDb>> db = SqliteDb::Open(path);
+    ASSERT_TRUE(db.ok()) << db.status();
+    ASSERT_TRUE((*db)
+                    ->Execute("CREATE TABLE jobs ("
+                              "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+                              "  request_id TEXT UNIQUE,"
+                              "  state INTEGER NOT NULL,"
+                              "  priority INTEGER NOT NULL,"
+                              "  create_micros INTEGER NOT NULL,"
+                              "  job BLOB NOT NULL);"
+                              "CREATE INDEX jobs_by_state ON jobs (state, id);"
+                              "PRAGMA user_version = 1;")
+                    .ok());
+    absl::StatusOr<SqliteStatement> insert = (*db)->Prepare(
+        "INSERT INTO jobs (request_id, state, priority, create_micros, job) "
+        "VALUES (NULL, ?1, 0, 0, ?2)");
+    ASSERT_TRUE(insert.ok()) << insert.status();
+    ASSERT_TRUE(insert->BindInt64(1, job.state()).ok());
+    ASSERT_TRUE(insert->BindBlob(2, job.SerializeAsString()).ok());
+    ASSERT_TRUE(insert->StepUntilDone().ok());
+  }
+  std::unique_ptr<JobStore> store = OpenStore(path);
+  ASSERT_NE(store, nullptr);
+  absl::StatusOr<v1::Job> got = store->Get("jobs/1");
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_TRUE(MessageDifferencer::Equals(*got, job));
+  EXPECT_TRUE(store->ReadLogs("jobs/1", 0, 10)->empty());
+  EXPECT_EQ(*store->AppendLogs("jobs/1", {Line("after migration")}, 10), 1);
+  EXPECT_TRUE(store->Delete("jobs/1").ok());
+  EXPECT_EQ(CreateJob(*store, Spec("new")), "jobs/2");
+  store.reset();
+
+  absl::StatusOr<std::unique_ptr<SqliteDb>> db = SqliteDb::Open(path);
+  ASSERT_TRUE(db.ok()) << db.status();
+  absl::StatusOr<SqliteStatement> version =
+      (*db)->Prepare("PRAGMA user_version");
+  ASSERT_TRUE(version.ok()) << version.status();
+  ASSERT_TRUE(*version->Step());
+  EXPECT_EQ(version->ColumnInt64(0), 2);
 }
 
 }  // namespace

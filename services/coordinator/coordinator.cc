@@ -31,6 +31,26 @@ google::protobuf::Timestamp ToTimestamp(absl::Time time) {
       absl::ToUnixMicros(time));
 }
 
+// Log lines StreamJobLogs reads from the store at a time.
+constexpr int kLogReadPage = 500;
+
+JobStore::LogLine NewLogLine(const std::string& source,
+                             const std::string& message) {
+  JobStore::LogLine line;
+  line.time = absl::Now();
+  line.source = source;
+  line.message = message;
+  return line;
+}
+
+v1::LogEntry ToLogEntry(const JobStore::LogLine& line) {
+  v1::LogEntry entry;
+  *entry.mutable_time() = ToTimestamp(line.time);
+  entry.set_source(line.source);
+  entry.set_message(line.message);
+  return entry;
+}
+
 }  // namespace
 
 // --- gRPC adapters -----------------------------------------------------------
@@ -260,14 +280,17 @@ int64_t Coordinator::NewAttemptIdLocked() {
 
 void Coordinator::LogLocked(const std::string& job, const std::string& source,
                             const std::string& message) {
-  std::deque<v1::LogEntry>& lines = logs_[job];
-  v1::LogEntry entry;
-  *entry.mutable_time() = ToTimestamp(absl::Now());
-  entry.set_source(source);
-  entry.set_message(message);
-  lines.push_back(std::move(entry));
-  while (static_cast<int>(lines.size()) > options_.max_log_lines) {
-    lines.pop_front();
+  AppendLogsLocked(job, {NewLogLine(source, message)});
+}
+
+void Coordinator::AppendLogsLocked(
+    const std::string& job, const std::vector<JobStore::LogLine>& lines) {
+  const absl::StatusOr<int64_t> appended =
+      store_->AppendLogs(job, lines, options_.max_log_lines);
+  // A job deleted meanwhile has no log left to write to.
+  if (!appended.ok() && !absl::IsNotFound(appended.status())) {
+    std::cerr << "lethe-coordinator: could not write the log of " << job << ": "
+              << appended.status() << std::endl;
   }
   ++version_;
 }
@@ -363,7 +386,6 @@ absl::StatusOr<v1::Job> Coordinator::CancelJob(const std::string& name) {
 absl::Status Coordinator::DeleteJob(const std::string& name) {
   absl::MutexLock lock(&mu_);
   RETURN_IF_ERROR(store_->Delete(name));
-  logs_.erase(name);
   ++version_;
   return absl::OkStatus();
 }
@@ -403,23 +425,27 @@ absl::Status Coordinator::StreamJobLogs(
     const std::string& name, bool follow,
     const std::function<bool(const v1::LogEntry&)>& send,
     const std::function<bool()>& cancelled) {
-  size_t sent = 0;
+  // The sequence number of the last line sent; lines trimmed from the store
+  // while the client lagged are skipped.
+  int64_t sent = 0;
   while (!cancelled()) {
     const int64_t version = CurrentVersion();
-    ASSIGN_OR_RETURN(v1::Job job, store_->Get(name));
-    std::vector<v1::LogEntry> fresh;
+    bool job_final = false;
+    std::vector<JobStore::LogLine> page;
     {
+      // Every line is written under mu_, so the state read here comes with
+      // every line logged up to it (a final state's own line included).
       absl::MutexLock lock(&mu_);
-      const std::deque<v1::LogEntry>& lines = logs_[name];
-      // Lines dropped from the front while we waited are skipped.
-      sent = std::min(sent, lines.size());
-      fresh.assign(lines.begin() + sent, lines.end());
-      sent = lines.size();
+      ASSIGN_OR_RETURN(const v1::Job job, store_->Get(name));
+      job_final = IsFinal(job.state());
+      ASSIGN_OR_RETURN(page, store_->ReadLogs(name, sent, kLogReadPage));
     }
-    for (const v1::LogEntry& entry : fresh) {
-      if (!send(entry)) return absl::OkStatus();
+    for (const JobStore::LogLine& line : page) {
+      if (!send(ToLogEntry(line))) return absl::OkStatus();
+      sent = line.sequence;
     }
-    if (!follow || IsFinal(job.state())) return absl::OkStatus();
+    if (static_cast<int>(page.size()) == kLogReadPage) continue;
+    if (!follow || job_final) return absl::OkStatus();
     AwaitChange(version, absl::Seconds(1));
   }
   return absl::OkStatus();
@@ -536,14 +562,16 @@ v1::ReportProgressResponse Coordinator::ReportProgress(
               absl::StrCat("could not record progress: ",
                            updated.status().ToString()));
   }
+  std::vector<JobStore::LogLine> lines;
   for (const std::string& line : request.log_lines()) {
-    LogLocked(job, "rank0", line);
+    lines.push_back(NewLogLine("rank0", line));
   }
   if (request.has_progress() && request.progress().step() % 10 == 0) {
-    LogLocked(job, "rank0",
-              absl::StrCat("step ", request.progress().step(), "/",
-                           request.progress().total_steps()));
+    lines.push_back(NewLogLine(
+        "rank0", absl::StrCat("step ", request.progress().step(), "/",
+                              request.progress().total_steps())));
   }
+  if (!lines.empty()) AppendLogsLocked(job, lines);
   ++version_;
   return response;
 }

@@ -24,7 +24,6 @@
 #include <sys/types.h>
 
 #include <atomic>
-#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -54,7 +53,7 @@ struct CoordinatorOptions {
   // normally noticed by its missing heartbeats first).
   absl::Duration collective_timeout = absl::Seconds(120);
   absl::Duration scheduler_period = absl::Milliseconds(100);
-  // Log lines kept per job for StreamJobLogs.
+  // Log lines kept per job (the newest) in the store for StreamJobLogs.
   int max_log_lines = 10000;
   // Where the metrics go (not owned; null: none). See coordinator_metrics.h.
   CoordinatorMetrics* metrics = nullptr;
@@ -156,12 +155,18 @@ class Coordinator {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RankEndedLocked(AttemptState& attempt, int rank, RankState state)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Records a state change in the store, the job's log, and wakes watchers.
+  // Records a state change in the store and the job's log, and wakes
+  // watchers.
   void TransitionLocked(const std::string& job, v1::Job::State to,
                         const std::string& reason, const std::string& message)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Appends to the job's log in the store (a failure goes to stderr) and
+  // wakes followers.
   void LogLocked(const std::string& job, const std::string& source,
                  const std::string& message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AppendLogsLocked(const std::string& job,
+                        const std::vector<JobStore::LogLine>& lines)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int64_t NewAttemptIdLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int64_t CurrentVersion();
   void UpdateGaugesLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -182,7 +187,6 @@ class Coordinator {
   int64_t version_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::string, WorkerState> workers_ ABSL_GUARDED_BY(mu_);
   std::map<int64_t, AttemptState> attempts_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, std::deque<v1::LogEntry>> logs_ ABSL_GUARDED_BY(mu_);
   std::vector<pid_t> dropped_pids_ ABSL_GUARDED_BY(mu_);
   int64_t next_worker_number_ ABSL_GUARDED_BY(mu_) = 1;
   int64_t last_attempt_id_ ABSL_GUARDED_BY(mu_) = 0;
