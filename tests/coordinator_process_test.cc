@@ -4,6 +4,7 @@
 // Usage: coordinator_process_test COORDINATOR_BINARY LETHE_BINARY
 #include <signal.h>
 
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -137,6 +138,59 @@ TEST(CoordinatorProcessTest, BusyPortMakesASecondCoordinatorExitWithReason) {
   EXPECT_EQ((*exit)->code, 1) << (*exit)->ToString();
   EXPECT_TRUE(absl::StrContains(ReadFile(log), first.grpc_address))
       << ReadFile(log);
+}
+
+// `lethe submit` takes YAML spec files (.yaml, .yml) as well as JSON ones.
+TEST(CoordinatorProcessTest, SubmitReadsYamlSpecFiles) {
+  RunningCoordinator coordinator = StartCoordinator("yaml");
+  ASSERT_FALSE(coordinator.grpc_address.empty());
+  const std::string root = absl::StrCat(testing::TempDir(), "/yaml_spec");
+  std::filesystem::remove_all(root);
+  std::filesystem::create_directories(root + "/model");
+  std::filesystem::create_directories(root + "/data");
+  for (const std::string file :
+       {"/model/config.json", "/model/tokenizer.model", "/data/forget10.json",
+        "/data/retain90.json"}) {
+    ASSERT_TRUE(WriteFileAtomically(root + file, "[]").ok()) << file;
+  }
+  const std::string spec = absl::StrCat(
+      "# a forget request\nmodel_dir: ", root, "/model\ndata_dir: ", root,
+      "/data\nforget_split: forget10\nmethod: NPO_RT\n",
+      "optimizer: {learning_rate: 1e-3, seed: 7}\noutput_dir: ", root,
+      "/out\n");
+  const std::string coordinator_flag =
+      absl::StrCat("--coordinator=", coordinator.grpc_address);
+  const std::string output = TempPath("submit.out");
+  auto submit = [&](const std::string& name, const std::string& text,
+                    const std::string& format = "--format=table") {
+    const std::string path = absl::StrCat(root, "/", name);
+    EXPECT_TRUE(WriteFileAtomically(path, text).ok());
+    return RunCli({"submit", path, coordinator_flag, format}, output);
+  };
+
+  for (const std::string name : {"spec.yaml", "spec.yml"}) {
+    const ExitStatus exit =
+        submit(name, spec + "display_name: " + name, "--format=json");
+    ASSERT_TRUE(exit.success()) << exit.ToString() << ReadFile(output);
+    const nlohmann::json job = nlohmann::json::parse(ReadFile(output));
+    EXPECT_EQ(job["state"], "QUEUED");
+    EXPECT_EQ(job["spec"]["display_name"], name);
+    EXPECT_EQ(job["spec"]["optimizer"]["learning_rate"], 1e-3);
+    EXPECT_EQ(job["spec"]["optimizer"]["seed"], "7");
+  }
+
+  ExitStatus exit = submit("bad.yaml", spec + "  world_size: 2\n");
+  EXPECT_EQ(exit.code, 1) << exit.ToString();
+  EXPECT_EQ(ReadFile(output),
+            absl::StrCat("lethe submit: ", root,
+                         "/bad.yaml:8:13: mapping values are not allowed in "
+                         "this context\n"));
+  exit = submit("spec.txt", spec);
+  EXPECT_EQ(exit.code, 1) << exit.ToString();
+  EXPECT_EQ(ReadFile(output),
+            absl::StrCat("lethe submit: ", root,
+                         "/spec.txt: a spec file ends in .json, .yaml or "
+                         ".yml, got \".txt\"\n"));
 }
 
 TEST(CliTest, UnknownCommandIsAUsageError) {

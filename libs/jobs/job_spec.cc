@@ -16,7 +16,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "libs/files/file_io.h"
 #include "libs/status/status_macros.h"
+#include "libs/yaml/yaml_json.h"
+#include "nlohmann/json.hpp"
 
 namespace lethe {
 namespace {
@@ -249,6 +252,21 @@ absl::Status CheckDeadline(const v1::JobSpec& spec) {
   return absl::OkStatus();
 }
 
+// proto3 JSON spells non-finite numbers as strings.
+void QuoteNonFiniteNumbers(nlohmann::json& value) {
+  if (value.is_number_float()) {
+    const double number = value.get<double>();
+    if (std::isnan(number)) {
+      value = "NaN";
+    } else if (std::isinf(number)) {
+      value = number > 0 ? "Infinity" : "-Infinity";
+    }
+    return;
+  }
+  if (!value.is_structured()) return;
+  for (nlohmann::json& child : value) QuoteNonFiniteNumbers(child);
+}
+
 }  // namespace
 
 absl::StatusOr<v1::JobSpec> ParseJobSpecJson(absl::string_view json,
@@ -264,6 +282,31 @@ absl::StatusOr<v1::JobSpec> ParseJobSpecJson(absl::string_view json,
         std::string(status.message().data(), status.message().size())));
   }
   return spec;
+}
+
+absl::StatusOr<v1::JobSpec> ParseJobSpecYaml(absl::string_view yaml,
+                                             absl::string_view source_name) {
+  ASSIGN_OR_RETURN(nlohmann::json json, YamlToJson(yaml, source_name));
+  if (!json.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        source_name, ": a job spec is a mapping of field names to values, got ",
+        json.is_null() ? "an empty document" : json.type_name()));
+  }
+  QuoteNonFiniteNumbers(json);
+  return ParseJobSpecJson(json.dump(), source_name);
+}
+
+absl::StatusOr<v1::JobSpec> ReadJobSpecFile(const std::string& path) {
+  const std::string extension =
+      absl::AsciiStrToLower(std::filesystem::path(path).extension().string());
+  if (extension != ".json" && extension != ".yaml" && extension != ".yml") {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": a spec file ends in .json, .yaml or .yml, got \"",
+                     extension, "\""));
+  }
+  ASSIGN_OR_RETURN(const std::string text, ReadFileToString(path));
+  if (extension == ".json") return ParseJobSpecJson(text, path);
+  return ParseJobSpecYaml(text, path);
 }
 
 v1::JobSpec JobSpecWithDefaults(v1::JobSpec spec) {

@@ -9,7 +9,9 @@
 //
 // ParseJobSpecJson reads proto3 JSON: lowerCamelCase and original field
 // names, enum names ("NPO_RT"), Durations as "3600s". Unknown fields and bad
-// values are INVALID_ARGUMENT naming the source.
+// values are INVALID_ARGUMENT naming the source. ParseJobSpecYaml reads the
+// same spec written as YAML, and ReadJobSpecFile picks one of the two by the
+// file's extension.
 //
 // JobSpecWithDefaults fills fields left at zero/empty so the stored spec says
 // exactly what will run (see its comment for the list).
@@ -25,6 +27,8 @@
 #ifndef LETHE_LIBS_JOBS_JOB_SPEC_H_
 #define LETHE_LIBS_JOBS_JOB_SPEC_H_
 
+#include <string>
+
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -36,6 +40,20 @@ namespace lethe {
 // only labels error messages.
 absl::StatusOr<v1::JobSpec> ParseJobSpecJson(absl::string_view json,
                                              absl::string_view source_name);
+
+// Parses a spec written as YAML (libs/yaml/yaml_json.h): the fields and
+// values of the JSON form, with YAML's syntax; the same spec gives the same
+// JobSpec as ParseJobSpecJson. Floats may also be .inf, -.inf and .nan.
+// YAML errors name the source, line and column; the top level must be a
+// mapping; field errors read as ParseJobSpecJson's.
+absl::StatusOr<v1::JobSpec> ParseJobSpecYaml(absl::string_view yaml,
+                                             absl::string_view source_name);
+
+// Reads a spec file by its extension (any case): .json with
+// ParseJobSpecJson, .yaml or .yml with ParseJobSpecYaml. Another extension
+// is INVALID_ARGUMENT (the file is not read); a file that cannot be read is
+// NOT_FOUND.
+absl::StatusOr<v1::JobSpec> ReadJobSpecFile(const std::string& path);
 
 // Fills fields left at their zero value with Lethe's defaults:
 //   tokenizer_path               <model_dir>/tokenizer.model

@@ -1,5 +1,6 @@
 #include "libs/jobs/job_spec.h"
 
+#include <google/protobuf/util/field_comparator.h>
 #include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/message_differencer.h>
 
@@ -476,6 +477,245 @@ TEST(ParseJobSpecJsonTest, RejectsUnknownFieldsAndBadValuesNamingTheSource) {
       ParseJobSpecJson(R"({"learningRate": 1e-5})", "request");
   EXPECT_TRUE(absl::StrContains(unknown.status().message(), "learningRate"))
       << unknown.status();
+}
+
+// The README's example spec, as JSON and as YAML.
+constexpr char kReadmeSpecJson[] = R"({
+  "model_dir": "/abs/path/.lethe/benchmark/target",
+  "data_dir": "/abs/path/.lethe/benchmark/data",
+  "forget_split": "forget10",
+  "method": "NPO_RT",
+  "method_params": {"beta": 0.1},
+  "optimizer": {"learning_rate": 1e-3, "weight_decay": 0.01,
+                "warmup_epochs": 1, "max_grad_norm": 1, "seed": 1},
+  "num_epochs": 4,
+  "per_device_batch_size": 4,
+  "world_size": 2,
+  "evaluation": {"every_epochs": 2,
+                 "retain_logs_path": "/abs/path/.lethe/benchmark/retain/TOFU_EVAL.json"},
+  "checkpoint": {"every_steps": 10},
+  "run_policy": {"max_restarts": 2, "deadline": "3600s"},
+  "output_dir": "/abs/path/out/npo_rt"
+})";
+
+constexpr char kReadmeSpecYaml[] =
+    R"(# NPO+RT on forget10, data-parallel over two workers.
+model_dir: /abs/path/.lethe/benchmark/target
+data_dir: /abs/path/.lethe/benchmark/data
+forget_split: forget10
+method: NPO_RT
+method_params: {beta: 0.1}
+optimizer:
+  learning_rate: 1e-3
+  weight_decay: 0.01
+  warmup_epochs: 1
+  max_grad_norm: 1
+  seed: 1
+num_epochs: 4
+per_device_batch_size: 4
+world_size: 2
+evaluation:
+  every_epochs: 2
+  retain_logs_path: /abs/path/.lethe/benchmark/retain/TOFU_EVAL.json
+checkpoint: {every_steps: 10}
+run_policy: {max_restarts: 2, deadline: 3600s}
+output_dir: /abs/path/out/npo_rt
+)";
+
+TEST(ParseJobSpecYamlTest, GivesTheSameSpecAsJson) {
+  const absl::StatusOr<v1::JobSpec> from_json =
+      ParseJobSpecJson(kReadmeSpecJson, "spec.json");
+  ASSERT_TRUE(from_json.ok()) << from_json.status();
+  const absl::StatusOr<v1::JobSpec> from_yaml =
+      ParseJobSpecYaml(kReadmeSpecYaml, "spec.yaml");
+  ASSERT_TRUE(from_yaml.ok()) << from_yaml.status();
+  EXPECT_TRUE(MessageDifferencer::Equals(*from_yaml, *from_json))
+      << from_yaml->DebugString() << "\nvs\n"
+      << from_json->DebugString();
+  EXPECT_EQ(from_yaml->optimizer().learning_rate(), 1e-3);
+  EXPECT_EQ(from_yaml->run_policy().deadline().seconds(), 3600);
+  EXPECT_EQ(from_yaml->method(), v1::NPO_RT);
+}
+
+TEST(ParseJobSpecYamlTest, ReadsEveryFieldThatJsonWrites) {
+  // Every field set; protobuf's JSON output is also a YAML flow mapping.
+  v1::JobSpec spec;
+  spec.set_model_dir("/models/m");
+  spec.set_tokenizer_path("/models/m/tokenizer.model");
+  spec.set_data_dir("/data");
+  spec.set_forget_split("forget05");
+  spec.set_retain_split("retain95");
+  spec.set_prompt_template("llama2_chat");
+  spec.set_method(v1::OFMU);
+  v1::MethodParams& params = *spec.mutable_method_params();
+  params.set_beta(0.5);
+  params.set_alpha(2);
+  params.set_gamma(1.25);
+  params.set_delta(-1.5);
+  params.set_retain_loss("kl");
+  params.set_random_answer_weight(0.3);
+  params.set_ofmu_inner_steps(3);
+  params.set_ofmu_inner_learning_rate(1e-4);
+  params.set_ofmu_rho(0.7);
+  params.set_ofmu_rho_growth(1.5);
+  params.set_ofmu_first_order(true);
+  spec.mutable_optimizer()->set_learning_rate(3e-5);
+  spec.mutable_optimizer()->set_seed(42);
+  spec.set_max_steps(1234567890123);
+  spec.set_per_device_batch_size(8);
+  spec.set_gradient_accumulation_steps(2);
+  spec.set_world_size(4);
+  spec.set_threads_per_worker(3);
+  spec.set_device(v1::CUDA);
+  spec.set_backend(v1::NCCL);
+  spec.mutable_evaluation()->set_every_epochs(1);
+  spec.mutable_checkpoint()->set_every_steps(5);
+  spec.mutable_checkpoint()->set_keep_last(3);
+  spec.mutable_run_policy()->set_max_restarts(0);
+  spec.mutable_run_policy()->mutable_deadline()->set_seconds(90);
+  spec.set_output_dir("/runs/1");
+  spec.set_display_name("forget \"X\": 10%, #1");
+  spec.set_priority(-7);
+  std::string json;
+  ASSERT_TRUE(google::protobuf::util::MessageToJsonString(spec, &json).ok());
+  const absl::StatusOr<v1::JobSpec> parsed = ParseJobSpecYaml(json, "x.yaml");
+  ASSERT_TRUE(parsed.ok()) << parsed.status() << "\n" << json;
+  EXPECT_TRUE(MessageDifferencer::Equals(*parsed, spec)) << json;
+}
+
+TEST_F(JobSpecTest, YamlSpecsFailValidationLikeJsonOnes) {
+  const std::string paths = absl::StrCat(
+      "model_dir: ", root_, "/model\ndata_dir: ", root_,
+      "/data\nforget_split: forget10\nmethod: NPO_RT\noutput_dir: ", root_,
+      "/runs/job1\n");
+  const struct {
+    std::string yaml;
+    std::string json;
+    std::string message;
+  } cases[] = {
+      {"", "{}", ""},
+      {"method_params: {delta: -.inf}",
+       R"({"method_params": {"delta": "-Infinity"}})",
+       "spec.method_params.delta: must be finite, got -inf"},
+      {"method_params: {beta: .nan}", R"({"method_params": {"beta": "NaN"}})",
+       "spec.method_params.beta: must be >= 0 and finite, got nan"},
+      {"optimizer: {learning_rate: -1}",
+       R"({"optimizer": {"learning_rate": -1}})",
+       "spec.optimizer.learning_rate: must be positive and finite, got -1"},
+      {"world_size: 0x800", R"({"world_size": 2048})",
+       "spec.world_size: must be in [1, 1024], got 2048"},
+  };
+  const std::string json_paths = absl::StrCat(
+      R"({"model_dir": ")", root_, R"(/model", "data_dir": ")", root_,
+      R"(/data", "forget_split": "forget10", )",
+      R"("method": "NPO_RT", "output_dir": ")", root_, R"(/runs/job1"})");
+  for (const auto& c : cases) {
+    const absl::StatusOr<v1::JobSpec> from_yaml =
+        ParseJobSpecYaml(paths + c.yaml, "spec.yaml");
+    ASSERT_TRUE(from_yaml.ok()) << from_yaml.status() << "\n" << c.yaml;
+    absl::StatusOr<v1::JobSpec> from_json =
+        ParseJobSpecJson(json_paths, "spec.json");
+    ASSERT_TRUE(from_json.ok()) << from_json.status();
+    const absl::StatusOr<v1::JobSpec> overrides =
+        ParseJobSpecJson(c.json, "spec.json");
+    ASSERT_TRUE(overrides.ok()) << overrides.status() << "\n" << c.json;
+    from_json->MergeFrom(*overrides);
+    google::protobuf::util::DefaultFieldComparator nan_equal;
+    nan_equal.set_treat_nan_as_equal(true);
+    MessageDifferencer differencer;
+    differencer.set_field_comparator(&nan_equal);
+    EXPECT_TRUE(differencer.Compare(*from_yaml, *from_json)) << c.yaml;
+    const absl::Status yaml_status =
+        ValidateJobSpec(JobSpecWithDefaults(*from_yaml));
+    const absl::Status json_status =
+        ValidateJobSpec(JobSpecWithDefaults(*from_json));
+    EXPECT_EQ(std::string(yaml_status.message()), c.message) << c.yaml;
+    EXPECT_EQ(yaml_status, json_status) << c.yaml;
+  }
+}
+
+TEST(ParseJobSpecYamlTest, ErrorsNameTheSourceAndWhereTheProblemIs) {
+  const struct {
+    std::string yaml;
+    std::string message;
+  } cases[] = {
+      {"model_dir: /m\nmethod: NPO\n  beta: 1\n",
+       "specs/bad.yaml:3:7: mapping values are not allowed in this context"},
+      {"method: NPO\nmethod: GA\n",
+       "specs/bad.yaml:2:1: duplicate key \"method\" (first at line 1)"},
+      {"- model_dir: /m\n",
+       "specs/bad.yaml: a job spec is a mapping of field names to values, got "
+       "array"},
+      {"# nothing yet\n",
+       "specs/bad.yaml: a job spec is a mapping of field names to values, got "
+       "an empty document"},
+      {"model_dir: !!binary aGVsbG8=\n",
+       "specs/bad.yaml:1:12: unsupported tag !!binary (only !!null, !!bool, "
+       "!!int, !!float, !!str, !!seq and !!map)"},
+  };
+  for (const auto& c : cases) {
+    const absl::StatusOr<v1::JobSpec> spec =
+        ParseJobSpecYaml(c.yaml, "specs/bad.yaml");
+    EXPECT_EQ(spec.status().code(), absl::StatusCode::kInvalidArgument)
+        << c.yaml;
+    EXPECT_EQ(std::string(spec.status().message()), c.message) << c.yaml;
+  }
+  // Field errors are protobuf's, as for JSON.
+  for (const auto& [yaml, json] :
+       {std::pair<std::string, std::string>{"learningRate: 1e-5",
+                                            R"({"learningRate": 1e-5})"},
+        {"method: NPO_PLUS", R"({"method": "NPO_PLUS"})"},
+        {"world_size: many", R"({"world_size": "many"})"},
+        {"method_params: [1]", R"({"method_params": [1]})"}}) {
+    const absl::StatusOr<v1::JobSpec> from_yaml =
+        ParseJobSpecYaml(yaml, "specs/bad");
+    const absl::StatusOr<v1::JobSpec> from_json =
+        ParseJobSpecJson(json, "specs/bad");
+    EXPECT_EQ(from_yaml.status().code(), absl::StatusCode::kInvalidArgument)
+        << yaml;
+    EXPECT_EQ(from_yaml.status(), from_json.status()) << yaml;
+  }
+}
+
+TEST_F(JobSpecTest, ReadJobSpecFileDispatchesOnTheExtension) {
+  const std::string json_path = root_ + "/spec.json";
+  WriteFile(json_path, kReadmeSpecJson);
+  const absl::StatusOr<v1::JobSpec> expected = ReadJobSpecFile(json_path);
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  EXPECT_EQ(expected->forget_split(), "forget10");
+  for (const std::string name : {"spec.yaml", "spec.yml", "SPEC.YML"}) {
+    const std::string path = absl::StrCat(root_, "/", name);
+    WriteFile(path, kReadmeSpecYaml);
+    const absl::StatusOr<v1::JobSpec> spec = ReadJobSpecFile(path);
+    ASSERT_TRUE(spec.ok()) << spec.status();
+    EXPECT_TRUE(MessageDifferencer::Equals(*spec, *expected)) << name;
+  }
+
+  // YAML is not read as JSON, nor JSON-only syntax errors as YAML's.
+  const std::string yaml_as_json = root_ + "/yaml.json";
+  WriteFile(yaml_as_json, kReadmeSpecYaml);
+  EXPECT_TRUE(absl::StartsWith(ReadJobSpecFile(yaml_as_json).status().message(),
+                               absl::StrCat(yaml_as_json, ": not a valid")))
+      << ReadJobSpecFile(yaml_as_json).status();
+  const std::string bad_yaml = root_ + "/bad.yaml";
+  WriteFile(bad_yaml, "model_dir: /m\n  method: GA\n");
+  EXPECT_EQ(std::string(ReadJobSpecFile(bad_yaml).status().message()),
+            absl::StrCat(bad_yaml,
+                         ":2:9: mapping values are not allowed in this "
+                         "context"));
+
+  const absl::Status text = ReadJobSpecFile(root_ + "/spec.txt").status();
+  EXPECT_EQ(text.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(std::string(text.message()),
+            absl::StrCat(root_,
+                         "/spec.txt: a spec file ends in .json, .yaml or "
+                         ".yml, got \".txt\""));
+  EXPECT_EQ(ReadJobSpecFile(root_ + "/spec").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  const absl::Status missing =
+      ReadJobSpecFile(root_ + "/missing.yaml").status();
+  EXPECT_EQ(missing.code(), absl::StatusCode::kNotFound) << missing;
+  EXPECT_TRUE(absl::StrContains(missing.message(), "missing.yaml")) << missing;
 }
 
 }  // namespace

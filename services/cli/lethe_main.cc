@@ -11,8 +11,8 @@
 //   lethe eval --model=DIR --data=DIR --output=DIR [--forget_split=forget10]
 //              [--retain_logs=RETAIN_EVAL_JSON] [--reference_model=DIR]
 //   lethe tofu-summary --eval=EVAL_JSON [--retain=RETAIN_EVAL_JSON]
-//   lethe submit [SPEC.json] [--model=DIR --data=DIR --method=NPO_RT
-//                --output=DIR ...] [--request_id=ID] [--watch]
+//   lethe submit [SPEC.json|SPEC.yaml|SPEC.yml] [--model=DIR --data=DIR
+//                --method=NPO_RT --output=DIR ...] [--request_id=ID] [--watch]
 //   lethe get|cancel|delete|watch|logs JOB   (JOB: jobs/7 or 7)
 //   lethe list [--state=RUNNING]
 // Job commands print tables; --format=json prints the API's JSON.
@@ -38,7 +38,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "grpc/health/v1/health.grpc.pb.h"
-#include "libs/files/file_io.h"
 #include "libs/jobs/job_spec.h"
 #include "libs/metrics/build_info.h"
 #include "libs/status/status_macros.h"
@@ -337,13 +336,11 @@ absl::StatusOr<v1::Method> MethodByName(const std::string& name) {
 
 double FlagOrZero(double flag) { return std::isnan(flag) ? 0 : flag; }
 
-// The job spec of `lethe submit`: SPEC.json when given, else the flags.
+// The job spec of `lethe submit`: the spec file (JSON or YAML) when given,
+// else the flags.
 absl::StatusOr<v1::JobSpec> SpecForSubmit(
     const std::vector<std::string>& arguments) {
-  if (arguments.size() == 1) {
-    ASSIGN_OR_RETURN(std::string json, ReadFileToString(arguments[0]));
-    return ParseJobSpecJson(json, arguments[0]);
-  }
+  if (arguments.size() == 1) return ReadJobSpecFile(arguments[0]);
   if (absl::GetFlag(FLAGS_output).empty()) {
     return absl::InvalidArgumentError(
         "--output (the job's output directory) is required without a spec "
@@ -423,7 +420,8 @@ absl::Status JobCommand(const std::string& command,
   };
   if (command == "submit") {
     if (arguments.size() > 1) {
-      return absl::InvalidArgumentError("usage: lethe submit [SPEC.json]");
+      return absl::InvalidArgumentError(
+          "usage: lethe submit [SPEC.json|SPEC.yaml|SPEC.yml]");
     }
     ASSIGN_OR_RETURN(v1::JobSpec spec, SpecForSubmit(arguments));
     ASSIGN_OR_RETURN(v1::Job job,
