@@ -418,6 +418,13 @@ TEST(ServiceProcessTest, CancelStopsEveryRankWithinTenSeconds) {
       WaitFor(coordinator.jobs(), job.name(), IsFinal, absl::Seconds(10));
   EXPECT_EQ(done.state(), v1::Job::CANCELLED) << coordinator.Log();
   EXPECT_LT(absl::Now() - asked, absl::Seconds(10));
+  // A CUDA job waits for CUDA workers (these are CPU ones) without holding
+  // up the CPU job queued after it.
+  v1::JobSpec cuda = TinySpec(dir + "/cuda");
+  cuda.set_device(v1::CUDA);
+  cuda.set_world_size(1);
+  v1::Job cuda_job;
+  ASSERT_TRUE(CreateJob(coordinator.jobs(), cuda, &cuda_job).ok());
   // The workers are idle again: a next job runs on both.
   v1::JobSpec next = TinySpec(dir + "/next");
   next.set_num_epochs(1);
@@ -427,6 +434,14 @@ TEST(ServiceProcessTest, CancelStopsEveryRankWithinTenSeconds) {
       WaitFor(coordinator.jobs(), next_job.name(), IsFinal, absl::Seconds(60))
           .state(),
       v1::Job::SUCCEEDED);
+  EXPECT_EQ(GetJob(coordinator.jobs(), cuda_job.name()).state(),
+            v1::Job::QUEUED);
+  const CliResult cancel_cuda = RunCli(
+      lethe_binary,
+      {"cancel", cuda_job.name(), "--coordinator=" + coordinator.address()});
+  ASSERT_TRUE(cancel_cuda.exit.success()) << cancel_cuda.stderr_text;
+  EXPECT_EQ(GetJob(coordinator.jobs(), cuda_job.name()).state(),
+            v1::Job::CANCELLED);
 }
 
 TEST(ServiceProcessTest, RequestIdRetriesPaginationAndBadSpecs) {

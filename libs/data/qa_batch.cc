@@ -30,4 +30,10 @@ QaBatch CollateQaBatch(const std::vector<const QaExample*>& examples,
   return result;
 }
 
+QaBatch QaBatch::To(const at::Device& device) const {
+  return {.input_ids = input_ids.to(device),
+          .attention_mask = attention_mask.to(device),
+          .labels = labels.to(device)};
+}
+
 }  // namespace lethe

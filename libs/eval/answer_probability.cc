@@ -28,15 +28,17 @@ absl::StatusOr<std::vector<AnswerProbability>> ScoreAnswers(
       std::vector<const QaExample*> batch_examples;
       for (size_t i = begin; i < end; ++i)
         batch_examples.push_back(&examples[i]);
-      const QaBatch batch = CollateQaBatch(batch_examples, pad_id);
+      const QaBatch batch =
+          CollateQaBatch(batch_examples, pad_id).To(model.device());
       CpuBf16AutocastGuard autocast(options.bf16_autocast);
       const AnswerLogProbs log_probs = SequenceAnswerLogProbs(
           model.Forward(batch.input_ids, batch.attention_mask), batch.labels);
-      const at::Tensor summed = log_probs.summed.to(at::kDouble);
+      const at::Tensor summed = log_probs.summed.to(at::kDouble).cpu();
+      const at::Tensor token_counts = log_probs.token_counts.cpu();
       for (int64_t row = 0; row < summed.size(0); ++row) {
         AnswerProbability score;
         score.answer_tokens =
-            static_cast<int>(log_probs.token_counts[row].item<int64_t>());
+            static_cast<int>(token_counts[row].item<int64_t>());
         score.avg_loss = score.answer_tokens > 0
                              ? -summed[row].item<double>() / score.answer_tokens
                              : 0.0;

@@ -179,7 +179,7 @@ absl::StatusOr<std::vector<AnswerScore>> ScoreExamples(
   const std::vector<size_t> order = LongestFirst(lengths);
   RETURN_IF_ERROR(CallTorch("scoring answers", [&] {
     torch::NoGradGuard no_grad;
-    const at::Device device = model.parameters().front().device();
+    const at::Device device = model.device();
     for (size_t begin = 0; begin < order.size(); begin += batch_size) {
       const size_t end = std::min(order.size(), begin + batch_size);
       std::vector<const QaExample*> batch_examples;
@@ -517,7 +517,7 @@ absl::StatusOr<std::vector<std::vector<int64_t>>> GreedyGenerateBatch(
   const std::vector<size_t> order = LongestFirst(lengths);
   RETURN_IF_ERROR(CallTorch("batched generation", [&] {
     torch::NoGradGuard no_grad;
-    const at::Device device = model.parameters().front().device();
+    const at::Device device = model.device();
     const auto longs = torch::TensorOptions().dtype(at::kLong);
     for (size_t begin = 0; begin < order.size(); begin += batch_size) {
       // `active[r]`: the prompt that row r of the batch tensors decodes.

@@ -347,6 +347,8 @@ at::Tensor LlamaForCausalLM::Forward(const at::Tensor& input_ids,
   return Logits(ForwardHidden(input_ids, attention_mask, cache, position_ids));
 }
 
+at::Device LlamaForCausalLM::device() { return parameters().front().device(); }
+
 int64_t LlamaForCausalLM::NumParameters() {
   int64_t total = 0;
   for (const at::Tensor& parameter : parameters()) total += parameter.numel();

@@ -154,6 +154,8 @@ class LlamaForCausalLM : public torch::nn::Module {
 
   const LlamaConfig& config() const { return config_; }
   int64_t NumParameters();
+  // Where the parameters live (inputs on another device are not moved).
+  at::Device device();
 
  private:
   LlamaConfig config_;

@@ -53,12 +53,14 @@ absl::StatusOr<ReferenceLogProbCache> ReferenceLogProbCache::Compute(
            ++i) {
         batch_examples.push_back(&examples[i]);
       }
-      const QaBatch batch = CollateQaBatch(batch_examples, pad_id);
+      const QaBatch batch =
+          CollateQaBatch(batch_examples, pad_id).To(model.device());
       const at::Tensor summed =
           SequenceAnswerLogProbs(
               model.Forward(batch.input_ids, batch.attention_mask),
               batch.labels)
               .summed.to(at::kDouble)
+              .cpu()
               .contiguous();
       const double* values = summed.data_ptr<double>();
       log_probs.insert(log_probs.end(), values, values + summed.numel());

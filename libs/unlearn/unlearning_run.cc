@@ -128,6 +128,7 @@ absl::StatusOr<std::shared_ptr<LlamaForCausalLM>> FrozenCopy(
     LlamaForCausalLM& model, at::ScalarType dtype) {
   return CallTorch("copying the reference model", [&] {
     auto copy = std::make_shared<LlamaForCausalLM>(model.config());
+    copy->to(model.device());
     torch::NoGradGuard no_grad;
     auto source = model.named_parameters();
     for (auto& parameter : copy->named_parameters()) {
@@ -206,28 +207,32 @@ absl::StatusOr<TrainingSummary> RunUnlearning(LlamaForCausalLM& model,
       (forget_size + std::max(training.world_size, 1) - 1) /
           std::max(training.world_size, 1),
       training.per_device_batch_size);
+  const at::Device device = model.device();
   auto loss =
       [&](const std::vector<int64_t>& indices,
           const StepContext& context) -> absl::StatusOr<MicroBatchLoss> {
     UnlearningBatch batch;
     RETURN_IF_ERROR(CallTorch("collating an unlearning batch", [&] {
-      batch.forget = Collate(data.forget, indices, data.pad_id);
+      batch.forget = Collate(data.forget, indices, data.pad_id).To(device);
       if (needs.retain_batch) {
         batch.retain =
             Collate(data.retain,
                     retain_sampler.For(context.epoch, context.micro_batch,
                                        static_cast<int64_t>(indices.size())),
-                    data.pad_id);
+                    data.pad_id)
+                .To(device);
       }
       if (needs.alternate_answers) {
-        batch.alternate = Collate(data.alternate, indices, data.pad_id);
+        batch.alternate =
+            Collate(data.alternate, indices, data.pad_id).To(device);
       }
       if (forget_reference.has_value()) {
-        batch.forget_reference_log_probs = forget_reference->Lookup(indices);
+        batch.forget_reference_log_probs =
+            forget_reference->Lookup(indices).to(device);
       }
       if (alternate_reference.has_value()) {
         batch.alternate_reference_log_probs =
-            alternate_reference->Lookup(indices);
+            alternate_reference->Lookup(indices).to(device);
       }
     }));
     batch.step = context.step;

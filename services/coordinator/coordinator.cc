@@ -2,9 +2,12 @@
 
 #include <algorithm>
 #include <iostream>
+#include <map>
 #include <optional>
+#include <set>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "google/protobuf/util/time_util.h"
@@ -462,6 +465,13 @@ absl::StatusOr<v1::RegisterWorkerResponse> Coordinator::RegisterWorker(
     return absl::InvalidArgumentError(absl::StrCat(
         "store_port: must be in [1, 65535], got ", request.store_port()));
   }
+  const std::string device =
+      request.device().empty() ? "cpu" : request.device();
+  if (device != "cpu" && device != "cuda" &&
+      !absl::StartsWith(device, "cuda:")) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "device: must be cpu, cuda or cuda:N, got \"", device, "\""));
+  }
   absl::MutexLock lock(&mu_);
   WorkerState worker;
   worker.id = absl::StrCat("workers/", next_worker_number_++);
@@ -469,6 +479,7 @@ absl::StatusOr<v1::RegisterWorkerResponse> Coordinator::RegisterWorker(
   worker.pid = request.pid();
   worker.store_port = request.store_port();
   worker.metrics_address = request.metrics_address();
+  worker.device = device == "cpu" ? v1::CPU : v1::CUDA;
   worker.last_heartbeat = absl::Now();
   v1::RegisterWorkerResponse response;
   response.set_worker_id(worker.id);
@@ -694,19 +705,32 @@ void Coordinator::SettleAttemptsLocked(absl::Time now) {
 }
 
 void Coordinator::ScheduleLocked(absl::Time now) {
-  std::vector<WorkerState*> idle;
+  // Idle workers by the device they compute on; a job runs on workers of
+  // its spec's device only.
+  std::map<v1::Device, std::vector<WorkerState*>> idle_by_device;
+  bool any_idle = false;
   for (auto& [id, worker] : workers_) {
-    if (worker.attempt_id == 0) idle.push_back(&worker);
+    if (worker.attempt_id == 0) {
+      idle_by_device[worker.device].push_back(&worker);
+      any_idle = true;
+    }
   }
-  if (idle.empty()) return;
+  if (!any_idle) return;
   const absl::StatusOr<std::vector<v1::Job>> queued =
       store_->ListInStates({v1::Job::QUEUED});
   if (!queued.ok()) return;
+  // Strict order per device: a job never waits behind a later job that
+  // needs the same kind of worker.
+  std::set<v1::Device> blocked;
   for (const v1::Job& job : *queued) {
+    const v1::Device device =
+        job.spec().device() == v1::CUDA ? v1::CUDA : v1::CPU;
+    if (blocked.count(device) > 0) continue;
+    std::vector<WorkerState*>& idle = idle_by_device[device];
     const int world_size = std::max(1, job.spec().world_size());
     if (world_size > static_cast<int>(idle.size())) {
-      // Strict order: a job never waits behind one queued after it.
-      return;
+      blocked.insert(device);
+      continue;
     }
     AttemptState attempt;
     attempt.id = NewAttemptIdLocked();

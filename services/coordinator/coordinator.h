@@ -120,6 +120,7 @@ class Coordinator {
     std::string host;
     int store_port = 0;
     std::string metrics_address;
+    v1::Device device = v1::CPU;  // CPU or CUDA (any cuda:N).
     pid_t pid = 0;
     absl::Time last_heartbeat;
     int64_t attempt_id = 0;  // The attempt it is part of; 0 when idle.

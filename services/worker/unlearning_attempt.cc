@@ -1,5 +1,6 @@
 #include "services/worker/unlearning_attempt.h"
 
+#include <torch/cuda.h>
 #include <torch/types.h>
 #include <unistd.h>
 
@@ -209,14 +210,46 @@ std::string EvalOutputDir(const lethe::v1::JobSpec& spec) {
   return spec.output_dir() + "/eval";
 }
 
+absl::StatusOr<std::string> CheckComputeDevice(const std::string& device) {
+  std::optional<at::Device> parsed;
+  try {
+    parsed.emplace(device);
+  } catch (const std::exception&) {
+  }
+  if (!parsed.has_value() || !(parsed->is_cpu() || parsed->is_cuda())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("device \"", device, "\": expected cpu, cuda or cuda:N"));
+  }
+  if (parsed->is_cpu()) return std::string("cpu");
+  if (!torch::cuda::is_available()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "device ", device,
+        ": this LibTorch has no CUDA (Debian's libtorch is CPU-only; build "
+        "the worker with the CMake mirror against a CUDA LibTorch)"));
+  }
+  const int64_t index = parsed->has_index() ? parsed->index() : 0;
+  const int64_t count = static_cast<int64_t>(torch::cuda::device_count());
+  if (index >= count) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("device ", device, ": this machine has ", count,
+                     " CUDA device", count == 1 ? "" : "s"));
+  }
+  return absl::StrCat("cuda:", index);
+}
+
 absl::Status RunUnlearningAttempt(const lethe::v1::Attempt& attempt,
                                   const ProgressReporter& report) {
   const lethe::v1::JobSpec& spec = attempt.spec();
   const int rank = attempt.rank();
   const int world_size = std::max(1, attempt.world_size());
-  if (spec.device() == lethe::v1::CUDA) {
-    return absl::UnimplementedError(
-        "spec.device: CUDA workers are not built yet; use CPU");
+  ASSIGN_OR_RETURN(
+      const std::string device_name,
+      CheckComputeDevice(attempt.device().empty() ? "cpu" : attempt.device()));
+  const at::Device device(device_name);
+  if (device.is_cuda() != (spec.device() == lethe::v1::CUDA)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("spec.device is ", lethe::v1::Device_Name(spec.device()),
+                     " but this worker computes on ", device_name));
   }
   if (spec.threads_per_worker() > 0) {
     at::set_num_threads(spec.threads_per_worker());
@@ -243,7 +276,9 @@ absl::Status RunUnlearningAttempt(const lethe::v1::Attempt& attempt,
              .prefix = attempt.store_prefix(),
              .rank = rank,
              .world_size = world_size,
-             .backend = CollectiveBackend::kGloo,
+             .backend = spec.backend() == lethe::v1::NCCL
+                            ? CollectiveBackend::kNccl
+                            : CollectiveBackend::kGloo,
              .local_address = attempt.local_address().empty()
                                   ? "127.0.0.1"
                                   : attempt.local_address(),
@@ -252,6 +287,8 @@ absl::Status RunUnlearningAttempt(const lethe::v1::Attempt& attempt,
                                                : 120000)}));
   }
   ASSIGN_OR_RETURN(AttemptInputs inputs, LoadInputs(spec, method, params));
+  RETURN_IF_ERROR(CallTorch(absl::StrCat("moving the model to ", device_name),
+                            [&] { inputs.model->to(device); }));
   std::error_code error;
   std::filesystem::create_directories(CheckpointDir(spec), error);
   if (error) {

@@ -1,6 +1,7 @@
 // One rank's share of one attempt at an unlearning job: joins the attempt's
-// process group (Gloo on CPU), loads the model, tokenizer and data the spec
-// names, shares one reference log-prob cache between the ranks, and runs
+// process group (Gloo, or NCCL when the spec asks for it and the build has
+// it), loads the model (onto the attempt's device), tokenizer and data the
+// spec names, shares one reference log-prob cache between the ranks, and runs
 // the method data-parallel (each rank takes every world_size-th example;
 // gradients are averaged before every step). Checkpoints go to
 // <output_dir>/checkpoints and a restarted attempt resumes from the newest.
@@ -32,6 +33,12 @@ using ProgressReporter = std::function<absl::StatusOr<bool>(
 // other errors name what failed (a missing file, a peer that died, ...).
 absl::Status RunUnlearningAttempt(const lethe::v1::Attempt& attempt,
                                   const ProgressReporter& report);
+
+// The device a worker computes on, from its --device ("cpu", "cuda",
+// "cuda:N"), normalised ("cuda" -> "cuda:0"). INVALID_ARGUMENT for a name
+// LibTorch does not parse or a GPU index this machine lacks;
+// FAILED_PRECONDITION for CUDA in a LibTorch built without it (Debian's).
+absl::StatusOr<std::string> CheckComputeDevice(const std::string& device);
 
 // The spec's method with its coefficients: fields left at 0 take the
 // method's defaults (DefaultObjectiveParams).

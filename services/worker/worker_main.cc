@@ -1,6 +1,7 @@
 // lethe-worker: runs the ranks of unlearning jobs for a coordinator.
 //
-//   lethe-worker --coordinator=HOST:PORT [--host=ADDRESS] [--threads=N]
+//   lethe-worker --coordinator=HOST:PORT [--host=ADDRESS] [--device=cpu|cuda:N]
+//                [--threads=N]
 //
 // Registers with the coordinator, then heartbeats every interval the
 // coordinator sets. When told to run an attempt it starts a child process
@@ -54,6 +55,10 @@ ABSL_FLAG(std::string, metrics_address, "",
 ABSL_FLAG(int, store_port, 0,
           "port on --host where this worker hosts the rendezvous store of the "
           "attempts it runs as rank 0 (0: a free port picked at start)");
+ABSL_FLAG(std::string, device, "cpu",
+          "what attempts compute on: cpu, cuda or cuda:N (CUDA needs a worker "
+          "built against a CUDA LibTorch); the coordinator gives CUDA jobs to "
+          "CUDA workers only");
 ABSL_FLAG(int, threads, 0,
           "CPU threads for an attempt (0: all cores of this machine)");
 ABSL_FLAG(std::string, run_attempt, "",
@@ -103,6 +108,7 @@ absl::Status RunAttemptFile(const std::string& path) {
     return absl::DataLossError(absl::StrCat(path, ": not a lethe.v1.Attempt"));
   }
   attempt.set_local_address(absl::GetFlag(FLAGS_host));
+  attempt.set_device(absl::GetFlag(FLAGS_device));
   std::cout << "attempt " << attempt.attempt_id() << " of " << attempt.job()
             << ": rank " << attempt.rank() << " of " << attempt.world_size()
             << std::endl;
@@ -227,7 +233,7 @@ class Worker {
   absl::Status Register() {
     lethe::v1::RegisterWorkerRequest request;
     request.set_host(absl::GetFlag(FLAGS_host));
-    request.set_device("cpu");
+    request.set_device(absl::GetFlag(FLAGS_device));
     request.set_pid(getpid());
     request.set_threads(Threads());
     request.set_store_port(store_port_);
@@ -333,7 +339,8 @@ class Worker {
         Subprocess::Start(
             {SelfPath(), absl::StrCat("--run_attempt=", stem, ".attempt"),
              absl::StrCat("--parent_pid=", getpid()),
-             absl::StrCat("--host=", absl::GetFlag(FLAGS_host))},
+             absl::StrCat("--host=", absl::GetFlag(FLAGS_host)),
+             absl::StrCat("--device=", absl::GetFlag(FLAGS_device))},
             {{"OMP_NUM_THREADS", absl::StrCat(Threads())},
              {"LETHE_ATTEMPT_ERROR_FILE", stem + ".error"}},
             {.stdout_path = stem + ".log", .stderr_path = stem + ".log"}));
@@ -401,6 +408,9 @@ class Worker {
 
 // The daemon: serves /metrics when asked, then heartbeats until killed.
 absl::Status RunWorker() {
+  ASSIGN_OR_RETURN(const std::string device,
+                   CheckComputeDevice(absl::GetFlag(FLAGS_device)));
+  absl::SetFlag(&FLAGS_device, device);
   auto registry = std::make_shared<prometheus::Registry>();
   std::unique_ptr<MetricsEndpoint> endpoint;
   std::unique_ptr<WorkerMetrics> metrics;
@@ -427,7 +437,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Lethe's worker: runs ranks of unlearning jobs for a coordinator.\n"
       "Usage: lethe-worker --coordinator=HOST:PORT [--host=ADDRESS] "
-      "[--threads=N]");
+      "[--device=cpu|cuda:N] [--threads=N]");
   absl::ParseCommandLine(argc, argv);
   const std::string attempt_file = absl::GetFlag(FLAGS_run_attempt);
   if (!attempt_file.empty()) {
