@@ -5,8 +5,8 @@
 // (libs/eval/tofu_evaluator.h) either way, with the ratios.
 //
 //   lethe prepare-benchmark --cache_dir=.lethe/benchmark
-//   bazel run -c opt //benchmarks:eval_throughput -- \
-//       --cache_dir=$PWD/.lethe/benchmark --threads=2
+//   bazel run -c opt //benchmarks:eval_throughput --
+//       --cache_dir=$PWD/.lethe/benchmark --threads=2  (one command line)
 //
 // It also counts the questions whose batched generation differs from the
 // one-at-a-time one (floating-point rounding may flip a near-tied argmax).

@@ -9,6 +9,12 @@
 // positions r, r+N, r+2N, ... of it; when N does not divide the size, the
 // permutation is extended by wrapping around to its start, so every rank
 // gets ceil(size/N) indices and runs the same number of steps.
+//
+// LengthGroupedPermutation reorders an epoch's permutation so that examples
+// of similar length share a batch, which cuts the padding of batches padded
+// to their longest example. The grouping is local (windows of a few
+// batches): which examples meet still changes from epoch to epoch, and every
+// epoch visits each example once.
 #ifndef LETHE_LIBS_DATA_SHARDING_H_
 #define LETHE_LIBS_DATA_SHARDING_H_
 
@@ -20,6 +26,17 @@ namespace lethe {
 // A pseudo-random permutation of [0, size).
 std::vector<int64_t> EpochPermutation(int64_t size, uint64_t seed,
                                       int64_t epoch);
+
+// EpochPermutation(lengths.size(), seed, epoch), cut into windows of
+// `window_batches` x `batch_examples` positions; each window is sorted by
+// length (longest first, ties in permutation order) and its whole batches
+// of `batch_examples` positions are then shuffled (a trailing partial batch
+// stays last). With RankShard over N ranks, pass batch_examples = per-rank
+// batch x N: each block of that many positions becomes one batch on every
+// rank. Requires batch_examples > 0 and window_batches > 0.
+std::vector<int64_t> LengthGroupedPermutation(
+    const std::vector<int64_t>& lengths, uint64_t seed, int64_t epoch,
+    int64_t batch_examples, int64_t window_batches);
 
 // This rank's indices; empty only when `order` is. Requires
 // 0 <= rank < world_size.

@@ -46,6 +46,15 @@ absl::Status ValidateOptions(const TrainingOptions& options,
     return absl::InvalidArgumentError(absl::StrCat(
         "rank ", options.rank, " is outside [0, ", options.world_size, ")"));
   }
+  if (!options.example_lengths.empty() &&
+      static_cast<int64_t>(options.example_lengths.size()) != num_examples) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(options.example_lengths.size(), " example lengths for ",
+                     num_examples, " examples"));
+  }
+  if (options.length_window_batches < 1) {
+    return absl::InvalidArgumentError("length_window_batches must be >= 1");
+  }
   if (options.checkpoint.every_steps < 0) {
     return absl::InvalidArgumentError("checkpoint.every_steps must be >= 0");
   }
@@ -64,7 +73,7 @@ uint64_t StepSeed(uint64_t seed, int64_t step) {
 // the same data order and schedule.
 std::map<std::string, std::string> RunDescription(
     const TrainingOptions& options, int64_t num_examples, int64_t total_steps) {
-  return {
+  std::map<std::string, std::string> description = {
       {"seed", std::to_string(options.seed)},
       {"num_examples", std::to_string(num_examples)},
       {"per_device_batch_size", std::to_string(options.per_device_batch_size)},
@@ -73,6 +82,26 @@ std::map<std::string, std::string> RunDescription(
       {"world_size", std::to_string(options.world_size)},
       {"total_steps", std::to_string(total_steps)},
   };
+  // Only when grouping, so checkpoints of plain runs stay resumable.
+  if (!options.example_lengths.empty()) {
+    description["length_window_batches"] =
+        std::to_string(options.length_window_batches);
+  }
+  return description;
+}
+
+// This rank's examples of `epoch`, in order.
+std::vector<int64_t> EpochShard(const TrainingOptions& options,
+                                int64_t num_examples, int epoch) {
+  const std::vector<int64_t> order =
+      options.example_lengths.empty()
+          ? EpochPermutation(num_examples, options.seed, epoch)
+          : LengthGroupedPermutation(
+                options.example_lengths, options.seed, epoch,
+                static_cast<int64_t>(options.per_device_batch_size) *
+                    options.world_size,
+                options.length_window_batches);
+  return RankShard(order, options.rank, options.world_size);
 }
 
 // Data-parallel ranks must resume from the same step (they would otherwise
@@ -199,9 +228,7 @@ absl::StatusOr<TrainingSummary> RunTraining(torch::nn::Module& model,
   const int start_epoch = static_cast<int>(start_step / steps_per_epoch);
   model.train();
   for (int epoch = start_epoch; step < total_steps; ++epoch) {
-    const std::vector<int64_t> shard =
-        RankShard(EpochPermutation(num_examples, options.seed, epoch),
-                  options.rank, options.world_size);
+    const std::vector<int64_t> shard = EpochShard(options, num_examples, epoch);
     int64_t first_micro = epoch == start_epoch
                               ? (start_step % steps_per_epoch) *
                                     options.gradient_accumulation_steps
@@ -297,6 +324,15 @@ absl::StatusOr<TrainingSummary> RunTraining(torch::nn::Module& model,
   return summary;
 }
 
+std::vector<int64_t> ExampleLengths(const std::vector<QaExample>& examples) {
+  std::vector<int64_t> lengths;
+  lengths.reserve(examples.size());
+  for (const QaExample& example : examples) {
+    lengths.push_back(static_cast<int64_t>(example.input_ids.size()));
+  }
+  return lengths;
+}
+
 absl::StatusOr<TrainingSummary> FinetuneOnQa(
     LlamaForCausalLM& model, const std::vector<QaExample>& examples, int pad_id,
     const TrainingOptions& options, const TrainingHooks& hooks) {
@@ -305,7 +341,8 @@ absl::StatusOr<TrainingSummary> FinetuneOnQa(
     std::vector<const QaExample*> batch_examples;
     for (int64_t index : indices) batch_examples.push_back(&examples[index]);
     return CallTorch("fine-tuning forward pass", [&] {
-      const QaBatch batch = CollateQaBatch(batch_examples, pad_id);
+      const QaBatch batch =
+          CollateQaBatch(batch_examples, pad_id).To(model.device());
       CpuBf16AutocastGuard autocast(options.bf16_autocast);
       at::Tensor nll = TokenMeanNll(
           model.Forward(batch.input_ids, batch.attention_mask), batch.labels);

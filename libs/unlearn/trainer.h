@@ -72,6 +72,12 @@ struct TrainingOptions {
   bool bf16_autocast = false;
   int rank = 0;
   int world_size = 1;
+  // Length grouping, for less padding: with one length per example here,
+  // each epoch's order is LengthGroupedPermutation (libs/data/sharding.h)
+  // over windows of `length_window_batches` global batches. Empty: plain
+  // EpochPermutation.
+  std::vector<int64_t> example_lengths;
+  int length_window_batches = 4;
   CheckpointOptions checkpoint;
 };
 
@@ -147,6 +153,9 @@ absl::StatusOr<TrainingSummary> RunTraining(torch::nn::Module& model,
                                             const TrainingOptions& options,
                                             const MicroBatchLossFn& loss,
                                             const TrainingHooks& hooks = {});
+
+// The lengths of `examples`, for TrainingOptions::example_lengths.
+std::vector<int64_t> ExampleLengths(const std::vector<QaExample>& examples);
 
 // Supervised fine-tuning: token-mean NLL of the answers of `examples`.
 absl::StatusOr<TrainingSummary> FinetuneOnQa(

@@ -7,6 +7,7 @@
 
 #include "gtest/gtest.h"
 #include "libs/data/qa_batch.h"
+#include "libs/data/sharding.h"
 #include "libs/model/llama_model.h"
 #include "libs/unlearn/checkpoint.h"
 #include "libs/unlearn/sequence_loss.h"
@@ -241,6 +242,49 @@ TEST(TrainerTest, ReducerSeesEveryGradientOncePerStepAndShardingSplitsData) {
   EXPECT_EQ(calls, 3);  // ceil(5 examples / 2) micro-batches, one each.
   EXPECT_EQ(gradient_count, model.parameters().size());
   EXPECT_EQ(seen.size(), 5u);  // Rank 1 of 2 sees half of the 10 examples.
+}
+
+TEST(TrainerTest, LengthGroupingGivesEachStepOneBlockOfTheGroupedOrder) {
+  // 2 ranks x batch 3: each step's two micro-batches together are one block
+  // of 6 positions of LengthGroupedPermutation, split as RankShard splits.
+  std::vector<int64_t> lengths(24);
+  for (int64_t i = 0; i < 24; ++i) lengths[i] = (i * 7) % 24;
+  std::vector<std::vector<int64_t>> batches[2];
+  for (int rank = 0; rank < 2; ++rank) {
+    torch::manual_seed(4);
+    LlamaForCausalLM model(TinyConfig());
+    auto loss = [&](const std::vector<int64_t>& indices,
+                    const StepContext&) -> absl::StatusOr<MicroBatchLoss> {
+      batches[rank].push_back(indices);
+      return MicroBatchLoss{.loss = model.parameters()[0].sum() * 0.0,
+                            .tokens = 1};
+    };
+    ASSERT_TRUE(RunTraining(model, 24,
+                            {.num_epochs = 2,
+                             .per_device_batch_size = 3,
+                             .seed = 8,
+                             .rank = rank,
+                             .world_size = 2,
+                             .example_lengths = lengths,
+                             .length_window_batches = 2},
+                            loss)
+                    .ok());
+  }
+  ASSERT_EQ(batches[0].size(), 8u);
+  ASSERT_EQ(batches[1].size(), 8u);
+  for (int epoch = 0; epoch < 2; ++epoch) {
+    const std::vector<int64_t> order =
+        LengthGroupedPermutation(lengths, 8, epoch, 6, 2);
+    for (int step = 0; step < 4; ++step) {
+      const std::vector<int64_t> block(order.begin() + 6 * step,
+                                       order.begin() + 6 * step + 6);
+      const int64_t k = epoch * 4 + step;
+      EXPECT_EQ(batches[0][k],
+                (std::vector<int64_t>{block[0], block[2], block[4]}));
+      EXPECT_EQ(batches[1][k],
+                (std::vector<int64_t>{block[1], block[3], block[5]}));
+    }
+  }
 }
 
 // Token-mean NLL of the examples at `indices`, times a factor drawn from
@@ -481,6 +525,10 @@ TEST(TrainerTest, RejectsBadOptions) {
   EXPECT_EQ(
       RunTraining(model, 4, {.rank = 2, .world_size = 2}, loss).status().code(),
       absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(RunTraining(model, 4, {.example_lengths = {3, 4, 5}}, loss)
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

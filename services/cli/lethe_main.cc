@@ -81,7 +81,7 @@ ABSL_FLAG(int, max_new_tokens, 200, "generation limit");
 ABSL_FLAG(std::string, cache_dir, ".lethe/benchmark",
           "where prepare-benchmark keeps its data and models");
 ABSL_FLAG(int, authors, 100, "fictitious authors in the embedded benchmark");
-ABSL_FLAG(int, base_epochs, 30,
+ABSL_FLAG(int, base_epochs, 22,
           "prepare-benchmark: epochs of the base model over general facts");
 ABSL_FLAG(int, finetune_epochs, 12,
           "prepare-benchmark: epochs of the target and retain models");

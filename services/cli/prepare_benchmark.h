@@ -38,7 +38,7 @@ struct BenchmarkOptions {
   int threads = 2;
   // Epochs over the fine-tuning sets (full or retain90, plus replay).
   int finetune_epochs = 12;
-  int base_epochs = 30;
+  int base_epochs = 22;
   double learning_rate = 2e-3;
   int vocab_size = 1024;
   // The lethe-train-tokenizer program.
