@@ -6,7 +6,7 @@
 //
 //   lethe prepare-benchmark --cache_dir=.lethe/benchmark
 //   bazel run -c opt //benchmarks:eval_throughput --
-//       --cache_dir=$PWD/.lethe/benchmark --threads=2  (one command line)
+//       --cache_dir=$PWD/.lethe/benchmark --threads=2
 //
 // It also counts the questions whose batched generation differs from the
 // one-at-a-time one (floating-point rounding may flip a near-tied argmax).

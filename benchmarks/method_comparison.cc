@@ -5,7 +5,7 @@
 // utility (<output>.png, drawn by gnuplot when it is installed).
 //
 //   lethe prepare-benchmark
-//   bazel run //benchmarks:method_comparison -- \
+//   bazel run //benchmarks:method_comparison --
 //     --benchmark=$PWD/.lethe/benchmark --output=$PWD/docs/method_comparison
 #include <cmath>
 #include <cstdio>

@@ -3,7 +3,7 @@
 // a process with LibTorch (see DEVELOPERS.md); `lethe prepare-benchmark`
 // runs it.
 //
-//   lethe-train-tokenizer --corpus=sentences.txt --vocab_size=1024 \
+//   lethe-train-tokenizer --corpus=sentences.txt --vocab_size=1024
 //       --output=model_dir/tokenizer.model
 //
 // The corpus holds one sentence per line. The model is written atomically.
