@@ -436,6 +436,12 @@ TEST(ServiceProcessTest, CancelStopsEveryRankWithinTenSeconds) {
       v1::Job::SUCCEEDED);
   EXPECT_EQ(GetJob(coordinator.jobs(), cuda_job.name()).state(),
             v1::Job::QUEUED);
+  const CliResult cuda_logs =
+      RunCli(lethe_binary, {"logs", cuda_job.name(), "--follow=false",
+                            "--coordinator=" + coordinator.address()});
+  EXPECT_TRUE(absl::StrContains(cuda_logs.stdout_text,
+                                "waiting: needs 1 CUDA worker, 0 registered"))
+      << cuda_logs.stdout_text;
   const CliResult cancel_cuda = RunCli(
       lethe_binary,
       {"cancel", cuda_job.name(), "--coordinator=" + coordinator.address()});

@@ -708,8 +708,10 @@ void Coordinator::ScheduleLocked(absl::Time now) {
   // Idle workers by the device they compute on; a job runs on workers of
   // its spec's device only.
   std::map<v1::Device, std::vector<WorkerState*>> idle_by_device;
+  std::map<v1::Device, int> registered_by_device;
   bool any_idle = false;
   for (auto& [id, worker] : workers_) {
+    ++registered_by_device[worker.device];
     if (worker.attempt_id == 0) {
       idle_by_device[worker.device].push_back(&worker);
       any_idle = true;
@@ -730,8 +732,18 @@ void Coordinator::ScheduleLocked(absl::Time now) {
     const int world_size = std::max(1, job.spec().world_size());
     if (world_size > static_cast<int>(idle.size())) {
       blocked.insert(device);
+      const int registered = registered_by_device[device];
+      if (registered < world_size &&
+          told_too_few_workers_.insert(job.name()).second) {
+        LogLocked(job.name(), "coordinator",
+                  absl::StrCat("waiting: needs ", world_size, " ",
+                               v1::Device_Name(device), " worker",
+                               world_size == 1 ? "" : "s", ", ", registered,
+                               " registered"));
+      }
       continue;
     }
+    told_too_few_workers_.erase(job.name());
     AttemptState attempt;
     attempt.id = NewAttemptIdLocked();
     attempt.job = job.name();
@@ -773,6 +785,14 @@ void Coordinator::ScheduleLocked(absl::Time now) {
                      absl::StrCat("attempt ", attempt.id, " on ",
                                   absl::StrJoin(names, ", ")));
     attempts_[attempt.id] = std::move(attempt);
+  }
+  // Forget jobs that left the queue otherwise (cancelled, deleted).
+  std::set<std::string> still_queued;
+  for (const v1::Job& job : *queued) still_queued.insert(job.name());
+  for (auto it = told_too_few_workers_.begin();
+       it != told_too_few_workers_.end();) {
+    it = still_queued.count(*it) > 0 ? std::next(it)
+                                     : told_too_few_workers_.erase(it);
   }
 }
 

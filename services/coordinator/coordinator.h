@@ -27,6 +27,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -189,6 +190,9 @@ class Coordinator {
   std::map<std::string, WorkerState> workers_ ABSL_GUARDED_BY(mu_);
   std::map<int64_t, AttemptState> attempts_ ABSL_GUARDED_BY(mu_);
   std::vector<pid_t> dropped_pids_ ABSL_GUARDED_BY(mu_);
+  // Queued jobs whose log says that too few workers of their device are
+  // registered (said once per job).
+  std::set<std::string> told_too_few_workers_ ABSL_GUARDED_BY(mu_);
   int64_t next_worker_number_ ABSL_GUARDED_BY(mu_) = 1;
   int64_t last_attempt_id_ ABSL_GUARDED_BY(mu_) = 0;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
