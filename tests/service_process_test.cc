@@ -448,6 +448,21 @@ TEST(ServiceProcessTest, CancelStopsEveryRankWithinTenSeconds) {
   ASSERT_TRUE(cancel_cuda.exit.success()) << cancel_cuda.stderr_text;
   EXPECT_EQ(GetJob(coordinator.jobs(), cuda_job.name()).state(),
             v1::Job::CANCELLED);
+  // A running job past its deadline fails without using its restarts.
+  v1::JobSpec late = TinySpec(dir + "/late");
+  late.set_num_epochs(200);
+  late.mutable_run_policy()->set_max_restarts(2);
+  late.mutable_run_policy()->mutable_deadline()->set_seconds(3);
+  v1::Job late_job;
+  ASSERT_TRUE(CreateJob(coordinator.jobs(), late, &late_job).ok());
+  const v1::Job late_done =
+      WaitFor(coordinator.jobs(), late_job.name(), IsFinal, absl::Seconds(30));
+  EXPECT_EQ(late_done.state(), v1::Job::FAILED) << coordinator.Log();
+  EXPECT_EQ(late_done.restart_count(), 0);
+  ASSERT_GE(late_done.history_size(), 3) << late_done.DebugString();
+  EXPECT_EQ(late_done.history(late_done.history_size() - 2).state(),
+            v1::Job::RUNNING);
+  EXPECT_EQ(late_done.history().rbegin()->reason(), "DEADLINE_EXCEEDED");
 }
 
 TEST(ServiceProcessTest, RequestIdRetriesPaginationAndBadSpecs) {
@@ -488,6 +503,24 @@ TEST(ServiceProcessTest, RequestIdRetriesPaginationAndBadSpecs) {
   } while (!request.page_token().empty());
   ASSERT_EQ(names.size(), 7u);
   for (int i = 0; i < 7; ++i) EXPECT_EQ(names[i], absl::StrCat("jobs/", i + 1));
+
+  // With no workers at all, the head of the queue says what it waits for,
+  // and a queued job past its deadline fails there.
+  const CliResult waiting =
+      RunCli(lethe_binary, {"logs", "jobs/1", "--follow=false",
+                            "--coordinator=" + coordinator.address()});
+  EXPECT_TRUE(absl::StrContains(waiting.stdout_text,
+                                "waiting: needs 2 CPU workers, 0 registered"))
+      << waiting.stdout_text;
+  v1::JobSpec late = spec;
+  late.mutable_run_policy()->mutable_deadline()->set_seconds(1);
+  v1::Job late_job;
+  ASSERT_TRUE(CreateJob(coordinator.jobs(), late, &late_job).ok());
+  const v1::Job late_done =
+      WaitFor(coordinator.jobs(), late_job.name(), IsFinal, absl::Seconds(10));
+  EXPECT_EQ(late_done.state(), v1::Job::FAILED) << late_done.DebugString();
+  EXPECT_EQ(late_done.history().rbegin()->reason(), "DEADLINE_EXCEEDED");
+  EXPECT_EQ(GetJob(coordinator.jobs(), "jobs/1").state(), v1::Job::QUEUED);
 }
 
 }  // namespace

@@ -105,18 +105,17 @@ std::vector<TofuRecord> Concatenate(
   return all;
 }
 
-// TOFU evaluation of `model` on kForgetSplit into <partial>/<name>. The
-// retain model's log (the reference forget quality is measured against) is
-// null when evaluating the retain model itself.
+// TOFU evaluation of `model` on `eval_data` (kForgetSplit's sets) into
+// <partial>/<name>. The retain model's log (the reference forget quality is
+// measured against) is null when evaluating the retain model itself.
 absl::StatusOr<TofuEvalResult> EvaluateOnForgetSplit(
     LlamaForCausalLM& model, const Tokenizer& tokenizer,
-    const PromptTemplate& prompt_template, const std::string& partial,
-    const std::string& name, const nlohmann::ordered_json* retain_log,
+    const PromptTemplate& prompt_template, const TofuEvalData& eval_data,
+    const std::string& partial, const std::string& name,
+    const nlohmann::ordered_json* retain_log,
     const std::function<void(const std::string&)>& log) {
   log(absl::StrCat("TOFU evaluation of the ", name, " model on ",
                    kForgetSplit));
-  ASSIGN_OR_RETURN(TofuEvalData eval_data,
-                   ReadTofuEvalData(partial + "/data", kForgetSplit));
   TofuEvaluator evaluator(
       model, tokenizer, prompt_template,
       {.progress = [&](const std::string& line) { log("  " + line); }});
@@ -274,6 +273,8 @@ absl::StatusOr<PreparedBenchmark> PrepareBenchmark(
     std::map<std::string, double> probabilities;
     std::optional<TofuEvalResult> evaluation;
   };
+  ASSIGN_OR_RETURN(const TofuEvalData eval_data,
+                   ReadTofuEvalData(partial + "/data", kForgetSplit));
   const bool side_by_side = options.threads >= 2;
   const int threads_each = side_by_side ? options.threads / 2 : options.threads;
   auto finetune = [&](const std::string& name, const std::string& split,
@@ -301,9 +302,10 @@ absl::StatusOr<PreparedBenchmark> PrepareBenchmark(
                                name, probe, MeanProbability(scores)));
     }
     if (evaluate) {
-      ASSIGN_OR_RETURN(result.evaluation,
-                       EvaluateOnForgetSplit(*result.model, *tokenizer, plain,
-                                             partial, name, nullptr, log_line));
+      ASSIGN_OR_RETURN(
+          result.evaluation,
+          EvaluateOnForgetSplit(*result.model, *tokenizer, plain, eval_data,
+                                partial, name, nullptr, log_line));
     }
     return result;
   };
@@ -321,10 +323,10 @@ absl::StatusOr<PreparedBenchmark> PrepareBenchmark(
   RETURN_IF_ERROR(target.status());
   Finetuned& retain = **retain_result;
   at::set_num_threads(options.threads);
-  ASSIGN_OR_RETURN(
-      target->evaluation,
-      EvaluateOnForgetSplit(*target->model, *tokenizer, plain, partial,
-                            "target", &retain.evaluation->eval_log, log_line));
+  ASSIGN_OR_RETURN(target->evaluation,
+                   EvaluateOnForgetSplit(
+                       *target->model, *tokenizer, plain, eval_data, partial,
+                       "target", &retain.evaluation->eval_log, log_line));
   for (Finetuned* finetuned : {&*target, &retain}) {
     prepared.probabilities.insert(finetuned->probabilities.begin(),
                                   finetuned->probabilities.end());

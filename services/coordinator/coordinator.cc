@@ -7,11 +7,11 @@
 #include <set>
 #include <utility>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "google/protobuf/util/time_util.h"
 #include "libs/files/file_io.h"
+#include "libs/jobs/compute_device.h"
 #include "libs/jobs/job_spec.h"
 #include "libs/status/status_macros.h"
 
@@ -32,6 +32,20 @@ bool IsFinal(v1::Job::State state) {
 google::protobuf::Timestamp ToTimestamp(absl::Time time) {
   return google::protobuf::util::TimeUtil::MicrosecondsToTimestamp(
       absl::ToUnixMicros(time));
+}
+
+absl::Time FromTimestamp(const google::protobuf::Timestamp& timestamp) {
+  return absl::FromUnixMicros(
+      google::protobuf::util::TimeUtil::TimestampToMicroseconds(timestamp));
+}
+
+// How long after its creation a job must have ended; zero for no limit.
+absl::Duration JobDeadline(const v1::Job& job) {
+  return absl::Seconds(job.spec().run_policy().deadline().seconds());
+}
+
+absl::Time JobCreateTime(const v1::Job& job) {
+  return FromTimestamp(job.create_time());
 }
 
 // Log lines StreamJobLogs reads from the store at a time.
@@ -313,9 +327,7 @@ void Coordinator::TransitionLocked(const std::string& job, v1::Job::State to,
     // The change before this one: the state left, and since when.
     const v1::Job::StateChange& before =
         moved->history(moved->history_size() - 2);
-    const absl::Time since = absl::FromUnixMicros(
-        google::protobuf::util::TimeUtil::TimestampToMicroseconds(
-            before.time()));
+    const absl::Time since = FromTimestamp(before.time());
     options_.metrics->JobTransition(before.state(), to, reason,
                                     absl::Now() - since);
     if (IsFinal(to)) options_.metrics->JobEnded(job);
@@ -465,13 +477,9 @@ absl::StatusOr<v1::RegisterWorkerResponse> Coordinator::RegisterWorker(
     return absl::InvalidArgumentError(absl::StrCat(
         "store_port: must be in [1, 65535], got ", request.store_port()));
   }
-  const std::string device =
-      request.device().empty() ? "cpu" : request.device();
-  if (device != "cpu" && device != "cuda" &&
-      !absl::StartsWith(device, "cuda:")) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "device: must be cpu, cuda or cuda:N, got \"", device, "\""));
-  }
+  ASSIGN_OR_RETURN(
+      const ComputeDevice device,
+      ParseComputeDevice(request.device().empty() ? "cpu" : request.device()));
   absl::MutexLock lock(&mu_);
   WorkerState worker;
   worker.id = absl::StrCat("workers/", next_worker_number_++);
@@ -479,7 +487,7 @@ absl::StatusOr<v1::RegisterWorkerResponse> Coordinator::RegisterWorker(
   worker.pid = request.pid();
   worker.store_port = request.store_port();
   worker.metrics_address = request.metrics_address();
-  worker.device = device == "cpu" ? v1::CPU : v1::CUDA;
+  worker.device = device.kind;
   worker.last_heartbeat = absl::Now();
   v1::RegisterWorkerResponse response;
   response.set_worker_id(worker.id);
@@ -709,15 +717,12 @@ void Coordinator::ScheduleLocked(absl::Time now) {
   // its spec's device only.
   std::map<v1::Device, std::vector<WorkerState*>> idle_by_device;
   std::map<v1::Device, int> registered_by_device;
-  bool any_idle = false;
   for (auto& [id, worker] : workers_) {
     ++registered_by_device[worker.device];
     if (worker.attempt_id == 0) {
       idle_by_device[worker.device].push_back(&worker);
-      any_idle = true;
     }
   }
-  if (!any_idle) return;
   const absl::StatusOr<std::vector<v1::Job>> queued =
       store_->ListInStates({v1::Job::QUEUED});
   if (!queued.ok()) return;
@@ -725,6 +730,15 @@ void Coordinator::ScheduleLocked(absl::Time now) {
   // needs the same kind of worker.
   std::set<v1::Device> blocked;
   for (const v1::Job& job : *queued) {
+    const absl::Duration deadline = JobDeadline(job);
+    if (deadline > absl::ZeroDuration() &&
+        now > JobCreateTime(job) + deadline) {
+      TransitionLocked(job.name(), v1::Job::FAILED, "DEADLINE_EXCEEDED",
+                       absl::StrCat("the job waited in the queue past its "
+                                    "deadline of ",
+                                    absl::FormatDuration(deadline)));
+      continue;
+    }
     const v1::Device device =
         job.spec().device() == v1::CUDA ? v1::CUDA : v1::CPU;
     if (blocked.count(device) > 0) continue;
@@ -747,15 +761,9 @@ void Coordinator::ScheduleLocked(absl::Time now) {
     AttemptState attempt;
     attempt.id = NewAttemptIdLocked();
     attempt.job = job.name();
-    const absl::Duration deadline =
-        absl::Seconds(job.spec().run_policy().deadline().seconds());
     if (deadline > absl::ZeroDuration()) {
       attempt.deadline = deadline;
-      attempt.deadline_at =
-          absl::FromUnixMicros(
-              google::protobuf::util::TimeUtil::TimestampToMicroseconds(
-                  job.create_time())) +
-          deadline;
+      attempt.deadline_at = JobCreateTime(job) + deadline;
     }
     const WorkerState& rank0 = *idle[0];
     std::vector<std::string> names;

@@ -20,6 +20,7 @@
 #include "libs/dist/collective_group.h"
 #include "libs/eval/tofu_evaluator.h"
 #include "libs/eval/tofu_summary.h"
+#include "libs/jobs/compute_device.h"
 #include "libs/model/hf_checkpoint.h"
 #include "libs/model/llama_model.h"
 #include "libs/status/status_macros.h"
@@ -211,30 +212,21 @@ std::string EvalOutputDir(const lethe::v1::JobSpec& spec) {
 }
 
 absl::StatusOr<std::string> CheckComputeDevice(const std::string& device) {
-  std::optional<at::Device> parsed;
-  try {
-    parsed.emplace(device);
-  } catch (const std::exception&) {
-  }
-  if (!parsed.has_value() || !(parsed->is_cpu() || parsed->is_cuda())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("device \"", device, "\": expected cpu, cuda or cuda:N"));
-  }
-  if (parsed->is_cpu()) return std::string("cpu");
+  ASSIGN_OR_RETURN(const ComputeDevice parsed, ParseComputeDevice(device));
+  if (parsed.kind == lethe::v1::CPU) return parsed.Name();
   if (!torch::cuda::is_available()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "device ", device,
         ": this LibTorch has no CUDA (Debian's libtorch is CPU-only; build "
         "the worker with the CMake mirror against a CUDA LibTorch)"));
   }
-  const int64_t index = parsed->has_index() ? parsed->index() : 0;
   const int64_t count = static_cast<int64_t>(torch::cuda::device_count());
-  if (index >= count) {
+  if (parsed.index >= count) {
     return absl::InvalidArgumentError(
         absl::StrCat("device ", device, ": this machine has ", count,
                      " CUDA device", count == 1 ? "" : "s"));
   }
-  return absl::StrCat("cuda:", index);
+  return parsed.Name();
 }
 
 absl::Status RunUnlearningAttempt(const lethe::v1::Attempt& attempt,

@@ -36,7 +36,7 @@ absl::Status RunUnlearningAttempt(const lethe::v1::Attempt& attempt,
 
 // The device a worker computes on, from its --device ("cpu", "cuda",
 // "cuda:N"), normalised ("cuda" -> "cuda:0"). INVALID_ARGUMENT for a name
-// LibTorch does not parse or a GPU index this machine lacks;
+// ParseComputeDevice rejects or a GPU index this machine lacks;
 // FAILED_PRECONDITION for CUDA in a LibTorch built without it (Debian's).
 absl::StatusOr<std::string> CheckComputeDevice(const std::string& device);
 
