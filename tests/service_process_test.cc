@@ -207,12 +207,13 @@ TEST(ServiceProcessTest, CliSubmitsWatchesAndTheModelLoads) {
   const std::string dir = FreshDir("cli");
   RunningCoordinator coordinator(dir + "/coordinator", 2);
   const Inputs& inputs = SharedInputs();
-  const CliResult submit = RunCli(
-      lethe_binary, {"submit", "--coordinator=" + coordinator.address(),
-                     "--model=" + inputs.model_dir, "--data=" + inputs.data_dir,
-                     "--method=NPO_RT", "--output=" + dir + "/job",
-                     "--epochs=2", "--learning_rate=1e-3", "--batch_size=2",
-                     "--world_size=2", "--evaluate", "--watch"});
+  const CliResult submit =
+      RunCli(lethe_binary,
+             {"submit", "--coordinator=" + coordinator.address(),
+              "--model=" + inputs.model_dir, "--data=" + inputs.data_dir,
+              "--method=NPO_RT", "--output=" + dir + "/job", "--epochs=2",
+              "--learning_rate=1e-3", "--batch_size=2", "--world_size=2",
+              "--evaluate", "--eval_every_epochs=1", "--watch"});
   ASSERT_TRUE(submit.exit.success())
       << submit.stdout_text << submit.stderr_text << coordinator.Log();
   EXPECT_TRUE(absl::StrContains(submit.stdout_text, "submitted jobs/1"));
@@ -228,6 +229,15 @@ TEST(ServiceProcessTest, CliSubmitsWatchesAndTheModelLoads) {
   EXPECT_TRUE(job.evaluation_summary().contains("model_utility"));
   EXPECT_FALSE(Weights(job.output_model_dir()).empty());
   EXPECT_TRUE(std::filesystem::exists(dir + "/job/eval/TOFU_EVAL.json"));
+  // Both ranks evaluated after each epoch (each its share; rank 0 reports),
+  // and the last of those stands for the final evaluation.
+  const CliResult logs =
+      RunCli(lethe_binary, {"logs", "1", "--follow=false",
+                            "--coordinator=" + coordinator.address()});
+  EXPECT_TRUE(absl::StrContains(logs.stdout_text, "evaluated after epoch 1"))
+      << logs.stdout_text;
+  EXPECT_TRUE(absl::StrContains(logs.stdout_text, "evaluated after epoch 2"))
+      << logs.stdout_text;
 
   const CliResult get = RunCli(
       lethe_binary, {"get", "1", "--coordinator=" + coordinator.address()});

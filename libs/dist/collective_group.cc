@@ -9,7 +9,9 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <exception>
 #include <utility>
 
@@ -125,9 +127,14 @@ absl::StatusOr<std::unique_ptr<RendezvousStore>> RendezvousStore::Start(
   }
 }
 
-CollectiveGroup::CollectiveGroup(std::unique_ptr<Backend> backend, int rank,
-                                 int world_size)
-    : backend_(std::move(backend)), rank_(rank), world_size_(world_size) {}
+CollectiveGroup::CollectiveGroup(std::unique_ptr<Backend> backend,
+                                 const RendezvousSpec& spec)
+    : backend_(std::move(backend)),
+      rank_(spec.rank),
+      world_size_(spec.world_size),
+      backend_kind_(spec.backend),
+      buffer_device_(spec.backend == CollectiveBackend::kNccl ? spec.device
+                                                              : at::kCPU) {}
 
 CollectiveGroup::~CollectiveGroup() = default;
 
@@ -191,7 +198,7 @@ absl::StatusOr<std::unique_ptr<CollectiveGroup>> CollectiveGroup::Join(
     auto backend = std::make_unique<Backend>(
         std::move(store), std::move(collectives), spec.timeout);
     std::unique_ptr<CollectiveGroup> group(
-        new CollectiveGroup(std::move(backend), spec.rank, spec.world_size));
+        new CollectiveGroup(std::move(backend), spec));
     // Gloo connects lazily on some versions; a barrier makes Join return only
     // once every rank is really there.
     RETURN_IF_ERROR(group->Barrier());
@@ -262,6 +269,49 @@ absl::Status CollectiveGroup::AllReduceMean(std::vector<at::Tensor>& tensors,
   return CallTorch("averaging all-reduced tensors", [&] {
     for (at::Tensor& tensor : tensors) tensor.div_(world_size_);
   });
+}
+
+absl::StatusOr<std::vector<std::string>> CollectiveGroup::AllGatherBytes(
+    const std::string& mine) {
+  if (world_size_ == 1) return std::vector<std::string>{mine};
+  if (backend_kind_ == CollectiveBackend::kNccl && !buffer_device_.is_cuda()) {
+    return absl::FailedPreconditionError(
+        "NCCL gathers through CUDA buffers: set RendezvousSpec.device to "
+        "this rank's CUDA device");
+  }
+  // One contributor per slot, so the sums are exact copies.
+  at::Tensor lengths;
+  RETURN_IF_ERROR(CallTorch("preparing an all-gather's lengths", [&] {
+    lengths = torch::zeros({world_size_}, torch::kInt64);
+    lengths[rank_] = static_cast<int64_t>(mine.size());
+    lengths = lengths.to(buffer_device_);
+  }));
+  RETURN_IF_ERROR(AllReduceFlat(lengths));
+  std::vector<int64_t> sizes(world_size_);
+  RETURN_IF_ERROR(CallTorch("reading an all-gather's lengths", [&] {
+    const at::Tensor on_cpu = lengths.cpu().contiguous();
+    std::copy_n(on_cpu.data_ptr<int64_t>(), world_size_, sizes.begin());
+  }));
+  const int64_t row_bytes = *std::max_element(sizes.begin(), sizes.end());
+  std::vector<std::string> gathered(world_size_);
+  if (row_bytes == 0) return gathered;
+  at::Tensor rows;
+  RETURN_IF_ERROR(CallTorch("preparing an all-gather's bytes", [&] {
+    rows = torch::zeros({world_size_ * row_bytes}, torch::kUInt8);
+    std::memcpy(rows.data_ptr<uint8_t>() + rank_ * row_bytes, mine.data(),
+                mine.size());
+    rows = rows.to(buffer_device_);
+  }));
+  RETURN_IF_ERROR(AllReduceFlat(rows));
+  RETURN_IF_ERROR(CallTorch("reading an all-gather's bytes", [&] {
+    const at::Tensor on_cpu = rows.cpu().contiguous();
+    const char* bytes =
+        reinterpret_cast<const char*>(on_cpu.data_ptr<uint8_t>());
+    for (int r = 0; r < world_size_; ++r) {
+      gathered[r].assign(bytes + r * row_bytes, sizes[r]);
+    }
+  }));
+  return gathered;
 }
 
 absl::Status CollectiveGroup::Barrier() { return backend_->Barrier(); }

@@ -1,6 +1,6 @@
-// Process groups for data-parallel training: rendezvous over a c10d TCPStore
-// and all-reduce of gradient tensors, with Gloo (CPU) or NCCL (CUDA builds
-// with LETHE_WITH_NCCL).
+// Process groups for data-parallel training: rendezvous over a c10d TCPStore,
+// all-reduce of gradient tensors and all-gather of byte strings, with Gloo
+// (CPU) or NCCL (CUDA builds with LETHE_WITH_NCCL).
 //
 //   // One process (the coordinator, or rank 0) hosts the store:
 //   ASSIGN_OR_RETURN(auto store, RendezvousStore::Start("127.0.0.1", 0));
@@ -65,6 +65,10 @@ struct RendezvousSpec {
   int rank = 0;
   int world_size = 1;
   CollectiveBackend backend = CollectiveBackend::kGloo;
+  // This rank's compute device. With NCCL, AllGatherBytes puts its buffers
+  // there, so it must be the CUDA device the rank's tensors live on; Gloo
+  // keeps them on the CPU whatever this says.
+  at::Device device = at::kCPU;
   // Address this rank's Gloo transport binds to; peers connect to it.
   std::string local_address = "127.0.0.1";
   // Bound on rendezvous and on every collective; a dead peer surfaces as an
@@ -93,6 +97,13 @@ class CollectiveGroup {
   // Same, divided by world_size: the average gradient of data parallelism.
   absl::Status AllReduceMean(std::vector<at::Tensor>& tensors,
                              int64_t bucket_bytes = kDefaultBucketBytes);
+  // Returns every rank's `mine` (any bytes, any length, empty included), in
+  // rank order, on every rank. It runs all-reduces (the lengths, then the
+  // bytes in rows of the longest length), so every rank must call it at the
+  // same point of its sequence of collectives. FAILED_PRECONDITION for
+  // NCCL when the spec's device is not CUDA.
+  absl::StatusOr<std::vector<std::string>> AllGatherBytes(
+      const std::string& mine);
   // Returns once every rank has called Barrier.
   absl::Status Barrier();
 
@@ -100,12 +111,15 @@ class CollectiveGroup {
 
  private:
   class Backend;
-  CollectiveGroup(std::unique_ptr<Backend> backend, int rank, int world_size);
+  CollectiveGroup(std::unique_ptr<Backend> backend, const RendezvousSpec& spec);
   absl::Status AllReduceFlat(at::Tensor& flat);
 
   std::unique_ptr<Backend> backend_;
   int rank_;
   int world_size_;
+  CollectiveBackend backend_kind_;
+  // Where the group's own collective buffers live (the CPU for Gloo).
+  at::Device buffer_device_;
 };
 
 }  // namespace lethe

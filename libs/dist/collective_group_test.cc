@@ -91,6 +91,61 @@ int RunAverageRank() {
   return 0;
 }
 
+// What rank `rank` contributes to round `round` of the gather scenario:
+// different lengths per rank and round, empty strings, zero and high bytes.
+std::string GatherPayload(int round, int rank) {
+  switch (round * 2 + rank) {
+    case 0:
+      return std::string("a\0b\0", 4);
+    case 1:
+      return "";
+    case 2:
+      return "";
+    case 3: {
+      std::string bytes;
+      for (int i = 0; i < 300; ++i) bytes += static_cast<char>(i * 7 % 256);
+      return bytes;
+    }
+    case 4:
+      return std::string(1, '\0');
+    case 5:
+      return std::string("\xff\0\xfe rank one", 12);
+    default:
+      return "";  // Round 3: every rank sends nothing.
+  }
+}
+
+// Rank body: gathers GatherPayload over four rounds and checks that every
+// rank receives every rank's bytes exactly, in rank order.
+int RunGatherRank() {
+  const RendezvousSpec spec = SpecFromEnvironment();
+  absl::StatusOr<std::unique_ptr<CollectiveGroup>> group =
+      CollectiveGroup::Join(spec);
+  if (!group.ok()) {
+    std::cerr << "rank " << spec.rank << ": " << group.status() << "\n";
+    return 1;
+  }
+  for (int round = 0; round < 4; ++round) {
+    absl::StatusOr<std::vector<std::string>> gathered =
+        (*group)->AllGatherBytes(GatherPayload(round, spec.rank));
+    if (!gathered.ok()) {
+      std::cerr << "rank " << spec.rank << " round " << round << ": "
+                << gathered.status() << "\n";
+      return 1;
+    }
+    const std::vector<std::string> expected = {GatherPayload(round, 0),
+                                               GatherPayload(round, 1)};
+    if (*gathered != expected) {
+      std::cerr << "rank " << spec.rank << " round " << round
+                << ": gathered the wrong bytes (sizes " << gathered->size()
+                << ": " << (gathered->empty() ? 0 : (*gathered)[0].size())
+                << ", ...)\n";
+      return 1;
+    }
+  }
+  return 0;
+}
+
 // Rank 1 of the peer-death scenario: joins, then dies without a word.
 int RunDyingRank() {
   absl::StatusOr<std::unique_ptr<CollectiveGroup>> group =
@@ -159,6 +214,13 @@ TEST_F(CollectiveGroupTest, TwoProcessesAverageTensorsOfMixedShapesAndDtypes) {
   ExpectSuccessWithin(rank1, absl::Seconds(60), "rank 1");
 }
 
+TEST_F(CollectiveGroupTest, TwoProcessesGatherBytesOfDifferentLengths) {
+  Subprocess rank0 = StartRank("gather", 0, "gather/attempt-0");
+  Subprocess rank1 = StartRank("gather", 1, "gather/attempt-0");
+  ExpectSuccessWithin(rank0, absl::Seconds(60), "rank 0");
+  ExpectSuccessWithin(rank1, absl::Seconds(60), "rank 1");
+}
+
 TEST_F(CollectiveGroupTest, PeerDeathTurnsIntoAnErrorNotAHang) {
   Subprocess survivor = StartRank("survivor", 0, "death/attempt-0");
   Subprocess dying = StartRank("dying", 1, "death/attempt-0");
@@ -194,6 +256,11 @@ TEST_F(CollectiveGroupTest, SingleRankGroupIsTheIdentity) {
   std::vector<at::Tensor> tensors = {torch::arange(6.0).view({2, 3})};
   ASSERT_TRUE((*group)->AllReduceMean(tensors).ok());
   EXPECT_TRUE(torch::equal(tensors[0], torch::arange(6.0).view({2, 3})));
+  const std::string bytes("x\0y", 3);
+  absl::StatusOr<std::vector<std::string>> gathered =
+      (*group)->AllGatherBytes(bytes);
+  ASSERT_TRUE(gathered.ok()) << gathered.status();
+  EXPECT_EQ(*gathered, std::vector<std::string>{bytes});
 }
 
 TEST(CollectiveGroupSpecTest, RejectsInconsistentSpecs) {
@@ -242,6 +309,7 @@ int main(int argc, char** argv) {
   if (const char* role = std::getenv(lethe::kRoleVariable)) {
     const std::string name = role;
     if (name == "average") return lethe::RunAverageRank();
+    if (name == "gather") return lethe::RunGatherRank();
     if (name == "dying") return lethe::RunDyingRank();
     if (name == "survivor") return lethe::RunSurvivingRank();
     std::cerr << "unknown role " << name << "\n";

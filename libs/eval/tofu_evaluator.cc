@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <numeric>
@@ -18,6 +19,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
 #include "libs/data/qa_batch.h"
 #include "libs/eval/numpy_reduction.h"
 #include "libs/eval/roc_auc.h"
@@ -463,6 +466,264 @@ struct AnswerRows {
   }
 };
 
+// ---------------------------------------------------------------------------
+// Sharding: each rank computes the expensive values of its share of the
+// examples and prompts; the ranks exchange them as bytes.
+
+// The items of `all` at indices `rank`, `rank` + world_size, ...
+template <typename T>
+std::vector<T> TakeShare(const std::vector<T>& all,
+                         const TofuEvalSharding& sharding) {
+  std::vector<T> share;
+  for (size_t i = sharding.rank; i < all.size(); i += sharding.world_size) {
+    share.push_back(all[i]);
+  }
+  return share;
+}
+
+// How many of `total` items TakeShare gives `rank`.
+size_t ShareSize(size_t total, int rank, int world_size) {
+  const size_t first = static_cast<size_t>(rank);
+  return total > first ? (total - first - 1) / world_size + 1 : 0;
+}
+
+// The values an evaluation computes per example or prompt, in the order of
+// the pools and prompts (of one rank's share, or of all of them).
+struct EvalValues {
+  std::vector<AnswerScore> detailed;   // The detailed pool's scores.
+  std::vector<AnswerScore> scores;     // The other pool's scores.
+  std::vector<double> gradient_norms;  // mia_gradnorm, detailed pool.
+  std::vector<AnswerScore> reference;  // Detailed pool; empty without one.
+  std::vector<std::vector<int64_t>> generations;  // One per ROUGE prompt.
+};
+
+// How many values of each kind a whole evaluation has.
+struct EvalValueCounts {
+  size_t detailed = 0;
+  size_t scores = 0;
+  size_t reference = 0;
+  size_t generations = 0;
+
+  EvalValueCounts Share(int rank, int world_size) const {
+    return {ShareSize(detailed, rank, world_size),
+            ShareSize(scores, rank, world_size),
+            ShareSize(reference, rank, world_size),
+            ShareSize(generations, rank, world_size)};
+  }
+};
+
+// Identifies the encoding below; a peer running another one is refused.
+constexpr char kShareTag[] = "LTS1";
+
+// EvalValues as bytes: the tag, then each vector as a uint64 count and its
+// items; integers and IEEE-754 bit patterns little-endian, so that values
+// round-trip bit for bit.
+class ShareWriter {
+ public:
+  ShareWriter() : bytes_(kShareTag) {}
+
+  void Values(const EvalValues& values) {
+    Scores(values.detailed);
+    Scores(values.scores);
+    Count(values.gradient_norms.size());
+    for (double norm : values.gradient_norms) Double(norm);
+    Scores(values.reference);
+    Count(values.generations.size());
+    for (const std::vector<int64_t>& tokens : values.generations) {
+      Count(tokens.size());
+      for (int64_t token : tokens) Fixed(static_cast<uint64_t>(token), 8);
+    }
+  }
+  std::string Take() { return std::move(bytes_); }
+
+ private:
+  void Fixed(uint64_t value, int bytes) {
+    for (int i = 0; i < bytes; ++i) {
+      bytes_ += static_cast<char>((value >> (8 * i)) & 0xFF);
+    }
+  }
+  void Count(size_t count) { Fixed(count, 8); }
+  void Float(float value) {
+    uint32_t bits;
+    std::memcpy(&bits, &value, sizeof(bits));
+    Fixed(bits, 4);
+  }
+  void Double(double value) {
+    uint64_t bits;
+    std::memcpy(&bits, &value, sizeof(bits));
+    Fixed(bits, 8);
+  }
+  void Floats(const std::vector<float>& values) {
+    Count(values.size());
+    for (float value : values) Float(value);
+  }
+  void Scores(const std::vector<AnswerScore>& scores) {
+    Count(scores.size());
+    for (const AnswerScore& score : scores) {
+      Float(score.avg_loss);
+      Float(score.prob);
+      Floats(score.token_log_probs);
+      Floats(score.standardized_log_probs);
+      Fixed(score.exact_memorization.has_value() ? 1 : 0, 1);
+      if (score.exact_memorization.has_value()) {
+        Double(*score.exact_memorization);
+      }
+      Double(score.extraction_strength);
+    }
+  }
+
+  std::string bytes_;
+};
+
+// Reads what ShareWriter wrote; any shortfall or surplus makes it fail.
+class ShareReader {
+ public:
+  explicit ShareReader(absl::string_view bytes) : bytes_(bytes) {}
+
+  absl::StatusOr<EvalValues> Values() {
+    if (!absl::ConsumePrefix(&bytes_, kShareTag)) {
+      return absl::DataLossError("not an evaluation share of this version");
+    }
+    EvalValues values;
+    values.detailed = Scores();
+    values.scores = Scores();
+    values.gradient_norms.resize(Count(8));
+    for (double& norm : values.gradient_norms) norm = Double();
+    values.reference = Scores();
+    values.generations.resize(Count(8));
+    for (std::vector<int64_t>& tokens : values.generations) {
+      tokens.resize(Count(8));
+      for (int64_t& token : tokens) token = static_cast<int64_t>(Fixed(8));
+    }
+    if (!ok_ || !bytes_.empty()) {
+      return absl::DataLossError(
+          ok_ ? "an evaluation share with bytes after its end"
+              : "a truncated or malformed evaluation share");
+    }
+    return values;
+  }
+
+ private:
+  uint64_t Fixed(int bytes) {
+    if (!ok_ || bytes_.size() < static_cast<size_t>(bytes)) {
+      ok_ = false;
+      return 0;
+    }
+    uint64_t value = 0;
+    for (int i = 0; i < bytes; ++i) {
+      value |= static_cast<uint64_t>(static_cast<uint8_t>(bytes_[i]))
+               << (8 * i);
+    }
+    bytes_.remove_prefix(bytes);
+    return value;
+  }
+  // A count of items of at least `item_bytes` each; 0 (and failure) when
+  // they cannot all be there.
+  size_t Count(size_t item_bytes) {
+    const uint64_t count = Fixed(8);
+    if (count > bytes_.size() / item_bytes) {
+      ok_ = false;
+      return 0;
+    }
+    return static_cast<size_t>(count);
+  }
+  float Float() {
+    const uint32_t bits = static_cast<uint32_t>(Fixed(4));
+    float value;
+    std::memcpy(&value, &bits, sizeof(value));
+    return value;
+  }
+  double Double() {
+    const uint64_t bits = Fixed(8);
+    double value;
+    std::memcpy(&value, &bits, sizeof(value));
+    return value;
+  }
+  std::vector<float> Floats() {
+    std::vector<float> values(Count(4));
+    for (float& value : values) value = Float();
+    return values;
+  }
+  std::vector<AnswerScore> Scores() {
+    // The smallest score: two floats, two empty lists, a flag, a double.
+    std::vector<AnswerScore> scores(Count(4 + 4 + 8 + 8 + 1 + 8));
+    for (AnswerScore& score : scores) {
+      score.avg_loss = Float();
+      score.prob = Float();
+      score.token_log_probs = Floats();
+      score.standardized_log_probs = Floats();
+      if (Fixed(1) != 0) score.exact_memorization = Double();
+      score.extraction_strength = Double();
+    }
+    return scores;
+  }
+
+  absl::string_view bytes_;
+  bool ok_ = true;
+};
+
+// Puts `share`, rank `rank`'s TakeShare of a vector, into `all`.
+template <typename T>
+void PlaceShare(std::vector<T>& share, int rank, int world_size,
+                std::vector<T>& all) {
+  for (size_t k = 0; k < share.size(); ++k) {
+    all[rank + k * world_size] = std::move(share[k]);
+  }
+}
+
+// Exchanges the ranks' shares (one all_gather) and reassembles the values of
+// the whole evaluation, `counts` of each kind, in their original order.
+absl::StatusOr<EvalValues> GatherShares(const EvalValues& mine,
+                                        const EvalValueCounts& counts,
+                                        const TofuEvalSharding& sharding) {
+  ShareWriter writer;
+  writer.Values(mine);
+  ASSIGN_OR_RETURN(const std::vector<std::string> shares,
+                   sharding.all_gather(writer.Take()));
+  const int world_size = sharding.world_size;
+  if (shares.size() != static_cast<size_t>(world_size)) {
+    return absl::InternalError(absl::StrCat("gathering evaluation shares: got ",
+                                            shares.size(), " shares from ",
+                                            world_size, " ranks"));
+  }
+  EvalValues all;
+  all.detailed.resize(counts.detailed);
+  all.scores.resize(counts.scores);
+  all.gradient_norms.resize(counts.detailed);
+  all.reference.resize(counts.reference);
+  all.generations.resize(counts.generations);
+  for (int rank = 0; rank < world_size; ++rank) {
+    absl::StatusOr<EvalValues> share = ShareReader(shares[rank]).Values();
+    if (!share.ok()) {
+      return absl::Status(share.status().code(),
+                          absl::StrCat("the evaluation share of rank ", rank,
+                                       ": ", share.status().message()));
+    }
+    const EvalValueCounts expected = counts.Share(rank, world_size);
+    if (share->detailed.size() != expected.detailed ||
+        share->scores.size() != expected.scores ||
+        share->gradient_norms.size() != expected.detailed ||
+        share->reference.size() != expected.reference ||
+        share->generations.size() != expected.generations) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the evaluation share of rank ", rank, " holds ",
+          share->detailed.size(), "/", share->scores.size(), "/",
+          share->gradient_norms.size(), "/", share->reference.size(), "/",
+          share->generations.size(), " values, expected ", expected.detailed,
+          "/", expected.scores, "/", expected.detailed, "/", expected.reference,
+          "/", expected.generations,
+          " (detailed scores/scores/gradient norms/reference scores/"
+          "generations): do all ranks evaluate the same data and reference?"));
+    }
+    PlaceShare(share->detailed, rank, world_size, all.detailed);
+    PlaceShare(share->scores, rank, world_size, all.scores);
+    PlaceShare(share->gradient_norms, rank, world_size, all.gradient_norms);
+    PlaceShare(share->reference, rank, world_size, all.reference);
+    PlaceShare(share->generations, rank, world_size, all.generations);
+  }
+  return all;
+}
+
 }  // namespace
 
 absl::StatusOr<TofuEvalData> ReadTofuEvalData(const std::string& data_dir,
@@ -597,6 +858,20 @@ absl::StatusOr<TofuEvalResult> TofuEvaluator::Evaluate(
   if (!(options_.min_k_fraction > 0 && options_.min_k_fraction <= 1)) {
     return absl::InvalidArgumentError("min_k_fraction must be in (0, 1]");
   }
+  const TofuEvalSharding& sharding = options_.sharding;
+  if (sharding.world_size < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sharding.world_size must be at least 1, got ", sharding.world_size));
+  }
+  if (sharding.rank < 0 || sharding.rank >= sharding.world_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sharding.rank ", sharding.rank, " is outside [0, ",
+                     sharding.world_size, ")"));
+  }
+  if (sharding.world_size > 1 && !sharding.all_gather) {
+    return absl::InvalidArgumentError(
+        "sharding.all_gather must be set when sharding.world_size > 1");
+  }
   const auto start = std::chrono::steady_clock::now();
   auto progress = [&](const std::string& line) {
     if (!options_.progress) return;
@@ -660,6 +935,38 @@ absl::StatusOr<TofuEvalResult> TofuEvaluator::Evaluate(
   ASSIGN_OR_RETURN(AnswerRows wf_pert,
                    add_rows(pool, data.world_facts, perturbed));
 
+  // ROUGE's prompts (one greedy generation per question), with the texts
+  // its entries show.
+  struct RougeSet {
+    std::string metric;
+    const std::vector<TofuRecord>* records;
+  };
+  const std::vector<RougeSet> rouge_sets = {
+      {"forget_Q_A_ROUGE", &data.forget},
+      {"retain_Q_A_ROUGE", &data.retain},
+      {"ra_Q_A_ROUGE", &data.real_authors},
+      {"wf_Q_A_ROUGE", &data.world_facts}};
+  std::vector<std::vector<int64_t>> prompts;
+  std::vector<std::string> inputs, ground_truths;
+  for (const RougeSet& set : rouge_sets) {
+    for (const TofuRecord& record : *set.records) {
+      ASSIGN_OR_RETURN(std::vector<int> prompt,
+                       TokenizePrompt(tokenizer_, prompt_template_,
+                                      record.question, options_.max_length));
+      ASSIGN_OR_RETURN(QaExample full,
+                       TokenizeQa(tokenizer_, prompt_template_, record.question,
+                                  record.answer, options_.max_length));
+      ASSIGN_OR_RETURN(std::string input, DecodeForRouge(tokenizer_, prompt));
+      ASSIGN_OR_RETURN(std::string full_text,
+                       DecodeForRouge(tokenizer_, full.input_ids));
+      ground_truths.push_back(std::string(absl::StripAsciiWhitespace(
+          input.empty() ? full_text
+                        : absl::StrReplaceAll(full_text, {{input, ""}}))));
+      inputs.push_back(std::move(input));
+      prompts.emplace_back(prompt.begin(), prompt.end());
+    }
+  }
+
   const bool was_training = model_.is_training();
   model_.eval();
   struct RestoreMode {
@@ -668,16 +975,85 @@ absl::StatusOr<TofuEvalResult> TofuEvaluator::Evaluate(
     ~RestoreMode() { model.train(training); }
   } restore{model_, was_training};
 
-  progress(absl::StrCat("scoring ", detailed_pool.examples().size(),
+  // The expensive part, on this rank's share of the examples and prompts.
+  const EvalValueCounts counts{
+      .detailed = detailed_pool.examples().size(),
+      .scores = pool.examples().size(),
+      .reference = options_.reference_model != nullptr
+                       ? detailed_pool.examples().size()
+                       : 0,
+      .generations = prompts.size()};
+  auto how_many = [&](size_t total) {
+    if (sharding.world_size == 1) return absl::StrCat(total);
+    return absl::StrCat(ShareSize(total, sharding.rank, sharding.world_size),
+                        " (this rank's share of ", total, ")");
+  };
+  const std::vector<QaExample> detailed_share =
+      TakeShare(detailed_pool.examples(), sharding);
+  EvalValues mine;
+  progress(absl::StrCat("scoring ", how_many(counts.detailed),
                         " forget and holdout answers token by token"));
-  ASSIGN_OR_RETURN(std::vector<AnswerScore> detailed,
-                   ScoreExamples(model_, detailed_pool.examples(), pad_id,
+  ASSIGN_OR_RETURN(mine.detailed,
+                   ScoreExamples(model_, detailed_share, pad_id,
                                  options_.batch_size, /*detailed=*/true));
-  progress(absl::StrCat("scoring ", pool.examples().size(),
+  progress(absl::StrCat("scoring ", how_many(counts.scores),
                         " paraphrased, perturbed and other answers"));
-  ASSIGN_OR_RETURN(std::vector<AnswerScore> scores,
-                   ScoreExamples(model_, pool.examples(), pad_id,
-                                 options_.batch_size, /*detailed=*/false));
+  ASSIGN_OR_RETURN(mine.scores,
+                   ScoreExamples(model_, TakeShare(pool.examples(), sharding),
+                                 pad_id, options_.batch_size,
+                                 /*detailed=*/false));
+  progress(absl::StrCat("mia_gradnorm: one backward pass per question (",
+                        how_many(counts.detailed), ")"));
+  ASSIGN_OR_RETURN(mine.gradient_norms, GradientNorms(model_, detailed_share));
+  if (options_.reference_model != nullptr) {
+    progress(absl::StrCat("mia_reference: scoring ", how_many(counts.reference),
+                          " answers with the reference model"));
+    LlamaForCausalLM& reference = *options_.reference_model;
+    const bool reference_training = reference.is_training();
+    reference.eval();
+    absl::StatusOr<std::vector<AnswerScore>> reference_scores =
+        ScoreExamples(reference, detailed_share, pad_id, options_.batch_size,
+                      /*detailed=*/false);
+    reference.train(reference_training);
+    if (!reference_scores.ok()) return reference_scores.status();
+    mine.reference = *std::move(reference_scores);
+  }
+  const std::vector<int64_t>& stop_ids = model_.config().eos_token_ids;
+  const std::vector<std::vector<int64_t>> prompt_share =
+      TakeShare(prompts, sharding);
+  progress(absl::StrCat("generating ", how_many(counts.generations),
+                        " answers (",
+                        options_.batched_generation
+                            ? absl::StrCat("batches of ", options_.batch_size)
+                            : std::string("one at a time"),
+                        ", up to ", options_.max_new_tokens, " tokens)"));
+  if (options_.batched_generation) {
+    ASSIGN_OR_RETURN(
+        mine.generations,
+        GreedyGenerateBatch(model_, prompt_share, options_.max_new_tokens,
+                            stop_ids, pad_id, options_.batch_size));
+  } else {
+    for (const std::vector<int64_t>& prompt : prompt_share) {
+      ASSIGN_OR_RETURN(std::vector<int64_t> tokens,
+                       CallTorch("generation", [&] {
+                         return GreedyGenerate(
+                             model_, prompt, options_.max_new_tokens, stop_ids);
+                       }));
+      mine.generations.push_back(std::move(tokens));
+    }
+  }
+
+  // Everything from here on runs on the whole evaluation's values.
+  EvalValues values;
+  if (sharding.world_size == 1) {
+    values = std::move(mine);
+  } else {
+    progress(absl::StrCat("gathering the shares of ", sharding.world_size,
+                          " ranks"));
+    ASSIGN_OR_RETURN(values, GatherShares(mine, counts, sharding));
+  }
+  const std::vector<AnswerScore>& detailed = values.detailed;
+  const std::vector<AnswerScore>& scores = values.scores;
 
   // Membership inference: forget questions are members, holdout ones not.
   const std::vector<AnswerScore> forget_scores = forget_qa.Single(detailed);
@@ -723,28 +1099,15 @@ absl::StatusOr<TofuEvalResult> TofuEvaluator::Evaluate(
         return MinKScore(score.standardized_log_probs, options_.min_k_fraction);
       }));
 
-  progress(absl::StrCat("mia_gradnorm: one backward pass per question (",
-                        detailed_pool.examples().size(), ")"));
-  ASSIGN_OR_RETURN(std::vector<double> gradient_norms,
-                   GradientNorms(model_, detailed_pool.examples()));
   RETURN_IF_ERROR(mia("mia_gradnorm", [&](const AnswerScore&, size_t index) {
-    return gradient_norms[index];
+    return values.gradient_norms[index];
   }));
 
   if (options_.reference_model != nullptr) {
-    progress("mia_reference: scoring with the reference model");
-    LlamaForCausalLM& reference = *options_.reference_model;
-    const bool reference_training = reference.is_training();
-    reference.eval();
-    absl::StatusOr<std::vector<AnswerScore>> reference_scores =
-        ScoreExamples(reference, detailed_pool.examples(), pad_id,
-                      options_.batch_size, /*detailed=*/false);
-    reference.train(reference_training);
-    if (!reference_scores.ok()) return reference_scores.status();
     RETURN_IF_ERROR(
         mia("mia_reference", [&](const AnswerScore& score, size_t index) {
           return static_cast<double>(score.avg_loss) -
-                 static_cast<double>((*reference_scores)[index].avg_loss);
+                 static_cast<double>(values.reference[index].avg_loss);
         }));
   }
 
@@ -788,64 +1151,13 @@ absl::StatusOr<TofuEvalResult> TofuEvaluator::Evaluate(
                          TruthRatioAggregate::kOneMinus);
   }
 
-  // ROUGE of one greedy generation per question.
-  struct RougeSet {
-    std::string metric;
-    const std::vector<TofuRecord>* records;
-  };
-  const std::vector<RougeSet> rouge_sets = {
-      {"forget_Q_A_ROUGE", &data.forget},
-      {"retain_Q_A_ROUGE", &data.retain},
-      {"ra_Q_A_ROUGE", &data.real_authors},
-      {"wf_Q_A_ROUGE", &data.world_facts}};
-  std::vector<std::vector<int64_t>> prompts;
-  std::vector<std::string> inputs, ground_truths;
-  for (const RougeSet& set : rouge_sets) {
-    for (const TofuRecord& record : *set.records) {
-      ASSIGN_OR_RETURN(std::vector<int> prompt,
-                       TokenizePrompt(tokenizer_, prompt_template_,
-                                      record.question, options_.max_length));
-      ASSIGN_OR_RETURN(QaExample full,
-                       TokenizeQa(tokenizer_, prompt_template_, record.question,
-                                  record.answer, options_.max_length));
-      ASSIGN_OR_RETURN(std::string input, DecodeForRouge(tokenizer_, prompt));
-      ASSIGN_OR_RETURN(std::string full_text,
-                       DecodeForRouge(tokenizer_, full.input_ids));
-      ground_truths.push_back(std::string(absl::StripAsciiWhitespace(
-          input.empty() ? full_text
-                        : absl::StrReplaceAll(full_text, {{input, ""}}))));
-      inputs.push_back(std::move(input));
-      prompts.emplace_back(prompt.begin(), prompt.end());
-    }
-  }
-  const std::vector<int64_t>& stop_ids = model_.config().eos_token_ids;
-  progress(absl::StrCat("generating ", prompts.size(), " answers (",
-                        options_.batched_generation
-                            ? absl::StrCat("batches of ", options_.batch_size)
-                            : std::string("one at a time"),
-                        ", up to ", options_.max_new_tokens, " tokens)"));
-  std::vector<std::vector<int64_t>> generations;
-  if (options_.batched_generation) {
-    ASSIGN_OR_RETURN(generations, GreedyGenerateBatch(
-                                      model_, prompts, options_.max_new_tokens,
-                                      stop_ids, pad_id, options_.batch_size));
-  } else {
-    for (const std::vector<int64_t>& prompt : prompts) {
-      ASSIGN_OR_RETURN(std::vector<int64_t> tokens,
-                       CallTorch("generation", [&] {
-                         return GreedyGenerate(
-                             model_, prompt, options_.max_new_tokens, stop_ids);
-                       }));
-      generations.push_back(std::move(tokens));
-    }
-  }
   size_t question = 0;
   for (const RougeSet& set : rouge_sets) {
     std::vector<Json> entries;
     std::vector<double> recalls;
     for (size_t i = 0; i < set.records->size(); ++i, ++question) {
-      std::vector<int> tokens(generations[question].begin(),
-                              generations[question].end());
+      std::vector<int> tokens(values.generations[question].begin(),
+                              values.generations[question].end());
       if (!tokens.empty() && std::find(stop_ids.begin(), stop_ids.end(),
                                        tokens.back()) != stop_ids.end()) {
         tokens.pop_back();

@@ -53,6 +53,14 @@
 //                   (label 1) (roc_auc.h).
 // The model runs without gradients except for mia_gradnorm, which leaves the
 // parameters' .grad untouched (it uses autograd::grad).
+//
+// Sharded across the ranks of a group (TofuEvalOptions::sharding), every rank
+// calls Evaluate with the same data, options and weights; each computes the
+// expensive values (answer scores, mia_gradnorm, the reference's scores, the
+// generations) of its share of the examples and prompts, the ranks exchange
+// them with one all_gather, and every rank computes the same metrics and
+// summary from the whole set: the unsharded result up to floating-point
+// rounding (batches hold other examples).
 #ifndef LETHE_LIBS_EVAL_TOFU_EVALUATOR_H_
 #define LETHE_LIBS_EVAL_TOFU_EVALUATOR_H_
 
@@ -88,6 +96,21 @@ struct TofuEvalData {
 absl::StatusOr<TofuEvalData> ReadTofuEvalData(const std::string& data_dir,
                                               const std::string& forget_split);
 
+// How an evaluation is split between the ranks of a group: rank r computes
+// the examples and prompts whose index % world_size == r.
+struct TofuEvalSharding {
+  int rank = 0;
+  int world_size = 1;
+  // Returns every rank's `mine`, in rank order (e.g.
+  // CollectiveGroup::AllGatherBytes). Required when world_size > 1; then
+  // Evaluate calls it exactly once, after computing its share (an empty share
+  // included), unless it fails before (the peers' calls must then fail, e.g.
+  // by a timeout); with world_size 1 it is never called.
+  std::function<absl::StatusOr<std::vector<std::string>>(
+      const std::string& mine)>
+      all_gather;
+};
+
 struct TofuEvalOptions {
   // Questions per forward pass and per generation batch (open-unlearning's
   // eval batch size).
@@ -102,8 +125,11 @@ struct TofuEvalOptions {
   double min_k_fraction = 0.4;
   // For mia_reference (typically the retain model); none: left out.
   LlamaForCausalLM* reference_model = nullptr;
-  // Progress lines ("forget10: generating 400 answers ...").
+  // Progress lines ("forget10: generating 400 answers ..."); counts are this
+  // rank's share when sharded.
   std::function<void(const std::string&)> progress;
+  // Unsharded by default.
+  TofuEvalSharding sharding;
 };
 
 struct TofuEvalResult {
@@ -121,6 +147,9 @@ class TofuEvaluator {
   // Evaluates every metric; `retain_log` is the retain model's
   // TOFU_EVAL.json for forget_quality and privleak (null: forget_quality is
   // null and privleak compares with an AUC of 0.5, as open-unlearning does).
+  // INVALID_ARGUMENT for bad options (sharding included); with sharding, the
+  // all_gather's error, or FAILED_PRECONDITION / DATA_LOSS for a peer's share
+  // that does not fit (other data, another version).
   absl::StatusOr<TofuEvalResult> Evaluate(
       const TofuEvalData& data, const nlohmann::ordered_json* retain_log);
 

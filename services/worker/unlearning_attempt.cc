@@ -124,9 +124,13 @@ absl::Status SaveModel(LlamaForCausalLM& model,
 }
 
 // Evaluates the model on the spec's TOFU splits and returns the summary's
-// numeric entries (forget_quality, model_utility, ...).
+// numeric entries (forget_quality, model_utility, ...). With a group, every
+// rank must call it at the same point: each evaluates its share and the
+// shares are gathered over the group, so all ranks return the same summary;
+// rank 0 alone writes the evaluation files.
 absl::StatusOr<std::map<std::string, double>> Evaluate(
-    const lethe::v1::JobSpec& spec, AttemptInputs& inputs) {
+    const lethe::v1::JobSpec& spec, AttemptInputs& inputs,
+    CollectiveGroup* group) {
   ASSIGN_OR_RETURN(TofuEvalData data,
                    ReadTofuEvalData(spec.data_dir(), spec.forget_split()));
   std::optional<nlohmann::ordered_json> retain_log;
@@ -134,13 +138,23 @@ absl::StatusOr<std::map<std::string, double>> Evaluate(
     ASSIGN_OR_RETURN(retain_log,
                      ReadTofuEvalLog(spec.evaluation().retain_logs_path()));
   }
+  TofuEvalOptions options;
+  if (group != nullptr) {
+    options.sharding = {.rank = group->rank(),
+                        .world_size = group->world_size(),
+                        .all_gather = [group](const std::string& mine) {
+                          return group->AllGatherBytes(mine);
+                        }};
+  }
   TofuEvaluator evaluator(*inputs.model, *inputs.tokenizer,
-                          inputs.prompt_template);
+                          inputs.prompt_template, std::move(options));
   ASSIGN_OR_RETURN(
       TofuEvalResult result,
       evaluator.Evaluate(data, retain_log ? &*retain_log : nullptr));
   inputs.model->train();
-  RETURN_IF_ERROR(WriteTofuEvalFiles(result, EvalOutputDir(spec)));
+  if (group == nullptr || group->rank() == 0) {
+    RETURN_IF_ERROR(WriteTofuEvalFiles(result, EvalOutputDir(spec)));
+  }
   std::map<std::string, double> summary;
   for (const auto& [name, value] : result.summary.items()) {
     if (value.is_number()) summary[name] = value.get<double>();
@@ -271,6 +285,7 @@ absl::Status RunUnlearningAttempt(const lethe::v1::Attempt& attempt,
              .backend = spec.backend() == lethe::v1::NCCL
                             ? CollectiveBackend::kNccl
                             : CollectiveBackend::kGloo,
+             .device = device,
              .local_address = attempt.local_address().empty()
                                   ? "127.0.0.1"
                                   : attempt.local_address(),
@@ -381,25 +396,30 @@ absl::Status RunUnlearningAttempt(const lethe::v1::Attempt& attempt,
   };
   const int every_epochs = spec.evaluation().every_epochs();
   if (spec.has_evaluation() && every_epochs > 0) {
+    // Every rank evaluates its share; the next step's all-reduce waits for
+    // rank 0's report.
     hooks.training.on_epoch_end = [&](int epoch) -> absl::Status {
       if ((epoch + 1) % every_epochs != 0) return absl::OkStatus();
-      if (rank == 0) {
-        ASSIGN_OR_RETURN(latest_evaluation, Evaluate(spec, inputs));
-        evaluated_step = last_step;
-        lethe::v1::ReportProgressRequest request;
-        request.set_attempt_id(attempt.attempt_id());
-        request.mutable_evaluation_summary()->insert(latest_evaluation.begin(),
-                                                     latest_evaluation.end());
-        request.add_log_lines(
-            absl::StrCat("evaluated after epoch ", epoch + 1));
-        RETURN_IF_ERROR(report(request).status());
-      }
-      return group ? group->Barrier() : absl::OkStatus();
+      ASSIGN_OR_RETURN(latest_evaluation, Evaluate(spec, inputs, group.get()));
+      evaluated_step = last_step;
+      if (rank != 0) return absl::OkStatus();
+      lethe::v1::ReportProgressRequest request;
+      request.set_attempt_id(attempt.attempt_id());
+      request.mutable_evaluation_summary()->insert(latest_evaluation.begin(),
+                                                   latest_evaluation.end());
+      request.add_log_lines(absl::StrCat("evaluated after epoch ", epoch + 1));
+      return report(request).status();
     };
   }
 
   ASSIGN_OR_RETURN(TrainingSummary summary,
                    RunUnlearning(*inputs.model, inputs.data, options, hooks));
+  // Every rank takes part in the final evaluation, unless the last epoch's
+  // periodic one already measured this model (every rank saw the same steps,
+  // so all of them skip it alike).
+  if (spec.has_evaluation() && evaluated_step != summary.total_steps) {
+    ASSIGN_OR_RETURN(latest_evaluation, Evaluate(spec, inputs, group.get()));
+  }
   if (rank != 0) return absl::OkStatus();
 
   RETURN_IF_ERROR(SaveModel(*inputs.model, spec));
@@ -413,10 +433,6 @@ absl::Status RunUnlearningAttempt(const lethe::v1::Attempt& attempt,
       absl::StrFormat(" in %.1fs; model in ", summary.seconds),
       ModelOutputDir(spec)));
   if (spec.has_evaluation()) {
-    // The last epoch's periodic evaluation already measured this model.
-    if (evaluated_step != summary.total_steps) {
-      ASSIGN_OR_RETURN(latest_evaluation, Evaluate(spec, inputs));
-    }
     final_report.mutable_evaluation_summary()->insert(latest_evaluation.begin(),
                                                       latest_evaluation.end());
   }

@@ -5,8 +5,10 @@
 // the method data-parallel (each rank takes every world_size-th example;
 // gradients are averaged before every step). Checkpoints go to
 // <output_dir>/checkpoints and a restarted attempt resumes from the newest.
-// Rank 0 reports progress, writes the unlearned model to <output_dir>/model
-// and, when the spec asks for evaluation, TOFU_EVAL.json and
+// Evaluations (every N epochs and at the end, when the spec asks for them)
+// run sharded across the ranks, each scoring and generating its share of the
+// questions. Rank 0 reports progress and the evaluations, writes the
+// unlearned model to <output_dir>/model and TOFU_EVAL.json and
 // TOFU_SUMMARY.json to <output_dir>/eval.
 //
 //   lethe::v1::Attempt attempt = ...;  // from the coordinator
