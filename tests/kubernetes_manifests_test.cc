@@ -113,7 +113,8 @@ const Json& PodSpec(const Json& workload) {
   return workload["spec"]["template"]["spec"];
 }
 
-// The workload whose pods run a container with `command[0] == binary`.
+// The first container, in any workload's pods, whose command[0] is `binary`;
+// null when none is.
 const Json* ContainerRunning(const std::string& binary) {
   for (const Json* workload : Workloads()) {
     for (const Json& container : PodSpec(*workload)["containers"]) {
