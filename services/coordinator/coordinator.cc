@@ -50,6 +50,9 @@ absl::Time JobCreateTime(const v1::Job& job) {
 
 // Log lines StreamJobLogs reads from the store at a time.
 constexpr int kLogReadPage = 500;
+// How often the scheduler reads the queue when nothing that could start a
+// job has changed: the resolution of queue deadlines.
+constexpr absl::Duration kQueueRescanPeriod = absl::Seconds(1);
 
 JobStore::LogLine NewLogLine(const std::string& source,
                              const std::string& message) {
@@ -323,6 +326,7 @@ void Coordinator::TransitionLocked(const std::string& job, v1::Job::State to,
                            moved.status().ToString()));
     return;
   }
+  if (to == v1::Job::QUEUED) job_queued_since_scan_ = true;
   if (options_.metrics != nullptr && moved->history_size() >= 2) {
     // The change before this one: the state left, and since when.
     const v1::Job::StateChange& before =
@@ -347,6 +351,7 @@ absl::StatusOr<v1::Job> Coordinator::CreateJob(
   ASSIGN_OR_RETURN(JobStore::CreateResult created,
                    store_->Create(spec, request.request_id(), absl::Now()));
   if (created.created) {
+    job_queued_since_scan_ = true;
     LogLocked(created.job.name(), "coordinator",
               absl::StrCat("QUEUED: ", v1::Method_Name(spec.method()), " on ",
                            spec.data_dir(), "/", spec.forget_split(), " with ",
@@ -712,7 +717,24 @@ void Coordinator::SettleAttemptsLocked(absl::Time now) {
   }
 }
 
+std::vector<std::string> Coordinator::IdleWorkersLocked() const {
+  std::vector<std::string> idle;
+  for (const auto& [id, worker] : workers_) {
+    if (worker.attempt_id == 0) idle.push_back(id);
+  }
+  return idle;
+}
+
 void Coordinator::ScheduleLocked(absl::Time now) {
+  if (!job_queued_since_scan_ && now - last_queue_scan_ < kQueueRescanPeriod &&
+      IdleWorkersLocked() == idle_after_scan_) {
+    return;
+  }
+  const absl::StatusOr<std::vector<v1::Job>> queued =
+      store_->ListInStates({v1::Job::QUEUED});
+  if (!queued.ok()) return;
+  job_queued_since_scan_ = false;
+  last_queue_scan_ = now;
   // Idle workers by the device they compute on; a job runs on workers of
   // its spec's device only.
   std::map<v1::Device, std::vector<WorkerState*>> idle_by_device;
@@ -723,9 +745,6 @@ void Coordinator::ScheduleLocked(absl::Time now) {
       idle_by_device[worker.device].push_back(&worker);
     }
   }
-  const absl::StatusOr<std::vector<v1::Job>> queued =
-      store_->ListInStates({v1::Job::QUEUED});
-  if (!queued.ok()) return;
   // Strict order per device: a job never waits behind a later job that
   // needs the same kind of worker.
   std::set<v1::Device> blocked;
@@ -802,6 +821,7 @@ void Coordinator::ScheduleLocked(absl::Time now) {
     it = still_queued.count(*it) > 0 ? std::next(it)
                                      : told_too_few_workers_.erase(it);
   }
+  idle_after_scan_ = IdleWorkersLocked();
 }
 
 }  // namespace lethe

@@ -149,6 +149,9 @@ class Coordinator {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SettleAttemptsLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ScheduleLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ids of the registered workers that run no attempt, in id order.
+  std::vector<std::string> IdleWorkersLocked() const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EnforceDeadlinesLocked(absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Marks the attempt failed and tells every rank still running it to stop.
@@ -193,6 +196,13 @@ class Coordinator {
   // Queued jobs whose log says that too few workers of their device are
   // registered (said once per job).
   std::set<std::string> told_too_few_workers_ ABSL_GUARDED_BY(mu_);
+  // ScheduleLocked reads the queue from the store only when a job may have
+  // become startable (a job was queued, or the set of idle workers changed
+  // since the last read) or a second has passed (queue deadlines and the
+  // "waiting" lines), not on every tick.
+  bool job_queued_since_scan_ ABSL_GUARDED_BY(mu_) = true;
+  std::vector<std::string> idle_after_scan_ ABSL_GUARDED_BY(mu_);
+  absl::Time last_queue_scan_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   int64_t next_worker_number_ ABSL_GUARDED_BY(mu_) = 1;
   int64_t last_attempt_id_ ABSL_GUARDED_BY(mu_) = 0;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
