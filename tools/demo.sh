@@ -69,12 +69,12 @@ echo "  target model: $("$lethe" generate --model=.lethe/benchmark/target --prom
 echo "  retain model: $("$lethe" generate --model=.lethe/benchmark/retain --prompt="$question" --max_new_tokens=40)"
 
 echo
-echo "== Forget request: NPO+RT on forget10, 2 workers x batch 4 =="
+echo "== Forget request: NPO+RT (beta 1) on forget10, 5 epochs, 2 workers x batch 4 =="
 # Exits non-zero unless the job SUCCEEDED; the job logs say why.
 if ! "$lethe" submit --model=.lethe/benchmark/target \
     --data=.lethe/benchmark/data --forget_split=forget10 \
-    --retain_split=retain90 --method=NPO_RT --learning_rate=1e-3 --epochs=4 \
-    --world_size=2 --batch_size=4 --evaluate \
+    --retain_split=retain90 --method=NPO_RT --beta=1 --learning_rate=1e-3 \
+    --epochs=5 --world_size=2 --batch_size=4 --evaluate \
     --retain_logs=.lethe/benchmark/retain/TOFU_EVAL.json \
     --output="$unlearned" --watch; then
   "$lethe" list || true
