@@ -485,10 +485,10 @@ constexpr char kReadmeSpecJson[] = R"({
   "data_dir": "/abs/path/.lethe/benchmark/data",
   "forget_split": "forget10",
   "method": "NPO_RT",
-  "method_params": {"beta": 0.1},
+  "method_params": {"beta": 1},
   "optimizer": {"learning_rate": 1e-3, "weight_decay": 0.01,
                 "warmup_epochs": 1, "max_grad_norm": 1, "seed": 1},
-  "num_epochs": 4,
+  "num_epochs": 5,
   "per_device_batch_size": 4,
   "world_size": 2,
   "evaluation": {"every_epochs": 2,
@@ -504,14 +504,14 @@ model_dir: /abs/path/.lethe/benchmark/target
 data_dir: /abs/path/.lethe/benchmark/data
 forget_split: forget10
 method: NPO_RT
-method_params: {beta: 0.1}
+method_params: {beta: 1}
 optimizer:
   learning_rate: 1e-3
   weight_decay: 0.01
   warmup_epochs: 1
   max_grad_norm: 1
   seed: 1
-num_epochs: 4
+num_epochs: 5
 per_device_batch_size: 4
 world_size: 2
 evaluation:
