@@ -3,7 +3,7 @@
 # the machine's LibTorch and the Debian libraries that
 # tools/device/service_carry.sh gathered, then runs the service as a user
 # would: a coordinator, a CUDA worker and a CPU worker as separate
-# processes, and two forget requests submitted with the CLI, one per device.
+# processes, and forget requests submitted with the CLI on each device.
 # From the repository root:
 #
 #   bash tools/device/service_gpu_check.sh [CARRY]
@@ -19,7 +19,10 @@
 #   - `lethe eval` of a job's model on the CPU reproduces the job's own
 #     evaluation (same weights, a different process and device);
 #   - the CUDA job's summary is close to the CPU job's (same data order,
-#     fp32 on both; they differ by rounding only).
+#     fp32 on both; they differ by rounding only);
+#   - a longer job whose worker is killed (SIGKILL, its rank too) once the
+#     first checkpoint exists resumes from it on a new worker of the same
+#     device and succeeds with one restart (on the GPU when there is one).
 # Everything is logged to $OUT/log.txt. SERVICE_CHECK_REUSE_BUILD=1 skips
 # the build and runs the binaries of the last one again.
 set -o pipefail
@@ -131,36 +134,90 @@ compare_summaries() {  # compare_summaries NAME A B TOLERANCE
   check "$1" "$all" "(tolerance $4)$detail"
 }
 
-# submit_job NAME DEVICE BACKEND: writes a spec and runs it to the end.
-submit_job() {
-  local name=$1 start
-  cat >"$RUN/$name.yaml" <<EOF
+# write_spec NAME DEVICE BACKEND EPOCHS [EVALUATE]: $RUN/NAME.yaml, an
+# NPO_RT job on one worker that checkpoints every 5 steps.
+write_spec() {
+  cat >"$RUN/$1.yaml" <<EOF
 model_dir: $CARRY/benchmark/target
 data_dir: $CARRY/benchmark/data
 forget_split: forget10
 method: NPO_RT
 optimizer: {learning_rate: 1e-3, weight_decay: 0.01, warmup_epochs: 1,
             max_grad_norm: 1, seed: 1}
-num_epochs: 2
+num_epochs: $4
 per_device_batch_size: 8
 world_size: 1
 device: $2
 backend: $3
-evaluation: {retain_logs_path: $CARRY/benchmark/retain/TOFU_EVAL.json}
 checkpoint: {every_steps: 5, keep_last: 2}
-output_dir: $RUN/$name
+output_dir: $RUN/$1
 EOF
+  [[ -z "${5:-}" ]] ||
+    echo "evaluation: {retain_logs_path: $CARRY/benchmark/retain/TOFU_EVAL.json}" >>"$RUN/$1.yaml"
+}
+
+# newest_job: the name of the job submitted last.
+newest_job() {
+  "$BUILD/lethe" list --format=json | tail -n 1 |
+    sed -n 's/^{"name":"\([^"]*\)".*/\1/p'
+}
+
+# submit_job NAME DEVICE BACKEND: a 2-epoch job with an evaluation, run to
+# the end.
+submit_job() {
+  local name=$1 start status
+  write_spec "$name" "$2" "$3" 2 evaluate
   start=$(date +%s.%N)
   "$BUILD/lethe" submit "$RUN/$name.yaml" --watch
-  local status=$?
+  status=$?
   echo "$name job: exit status $status after $(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }') s"
-  local job
-  job=$("$BUILD/lethe" list --format=json | tail -n 1 |
-    sed -n 's/^{"name":"\([^"]*\)".*/\1/p')
-  "$BUILD/lethe" get "$job"
+  "$BUILD/lethe" get "$(newest_job)"
   check "$name job succeeded" "$([[ $status == 0 && -f $RUN/$name/model/model.safetensors && -f $RUN/$name/eval/TOFU_SUMMARY.json ]] && echo 1 || echo 0)" \
     "output $RUN/$name"
   [[ $status == 0 ]] || tail -n 40 "$RUN/$name"/logs/* 2>/dev/null
+}
+
+# job_state JOB: the job's state (QUEUED, RUNNING, SUCCEEDED, ...).
+job_state() {
+  "$BUILD/lethe" get "$1" | awk '$1 == "state" {print $2}'
+}
+
+# start_worker DEVICE THREADS: a worker for DEVICE (cpu, cuda:0) in the
+# background; its pid goes to worker_pid[DEVICE].
+declare -A worker_pid=()
+start_worker() {
+  "$BUILD/lethe-worker" --coordinator="$LETHE_COORDINATOR" --device="$1" \
+    --threads="$2" >>"$RUN/worker-${1%%:*}.log" 2>&1 &
+  worker_pid[$1]=$!
+}
+
+# interrupted_job NAME DEVICE BACKEND WORKER_DEVICE THREADS EPOCHS: a job
+# whose worker (and the rank it runs) is killed with SIGKILL once the first
+# checkpoint exists; a new worker is started, and the job must resume from
+# the checkpoint on it and succeed with one restart. EPOCHS must leave the
+# job running past its first checkpoint (5 steps) while the kill is made.
+interrupted_job() {
+  local name=$1 job restarts state resumed
+  write_spec "$name" "$2" "$3" "$6"
+  "$BUILD/lethe" submit "$RUN/$name.yaml" >/dev/null
+  job=$(newest_job)
+  for _ in $(seq 3000); do
+    compgen -G "$RUN/$name/checkpoints/*" >/dev/null && break
+    sleep 0.02
+  done
+  state=$(job_state "$job")
+  pkill -KILL -P "${worker_pid[$4]}"
+  kill -KILL "${worker_pid[$4]}"
+  echo "$name: killed the $4 worker and its rank (job $state; checkpoints: $(ls "$RUN/$name/checkpoints" | tr '\n' ' '))"
+  start_worker "$4" "$5"
+  "$BUILD/lethe" watch "$job" >/dev/null
+  "$BUILD/lethe" get "$job"
+  restarts=$("$BUILD/lethe" get "$job" --format=json | sed -n 's/.*"restart_count":\([0-9]*\).*/\1/p')
+  state=$(job_state "$job")
+  resumed=$("$BUILD/lethe" logs "$job" --follow=false | grep -o 'resumed from step [0-9]*')
+  check "$name: resumed after a killed worker" \
+    "$([[ $state == SUCCEEDED && $restarts == 1 && -n $resumed ]] && echo 1 || echo 0)" \
+    "state $state, restart count ${restarts:-0}, ${resumed:-not resumed}"
 }
 
 # eval_on_cpu NAME: `lethe eval` of the job's model, compared with the job's.
@@ -183,14 +240,8 @@ run_service() {
   export LETHE_COORDINATOR
   LETHE_COORDINATOR=$(sed -n 's/.*"grpc_address":"\([^"]*\)".*/\1/p' "$RUN/ready.json")
   [[ -n "$LETHE_COORDINATOR" ]] || { echo "no coordinator:"; cat "$RUN/coordinator.log"; return 1; }
-  "$BUILD/lethe-worker" --coordinator="$LETHE_COORDINATOR" --device=cpu \
-    --threads="$threads" >"$RUN/worker-cpu.log" 2>&1 &
-  pids+=($!)
-  if [[ $cuda == 1 ]]; then
-    "$BUILD/lethe-worker" --coordinator="$LETHE_COORDINATOR" --device=cuda:0 \
-      --threads=4 >"$RUN/worker-cuda.log" 2>&1 &
-    pids+=($!)
-  fi
+  start_worker cpu "$threads"
+  [[ $cuda == 0 ]] || start_worker cuda:0 4
   sleep 2
   "$BUILD/lethe" health
   if [[ $cuda == 1 ]]; then
@@ -202,8 +253,11 @@ run_service() {
   if [[ $cuda == 1 ]]; then
     compare_summaries "CUDA job ~ CPU job" "$RUN/cuda/eval/TOFU_SUMMARY.json" \
       "$RUN/cpu/eval/TOFU_SUMMARY.json" 0.05
+    interrupted_job cuda_resume CUDA NCCL cuda:0 4 20
+  else
+    interrupted_job cpu_resume CPU GLOO cpu "$threads" 2
   fi
-  kill "${pids[@]}" 2>/dev/null
+  kill "${pids[@]}" "${worker_pid[@]}" 2>/dev/null
   wait 2>/dev/null
   echo "--- worker logs (tails)"
   tail -n 5 "$RUN"/worker-*.log
