@@ -69,6 +69,11 @@ find_torch() {
   fi
 }
 
+# object_of SRC: the object file build() compiles SRC to.
+object_of() {
+  echo "$BUILD/obj/$(echo "${1#"$CARRY"/}" | tr / _ | sed 's/\.cc$/.o/')"
+}
+
 build() {
   local src obj failed=0 jobs=0 start
   rm -rf "$BUILD" && mkdir -p "$BUILD/obj"
@@ -83,14 +88,14 @@ build() {
             services/coordinator/coordinator_main.cc services/cli/lethe_main.cc)
   start=$(date +%s)
   for src in "${sources[@]}"; do
-    obj=$BUILD/obj/$(echo "${src#"$CARRY"/}" | tr / _ | sed 's/\.cc$/.o/')
+    obj=$(object_of "$src")
     (g++ "${flags[@]}" -c "$src" -o "$obj" >"$obj.err" 2>&1 && touch "$obj.ok") &
     jobs=$((jobs + 1))
     if (( jobs >= $(nproc) )); then wait -n; jobs=$((jobs - 1)); fi
   done
   wait
   for src in "${sources[@]}"; do
-    obj=$BUILD/obj/$(echo "${src#"$CARRY"/}" | tr / _ | sed 's/\.cc$/.o/')
+    obj=$(object_of "$src")
     [[ -f "$obj.ok" ]] && continue
     failed=1
     echo "--- compiling $src FAILED; first errors:"
