@@ -10,9 +10,11 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -284,6 +286,72 @@ TEST(ServiceProcessTest, TwoWorkersMatchOneProcessOnTheSameGlobalBatch) {
         std::max(max_change, (a[i] - start[i]).abs().max().item<double>());
   }
   EXPECT_GT(max_change, 1e-4) << "the runs did not train";
+}
+
+// `lethe unlearn` and a 1-worker job submitted with the same flags run the
+// same spec, so they end with the same weights; coefficients the user sets
+// reach both, 0 included (alpha 0 drops NPO_RT's retain term).
+TEST(ServiceProcessTest, UnlearnAndAOneWorkerJobOfTheSameFlagsEndEqual) {
+  const std::string dir = FreshDir("same_flags");
+  RunningCoordinator coordinator(dir + "/coordinator", 1);
+  const Inputs& inputs = SharedInputs();
+  const std::vector<std::string> common = {"--model=" + inputs.model_dir,
+                                           "--data=" + inputs.data_dir,
+                                           "--method=NPO_RT",
+                                           "--epochs=2",
+                                           "--learning_rate=1e-3",
+                                           "--batch_size=2",
+                                           "--warmup_epochs=0",
+                                           "--seed=3",
+                                           "--threads=1"};
+  const std::vector<std::pair<std::string, std::vector<std::string>>> cases = {
+      {"alpha_zero", {"--alpha=0"}},
+      {"gamma_beta", {"--gamma=0.5", "--beta=0.7"}},
+      {"defaults", {}}};
+  std::map<std::string, std::vector<at::Tensor>> weights;
+  for (const auto& [name, coefficients] : cases) {
+    std::vector<std::string> unlearn = {"unlearn",
+                                        "--output=" + dir + "/" + name};
+    std::vector<std::string> submit = {
+        "submit", "--coordinator=" + coordinator.address(), "--watch",
+        "--output=" + dir + "/" + name + "_job"};
+    for (std::vector<std::string>* args : {&unlearn, &submit}) {
+      args->insert(args->end(), common.begin(), common.end());
+      args->insert(args->end(), coefficients.begin(), coefficients.end());
+      const CliResult result = RunCli(lethe_binary, *args);
+      ASSERT_TRUE(result.exit.success())
+          << name << ": " << result.stdout_text << result.stderr_text
+          << coordinator.Log();
+    }
+    const std::vector<at::Tensor> local = Weights(dir + "/" + name + "/model");
+    const std::vector<at::Tensor> job =
+        Weights(dir + "/" + name + "_job/model");
+    ASSERT_EQ(local.size(), job.size());
+    for (size_t i = 0; i < local.size(); ++i) {
+      EXPECT_TRUE(at::equal(local[i], job[i]))
+          << name << ": parameter " << i << " differs by "
+          << (local[i] - job[i]).abs().max().item<double>();
+    }
+    weights[name] = local;
+  }
+  // The coefficients changed the runs, so the equalities above say
+  // something: each differs from the run with the method's defaults.
+  for (const char* name : {"alpha_zero", "gamma_beta"}) {
+    double difference = 0;
+    for (size_t i = 0; i < weights[name].size(); ++i) {
+      difference =
+          std::max(difference, (weights[name][i] - weights["defaults"][i])
+                                   .abs()
+                                   .max()
+                                   .item<double>());
+    }
+    EXPECT_GT(difference, 1e-6) << name;
+  }
+  const v1::Job alpha_zero = GetJob(coordinator.jobs(), "jobs/1");
+  EXPECT_TRUE(alpha_zero.spec().method_params().has_alpha());
+  EXPECT_EQ(alpha_zero.spec().method_params().alpha(), 0);
+  EXPECT_FALSE(alpha_zero.spec().method_params().has_beta())
+      << "a coefficient left out stays absent: the method's default";
 }
 
 // Runs a 2-worker job that checkpoints every 5 steps; once it passed step

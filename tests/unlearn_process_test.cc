@@ -1,8 +1,9 @@
 // Runs the real `lethe unlearn` as a separate process on a tiny random model
-// and tiny TOFU data: it must write a loadable Hugging Face model that moved
-// away from the forget answers, a JSON log of every step's loss components,
-// and the reference log-prob cache that a rerun reuses; bad input must fail
-// with a message naming what is wrong.
+// and tiny TOFU data: it must write a loadable Hugging Face model (in
+// <output>/model) that moved away from the forget answers, a JSON log of
+// every step's loss components, and the reference log-prob cache and final
+// checkpoint that a rerun reuses; bad input must fail with a message naming
+// what is wrong.
 //
 // Usage: unlearn_process_test LETHE_BINARY
 #include <filesystem>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "libs/data/tofu_dataset.h"
 #include "libs/eval/tofu_eval_fixture.h"
@@ -57,8 +59,8 @@ TEST_F(UnlearnProcessTest, WritesModelLogAndReusableReferenceCache) {
   ASSERT_TRUE(result.exit.success())
       << result.exit.ToString() << "\n"
       << result.stdout_text << result.stderr_text;
-  EXPECT_TRUE(LoadLlamaCheckpoint(output).ok());
-  EXPECT_TRUE(std::filesystem::exists(output + "/tokenizer.model"));
+  EXPECT_TRUE(LoadLlamaCheckpoint(output + "/model").ok());
+  EXPECT_TRUE(std::filesystem::exists(output + "/model/tokenizer.model"));
   const nlohmann::json log = nlohmann::json::parse(
       ReadFileToString(output + "/unlearning_log.json").value_or("{}"));
   EXPECT_EQ(log.value("method", ""), "NPO_RT");
@@ -83,13 +85,20 @@ TEST_F(UnlearnProcessTest, WritesModelLogAndReusableReferenceCache) {
   ASSERT_TRUE(result.exit.success()) << result.stderr_text;
   EXPECT_EQ(std::filesystem::last_write_time(cache), written)
       << "the rerun must reuse the cache, not rewrite it";
+  EXPECT_TRUE(absl::StrContains(
+      result.stdout_text,
+      absl::StrCat("resumed from step ", log["steps"].size())))
+      << "the rerun resumes from the final checkpoint: " << result.stdout_text;
+  const nlohmann::json rerun_log = nlohmann::json::parse(
+      ReadFileToString(output + "/unlearning_log.json").value_or("{}"));
+  EXPECT_EQ(rerun_log["steps"], log["steps"])
+      << "the resumed run's log keeps the steps before its checkpoint";
 }
 
 TEST_F(UnlearnProcessTest, BadInputNamesTheProblem) {
   CliResult result = RunCli(lethe_binary, Args("RMU", dir_ + "/bad"));
   EXPECT_FALSE(result.exit.success());
-  EXPECT_TRUE(
-      absl::StrContains(result.stderr_text, "unknown unlearning method"))
+  EXPECT_TRUE(absl::StrContains(result.stderr_text, "unknown method"))
       << result.stderr_text;
 
   std::vector<std::string> args = Args("NPO", dir_ + "/bad");

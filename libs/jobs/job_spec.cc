@@ -28,6 +28,7 @@ constexpr char kDefaultPromptTemplate[] = "plain";
 constexpr const char* kPromptTemplates[] = {"plain", "llama2_chat"};
 constexpr const char* kRetainLosses[] = {"", "nll", "kl"};
 constexpr size_t kMaxDisplayNameChars = 200;
+constexpr int kDefaultMaxLength = 256;
 
 absl::Status Invalid(absl::string_view path, absl::string_view problem) {
   return absl::InvalidArgumentError(absl::StrCat(path, ": ", problem));
@@ -41,7 +42,7 @@ absl::Status NotFound(absl::string_view path, absl::string_view problem) {
 
 // A floating-point field and the rule it follows.
 struct DoubleCheck {
-  enum Rule { kFinite, kNonNegative, kPositive, kZeroOrAtLeastOne };
+  enum Rule { kFinite, kNonNegative, kPositive, kAtLeastOne };
   const char* path;
   double value;
   Rule rule;
@@ -61,12 +62,10 @@ absl::Status Check(const DoubleCheck& check) {
       if (std::isfinite(v) && v > 0) return absl::OkStatus();
       return Invalid(check.path,
                      absl::StrCat("must be positive and finite, got ", v));
-    case DoubleCheck::kZeroOrAtLeastOne:
-      if (std::isfinite(v) && (v == 0 || v >= 1)) return absl::OkStatus();
+    case DoubleCheck::kAtLeastOne:
+      if (std::isfinite(v) && v >= 1) return absl::OkStatus();
       return Invalid(check.path,
-                     absl::StrCat("must be 0 (the default) or a finite "
-                                  "value >= 1, got ",
-                                  v));
+                     absl::StrCat("must be >= 1 and finite, got ", v));
   }
   return absl::OkStatus();
 }
@@ -347,6 +346,10 @@ v1::JobSpec JobSpecWithDefaults(v1::JobSpec spec) {
   if (spec.backend() == v1::BACKEND_UNSPECIFIED) {
     spec.set_backend(spec.device() == v1::CUDA ? v1::NCCL : v1::GLOO);
   }
+  if (spec.max_length() == 0) spec.set_max_length(kDefaultMaxLength);
+  if (spec.precision() == v1::PRECISION_UNSPECIFIED) {
+    spec.set_precision(v1::FP32);
+  }
   if (spec.checkpoint().keep_last() == 0) {
     spec.mutable_checkpoint()->set_keep_last(2);
   }
@@ -389,8 +392,9 @@ absl::Status ValidateJobSpec(const v1::JobSpec& spec) {
       {"spec.method_params.delta", params.delta(), DoubleCheck::kFinite},
       {"spec.method_params.ofmu_rho", params.ofmu_rho(),
        DoubleCheck::kNonNegative},
-      {"spec.method_params.ofmu_rho_growth", params.ofmu_rho_growth(),
-       DoubleCheck::kZeroOrAtLeastOne},
+      {"spec.method_params.ofmu_rho_growth",
+       params.has_ofmu_rho_growth() ? params.ofmu_rho_growth() : 1.0,
+       DoubleCheck::kAtLeastOne},
       {"spec.method_params.random_answer_weight", params.random_answer_weight(),
        DoubleCheck::kNonNegative},
       {"spec.method_params.ofmu_inner_learning_rate",
@@ -408,6 +412,13 @@ absl::Status ValidateJobSpec(const v1::JobSpec& spec) {
   RETURN_IF_ERROR(
       CheckOneOf("spec.method_params.retain_loss", params.retain_loss(),
                  {std::begin(kRetainLosses), std::end(kRetainLosses)}));
+  ASSIGN_OR_RETURN(const UnlearningMethod method,
+                   MethodFromSpec(spec.method()));
+  const absl::Status objective =
+      ValidateObjectiveParams(method, ObjectiveParamsFromSpec(method, params));
+  if (!objective.ok()) {
+    return Invalid("spec.method_params", objective.message());
+  }
 
   const IntCheck int_checks[] = {
       {"spec.method_params.ofmu_inner_steps", params.ofmu_inner_steps(), 0,
@@ -419,6 +430,7 @@ absl::Status ValidateJobSpec(const v1::JobSpec& spec) {
        1, 4096},
       {"spec.world_size", spec.world_size(), 1, 1024},
       {"spec.threads_per_worker", spec.threads_per_worker(), 0, 256},
+      {"spec.max_length", spec.max_length(), 8, 1 << 20},
       {"spec.evaluation.every_epochs", spec.evaluation().every_epochs(), 0,
        kUnbounded},
       {"spec.checkpoint.every_steps", spec.checkpoint().every_steps(), 0,
@@ -435,6 +447,12 @@ absl::Status ValidateJobSpec(const v1::JobSpec& spec) {
   }
 
   RETURN_IF_ERROR(CheckBackendAndDevice(spec));
+  if (!v1::Precision_IsValid(spec.precision()) ||
+      spec.precision() == v1::PRECISION_UNSPECIFIED) {
+    return Invalid(
+        "spec.precision",
+        absl::StrCat("must be FP32 or BF16_AUTOCAST, got ", spec.precision()));
+  }
   if (!spec.evaluation().retain_logs_path().empty()) {
     RETURN_IF_ERROR(CheckFile("spec.evaluation.retain_logs_path",
                               spec.evaluation().retain_logs_path()));
@@ -448,6 +466,61 @@ absl::Status ValidateJobSpec(const v1::JobSpec& spec) {
                                 " characters, got ", display_name_chars));
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<UnlearningMethod> MethodFromSpec(v1::Method method) {
+  switch (method) {
+    case v1::GA:
+      return UnlearningMethod::kGa;
+    case v1::GRAD_DIFF:
+      return UnlearningMethod::kGradDiff;
+    case v1::NPO:
+      return UnlearningMethod::kNpo;
+    case v1::NPO_RT:
+      return UnlearningMethod::kNpoRt;
+    case v1::NPO_KL:
+      return UnlearningMethod::kNpoKl;
+    case v1::SIM_NPO:
+      return UnlearningMethod::kSimNpo;
+    case v1::IDK_DPO:
+      return UnlearningMethod::kIdkDpo;
+    case v1::LLMU:
+      return UnlearningMethod::kLlmu;
+    case v1::OFMU:
+      return UnlearningMethod::kOfmu;
+    default:
+      return Invalid("spec.method",
+                     method == v1::METHOD_UNSPECIFIED
+                         ? std::string("must be set, e.g. NPO or GRAD_DIFF")
+                         : absl::StrCat("unknown method ", method));
+  }
+}
+
+ObjectiveParams ObjectiveParamsFromSpec(UnlearningMethod method,
+                                        const v1::MethodParams& spec) {
+  ObjectiveParams params = DefaultObjectiveParams(method);
+  if (spec.has_beta()) params.beta = spec.beta();
+  if (spec.has_alpha()) params.alpha = spec.alpha();
+  if (spec.has_gamma()) params.gamma = spec.gamma();
+  if (spec.has_delta()) params.delta = spec.delta();
+  if (spec.retain_loss() == "kl") params.retain_loss = RetainLoss::kKl;
+  if (spec.has_random_answer_weight()) {
+    params.random_answer_weight = spec.random_answer_weight();
+  }
+  if (spec.has_ofmu_inner_steps()) {
+    params.ofmu_inner_steps = spec.ofmu_inner_steps();
+  }
+  if (spec.has_ofmu_inner_learning_rate()) {
+    params.ofmu_inner_learning_rate = spec.ofmu_inner_learning_rate();
+  }
+  if (spec.has_ofmu_rho()) params.ofmu_rho = spec.ofmu_rho();
+  if (spec.has_ofmu_rho_growth()) {
+    params.ofmu_rho_growth = spec.ofmu_rho_growth();
+  }
+  if (spec.has_ofmu_first_order()) {
+    params.ofmu_first_order = spec.ofmu_first_order();
+  }
+  return params;
 }
 
 }  // namespace lethe

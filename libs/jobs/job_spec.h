@@ -33,6 +33,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "lethe/v1/job.pb.h"
+#include "libs/unlearn/objective_params.h"
 
 namespace lethe {
 
@@ -73,14 +74,30 @@ absl::StatusOr<v1::JobSpec> ReadJobSpecFile(const std::string& path);
 //   device                       CPU
 //   backend                      GLOO on CPU, NCCL on CUDA
 //   threads_per_worker           0 (kept: the worker's own thread count)
+//   max_length                   256
+//   precision                    FP32
 //   checkpoint.keep_last         2
 //   run_policy (when absent)     max_restarts 2
-// Method parameters stay as given: 0 means "the method's default", which the
-// objectives resolve. Fields already set are never changed.
+// Method parameters stay as given: a coefficient left out takes the
+// method's default (ObjectiveParamsFromSpec), one that is set (0 included)
+// is used. Fields already set are never changed.
 v1::JobSpec JobSpecWithDefaults(v1::JobSpec spec);
 
 // Checks a spec after JobSpecWithDefaults; OK when the job can be scheduled.
+// The method's coefficients are checked as the objective will use them
+// (ValidateObjectiveParams), so a job that would fail at its first step
+// (NPO with beta 0) is refused when it is submitted.
 absl::Status ValidateJobSpec(const v1::JobSpec& spec);
+
+// The one mapping from a spec's method to the objective's. INVALID_ARGUMENT
+// for METHOD_UNSPECIFIED or a number the enum does not know.
+absl::StatusOr<UnlearningMethod> MethodFromSpec(v1::Method method);
+
+// The objective's coefficients for `method`: DefaultObjectiveParams(method)
+// with every coefficient the spec sets (has_*) replacing its default, 0
+// included. Unchecked; ValidateObjectiveParams checks the result.
+ObjectiveParams ObjectiveParamsFromSpec(UnlearningMethod method,
+                                        const v1::MethodParams& params);
 
 }  // namespace lethe
 

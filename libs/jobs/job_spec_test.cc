@@ -176,6 +176,11 @@ TEST_F(JobSpecTest, EachBadFieldIsRejectedNamingTheField) {
       {"negative ofmu_rho",
        [](Spec& s, R) { s.mutable_method_params()->set_ofmu_rho(-1); },
        kInvalid, "spec.method_params.ofmu_rho"},
+      {"max_length too short", [](Spec& s, R) { s.set_max_length(4); },
+       kInvalid, "spec.max_length"},
+      {"unknown precision",
+       [](Spec& s, R) { s.set_precision(static_cast<v1::Precision>(7)); },
+       kInvalid, "spec.precision"},
       {"ofmu_rho_growth below 1",
        [](Spec& s, R) { s.mutable_method_params()->set_ofmu_rho_growth(0.5); },
        kInvalid, "spec.method_params.ofmu_rho_growth"},
@@ -354,10 +359,97 @@ TEST(JobSpecDefaultsTest, FillsEveryDefault) {
   EXPECT_EQ(filled.threads_per_worker(), 0);
   EXPECT_EQ(filled.checkpoint().keep_last(), 2);
   EXPECT_EQ(filled.run_policy().max_restarts(), 2);
+  EXPECT_EQ(filled.max_length(), 256);
+  EXPECT_EQ(filled.precision(), v1::FP32);
+  EXPECT_FALSE(filled.bf16_reference());
   EXPECT_EQ(filled.method(), v1::METHOD_UNSPECIFIED);
-  EXPECT_EQ(filled.method_params().beta(), 0);
+  EXPECT_FALSE(filled.method_params().has_beta())
+      << "coefficients stay absent: the method's defaults";
   // Filling twice changes nothing.
   EXPECT_TRUE(MessageDifferencer::Equals(JobSpecWithDefaults(filled), filled));
+}
+
+// Coefficients have explicit presence: a value given is used, 0 included;
+// one left out is the method's default (open-unlearning's).
+TEST(ObjectiveParamsFromSpecTest, ZeroIsAValueAndAbsenceIsTheDefault) {
+  const absl::StatusOr<v1::JobSpec> parsed =
+      ParseJobSpecJson(R"({"method_params": {"alpha": 0, "gamma": 0,
+                           "delta": 0, "ofmu_inner_steps": 0,
+                           "ofmu_first_order": false}})",
+                       "zeros.json");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  const v1::JobSpec& zeros = *parsed;
+  EXPECT_TRUE(zeros.method_params().has_alpha());
+  const ObjectiveParams given =
+      ObjectiveParamsFromSpec(UnlearningMethod::kLlmu, zeros.method_params());
+  EXPECT_EQ(given.alpha, 0);
+  EXPECT_EQ(given.gamma, 0) << "LLMU's default gamma is 0.5";
+  EXPECT_EQ(given.ofmu_inner_steps, 0);
+  EXPECT_EQ(given.beta, DefaultObjectiveParams(UnlearningMethod::kLlmu).beta);
+
+  const v1::MethodParams absent;
+  for (const UnlearningMethod method :
+       {UnlearningMethod::kNpo, UnlearningMethod::kSimNpo,
+        UnlearningMethod::kLlmu, UnlearningMethod::kOfmu}) {
+    const ObjectiveParams params = ObjectiveParamsFromSpec(method, absent);
+    const ObjectiveParams defaults = DefaultObjectiveParams(method);
+    EXPECT_EQ(params.beta, defaults.beta) << UnlearningMethodName(method);
+    EXPECT_EQ(params.alpha, defaults.alpha) << UnlearningMethodName(method);
+    EXPECT_EQ(params.gamma, defaults.gamma) << UnlearningMethodName(method);
+    EXPECT_EQ(params.ofmu_rho_growth, defaults.ofmu_rho_growth);
+  }
+  // Independent of DefaultObjectiveParams: open-unlearning's SimNPO.
+  const ObjectiveParams simnpo =
+      ObjectiveParamsFromSpec(UnlearningMethod::kSimNpo, absent);
+  EXPECT_EQ(simnpo.beta, 4.5);
+  EXPECT_EQ(simnpo.gamma, 0.125);
+
+  v1::MethodParams set;
+  set.set_beta(0.7);
+  set.set_ofmu_rho_growth(1.5);
+  set.set_retain_loss("kl");
+  const ObjectiveParams chosen =
+      ObjectiveParamsFromSpec(UnlearningMethod::kOfmu, set);
+  EXPECT_EQ(chosen.beta, 0.7);
+  EXPECT_EQ(chosen.ofmu_rho_growth, 1.5);
+  EXPECT_EQ(chosen.retain_loss, RetainLoss::kKl);
+}
+
+TEST(MethodFromSpecTest, MapsEveryMethodAndRefusesTheRest) {
+  const google::protobuf::EnumDescriptor* methods = v1::Method_descriptor();
+  for (int i = 0; i < methods->value_count(); ++i) {
+    const auto method = static_cast<v1::Method>(methods->value(i)->number());
+    const absl::StatusOr<UnlearningMethod> mapped = MethodFromSpec(method);
+    if (method == v1::METHOD_UNSPECIFIED) {
+      EXPECT_EQ(mapped.status().code(), absl::StatusCode::kInvalidArgument);
+      continue;
+    }
+    ASSERT_TRUE(mapped.ok()) << methods->value(i)->name();
+    // The proto's names and the objective's differ only in case and '_'.
+    std::string proto_name, objective_name;
+    for (char c : methods->value(i)->name()) {
+      if (c != '_') proto_name.push_back(c);
+    }
+    for (char c : UnlearningMethodName(*mapped)) {
+      if (c != '_') objective_name.push_back(std::toupper(c));
+    }
+    EXPECT_EQ(proto_name, objective_name);
+  }
+  EXPECT_FALSE(MethodFromSpec(static_cast<v1::Method>(99)).ok());
+}
+
+TEST_F(JobSpecTest, CoefficientsAreCheckedAsTheObjectiveWillUseThem) {
+  v1::JobSpec spec = ValidSpec();
+  spec.mutable_method_params()->set_alpha(0);  // NPO_RT without retain term.
+  EXPECT_TRUE(ValidateJobSpec(spec).ok()) << ValidateJobSpec(spec);
+  spec.set_method(v1::NPO);
+  spec.mutable_method_params()->set_beta(0);  // NPO divides by beta.
+  const absl::Status status = ValidateJobSpec(spec);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StartsWith(status.message(), "spec.method_params: beta"))
+      << status;
+  spec.set_method(v1::GRAD_DIFF);  // Beta is unused there.
+  EXPECT_TRUE(ValidateJobSpec(spec).ok()) << ValidateJobSpec(spec);
 }
 
 TEST(JobSpecDefaultsTest, RetainSplitFollowsTofuNaming) {

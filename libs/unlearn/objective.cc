@@ -15,18 +15,6 @@
 namespace lethe {
 namespace {
 
-constexpr std::pair<UnlearningMethod, const char*> kMethodNames[] = {
-    {UnlearningMethod::kGa, "GA"},
-    {UnlearningMethod::kGradDiff, "GradDiff"},
-    {UnlearningMethod::kNpo, "NPO"},
-    {UnlearningMethod::kNpoRt, "NPO_RT"},
-    {UnlearningMethod::kNpoKl, "NPO_KL"},
-    {UnlearningMethod::kSimNpo, "SimNPO"},
-    {UnlearningMethod::kIdkDpo, "IdkDPO"},
-    {UnlearningMethod::kLlmu, "LLMU"},
-    {UnlearningMethod::kOfmu, "OFMU"},
-};
-
 at::Tensor Softplus(const at::Tensor& x) {
   return torch::nn::functional::softplus(x);
 }
@@ -212,116 +200,7 @@ class WeightedObjective : public UnlearningObjective {
   std::shared_ptr<LlamaForCausalLM> reference_;
 };
 
-absl::Status CheckNonNegative(double value, const char* field) {
-  if (!(value >= 0)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, " must be >= 0, got ", value));
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace
-
-absl::StatusOr<UnlearningMethod> ParseUnlearningMethod(absl::string_view name) {
-  for (const auto& [method, method_name] : kMethodNames) {
-    if (absl::EqualsIgnoreCase(name, method_name)) return method;
-  }
-  std::string known;
-  for (const auto& [method, method_name] : kMethodNames) {
-    absl::StrAppend(&known, known.empty() ? "" : ", ", method_name);
-  }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown unlearning method '", name, "' (known: ", known, ")"));
-}
-
-std::string UnlearningMethodName(UnlearningMethod method) {
-  for (const auto& [known, name] : kMethodNames) {
-    if (known == method) return name;
-  }
-  return "UNKNOWN";
-}
-
-ObjectiveNeeds MethodNeeds(UnlearningMethod method,
-                           const ObjectiveParams& params) {
-  ObjectiveNeeds needs;
-  switch (method) {
-    case UnlearningMethod::kGa:
-      break;
-    case UnlearningMethod::kGradDiff:
-      needs.retain_batch = true;
-      needs.reference_model = params.retain_loss == RetainLoss::kKl;
-      break;
-    case UnlearningMethod::kNpo:
-      needs.reference_log_probs = true;
-      break;
-    case UnlearningMethod::kNpoRt:
-    case UnlearningMethod::kSimNpo:
-      needs.retain_batch = true;
-      needs.reference_log_probs = method == UnlearningMethod::kNpoRt;
-      break;
-    case UnlearningMethod::kNpoKl:
-      needs.retain_batch = true;
-      needs.reference_log_probs = true;
-      needs.reference_model = true;
-      break;
-    case UnlearningMethod::kIdkDpo:
-      needs.retain_batch = true;
-      needs.reference_log_probs = true;
-      needs.alternate_answers = true;
-      break;
-    case UnlearningMethod::kLlmu:
-      needs.retain_batch = true;
-      needs.alternate_answers = true;
-      needs.reference_model = true;
-      break;
-    case UnlearningMethod::kOfmu:
-      needs.retain_batch = true;
-      break;
-  }
-  return needs;
-}
-
-ObjectiveParams DefaultObjectiveParams(UnlearningMethod method) {
-  ObjectiveParams params;
-  if (method == UnlearningMethod::kSimNpo) {
-    params.beta = 4.5;
-    params.gamma = 0.125;
-  } else if (method == UnlearningMethod::kLlmu) {
-    params.gamma = 0.5;
-  }
-  return params;
-}
-
-absl::Status ValidateObjectiveParams(UnlearningMethod method,
-                                     const ObjectiveParams& params) {
-  const bool beta_divides = method == UnlearningMethod::kNpo ||
-                            method == UnlearningMethod::kNpoRt ||
-                            method == UnlearningMethod::kNpoKl ||
-                            method == UnlearningMethod::kSimNpo ||
-                            method == UnlearningMethod::kIdkDpo;
-  if (beta_divides && !(params.beta > 0)) {
-    return absl::InvalidArgumentError(absl::StrCat("beta must be > 0 for ",
-                                                   UnlearningMethodName(method),
-                                                   ", got ", params.beta));
-  }
-  RETURN_IF_ERROR(CheckNonNegative(params.alpha, "alpha"));
-  RETURN_IF_ERROR(CheckNonNegative(params.gamma, "gamma"));
-  RETURN_IF_ERROR(
-      CheckNonNegative(params.random_answer_weight, "random_answer_weight"));
-  if (method == UnlearningMethod::kOfmu) {
-    RETURN_IF_ERROR(CheckNonNegative(params.beta, "beta"));
-    RETURN_IF_ERROR(
-        CheckNonNegative(params.ofmu_inner_steps, "ofmu_inner_steps"));
-    RETURN_IF_ERROR(CheckNonNegative(params.ofmu_inner_learning_rate,
-                                     "ofmu_inner_learning_rate"));
-    RETURN_IF_ERROR(CheckNonNegative(params.ofmu_rho, "ofmu_rho"));
-    if (!(params.ofmu_rho_growth >= 1)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "ofmu_rho_growth must be >= 1, got ", params.ofmu_rho_growth));
-    }
-  }
-  return absl::OkStatus();
-}
 
 absl::StatusOr<std::unique_ptr<UnlearningObjective>> MakeObjective(
     UnlearningMethod method, const ObjectiveParams& params,

@@ -31,73 +31,10 @@
 #include "absl/strings/string_view.h"
 #include "libs/data/qa_batch.h"
 #include "libs/model/llama_model.h"
+#include "libs/unlearn/objective_params.h"
 #include "libs/unlearn/trainer.h"
 
 namespace lethe {
-
-enum class UnlearningMethod {
-  kGa,
-  kGradDiff,
-  kNpo,
-  kNpoRt,
-  kNpoKl,
-  kSimNpo,
-  kIdkDpo,
-  kLlmu,
-  kOfmu,
-};
-
-// Accepts the names of UnlearningMethodName ("GA", "GradDiff", "NPO",
-// "NPO_RT", "NPO_KL", "SimNPO", "IdkDPO", "LLMU", "OFMU"), any case.
-absl::StatusOr<UnlearningMethod> ParseUnlearningMethod(absl::string_view name);
-std::string UnlearningMethodName(UnlearningMethod method);
-
-enum class RetainLoss { kNll, kKl };
-
-struct ObjectiveParams {
-  // NPO, NPO_RT, NPO_KL, IdkDPO: inverse temperature. SimNPO: its beta.
-  // OFMU: weight of the cosine term in Phi.
-  double beta = 0.1;
-  double alpha = 1.0;  // Weight of the retain term (KL term for LLMU).
-  double gamma = 1.0;  // Weight of the forget term.
-  double delta = 0.0;  // SimNPO margin (open-unlearning's delta).
-  RetainLoss retain_loss = RetainLoss::kNll;  // GradDiff's retain term.
-  double random_answer_weight = 1.0;          // LLMU: fit random answers.
-  // OFMU: inner ascent steps on Phi, their step size (0: the scheduled
-  // learning rate), the initial penalty rho and its growth per step.
-  int ofmu_inner_steps = 1;
-  double ofmu_inner_learning_rate = 0.0;
-  double ofmu_rho = 0.1;
-  double ofmu_rho_growth = 1.01;
-  // OFMU: Hessian-vector products by finite differences of gradients
-  // instead of double backward (an approximation; first-order memory).
-  bool ofmu_first_order = false;
-};
-
-// open-unlearning's defaults for the method (NPO beta 0.1; SimNPO beta 4.5,
-// gamma 0.125, delta 0; LLMU forget weight 0.5, random-answer and KL 1).
-ObjectiveParams DefaultObjectiveParams(UnlearningMethod method);
-
-// Checks ranges (beta > 0 where it divides, weights >= 0, ...), naming the
-// offending field.
-absl::Status ValidateObjectiveParams(UnlearningMethod method,
-                                     const ObjectiveParams& params);
-
-// What an objective reads from UnlearningBatch.
-struct ObjectiveNeeds {
-  bool retain_batch = false;
-  // The frozen reference's summed answer log-probs of forget (and
-  // alternate) examples, from a ReferenceLogProbCache.
-  bool reference_log_probs = false;
-  // A second answer to each forget question: IdkDPO's refusal, LLMU's
-  // random answer.
-  bool alternate_answers = false;
-  // A frozen copy of the model for KL on retain data.
-  bool reference_model = false;
-};
-
-ObjectiveNeeds MethodNeeds(UnlearningMethod method,
-                           const ObjectiveParams& params);
 
 // Everything one micro-batch of an unlearning step can use. Only the parts
 // named by the objective's ObjectiveNeeds must be set.

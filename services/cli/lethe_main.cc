@@ -8,6 +8,7 @@
 //   lethe generate --model=DIR --prompt=QUESTION [--max_new_tokens=N]
 //   lethe unlearn --model=DIR --data=DIR --method=NPO --output=DIR
 //                 [--forget_split=forget10] [--retain_split=retain90] [...]
+//                 (the flags of `submit`; one rank, run here)
 //   lethe eval --model=DIR --data=DIR --output=DIR [--forget_split=forget10]
 //              [--retain_logs=RETAIN_EVAL_JSON] [--reference_model=DIR]
 //   lethe tofu-summary --eval=EVAL_JSON [--retain=RETAIN_EVAL_JSON]
@@ -41,7 +42,6 @@
 #include "libs/jobs/job_spec.h"
 #include "libs/metrics/build_info.h"
 #include "libs/status/status_macros.h"
-#include "libs/unlearn/objective.h"
 #include "services/cli/eval_commands.h"
 #include "services/cli/job_commands.h"
 #include "services/cli/model_commands.h"
@@ -70,7 +70,9 @@ ABSL_FLAG(int, batch_size, 0,
           "for eval)");
 ABSL_FLAG(int, grad_accum, 1, "micro-batches per optimizer step");
 ABSL_FLAG(int, max_length, 256, "tokens per example (longer ones truncated)");
-ABSL_FLAG(int, threads, 2, "CPU threads for LibTorch");
+ABSL_FLAG(int, threads, 0,
+          "CPU threads for LibTorch (0: 2 here; submit: each rank's, 0 "
+          "leaving each worker's own)");
 ABSL_FLAG(uint64_t, seed, 1, "seed for data order and initialisation");
 ABSL_FLAG(bool, bf16, false, "bf16 autocast (fast on CPUs with AMX)");
 ABSL_FLAG(bool, bf16_reference, false,
@@ -102,7 +104,8 @@ ABSL_FLAG(std::string, retain_split, "retain90",
 ABSL_FLAG(std::string, method, "NPO",
           "unlearn: GA, GradDiff, NPO, NPO_RT, NPO_KL, SimNPO, IdkDPO, LLMU or "
           "OFMU");
-// Method coefficients: NaN (the default) keeps the method's own default.
+// Method coefficients: NaN (the default) leaves the spec's field absent, so
+// the method's own default applies; any value given, 0 included, is used.
 ABSL_FLAG(double, beta, NAN,
           "unlearn: NPO/DPO inverse temperature (0.1), SimNPO beta (4.5), "
           "OFMU cosine weight (0.1)");
@@ -114,12 +117,15 @@ ABSL_FLAG(std::string, retain_loss, "nll",
           "unlearn: GradDiff's retain term, nll or kl");
 ABSL_FLAG(double, random_answer_weight, NAN,
           "unlearn: LLMU's weight for fitting random answers (1)");
-ABSL_FLAG(int, ofmu_inner_steps, 1, "unlearn: OFMU inner ascent steps T");
-ABSL_FLAG(double, ofmu_inner_learning_rate, 0,
-          "unlearn: OFMU inner step size (0: the scheduled learning rate)");
-ABSL_FLAG(double, ofmu_rho, 0.1, "unlearn: OFMU initial penalty rho");
-ABSL_FLAG(double, ofmu_rho_growth, 1.01,
-          "unlearn: OFMU penalty growth per step (rho_{k+1} = growth * rho_k)");
+ABSL_FLAG(int, ofmu_inner_steps, -1,
+          "unlearn: OFMU inner ascent steps T (-1: the default, 1)");
+ABSL_FLAG(double, ofmu_inner_learning_rate, NAN,
+          "unlearn: OFMU inner step size (0, the default: the scheduled "
+          "learning rate)");
+ABSL_FLAG(double, ofmu_rho, NAN, "unlearn: OFMU initial penalty rho (0.1)");
+ABSL_FLAG(double, ofmu_rho_growth, NAN,
+          "unlearn: OFMU penalty growth per step, rho_{k+1} = growth * rho_k "
+          "(1.01)");
 ABSL_FLAG(bool, ofmu_first_order, false,
           "unlearn: OFMU Hessian-vector products by finite differences "
           "(approximate, first-order memory)");
@@ -129,13 +135,15 @@ ABSL_FLAG(std::string, request_id, "",
           "submit: makes the request idempotent; a retry with the same id "
           "returns the job the first one created");
 ABSL_FLAG(bool, watch, false, "submit: follow the job until it ends");
-ABSL_FLAG(int, world_size, 1, "submit: workers (data-parallel ranks)");
+ABSL_FLAG(int, world_size, 1,
+          "submit: workers (data-parallel ranks); unlearn runs one");
 ABSL_FLAG(bool, evaluate, false,
-          "submit: evaluate the unlearned model (TOFU metrics) at the end");
+          "unlearn, submit: evaluate the unlearned model (TOFU metrics) at "
+          "the end");
 ABSL_FLAG(int, eval_every_epochs, 0,
-          "submit: also evaluate every N epochs (0: only at the end)");
+          "unlearn, submit: also evaluate every N epochs (0: only at the end)");
 ABSL_FLAG(int, checkpoint_every, 0,
-          "submit: checkpoint every N steps (0: only at the end)");
+          "unlearn, submit: checkpoint every N steps (0: only at the end)");
 ABSL_FLAG(int, max_restarts, 2,
           "submit: restarts from the last checkpoint after a failure");
 ABSL_FLAG(int, priority, 0, "submit: higher runs first");
@@ -206,6 +214,12 @@ absl::Status CheckHealth() {
   return absl::OkStatus();
 }
 
+// Threads of a command that computes in this process: --threads, else 2.
+int LocalThreads() {
+  const int threads = absl::GetFlag(FLAGS_threads);
+  return threads > 0 ? threads : 2;
+}
+
 // --batch_size, or `command_default` when it is 0.
 int BatchSizeOr(int command_default) {
   const int batch_size = absl::GetFlag(FLAGS_batch_size);
@@ -221,48 +235,8 @@ TrainingOptions TrainingFromFlags() {
           .per_device_batch_size = BatchSizeOr(4),
           .gradient_accumulation_steps = absl::GetFlag(FLAGS_grad_accum),
           .seed = absl::GetFlag(FLAGS_seed),
-          .threads = absl::GetFlag(FLAGS_threads),
+          .threads = LocalThreads(),
           .bf16_autocast = absl::GetFlag(FLAGS_bf16)};
-}
-
-void OverrideIfSet(double flag, double& value) {
-  if (!std::isnan(flag)) value = flag;
-}
-
-absl::StatusOr<UnlearnCommand> UnlearnFromFlags() {
-  ASSIGN_OR_RETURN(UnlearningMethod method,
-                   ParseUnlearningMethod(absl::GetFlag(FLAGS_method)));
-  ObjectiveParams params = DefaultObjectiveParams(method);
-  OverrideIfSet(absl::GetFlag(FLAGS_beta), params.beta);
-  OverrideIfSet(absl::GetFlag(FLAGS_alpha), params.alpha);
-  OverrideIfSet(absl::GetFlag(FLAGS_gamma), params.gamma);
-  OverrideIfSet(absl::GetFlag(FLAGS_delta), params.delta);
-  OverrideIfSet(absl::GetFlag(FLAGS_random_answer_weight),
-                params.random_answer_weight);
-  const std::string retain_loss = absl::GetFlag(FLAGS_retain_loss);
-  if (retain_loss != "nll" && retain_loss != "kl") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--retain_loss must be nll or kl, got '", retain_loss, "'"));
-  }
-  params.retain_loss = retain_loss == "kl" ? RetainLoss::kKl : RetainLoss::kNll;
-  params.ofmu_inner_steps = absl::GetFlag(FLAGS_ofmu_inner_steps);
-  params.ofmu_inner_learning_rate =
-      absl::GetFlag(FLAGS_ofmu_inner_learning_rate);
-  params.ofmu_rho = absl::GetFlag(FLAGS_ofmu_rho);
-  params.ofmu_rho_growth = absl::GetFlag(FLAGS_ofmu_rho_growth);
-  params.ofmu_first_order = absl::GetFlag(FLAGS_ofmu_first_order);
-  RETURN_IF_ERROR(ValidateObjectiveParams(method, params));
-  return UnlearnCommand{.model_dir = absl::GetFlag(FLAGS_model),
-                        .data_dir = absl::GetFlag(FLAGS_data),
-                        .forget_split = absl::GetFlag(FLAGS_forget_split),
-                        .retain_split = absl::GetFlag(FLAGS_retain_split),
-                        .prompt_template = absl::GetFlag(FLAGS_template),
-                        .output_dir = absl::GetFlag(FLAGS_output),
-                        .max_length = absl::GetFlag(FLAGS_max_length),
-                        .method = method,
-                        .params = params,
-                        .training = TrainingFromFlags(),
-                        .bf16_reference = absl::GetFlag(FLAGS_bf16_reference)};
 }
 
 // lethe-train-tokenizer sits next to lethe in every build and install.
@@ -280,7 +254,7 @@ absl::Status PrepareBenchmarkCommand() {
   options.seed = absl::GetFlag(FLAGS_seed);
   options.base_epochs = absl::GetFlag(FLAGS_base_epochs);
   options.finetune_epochs = absl::GetFlag(FLAGS_finetune_epochs);
-  options.threads = absl::GetFlag(FLAGS_threads);
+  options.threads = LocalThreads();
   options.tokenizer_trainer = absl::GetFlag(FLAGS_tokenizer_trainer);
   if (options.tokenizer_trainer.empty()) {
     options.tokenizer_trainer = DefaultTokenizerTrainer();
@@ -334,17 +308,20 @@ absl::StatusOr<v1::Method> MethodByName(const std::string& name) {
       "' (GA, GradDiff, NPO, NPO_RT, NPO_KL, SimNPO, IdkDPO, LLMU, OFMU)"));
 }
 
-double FlagOrZero(double flag) { return std::isnan(flag) ? 0 : flag; }
+// A method coefficient flag goes into the spec only when it was given
+// (NaN, its default, leaves the field absent: the method's default).
+void SetIfGiven(double flag, void (v1::MethodParams::*set)(double),
+                v1::MethodParams& params) {
+  if (!std::isnan(flag)) (params.*set)(flag);
+}
 
-// The job spec of `lethe submit`: the spec file (JSON or YAML) when given,
-// else the flags.
-absl::StatusOr<v1::JobSpec> SpecForSubmit(
-    const std::vector<std::string>& arguments) {
-  if (arguments.size() == 1) return ReadJobSpecFile(arguments[0]);
+// The one mapping from the run flags to a job spec, shared by `unlearn`
+// (one rank, here) and `submit` (a job on the coordinator's workers). Paths
+// become absolute: a job's workers may run elsewhere.
+absl::StatusOr<v1::JobSpec> JobSpecFromFlags() {
   if (absl::GetFlag(FLAGS_output).empty()) {
     return absl::InvalidArgumentError(
-        "--output (the job's output directory) is required without a spec "
-        "file");
+        "--output (the run's output directory) is required");
   }
   v1::JobSpec spec;
   spec.set_model_dir(AbsolutePath(absl::GetFlag(FLAGS_model)));
@@ -356,19 +333,23 @@ absl::StatusOr<v1::JobSpec> SpecForSubmit(
                    MethodByName(absl::GetFlag(FLAGS_method)));
   spec.set_method(method);
   v1::MethodParams& params = *spec.mutable_method_params();
-  params.set_beta(FlagOrZero(absl::GetFlag(FLAGS_beta)));
-  params.set_alpha(FlagOrZero(absl::GetFlag(FLAGS_alpha)));
-  params.set_gamma(FlagOrZero(absl::GetFlag(FLAGS_gamma)));
-  params.set_delta(FlagOrZero(absl::GetFlag(FLAGS_delta)));
+  SetIfGiven(absl::GetFlag(FLAGS_beta), &v1::MethodParams::set_beta, params);
+  SetIfGiven(absl::GetFlag(FLAGS_alpha), &v1::MethodParams::set_alpha, params);
+  SetIfGiven(absl::GetFlag(FLAGS_gamma), &v1::MethodParams::set_gamma, params);
+  SetIfGiven(absl::GetFlag(FLAGS_delta), &v1::MethodParams::set_delta, params);
+  SetIfGiven(absl::GetFlag(FLAGS_random_answer_weight),
+             &v1::MethodParams::set_random_answer_weight, params);
+  SetIfGiven(absl::GetFlag(FLAGS_ofmu_inner_learning_rate),
+             &v1::MethodParams::set_ofmu_inner_learning_rate, params);
+  SetIfGiven(absl::GetFlag(FLAGS_ofmu_rho), &v1::MethodParams::set_ofmu_rho,
+             params);
+  SetIfGiven(absl::GetFlag(FLAGS_ofmu_rho_growth),
+             &v1::MethodParams::set_ofmu_rho_growth, params);
+  if (absl::GetFlag(FLAGS_ofmu_inner_steps) >= 0) {
+    params.set_ofmu_inner_steps(absl::GetFlag(FLAGS_ofmu_inner_steps));
+  }
+  if (absl::GetFlag(FLAGS_ofmu_first_order)) params.set_ofmu_first_order(true);
   params.set_retain_loss(absl::GetFlag(FLAGS_retain_loss));
-  params.set_random_answer_weight(
-      FlagOrZero(absl::GetFlag(FLAGS_random_answer_weight)));
-  params.set_ofmu_inner_steps(absl::GetFlag(FLAGS_ofmu_inner_steps));
-  params.set_ofmu_inner_learning_rate(
-      absl::GetFlag(FLAGS_ofmu_inner_learning_rate));
-  params.set_ofmu_rho(absl::GetFlag(FLAGS_ofmu_rho));
-  params.set_ofmu_rho_growth(absl::GetFlag(FLAGS_ofmu_rho_growth));
-  params.set_ofmu_first_order(absl::GetFlag(FLAGS_ofmu_first_order));
   v1::OptimizerSpec& optimizer = *spec.mutable_optimizer();
   optimizer.set_learning_rate(absl::GetFlag(FLAGS_learning_rate));
   optimizer.set_weight_decay(absl::GetFlag(FLAGS_weight_decay));
@@ -379,6 +360,11 @@ absl::StatusOr<v1::JobSpec> SpecForSubmit(
   spec.set_per_device_batch_size(BatchSizeOr(4));
   spec.set_gradient_accumulation_steps(absl::GetFlag(FLAGS_grad_accum));
   spec.set_world_size(absl::GetFlag(FLAGS_world_size));
+  // Without --threads a job's ranks use their workers' thread counts.
+  spec.set_threads_per_worker(absl::GetFlag(FLAGS_threads));
+  spec.set_max_length(absl::GetFlag(FLAGS_max_length));
+  spec.set_precision(absl::GetFlag(FLAGS_bf16) ? v1::BF16_AUTOCAST : v1::FP32);
+  spec.set_bf16_reference(absl::GetFlag(FLAGS_bf16_reference));
   if (absl::GetFlag(FLAGS_evaluate) ||
       !absl::GetFlag(FLAGS_retain_logs).empty()) {
     spec.mutable_evaluation()->set_every_epochs(
@@ -393,6 +379,28 @@ absl::StatusOr<v1::JobSpec> SpecForSubmit(
       absl::GetFlag(FLAGS_max_restarts));
   spec.set_priority(absl::GetFlag(FLAGS_priority));
   return spec;
+}
+
+// The job spec of `lethe submit`: the spec file (JSON or YAML) when given,
+// else the flags.
+absl::StatusOr<v1::JobSpec> SpecForSubmit(
+    const std::vector<std::string>& arguments) {
+  if (arguments.size() == 1) return ReadJobSpecFile(arguments[0]);
+  return JobSpecFromFlags();
+}
+
+// `lethe unlearn`: the flags' spec, run here as one rank.
+absl::Status Unlearn() {
+  ASSIGN_OR_RETURN(v1::JobSpec spec, JobSpecFromFlags());
+  if (spec.world_size() > 1) {
+    return absl::InvalidArgumentError(
+        "--world_size: lethe unlearn runs one rank; submit the job (lethe "
+        "submit) to run it on several workers");
+  }
+  spec.set_threads_per_worker(LocalThreads());
+  spec = JobSpecWithDefaults(std::move(spec));
+  RETURN_IF_ERROR(ValidateJobSpec(spec));
+  return RunUnlearn(spec);
 }
 
 // "7" -> "jobs/7"; names pass through.
@@ -517,10 +525,9 @@ int Main(int argc, char** argv) {
                           .question = absl::GetFlag(FLAGS_prompt),
                           .prompt_template = absl::GetFlag(FLAGS_template),
                           .max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens),
-                          .threads = absl::GetFlag(FLAGS_threads)});
+                          .threads = LocalThreads()});
   } else if (command == "unlearn") {
-    absl::StatusOr<UnlearnCommand> unlearn = UnlearnFromFlags();
-    status = unlearn.ok() ? RunUnlearn(*unlearn) : unlearn.status();
+    status = Unlearn();
   } else if (command == "eval") {
     status =
         RunEval({.model_dir = absl::GetFlag(FLAGS_model),
@@ -532,7 +539,7 @@ int Main(int argc, char** argv) {
                  .output_dir = absl::GetFlag(FLAGS_output),
                  .batch_size = BatchSizeOr(32),
                  .max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens),
-                 .threads = absl::GetFlag(FLAGS_threads)},
+                 .threads = LocalThreads()},
                 std::cout);
   } else if (command == "tofu-summary") {
     if (absl::GetFlag(FLAGS_eval).empty()) {

@@ -1,5 +1,6 @@
 // The model commands of the `lethe` CLI: fine-tune a model on a TOFU split,
-// unlearn a forget split from it, generate an answer greedily. Each returns
+// unlearn a forget split from it (a job spec run here), generate an answer
+// greedily. Each returns
 // a Status that lethe_main.cc prints; options come from its flags.
 #ifndef LETHE_SERVICES_CLI_MODEL_COMMANDS_H_
 #define LETHE_SERVICES_CLI_MODEL_COMMANDS_H_
@@ -7,7 +8,7 @@
 #include <string>
 
 #include "absl/status/status.h"
-#include "libs/unlearn/objective.h"
+#include "lethe/v1/job.pb.h"
 #include "libs/unlearn/trainer.h"
 
 namespace lethe {
@@ -26,25 +27,14 @@ struct FinetuneCommand {
 // output_dir/training_log.json (one record per optimizer step).
 absl::Status RunFinetune(const FinetuneCommand& command);
 
-struct UnlearnCommand {
-  std::string model_dir;  // Hugging Face layout with tokenizer.model.
-  std::string data_dir;
-  std::string forget_split = "forget10";
-  std::string retain_split = "retain90";
-  std::string prompt_template = "plain";
-  std::string output_dir;
-  int max_length = 256;
-  UnlearningMethod method = UnlearningMethod::kNpo;
-  ObjectiveParams params;
-  TrainingOptions training;
-  bool bf16_reference = false;  // The KL terms' frozen reference in bf16.
-};
-
-// Unlearns forget_split from the model and writes output_dir (weights,
-// config.json, tokenizer.model), output_dir/unlearning_log.json (the run's
-// settings and every step's loss components) and, for methods with a
-// reference, output_dir/reference_log_probs.json (reused by a rerun).
-absl::Status RunUnlearn(const UnlearnCommand& command);
+// Runs `spec` (completed and checked: JobSpecWithDefaults, ValidateJobSpec)
+// here as one rank with RunJobSpec (libs/run/job_run.h), printing progress:
+// the model goes to <output_dir>/model, the log of every step to
+// <output_dir>/unlearning_log.json, checkpoints to <output_dir>/checkpoints
+// (a rerun resumes from the newest), the reference log-prob cache to
+// <output_dir>/reference_log_probs.json (reused by a rerun) and, with
+// spec.evaluation, TOFU_EVAL.json and TOFU_SUMMARY.json to <output_dir>/eval.
+absl::Status RunUnlearn(const lethe::v1::JobSpec& spec);
 
 struct GenerateCommand {
   std::string model_dir;

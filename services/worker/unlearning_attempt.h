@@ -1,15 +1,10 @@
-// One rank's share of one attempt at an unlearning job: joins the attempt's
-// process group (Gloo, or NCCL when the spec asks for it and the build has
-// it), loads the model (onto the attempt's device), tokenizer and data the
-// spec names, shares one reference log-prob cache between the ranks, and runs
-// the method data-parallel (each rank takes every world_size-th example;
-// gradients are averaged before every step). Checkpoints go to
-// <output_dir>/checkpoints and a restarted attempt resumes from the newest.
-// Evaluations (every N epochs and at the end, when the spec asks for them)
-// run sharded across the ranks, each scoring and generating its share of the
-// questions. Rank 0 reports progress and the evaluations, writes the
-// unlearned model to <output_dir>/model and TOFU_EVAL.json and
-// TOFU_SUMMARY.json to <output_dir>/eval.
+// One rank's share of one attempt at an unlearning job: checks that the
+// worker's device is the spec's, joins the attempt's process group (Gloo, or
+// NCCL when the spec asks for it and the build has it; rank 0 hosts the
+// rendezvous store) and runs the spec with RunJobSpec (libs/run/job_run.h:
+// the run itself, its checkpoints, evaluations and outputs), each rank
+// taking every world_size-th example. Rank 0 reports every step's progress,
+// each evaluation and the end (the model's directory) to the coordinator.
 //
 //   lethe::v1::Attempt attempt = ...;  // from the coordinator
 //   absl::Status status = RunUnlearningAttempt(attempt, report);
@@ -22,7 +17,6 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "lethe/v1/worker_service.pb.h"
-#include "libs/unlearn/objective.h"
 
 namespace lethe {
 
@@ -41,17 +35,6 @@ absl::Status RunUnlearningAttempt(const lethe::v1::Attempt& attempt,
 // ParseComputeDevice rejects or a GPU index this machine lacks;
 // FAILED_PRECONDITION for CUDA in a LibTorch built without it (Debian's).
 absl::StatusOr<std::string> CheckComputeDevice(const std::string& device);
-
-// The spec's method with its coefficients: fields left at 0 take the
-// method's defaults (DefaultObjectiveParams).
-absl::StatusOr<UnlearningMethod> MethodFromSpec(lethe::v1::Method method);
-ObjectiveParams ObjectiveParamsFromSpec(UnlearningMethod method,
-                                        const lethe::v1::MethodParams& params);
-
-// Where the attempt's outputs go under the spec's output_dir.
-std::string ModelOutputDir(const lethe::v1::JobSpec& spec);
-std::string CheckpointDir(const lethe::v1::JobSpec& spec);
-std::string EvalOutputDir(const lethe::v1::JobSpec& spec);
 
 }  // namespace lethe
 

@@ -42,6 +42,7 @@ build() {
                  libs/model/safetensors.cc libs/model/hf_checkpoint.cc
                  libs/data/qa_batch.cc libs/data/sharding.cc
                  libs/unlearn/sequence_loss.cc libs/unlearn/objective.cc
+                 libs/unlearn/objective_params.cc
                  libs/unlearn/ofmu.cc libs/unlearn/reference_cache.cc
                  libs/unlearn/checkpoint.cc libs/unlearn/trainer.cc
                  libs/unlearn/unlearning_run.cc libs/dist/collective_group.cc

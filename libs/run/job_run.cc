@@ -1,0 +1,348 @@
+#include "libs/run/job_run.h"
+
+#include <google/protobuf/util/json_util.h>
+
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "libs/data/qa_example.h"
+#include "libs/data/tofu_dataset.h"
+#include "libs/eval/tofu_evaluator.h"
+#include "libs/eval/tofu_summary.h"
+#include "libs/files/file_io.h"
+#include "libs/jobs/job_spec.h"
+#include "libs/model/hf_checkpoint.h"
+#include "libs/status/status_macros.h"
+#include "libs/status/torch_status.h"
+#include "libs/tokenizer/tokenizer.h"
+#include "libs/unlearn/reference_cache.h"
+#include "libs/unlearn/unlearning_run.h"
+#include "nlohmann/json.hpp"
+
+namespace lethe {
+namespace {
+
+// Everything the ranks load before training.
+struct RunInputs {
+  std::unique_ptr<Tokenizer> tokenizer;
+  PromptTemplate prompt_template;
+  std::shared_ptr<LlamaForCausalLM> model;
+  UnlearningData data;
+};
+
+absl::StatusOr<RunInputs> LoadInputs(const v1::JobSpec& spec,
+                                     UnlearningMethod method,
+                                     const ObjectiveParams& params) {
+  RunInputs inputs;
+  ASSIGN_OR_RETURN(inputs.tokenizer, Tokenizer::Load(spec.tokenizer_path()));
+  ASSIGN_OR_RETURN(inputs.prompt_template,
+                   PromptTemplateByName(spec.prompt_template()));
+  const ObjectiveNeeds needs = MethodNeeds(method, params);
+  ASSIGN_OR_RETURN(std::vector<TofuRecord> forget,
+                   ReadTofuSplit(spec.data_dir(), spec.forget_split()));
+  std::vector<TofuRecord> retain;
+  if (needs.retain_batch || method == UnlearningMethod::kLlmu) {
+    ASSIGN_OR_RETURN(retain,
+                     ReadTofuSplit(spec.data_dir(), spec.retain_split()));
+  }
+  std::vector<TofuRecord> alternate;
+  if (method == UnlearningMethod::kIdkDpo) {
+    alternate = RefusalAlternates(forget, spec.optimizer().seed());
+  } else if (method == UnlearningMethod::kLlmu) {
+    alternate = RandomAnswerAlternates(forget, retain, spec.optimizer().seed());
+  }
+  auto tokenize = [&](const std::vector<TofuRecord>& records) {
+    return TokenizeRecords(*inputs.tokenizer, inputs.prompt_template, records,
+                           spec.max_length());
+  };
+  inputs.data.pad_id = inputs.tokenizer->eos_id();
+  ASSIGN_OR_RETURN(inputs.data.forget, tokenize(forget));
+  if (needs.retain_batch) {
+    ASSIGN_OR_RETURN(inputs.data.retain, tokenize(retain));
+  }
+  ASSIGN_OR_RETURN(inputs.data.alternate, tokenize(alternate));
+  ASSIGN_OR_RETURN(inputs.model, LoadLlamaCheckpoint(spec.model_dir()));
+  return inputs;
+}
+
+// Rank 0 computes (or finds) the reference log-probs the method needs and
+// writes them where RunUnlearning reads them, so the other ranks load them
+// instead of computing them again.
+absl::Status PrepareReferenceCache(LlamaForCausalLM& model,
+                                   const UnlearningData& data,
+                                   const std::string& path) {
+  auto ensure = [&](const std::vector<QaExample>& examples,
+                    const std::string& file) -> absl::Status {
+    if (ReferenceLogProbCache::Load(file, examples).ok()) {
+      return absl::OkStatus();
+    }
+    ASSIGN_OR_RETURN(
+        ReferenceLogProbCache cache,
+        ReferenceLogProbCache::Compute(model, examples, data.pad_id));
+    return cache.Save(file);
+  };
+  RETURN_IF_ERROR(ensure(data.forget, path));
+  if (!data.alternate.empty()) {
+    RETURN_IF_ERROR(ensure(data.alternate, path + ".alternate"));
+  }
+  return absl::OkStatus();
+}
+
+// Evaluates the model on the spec's TOFU splits and returns the summary's
+// numeric entries (forget_quality, model_utility, ...). With a group, every
+// rank must call it at the same point: each evaluates its share and the
+// shares are gathered over the group, so all ranks return the same summary;
+// rank 0 alone writes the evaluation files.
+absl::StatusOr<std::map<std::string, double>> Evaluate(const v1::JobSpec& spec,
+                                                       RunInputs& inputs,
+                                                       CollectiveGroup* group) {
+  ASSIGN_OR_RETURN(TofuEvalData data,
+                   ReadTofuEvalData(spec.data_dir(), spec.forget_split()));
+  std::optional<nlohmann::ordered_json> retain_log;
+  if (!spec.evaluation().retain_logs_path().empty()) {
+    ASSIGN_OR_RETURN(retain_log,
+                     ReadTofuEvalLog(spec.evaluation().retain_logs_path()));
+  }
+  TofuEvalOptions options;
+  if (group != nullptr) {
+    options.sharding = {.rank = group->rank(),
+                        .world_size = group->world_size(),
+                        .all_gather = [group](const std::string& mine) {
+                          return group->AllGatherBytes(mine);
+                        }};
+  }
+  TofuEvaluator evaluator(*inputs.model, *inputs.tokenizer,
+                          inputs.prompt_template, std::move(options));
+  ASSIGN_OR_RETURN(
+      TofuEvalResult result,
+      evaluator.Evaluate(data, retain_log ? &*retain_log : nullptr));
+  inputs.model->train();
+  if (group == nullptr || group->rank() == 0) {
+    RETURN_IF_ERROR(WriteTofuEvalFiles(result, EvalOutputDir(spec)));
+  }
+  std::map<std::string, double> summary;
+  for (const auto& [name, value] : result.summary.items()) {
+    if (value.is_number()) summary[name] = value.get<double>();
+  }
+  return summary;
+}
+
+TrainingOptions TrainingFromSpec(const v1::JobSpec& spec,
+                                 const RunContext& context) {
+  TrainingOptions training;
+  training.learning_rate = spec.optimizer().learning_rate();
+  training.weight_decay = spec.optimizer().weight_decay();
+  training.warmup_epochs = spec.optimizer().warmup_epochs();
+  training.max_grad_norm = spec.optimizer().max_grad_norm();
+  training.seed = spec.optimizer().seed();
+  training.num_epochs = spec.num_epochs();
+  training.max_steps = spec.max_steps();
+  training.per_device_batch_size = spec.per_device_batch_size();
+  training.gradient_accumulation_steps = spec.gradient_accumulation_steps();
+  training.threads = spec.threads_per_worker();
+  training.bf16_autocast = spec.precision() == v1::BF16_AUTOCAST;
+  training.rank = context.rank;
+  training.world_size = context.world_size;
+  training.checkpoint.dir = CheckpointDir(spec);
+  training.checkpoint.every_steps = spec.checkpoint().every_steps();
+  training.checkpoint.keep_last =
+      spec.checkpoint().keep_last() > 0 ? spec.checkpoint().keep_last() : 2;
+  training.checkpoint.write = context.rank == 0;
+  return training;
+}
+
+// <output_dir>/unlearning_log.json: what ran and every step of this call.
+absl::Status WriteRunLog(const v1::JobSpec& spec, UnlearningMethod method,
+                         const TrainingSummary& summary) {
+  std::string spec_json;
+  google::protobuf::util::JsonPrintOptions print;
+  print.preserve_proto_field_names = true;
+  if (!google::protobuf::util::MessageToJsonString(spec, &spec_json, print)
+           .ok()) {
+    return absl::InternalError("cannot print the job spec as JSON");
+  }
+  const std::string path = spec.output_dir() + "/unlearning_log.json";
+  nlohmann::json steps = nlohmann::json::array();
+  if (summary.resumed_from_step > 0) {
+    // Keep the steps the interrupted run logged up to the checkpoint.
+    const absl::StatusOr<std::string> previous = ReadFileToString(path);
+    const nlohmann::json old =
+        previous.ok() ? nlohmann::json::parse(*previous, nullptr, false)
+                      : nlohmann::json();
+    if (old.is_object() && old.contains("steps") && old["steps"].is_array()) {
+      for (const nlohmann::json& step : old["steps"]) {
+        if (step.value("step", int64_t{0}) <= summary.resumed_from_step) {
+          steps.push_back(step);
+        }
+      }
+    }
+  }
+  for (const StepRecord& step : summary.steps) {
+    steps.push_back(StepRecordJson(step));
+  }
+  const nlohmann::json log = {{"method", UnlearningMethodName(method)},
+                              {"spec", nlohmann::json::parse(spec_json)},
+                              {"total_steps", summary.total_steps},
+                              {"resumed_from_step", summary.resumed_from_step},
+                              {"seconds", summary.seconds},
+                              {"steps", steps}};
+  return WriteFileAtomically(path, log.dump(1) + "\n");
+}
+
+}  // namespace
+
+nlohmann::json StepRecordJson(const StepRecord& step) {
+  nlohmann::json json = {
+      {"step", step.step},           {"epoch", step.epoch},
+      {"loss", step.loss},           {"learning_rate", step.learning_rate},
+      {"grad_norm", step.grad_norm}, {"tokens", step.tokens},
+      {"seconds", step.seconds}};
+  if (!step.components.empty()) json["components"] = step.components;
+  return json;
+}
+
+std::string ModelOutputDir(const v1::JobSpec& spec) {
+  return spec.output_dir() + "/model";
+}
+std::string CheckpointDir(const v1::JobSpec& spec) {
+  return spec.output_dir() + "/checkpoints";
+}
+std::string EvalOutputDir(const v1::JobSpec& spec) {
+  return spec.output_dir() + "/eval";
+}
+
+absl::Status SaveModelWithTokenizer(LlamaForCausalLM& model,
+                                    const std::string& tokenizer_path,
+                                    const std::string& output_dir) {
+  RETURN_IF_ERROR(SaveLlamaCheckpoint(model, output_dir, {}));
+  std::error_code error;
+  std::filesystem::copy_file(tokenizer_path, output_dir + "/tokenizer.model",
+                             std::filesystem::copy_options::overwrite_existing,
+                             error);
+  if (error) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "copying ", tokenizer_path, " to ", output_dir, ": ", error.message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<JobRunResult> RunJobSpec(const v1::JobSpec& given,
+                                        const RunContext& context,
+                                        const RunCallbacks& callbacks) {
+  // A job stored before a field existed runs with that field's default.
+  const v1::JobSpec spec = JobSpecWithDefaults(given);
+  const int rank = context.rank;
+  const int world_size = std::max(1, context.world_size);
+  CollectiveGroup* group = world_size > 1 ? context.group : nullptr;
+  if (world_size > 1 && group == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a run of ", world_size, " ranks needs their process group"));
+  }
+  auto log = [&](const std::string& line) {
+    if (rank == 0 && callbacks.log) callbacks.log(line);
+  };
+  ASSIGN_OR_RETURN(const UnlearningMethod method,
+                   MethodFromSpec(spec.method()));
+  const ObjectiveParams params =
+      ObjectiveParamsFromSpec(method, spec.method_params());
+  RETURN_IF_ERROR(ValidateObjectiveParams(method, params));
+  if (spec.threads_per_worker() > 0) {
+    at::set_num_threads(spec.threads_per_worker());
+  }
+
+  ASSIGN_OR_RETURN(RunInputs inputs, LoadInputs(spec, method, params));
+  RETURN_IF_ERROR(
+      CallTorch(absl::StrCat("moving the model to ", context.device.str()),
+                [&] { inputs.model->to(context.device); }));
+  log(absl::StrFormat(
+      "unlearning %s/%s from %s (%.2fM parameters) with %s: %d forget, %d "
+      "retain examples, %d rank%s",
+      spec.data_dir(), spec.forget_split(), spec.model_dir(),
+      inputs.model->NumParameters() / 1e6, UnlearningMethodName(method),
+      inputs.data.forget.size(), inputs.data.retain.size(), world_size,
+      world_size == 1 ? "" : "s"));
+  std::error_code error;
+  std::filesystem::create_directories(CheckpointDir(spec), error);
+  if (error) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("creating ", CheckpointDir(spec), ": ", error.message()));
+  }
+  const std::string reference_cache_path =
+      spec.output_dir() + "/reference_log_probs.json";
+  const ObjectiveNeeds needs = MethodNeeds(method, params);
+  double reference_cache_seconds = 0;
+  if (needs.reference_log_probs) {
+    if (rank == 0) {
+      const absl::Time start = absl::Now();
+      RETURN_IF_ERROR(PrepareReferenceCache(*inputs.model, inputs.data,
+                                            reference_cache_path));
+      reference_cache_seconds = absl::ToDoubleSeconds(absl::Now() - start);
+    }
+    if (group != nullptr) RETURN_IF_ERROR(group->Barrier());
+  }
+
+  UnlearningOptions options{.method = method,
+                            .params = params,
+                            .training = TrainingFromSpec(spec, context),
+                            .bf16_reference = spec.bf16_reference(),
+                            .reference_cache_path = needs.reference_log_probs
+                                                        ? reference_cache_path
+                                                        : ""};
+  UnlearningHooks hooks;
+  double allreduce_seconds = 0;  // In the current step.
+  if (group != nullptr) {
+    hooks.training.reduce_gradients = [&](std::vector<at::Tensor>& tensors) {
+      const absl::Time start = absl::Now();
+      const absl::Status status = group->AllReduceMean(tensors);
+      allreduce_seconds += absl::ToDoubleSeconds(absl::Now() - start);
+      return status;
+    };
+    hooks.averager = hooks.training.reduce_gradients;
+  }
+  int64_t last_step = 0;
+  hooks.training.on_step = [&](const StepRecord& step) -> absl::Status {
+    last_step = step.step;
+    RunStep run_step{
+        .record = step,
+        .allreduce_seconds = std::exchange(allreduce_seconds, 0),
+        .reference_cache_seconds = std::exchange(reference_cache_seconds, 0)};
+    return callbacks.on_step ? callbacks.on_step(run_step) : absl::OkStatus();
+  };
+  JobRunResult result;
+  int64_t evaluated_step = -1;  // The step result.evaluation measured.
+  const int every_epochs = spec.evaluation().every_epochs();
+  if (spec.has_evaluation() && every_epochs > 0) {
+    hooks.training.on_epoch_end = [&](int epoch) -> absl::Status {
+      if ((epoch + 1) % every_epochs != 0) return absl::OkStatus();
+      ASSIGN_OR_RETURN(result.evaluation, Evaluate(spec, inputs, group));
+      evaluated_step = last_step;
+      return callbacks.on_evaluation
+                 ? callbacks.on_evaluation(epoch + 1, result.evaluation)
+                 : absl::OkStatus();
+    };
+  }
+
+  ASSIGN_OR_RETURN(result.training,
+                   RunUnlearning(*inputs.model, inputs.data, options, hooks));
+  // Every rank takes part in the final evaluation, unless the last epoch's
+  // periodic one already measured this model (every rank saw the same steps,
+  // so all of them skip it alike).
+  if (spec.has_evaluation() && evaluated_step != result.training.total_steps) {
+    ASSIGN_OR_RETURN(result.evaluation, Evaluate(spec, inputs, group));
+  }
+  if (rank != 0) return result;
+  result.model_dir = ModelOutputDir(spec);
+  RETURN_IF_ERROR(SaveModelWithTokenizer(*inputs.model, spec.tokenizer_path(),
+                                         result.model_dir));
+  RETURN_IF_ERROR(WriteRunLog(spec, method, result.training));
+  return result;
+}
+
+}  // namespace lethe

@@ -1,0 +1,108 @@
+// One unlearning run, described by a JobSpec: the one path from a spec to an
+// unlearned model. `lethe unlearn` calls it with one rank; each rank of a
+// job's attempt (services/worker) calls it with the attempt's group.
+//
+//   v1::JobSpec spec = JobSpecWithDefaults(...);
+//   RETURN_IF_ERROR(ValidateJobSpec(spec));
+//   ASSIGN_OR_RETURN(JobRunResult result,
+//                    RunJobSpec(spec, {.rank = 0, .world_size = 1}, {}));
+//
+// It loads the tokenizer, prompt template, the forget split (and the retain
+// split and alternate answers when the method needs them), tokenised to
+// spec.max_length, and the model (onto context.device); rank 0 computes the
+// reference log-prob cache (<output_dir>/reference_log_probs.json, reused
+// when it matches) and the other ranks wait for it; then it runs the method
+// (libs/unlearn/unlearning_run.h) with checkpoints in
+// <output_dir>/checkpoints, resuming from the newest one. With
+// spec.evaluation it evaluates every evaluation.every_epochs epochs and at
+// the end (sharded across the ranks; the end's is skipped when the last
+// epoch's already measured the final model). Rank 0 writes the model and
+// its tokenizer to <output_dir>/model, TOFU_EVAL.json and TOFU_SUMMARY.json
+// to <output_dir>/eval, and <output_dir>/unlearning_log.json (the method,
+// the spec and every step of the run: a resumed run keeps the steps the
+// earlier log holds up to its checkpoint).
+//
+// The spec should have passed ValidateJobSpec; fields left at zero take
+// JobSpecWithDefaults' values (a job stored before a field existed runs
+// with its default). What is read from disk is checked again and errors
+// name the file. Every rank must call RunJobSpec with the same spec.
+#ifndef LETHE_LIBS_RUN_JOB_RUN_H_
+#define LETHE_LIBS_RUN_JOB_RUN_H_
+
+#include <torch/types.h>
+
+#include <functional>
+#include <map>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "lethe/v1/job.pb.h"
+#include "libs/dist/collective_group.h"
+#include "libs/model/llama_model.h"
+#include "libs/unlearn/trainer.h"
+#include "nlohmann/json.hpp"
+
+namespace lethe {
+
+// Where this rank runs.
+struct RunContext {
+  int rank = 0;
+  int world_size = 1;
+  // The ranks' process group; required when world_size > 1, else ignored.
+  CollectiveGroup* group = nullptr;
+  at::Device device = at::kCPU;
+};
+
+// One optimizer step as seen by this rank.
+struct RunStep {
+  StepRecord record;
+  double allreduce_seconds = 0;  // Gradient all-reduce within the step.
+  // Computing the reference log-prob cache before the first step (rank 0,
+  // first step of this call only; 0 otherwise).
+  double reference_cache_seconds = 0;
+};
+
+struct RunCallbacks {
+  // After every optimizer step, on every rank. An error stops the run and
+  // is returned (e.g. CANCELLED when the coordinator asked to stop).
+  std::function<absl::Status(const RunStep&)> on_step;
+  // After each periodic evaluation, on every rank, with its summary's
+  // numeric entries (forget_quality, model_utility, ...); `epoch` 1-based.
+  std::function<absl::Status(int epoch,
+                             const std::map<std::string, double>& summary)>
+      on_evaluation;
+  // Lines for people about the run's phases (rank 0 only).
+  std::function<void(const std::string& line)> log;
+};
+
+struct JobRunResult {
+  TrainingSummary training;
+  // The last evaluation's numeric summary; empty without spec.evaluation.
+  std::map<std::string, double> evaluation;
+  std::string model_dir;  // Written by rank 0; empty on other ranks.
+};
+
+absl::StatusOr<JobRunResult> RunJobSpec(const v1::JobSpec& spec,
+                                        const RunContext& context,
+                                        const RunCallbacks& callbacks);
+
+// Where a run's outputs go under spec.output_dir.
+std::string ModelOutputDir(const v1::JobSpec& spec);
+std::string CheckpointDir(const v1::JobSpec& spec);
+std::string EvalOutputDir(const v1::JobSpec& spec);
+
+// One step of a training log (unlearning_log.json, training_log.json):
+// step, epoch, loss, learning_rate, grad_norm, tokens, seconds and the
+// loss components.
+nlohmann::json StepRecordJson(const StepRecord& step);
+
+// Writes `model` (Hugging Face layout) and a copy of the tokenizer file it
+// was trained with, as <output_dir>/tokenizer.model.
+absl::Status SaveModelWithTokenizer(LlamaForCausalLM& model,
+                                    const std::string& tokenizer_path,
+                                    const std::string& output_dir);
+
+}  // namespace lethe
+
+#endif  // LETHE_LIBS_RUN_JOB_RUN_H_

@@ -1,0 +1,216 @@
+#include "libs/run/job_run.h"
+
+#include <torch/types.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "libs/data/tofu_dataset.h"
+#include "libs/eval/tofu_eval_fixture.h"
+#include "libs/files/file_io.h"
+#include "libs/jobs/job_spec.h"
+#include "libs/model/hf_checkpoint.h"
+#include "libs/model/llama_model.h"
+#include "nlohmann/json.hpp"
+
+namespace lethe {
+namespace {
+
+// A tiny random model and tiny TOFU data, made once for every test;
+// forget10 and retain90 are the fixture's sets under the names jobs use.
+struct Inputs {
+  std::string model_dir;
+  std::string data_dir;
+};
+
+const Inputs& SharedInputs() {
+  static const Inputs* inputs = [] {
+    const std::string root = testing::TempDir() + "/job_run_inputs";
+    std::filesystem::remove_all(root);
+    auto* made = new Inputs{root + "/model", root + "/data"};
+    EXPECT_TRUE(WriteTinyTofuModel(made->model_dir, 5).ok());
+    EXPECT_TRUE(WriteTinyTofuData(made->data_dir, 8).ok());
+    std::filesystem::copy_file(made->data_dir + "/forget10_perturbed.json",
+                               made->data_dir + "/forget10.json");
+    std::filesystem::copy_file(made->data_dir + "/retain_perturbed.json",
+                               made->data_dir + "/retain90.json");
+    return made;
+  }();
+  return *inputs;
+}
+
+// A completed, valid NPO_RT spec writing to a fresh `name` directory.
+v1::JobSpec TinySpec(const std::string& name, v1::Method method) {
+  const std::string output = testing::TempDir() + "/job_run/" + name;
+  std::filesystem::remove_all(output);
+  std::filesystem::create_directories(output);
+  v1::JobSpec spec;
+  spec.set_model_dir(SharedInputs().model_dir);
+  spec.set_data_dir(SharedInputs().data_dir);
+  spec.set_forget_split("forget10");
+  spec.set_method(method);
+  spec.mutable_optimizer()->set_learning_rate(1e-2);
+  spec.mutable_optimizer()->set_max_grad_norm(1);
+  spec.mutable_optimizer()->set_seed(4);
+  spec.set_num_epochs(2);
+  spec.set_per_device_batch_size(1);
+  spec.set_threads_per_worker(1);
+  spec.set_output_dir(output);
+  return JobSpecWithDefaults(spec);
+}
+
+std::vector<at::Tensor> Weights(const std::string& model_dir) {
+  absl::StatusOr<std::shared_ptr<LlamaForCausalLM>> model =
+      LoadLlamaCheckpoint(model_dir);
+  EXPECT_TRUE(model.ok()) << model.status();
+  std::vector<at::Tensor> weights;
+  if (model.ok()) {
+    for (const auto& parameter : (*model)->named_parameters()) {
+      weights.push_back(parameter.value().detach().clone());
+    }
+  }
+  return weights;
+}
+
+// The largest absolute difference between two models' parameters.
+double MaxDifference(const std::vector<at::Tensor>& a,
+                     const std::vector<at::Tensor>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double max = 0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+    max = std::max(max, (a[i] - b[i]).abs().max().item<double>());
+  }
+  return max;
+}
+
+absl::StatusOr<JobRunResult> ValidateAndRun(
+    const v1::JobSpec& spec, const RunCallbacks& callbacks = {}) {
+  const absl::Status valid = ValidateJobSpec(spec);
+  if (!valid.ok()) return valid;
+  return RunJobSpec(spec, {}, callbacks);
+}
+
+TEST(RunJobSpecTest, WritesTheModelItsTokenizerTheLogAndTheReferenceCache) {
+  const v1::JobSpec spec = TinySpec("outputs", v1::NPO_RT);
+  int steps_seen = 0;
+  double reference_seconds = -1;
+  std::vector<std::string> lines;
+  absl::StatusOr<JobRunResult> result = ValidateAndRun(
+      spec, {.on_step =
+                 [&](const RunStep& step) {
+                   ++steps_seen;
+                   if (step.record.step == 1) {
+                     reference_seconds = step.reference_cache_seconds;
+                   } else {
+                     EXPECT_EQ(step.reference_cache_seconds, 0);
+                   }
+                   return absl::OkStatus();
+                 },
+             .log = [&](const std::string& line) { lines.push_back(line); }});
+  ASSERT_TRUE(result.ok()) << result.status();
+  absl::StatusOr<std::vector<TofuRecord>> forget =
+      ReadTofuSplit(spec.data_dir(), spec.forget_split());
+  ASSERT_TRUE(forget.ok()) << forget.status();
+  ASSERT_GE(forget->size(), 2u);
+  const int64_t steps = 2 * forget->size();  // Two epochs, batches of 1.
+  EXPECT_EQ(result->training.total_steps, steps);
+  EXPECT_EQ(steps_seen, steps);
+  EXPECT_GT(reference_seconds, 0) << "NPO_RT computes the reference cache";
+  EXPECT_EQ(result->model_dir, spec.output_dir() + "/model");
+  EXPECT_TRUE(result->evaluation.empty()) << "the spec asks for none";
+  EXPECT_GT(MaxDifference(Weights(result->model_dir),
+                          Weights(SharedInputs().model_dir)),
+            1e-4)
+      << "the run did not train";
+  EXPECT_EQ(ReadFileToString(result->model_dir + "/tokenizer.model").value(),
+            ReadFileToString(spec.tokenizer_path()).value());
+  EXPECT_TRUE(
+      std::filesystem::exists(spec.output_dir() + "/reference_log_probs.json"));
+  ASSERT_FALSE(lines.empty());
+  EXPECT_NE(
+      lines[0].find(absl::StrCat("with NPO_RT: ", forget->size(), " forget")),
+      std::string::npos)
+      << lines[0];
+
+  const nlohmann::json log = nlohmann::json::parse(
+      ReadFileToString(spec.output_dir() + "/unlearning_log.json").value());
+  EXPECT_EQ(log["method"], "NPO_RT");
+  EXPECT_EQ(log["spec"]["output_dir"], spec.output_dir());
+  ASSERT_EQ(log["steps"].size(), static_cast<size_t>(steps));
+  EXPECT_NEAR(log["steps"][0]["components"]["npo_weight_mean"].get<double>(),
+              1.0, 1e-6)
+      << "at the reference the NPO weight is exactly 1";
+}
+
+// Explicit presence: alpha 0 is a value, not "the default". NPO_RT with
+// alpha 0 is NPO exactly (the retain term is multiplied by 0), and differs
+// from NPO_RT with its default alpha 1.
+TEST(RunJobSpecTest, AlphaZeroIsAValueNotTheDefault) {
+  v1::JobSpec no_retain = TinySpec("alpha_zero", v1::NPO_RT);
+  no_retain.mutable_method_params()->set_alpha(0);
+  const v1::JobSpec npo = TinySpec("npo", v1::NPO);
+  const v1::JobSpec npo_rt = TinySpec("alpha_default", v1::NPO_RT);
+  for (const v1::JobSpec* spec :
+       std::vector<const v1::JobSpec*>{&no_retain, &npo, &npo_rt}) {
+    absl::StatusOr<JobRunResult> result = ValidateAndRun(*spec);
+    ASSERT_TRUE(result.ok()) << result.status();
+  }
+  EXPECT_EQ(MaxDifference(Weights(no_retain.output_dir() + "/model"),
+                          Weights(npo.output_dir() + "/model")),
+            0);
+  EXPECT_GT(MaxDifference(Weights(no_retain.output_dir() + "/model"),
+                          Weights(npo_rt.output_dir() + "/model")),
+            1e-5);
+}
+
+TEST(RunJobSpecTest, EvaluatesEveryEpochAndSkipsARepeatAtTheEnd) {
+  v1::JobSpec spec = TinySpec("evaluation", v1::GRAD_DIFF);
+  spec.mutable_evaluation()->set_every_epochs(1);
+  std::vector<int> epochs;
+  absl::StatusOr<JobRunResult> result = ValidateAndRun(
+      spec, {.on_evaluation =
+                 [&](int epoch, const std::map<std::string, double>& summary) {
+                   EXPECT_TRUE(summary.count("model_utility"));
+                   epochs.push_back(epoch);
+                   return absl::OkStatus();
+                 }});
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(epochs, (std::vector<int>{1, 2}));
+  EXPECT_TRUE(result->evaluation.count("model_utility"));
+  EXPECT_TRUE(
+      std::filesystem::exists(spec.output_dir() + "/eval/TOFU_EVAL.json"));
+  EXPECT_TRUE(
+      std::filesystem::exists(spec.output_dir() + "/eval/TOFU_SUMMARY.json"));
+}
+
+TEST(RunJobSpecTest, ACallbackErrorStopsTheRun) {
+  const v1::JobSpec spec = TinySpec("stopped", v1::GA);
+  absl::StatusOr<JobRunResult> result = ValidateAndRun(
+      spec, {.on_step = [](const RunStep& step) {
+        return step.record.step == 2 ? absl::CancelledError("stop here")
+                                     : absl::OkStatus();
+      }});
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_FALSE(std::filesystem::exists(spec.output_dir() + "/model"));
+}
+
+TEST(RunJobSpecTest, RefusesSeveralRanksWithoutAGroupAndBadCoefficients) {
+  const v1::JobSpec spec = TinySpec("refused", v1::NPO);
+  absl::StatusOr<JobRunResult> result =
+      RunJobSpec(spec, {.rank = 0, .world_size = 2}, {});
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
+
+  v1::JobSpec zero_beta = spec;
+  zero_beta.mutable_method_params()->set_beta(0);
+  result = RunJobSpec(zero_beta, {}, {});
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(result.status().message().find("beta"), std::string::npos)
+      << result.status();
+}
+
+}  // namespace
+}  // namespace lethe
