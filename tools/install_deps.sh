@@ -16,8 +16,9 @@ packages=(
   # RPC and serialisation.
   libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev
   libabsl-dev nlohmann-json3-dev
-  # Metrics, tokenizer, job store, YAML job specs, tests.
-  prometheus-cpp-dev libsentencepiece-dev libsqlite3-dev libyaml-dev
+  # Metrics, logs, tokenizer, job store, YAML job specs, tests.
+  prometheus-cpp-dev libgoogle-glog-dev libsentencepiece-dev libsqlite3-dev
+  libyaml-dev
   googletest libgtest-dev libgmock-dev
   # The Prometheus server and promtool, for end-to-end tests and the demo.
   prometheus

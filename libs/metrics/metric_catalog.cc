@@ -1,9 +1,9 @@
 #include "libs/metrics/metric_catalog.h"
 
 #include <cstdlib>
-#include <iostream>
 
 #include "absl/strings/match.h"
+#include "libs/logging/logging.h"
 
 namespace lethe {
 
@@ -182,9 +182,8 @@ const MetricInfo& CatalogMetric(absl::string_view name) {
   for (const MetricInfo& info : MetricCatalog()) {
     if (info.name == name) return info;
   }
-  std::cerr << "metric " << name << " is not in Lethe's metric catalog"
-            << std::endl;
-  std::abort();
+  LOG(FATAL) << "metric " << name << " is not in Lethe's metric catalog";
+  std::abort();  // Not reached.
 }
 
 std::string MetricTypeName(MetricType type) {

@@ -6,11 +6,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <iostream>
 
 #include "absl/strings/str_cat.h"
 #include "libs/data/qa_batch.h"
 #include "libs/data/sharding.h"
+#include "libs/logging/logging.h"
 #include "libs/model/llama_model.h"
 #include "libs/status/status_macros.h"
 #include "libs/status/torch_status.h"
@@ -213,7 +213,7 @@ absl::StatusOr<TrainingSummary> RunTraining(torch::nn::Module& model,
       return loaded.status();
     }
     for (const std::string& warning : summary.checkpoint_warnings) {
-      std::cerr << "lethe: " << warning << std::endl;
+      LOG(WARNING) << warning;
     }
     if (start_step > total_steps) {
       return absl::FailedPreconditionError(

@@ -40,6 +40,7 @@
 #include "absl/strings/str_format.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "libs/jobs/job_spec.h"
+#include "libs/logging/logging.h"
 #include "libs/metrics/build_info.h"
 #include "libs/status/status_macros.h"
 #include "services/cli/eval_commands.h"
@@ -491,6 +492,7 @@ bool IsJobCommand(const std::string& command) {
 int Main(int argc, char** argv) {
   absl::SetProgramUsageMessage(kUsage);
   const std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  InitLogging(argv[0], "lethe");
   if (positional.size() < 2) {
     std::cerr << kUsage << std::endl;
     return 2;

@@ -1,7 +1,6 @@
 #include "services/coordinator/coordinator.h"
 
 #include <algorithm>
-#include <iostream>
 #include <map>
 #include <optional>
 #include <set>
@@ -13,6 +12,7 @@
 #include "libs/files/file_io.h"
 #include "libs/jobs/compute_device.h"
 #include "libs/jobs/job_spec.h"
+#include "libs/logging/logging.h"
 #include "libs/status/status_macros.h"
 
 namespace lethe {
@@ -281,7 +281,7 @@ void Coordinator::WriteWorkerTargetsLocked() {
   const absl::Status written =
       WriteFileAtomically(options_.worker_targets_file, json);
   if (!written.ok()) {
-    std::cerr << "lethe-coordinator: " << written << std::endl;
+    LOG(ERROR) << "writing the workers' scrape targets: " << written;
   }
 }
 
@@ -309,8 +309,8 @@ void Coordinator::AppendLogsLocked(
       store_->AppendLogs(job, lines, options_.max_log_lines);
   // A job deleted meanwhile has no log left to write to.
   if (!appended.ok() && !absl::IsNotFound(appended.status())) {
-    std::cerr << "lethe-coordinator: could not write the log of " << job << ": "
-              << appended.status() << std::endl;
+    LOG(ERROR) << "could not write the log of " << job << ": "
+               << appended.status();
   }
   ++version_;
 }

@@ -14,7 +14,6 @@
 
 #include <cstring>
 #include <filesystem>
-#include <iostream>
 #include <memory>
 #include <string>
 
@@ -26,6 +25,7 @@
 #include "absl/time/time.h"
 #include "libs/files/file_io.h"
 #include "libs/jobs/job_store.h"
+#include "libs/logging/logging.h"
 #include "libs/metrics/build_info.h"
 #include "libs/metrics/metrics_endpoint.h"
 #include "libs/rpc/grpc_server.h"
@@ -119,9 +119,8 @@ absl::Status Run() {
                          coordinator));
   }
 
-  std::cout << "lethe-coordinator " << kLetheVersion << " serving gRPC on "
-            << server->address() << ", metrics at " << metrics->url()
-            << std::endl;
+  LOG(INFO) << "lethe-coordinator " << kLetheVersion << " serving gRPC on "
+            << server->address() << ", metrics at " << metrics->url();
   const std::string ready_file = absl::GetFlag(FLAGS_ready_file);
   if (!ready_file.empty()) {
     const nlohmann::json ready = {{"grpc_address", server->address()},
@@ -131,8 +130,7 @@ absl::Status Run() {
 
   int received = 0;
   sigwait(&shutdown_signals, &received);
-  std::cout << "lethe-coordinator: received " << strsignal(received)
-            << ", shutting down" << std::endl;
+  LOG(INFO) << "received " << strsignal(received) << ", shutting down";
   server->SetServing("", false);
   server->Shutdown(absl::Seconds(5));
   server->Wait();
@@ -149,9 +147,10 @@ int main(int argc, char** argv) {
       "[--metrics_address=HOST:PORT] [--database=FILE] [--local_workers=N] "
       "[--worker_timeout=5s] [--ready_file=PATH]");
   absl::ParseCommandLine(argc, argv);
+  lethe::InitLogging(argv[0], "lethe-coordinator");
   const absl::Status status = lethe::Run();
   if (!status.ok()) {
-    std::cerr << "lethe-coordinator: " << status << std::endl;
+    LOG(ERROR) << status;
     return 1;
   }
   return 0;

@@ -5,10 +5,10 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <iostream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "libs/logging/logging.h"
 #include "libs/status/status_macros.h"
 
 namespace lethe {
@@ -81,8 +81,8 @@ absl::Status LocalWorkers::StartSlot(int slot) {
                          "--metrics_address=127.0.0.1:0"},
                         {{"OMP_NUM_THREADS", absl::StrCat(options_.threads)}},
                         {.stdout_path = log, .stderr_path = log}));
-  std::cout << "lethe-coordinator: started local worker " << slot << " (pid "
-            << process.pid() << ", log " << log << ")" << std::endl;
+  LOG(INFO) << "started local worker " << slot << " (pid " << process.pid()
+            << ", log " << log << ")";
   processes_[slot] = std::move(process);
   return absl::OkStatus();
 }
@@ -97,22 +97,21 @@ void LocalWorkers::Supervise() {
       Subprocess& process = *processes_[slot];
       if (process.running() && std::find(dropped.begin(), dropped.end(),
                                          process.pid()) != dropped.end()) {
-        std::cout << "lethe-coordinator: local worker " << slot << " (pid "
-                  << process.pid()
-                  << ") stopped answering; killing and replacing it"
-                  << std::endl;
+        LOG(WARNING) << "local worker " << slot << " (pid " << process.pid()
+                     << ") stopped answering; killing and replacing it";
         process.Signal(SIGKILL).IgnoreError();
         process.Wait().IgnoreError();
       }
       absl::StatusOr<std::optional<ExitStatus>> exit =
           process.WaitFor(absl::ZeroDuration());
       if (exit.ok() && !exit->has_value()) continue;
-      std::cout << "lethe-coordinator: local worker " << slot << " ended ("
-                << (exit.ok() ? (*exit)->ToString() : exit.status().ToString())
-                << "); starting it again" << std::endl;
+      LOG(WARNING) << "local worker " << slot << " ended ("
+                   << (exit.ok() ? (*exit)->ToString()
+                                 : exit.status().ToString())
+                   << "); starting it again";
       const absl::Status started = StartSlot(slot);
       if (!started.ok()) {
-        std::cerr << "lethe-coordinator: " << started << std::endl;
+        LOG(ERROR) << "starting local worker " << slot << ": " << started;
       }
     }
   }

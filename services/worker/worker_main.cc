@@ -20,7 +20,6 @@
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
-#include <iostream>
 #include <memory>
 #include <optional>
 #include <string>
@@ -35,6 +34,7 @@
 #include "absl/time/time.h"
 #include "lethe/v1/worker_service.grpc.pb.h"
 #include "libs/files/file_io.h"
+#include "libs/logging/logging.h"
 #include "libs/metrics/build_info.h"
 #include "libs/metrics/metric_catalog.h"
 #include "libs/metrics/metrics_endpoint.h"
@@ -109,9 +109,8 @@ absl::Status RunAttemptFile(const std::string& path) {
   }
   attempt.set_local_address(absl::GetFlag(FLAGS_host));
   attempt.set_device(absl::GetFlag(FLAGS_device));
-  std::cout << "attempt " << attempt.attempt_id() << " of " << attempt.job()
-            << ": rank " << attempt.rank() << " of " << attempt.world_size()
-            << std::endl;
+  LOG(INFO) << "attempt " << attempt.attempt_id() << " of " << attempt.job()
+            << ": rank " << attempt.rank() << " of " << attempt.world_size();
   std::unique_ptr<WorkerRegistry::Stub> stub;
   if (attempt.rank() == 0) {
     stub = WorkerRegistry::NewStub(grpc::CreateChannel(
@@ -218,8 +217,7 @@ class Worker {
       if (worker_id_.empty()) {
         const absl::Status registered = Register();
         if (!registered.ok()) {
-          std::cerr << "lethe-worker: " << registered << "; retrying"
-                    << std::endl;
+          LOG(WARNING) << registered << "; retrying";
           absl::SleepFor(absl::Seconds(1));
           continue;
         }
@@ -246,8 +244,7 @@ class Worker {
     worker_id_ = response.worker_id();
     interval_ =
         absl::Milliseconds(std::max(50, response.heartbeat_interval_ms()));
-    std::cout << "lethe-worker: registered with " << coordinator_ << " as "
-              << worker_id_ << std::endl;
+    LOG(INFO) << "registered with " << coordinator_ << " as " << worker_id_;
     return absl::OkStatus();
   }
 
@@ -280,28 +277,26 @@ class Worker {
     }
     if (!status.ok()) {
       // Keep the attempt: the coordinator may be back soon and tell us.
-      std::cerr << "lethe-worker: heartbeat failed: " << status.error_message()
-                << std::endl;
+      LOG(WARNING) << "heartbeat failed: " << status.error_message();
       return absl::OkStatus();
     }
     if (response.unknown_worker()) {
-      std::cout << "lethe-worker: the coordinator does not know " << worker_id_
-                << "; stopping any attempt and registering again" << std::endl;
+      LOG(WARNING) << "the coordinator does not know " << worker_id_
+                   << "; stopping any attempt and registering again";
       StopAttempt();
       worker_id_.clear();
       return absl::OkStatus();
     }
     if (attempt_ && response.abort_attempt_id() == attempt_->attempt_id) {
-      std::cout << "lethe-worker: stopping attempt " << attempt_->attempt_id
-                << " as the coordinator asked" << std::endl;
+      LOG(INFO) << "stopping attempt " << attempt_->attempt_id
+                << " as the coordinator asked";
       StopAttempt();
     }
     if (response.has_run()) {
       if (attempt_ && !attempt_->finished) {
-        std::cerr << "lethe-worker: told to run attempt "
-                  << response.run().attempt_id() << " while running "
-                  << attempt_->attempt_id << "; stopping the old one"
-                  << std::endl;
+        LOG(WARNING) << "told to run attempt " << response.run().attempt_id()
+                     << " while running " << attempt_->attempt_id
+                     << "; stopping the old one";
         StopAttempt();
       }
       const absl::Status started = StartAttempt(response.run());
@@ -344,9 +339,9 @@ class Worker {
             {{"OMP_NUM_THREADS", absl::StrCat(Threads())},
              {"LETHE_ATTEMPT_ERROR_FILE", stem + ".error"}},
             {.stdout_path = stem + ".log", .stderr_path = stem + ".log"}));
-    std::cout << "lethe-worker: running attempt " << attempt.attempt_id()
-              << " of " << attempt.job() << " as rank " << attempt.rank()
-              << " (log " << stem << ".log)" << std::endl;
+    LOG(INFO) << "running attempt " << attempt.attempt_id() << " of "
+              << attempt.job() << " as rank " << attempt.rank() << " (log "
+              << stem << ".log)";
     attempt_ = RunningAttempt{.attempt_id = attempt.attempt_id(),
                               .error_path = stem + ".error",
                               .child = std::move(child)};
@@ -423,7 +418,7 @@ absl::Status RunWorker() {
         MetricsEndpoint::Start(absl::GetFlag(FLAGS_metrics_address), registry));
     metrics_address =
         absl::StrCat(absl::GetFlag(FLAGS_host), ":", endpoint->port());
-    std::cout << "lethe-worker: metrics at " << endpoint->url() << std::endl;
+    LOG(INFO) << "metrics at " << endpoint->url();
   }
   return Worker(absl::GetFlag(FLAGS_coordinator), metrics_address,
                 metrics.get())
@@ -439,11 +434,12 @@ int main(int argc, char** argv) {
       "Usage: lethe-worker --coordinator=HOST:PORT [--host=ADDRESS] "
       "[--device=cpu|cuda:N] [--threads=N]");
   absl::ParseCommandLine(argc, argv);
+  lethe::InitLogging(argv[0], "lethe-worker");
   const std::string attempt_file = absl::GetFlag(FLAGS_run_attempt);
   if (!attempt_file.empty()) {
     const absl::Status status = lethe::RunAttemptFile(attempt_file);
     if (!status.ok()) {
-      std::cerr << "lethe-worker: attempt failed: " << status << std::endl;
+      LOG(ERROR) << "attempt failed: " << status;
       if (const char* error_file = std::getenv("LETHE_ATTEMPT_ERROR_FILE")) {
         lethe::WriteFileAtomically(error_file, status.ToString()).IgnoreError();
       }
@@ -452,11 +448,10 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (!lethe::TieLifetimeToParent()) {
-    std::cerr << "lethe-worker: the process that started it is gone"
-              << std::endl;
+    LOG(ERROR) << "the process that started it is gone";
     return 1;
   }
   const absl::Status status = lethe::RunWorker();
-  std::cerr << "lethe-worker: " << status << std::endl;
+  LOG(ERROR) << status;
   return 1;
 }

@@ -8,7 +8,7 @@
 #
 # writes CARRY/service (CARRY defaults to .device_carry, git-ignored):
 #   include/     Debian's headers of gRPC, protobuf, Abseil, prometheus-cpp,
-#                nlohmann-json, libyaml, SQLite, zlib and Gloo
+#                nlohmann-json, glog, gflags, libyaml, SQLite, zlib and Gloo
 #   lib/         the shared libraries the three binaries need besides glibc,
 #                libstdc++ and LibTorch, with their own dependencies, each
 #                under its SONAME
@@ -36,7 +36,7 @@ rm -rf "$carry"
 mkdir -p "$carry"/{include,lib,generated,benchmark}
 
 # Headers: whole folders, or single files, of /usr/include.
-for h in grpc grpc++ grpcpp absl prometheus nlohmann gloo yaml.h \
+for h in grpc grpc++ grpcpp absl prometheus nlohmann gloo glog gflags yaml.h \
          sqlite3.h sqlite3ext.h zlib.h zconf.h sentencepiece_processor.h \
          sentencepiece_trainer.h; do
   cp -r "/usr/include/$h" "$carry/include/"
