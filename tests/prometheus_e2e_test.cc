@@ -150,11 +150,14 @@ TEST(PrometheusEndToEndTest, PrometheusSeesTheJobProgressAndEveryScrapeWorks) {
   spec.set_forget_split("forget10");
   spec.set_method(v1::NPO_RT);
   spec.mutable_optimizer()->set_learning_rate(1e-3);
-  spec.set_num_epochs(40);
+  // The forget set has 2 examples: one step an epoch (about 15 ms here), so
+  // 300 epochs last several 1 s scrape intervals even on an idle machine
+  // (40 epochs once finished between two scrapes).
+  spec.set_num_epochs(300);
   spec.set_per_device_batch_size(2);
   spec.set_world_size(2);
   spec.set_threads_per_worker(1);
-  spec.mutable_checkpoint()->set_every_steps(20);
+  spec.mutable_checkpoint()->set_every_steps(100);
   spec.set_output_dir(dir + "/job");
   v1::Job job;
   {

@@ -53,6 +53,12 @@ const std::vector<MetricInfo>& MetricCatalog() {
        {"reason"},
        "Jobs that ended FAILED, by reason.",
        "coordinator"},
+      {"lethe_job_store_errors_total",
+       T::kCounter,
+       {"operation"},
+       "Job store calls that failed, by operation (create, read, list, "
+       "transition, update, append_logs).",
+       "coordinator"},
       {"lethe_jobs_finished_total",
        T::kCounter,
        {"state"},

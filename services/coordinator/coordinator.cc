@@ -14,15 +14,11 @@
 #include "libs/jobs/job_spec.h"
 #include "libs/logging/logging.h"
 #include "libs/status/status_macros.h"
+#include "nlohmann/json.hpp"
+#include "services/coordinator/scheduler.h"
 
 namespace lethe {
 namespace {
-
-grpc::Status ToGrpc(const absl::Status& status) {
-  if (status.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
-                      std::string(status.message()));
-}
 
 bool IsFinal(v1::Job::State state) {
   return state == v1::Job::SUCCEEDED || state == v1::Job::FAILED ||
@@ -39,11 +35,6 @@ absl::Time FromTimestamp(const google::protobuf::Timestamp& timestamp) {
       google::protobuf::util::TimeUtil::TimestampToMicroseconds(timestamp));
 }
 
-// How long after its creation a job must have ended; zero for no limit.
-absl::Duration JobDeadline(const v1::Job& job) {
-  return absl::Seconds(job.spec().run_policy().deadline().seconds());
-}
-
 absl::Time JobCreateTime(const v1::Job& job) {
   return FromTimestamp(job.create_time());
 }
@@ -53,15 +44,6 @@ constexpr int kLogReadPage = 500;
 // How often the scheduler reads the queue when nothing that could start a
 // job has changed: the resolution of queue deadlines.
 constexpr absl::Duration kQueueRescanPeriod = absl::Seconds(1);
-
-JobStore::LogLine NewLogLine(const std::string& source,
-                             const std::string& message) {
-  JobStore::LogLine line;
-  line.time = absl::Now();
-  line.source = source;
-  line.message = message;
-  return line;
-}
 
 v1::LogEntry ToLogEntry(const JobStore::LogLine& line) {
   v1::LogEntry entry;
@@ -73,117 +55,6 @@ v1::LogEntry ToLogEntry(const JobStore::LogLine& line) {
 
 }  // namespace
 
-// --- gRPC adapters -----------------------------------------------------------
-
-// Each call is counted (and unary calls timed) in the metrics.
-class Coordinator::JobsService final : public v1::Jobs::Service {
- public:
-  explicit JobsService(Coordinator& coordinator) : c_(coordinator) {}
-
-  grpc::Status CreateJob(grpc::ServerContext*,
-                         const v1::CreateJobRequest* request,
-                         v1::Job* response) override {
-    const absl::Time start = absl::Now();
-    return Count("CreateJob", start, Reply(c_.CreateJob(*request), response));
-  }
-  grpc::Status GetJob(grpc::ServerContext*, const v1::GetJobRequest* request,
-                      v1::Job* response) override {
-    const absl::Time start = absl::Now();
-    return Count("GetJob", start, Reply(c_.GetJob(request->name()), response));
-  }
-  grpc::Status ListJobs(grpc::ServerContext*,
-                        const v1::ListJobsRequest* request,
-                        v1::ListJobsResponse* response) override {
-    const absl::Time start = absl::Now();
-    return Count("ListJobs", start, Reply(c_.ListJobs(*request), response));
-  }
-  grpc::Status CancelJob(grpc::ServerContext*,
-                         const v1::CancelJobRequest* request,
-                         v1::Job* response) override {
-    const absl::Time start = absl::Now();
-    return Count("CancelJob", start,
-                 Reply(c_.CancelJob(request->name()), response));
-  }
-  grpc::Status DeleteJob(grpc::ServerContext*,
-                         const v1::DeleteJobRequest* request,
-                         google::protobuf::Empty*) override {
-    const absl::Time start = absl::Now();
-    return Count("DeleteJob", start, ToGrpc(c_.DeleteJob(request->name())));
-  }
-  grpc::Status WatchJob(grpc::ServerContext* context,
-                        const v1::WatchJobRequest* request,
-                        grpc::ServerWriter<v1::Job>* writer) override {
-    return Count("WatchJob", std::nullopt,
-                 ToGrpc(c_.WatchJob(
-                     request->name(),
-                     [&](const v1::Job& job) { return writer->Write(job); },
-                     [&] { return context->IsCancelled(); })));
-  }
-  grpc::Status StreamJobLogs(
-      grpc::ServerContext* context, const v1::StreamJobLogsRequest* request,
-      grpc::ServerWriter<v1::LogEntry>* writer) override {
-    return Count(
-        "StreamJobLogs", std::nullopt,
-        ToGrpc(c_.StreamJobLogs(
-            request->name(), request->follow(),
-            [&](const v1::LogEntry& entry) { return writer->Write(entry); },
-            [&] { return context->IsCancelled(); })));
-  }
-
- private:
-  template <typename T>
-  static grpc::Status Reply(absl::StatusOr<T> result, T* response) {
-    if (!result.ok()) return ToGrpc(result.status());
-    *response = *std::move(result);
-    return grpc::Status::OK;
-  }
-
-  // Records the call; `start` is empty for streams (not timed).
-  grpc::Status Count(const std::string& method, std::optional<absl::Time> start,
-                     grpc::Status status) {
-    if (c_.options_.metrics != nullptr) {
-      c_.options_.metrics->ApiCall(
-          method,
-          absl::StatusCodeToString(
-              static_cast<absl::StatusCode>(status.error_code())),
-          start.has_value() ? absl::ToDoubleSeconds(absl::Now() - *start) : -1);
-    }
-    return status;
-  }
-
-  Coordinator& c_;
-};
-
-class Coordinator::WorkerService final : public v1::WorkerRegistry::Service {
- public:
-  explicit WorkerService(Coordinator& coordinator) : c_(coordinator) {}
-
-  grpc::Status RegisterWorker(grpc::ServerContext*,
-                              const v1::RegisterWorkerRequest* request,
-                              v1::RegisterWorkerResponse* response) override {
-    absl::StatusOr<v1::RegisterWorkerResponse> result =
-        c_.RegisterWorker(*request);
-    if (!result.ok()) return ToGrpc(result.status());
-    *response = *std::move(result);
-    return grpc::Status::OK;
-  }
-  grpc::Status Heartbeat(grpc::ServerContext*,
-                         const v1::HeartbeatRequest* request,
-                         v1::HeartbeatResponse* response) override {
-    *response = c_.Heartbeat(*request);
-    return grpc::Status::OK;
-  }
-  grpc::Status ReportProgress(grpc::ServerContext*,
-                              const v1::ReportProgressRequest* request,
-                              v1::ReportProgressResponse* response) override {
-    *response = c_.ReportProgress(*request);
-    return grpc::Status::OK;
-  }
-
- private:
-  Coordinator& c_;
-};
-
 // --- Coordinator
 // ---------------------------------------------------------------
 
@@ -191,11 +62,18 @@ Coordinator::Coordinator(std::unique_ptr<JobStore> store,
                          CoordinatorOptions options)
     : options_(std::move(options)),
       store_(std::move(store)),
-      jobs_service_(std::make_unique<JobsService>(*this)),
-      worker_service_(std::make_unique<WorkerService>(*this)) {}
+      jobs_(*store_,
+            {.max_log_lines = options_.max_log_lines,
+             .metrics = options_.metrics,
+             .on_change = [this](const std::string&, v1::Job::State to) {
+               // Every call into jobs_ is made under mu_.
+               JobChangedLocked(to);
+             }}) {}
 
-grpc::Service* Coordinator::jobs_service() { return jobs_service_.get(); }
-grpc::Service* Coordinator::worker_service() { return worker_service_.get(); }
+void Coordinator::JobChangedLocked(v1::Job::State to) {
+  if (to == v1::Job::QUEUED) job_queued_since_scan_ = true;
+  ++version_;
+}
 
 Coordinator::~Coordinator() {
   {
@@ -207,24 +85,7 @@ Coordinator::~Coordinator() {
 
 absl::Status Coordinator::RecoverAfterRestart() {
   absl::MutexLock lock(&mu_);
-  ASSIGN_OR_RETURN(
-      std::vector<v1::Job> jobs,
-      store_->ListInStates({v1::Job::RUNNING, v1::Job::CANCELLING}));
-  for (const v1::Job& job : jobs) {
-    if (job.state() == v1::Job::CANCELLING) {
-      TransitionLocked(job.name(), v1::Job::CANCELLED, "COORDINATOR_RESTARTED",
-                       "cancelled while the coordinator was down");
-    } else if (job.restart_count() < job.spec().run_policy().max_restarts()) {
-      TransitionLocked(job.name(), v1::Job::QUEUED, "COORDINATOR_RESTARTED",
-                       "the coordinator restarted; resuming from the last "
-                       "checkpoint");
-    } else {
-      TransitionLocked(job.name(), v1::Job::FAILED, "COORDINATOR_RESTARTED",
-                       "the coordinator restarted and the job has no restarts "
-                       "left");
-    }
-  }
-  return absl::OkStatus();
+  return jobs_.Recover();
 }
 
 void Coordinator::StartScheduler() {
@@ -269,15 +130,19 @@ void Coordinator::UpdateGaugesLocked(absl::Time now) {
 
 void Coordinator::WriteWorkerTargetsLocked() {
   if (options_.worker_targets_file.empty()) return;
-  std::vector<std::string> targets;
+  // Built as JSON, not by pasting strings: an address is the worker's to
+  // choose and must stay one string.
+  nlohmann::json targets = nlohmann::json::array();
   for (const auto& [id, worker] : workers_) {
     if (!worker.metrics_address.empty()) {
-      targets.push_back(absl::StrCat("\"", worker.metrics_address, "\""));
+      targets.push_back(worker.metrics_address);
     }
   }
   const std::string json =
-      absl::StrCat("[{\"targets\": [", absl::StrJoin(targets, ", "),
-                   "], \"labels\": {\"component\": \"worker\"}}]\n");
+      nlohmann::json::array(
+          {{{"targets", targets}, {"labels", {{"component", "worker"}}}}})
+          .dump() +
+      "\n";
   const absl::Status written =
       WriteFileAtomically(options_.worker_targets_file, json);
   if (!written.ok()) {
@@ -298,49 +163,6 @@ int64_t Coordinator::NewAttemptIdLocked() {
   return last_attempt_id_;
 }
 
-void Coordinator::LogLocked(const std::string& job, const std::string& source,
-                            const std::string& message) {
-  AppendLogsLocked(job, {NewLogLine(source, message)});
-}
-
-void Coordinator::AppendLogsLocked(
-    const std::string& job, const std::vector<JobStore::LogLine>& lines) {
-  const absl::StatusOr<int64_t> appended =
-      store_->AppendLogs(job, lines, options_.max_log_lines);
-  // A job deleted meanwhile has no log left to write to.
-  if (!appended.ok() && !absl::IsNotFound(appended.status())) {
-    LOG(ERROR) << "could not write the log of " << job << ": "
-               << appended.status();
-  }
-  ++version_;
-}
-
-void Coordinator::TransitionLocked(const std::string& job, v1::Job::State to,
-                                   const std::string& reason,
-                                   const std::string& message) {
-  const absl::StatusOr<v1::Job> moved =
-      store_->Transition(job, to, reason, message, absl::Now());
-  if (!moved.ok()) {
-    LogLocked(job, "coordinator",
-              absl::StrCat("could not record ", v1::Job::State_Name(to), ": ",
-                           moved.status().ToString()));
-    return;
-  }
-  if (to == v1::Job::QUEUED) job_queued_since_scan_ = true;
-  if (options_.metrics != nullptr && moved->history_size() >= 2) {
-    // The change before this one: the state left, and since when.
-    const v1::Job::StateChange& before =
-        moved->history(moved->history_size() - 2);
-    const absl::Time since = FromTimestamp(before.time());
-    options_.metrics->JobTransition(before.state(), to, reason,
-                                    absl::Now() - since);
-    if (IsFinal(to)) options_.metrics->JobEnded(job);
-  }
-  LogLocked(
-      job, "coordinator",
-      absl::StrCat(v1::Job::State_Name(to), " (", reason, "): ", message));
-}
-
 // --- Jobs API ---------------------------------------------------------------
 
 absl::StatusOr<v1::Job> Coordinator::CreateJob(
@@ -348,16 +170,7 @@ absl::StatusOr<v1::Job> Coordinator::CreateJob(
   const v1::JobSpec spec = JobSpecWithDefaults(request.spec());
   RETURN_IF_ERROR(ValidateJobSpec(spec));
   absl::MutexLock lock(&mu_);
-  ASSIGN_OR_RETURN(JobStore::CreateResult created,
-                   store_->Create(spec, request.request_id(), absl::Now()));
-  if (created.created) {
-    job_queued_since_scan_ = true;
-    LogLocked(created.job.name(), "coordinator",
-              absl::StrCat("QUEUED: ", v1::Method_Name(spec.method()), " on ",
-                           spec.data_dir(), "/", spec.forget_split(), " with ",
-                           spec.world_size(), " worker(s)"));
-  }
-  return created.job;
+  return jobs_.Create(spec, request.request_id(), absl::Now());
 }
 
 absl::StatusOr<v1::Job> Coordinator::GetJob(const std::string& name) {
@@ -379,26 +192,13 @@ absl::StatusOr<v1::ListJobsResponse> Coordinator::ListJobs(
 
 absl::StatusOr<v1::Job> Coordinator::CancelJob(const std::string& name) {
   absl::MutexLock lock(&mu_);
-  ASSIGN_OR_RETURN(v1::Job job, store_->Get(name));
-  switch (job.state()) {
-    case v1::Job::QUEUED:
-      TransitionLocked(name, v1::Job::CANCELLED, "CANCELLED_BY_USER",
-                       "cancelled before it started");
-      break;
-    case v1::Job::RUNNING:
-      TransitionLocked(name, v1::Job::CANCELLING, "CANCELLED_BY_USER",
-                       "stopping every rank");
-      for (auto& [id, attempt] : attempts_) {
-        if (attempt.job != name) continue;
-        attempt.cancel = true;
-        StopAttemptLocked(attempt, "CANCELLED_BY_USER", "cancelled");
-      }
-      break;
-    case v1::Job::CANCELLING:
-      break;
-    default:
-      return absl::FailedPreconditionError(
-          absl::StrCat(name, " is already ", v1::Job::State_Name(job.state())));
+  ASSIGN_OR_RETURN(const v1::Job::State was, jobs_.Cancel(name));
+  if (was == v1::Job::RUNNING) {
+    for (auto& [id, attempt] : attempts_) {
+      if (attempt.job != name) continue;
+      attempt.cancel = true;
+      StopAttemptLocked(attempt, "CANCELLED_BY_USER", "cancelled");
+    }
   }
   return store_->Get(name);
 }
@@ -569,34 +369,8 @@ v1::ReportProgressResponse Coordinator::ReportProgress(
   if (options_.metrics != nullptr) {
     options_.metrics->JobProgress(job, request, absl::Now());
   }
-  const absl::StatusOr<v1::Job> updated =
-      store_->Update(job, [&](v1::Job& stored) {
-        if (request.has_progress()) {
-          *stored.mutable_progress() = request.progress();
-        }
-        for (const auto& [name, value] : request.evaluation_summary()) {
-          (*stored.mutable_evaluation_summary())[name] = value;
-        }
-        if (!request.output_model_dir().empty()) {
-          stored.set_output_model_dir(request.output_model_dir());
-        }
-      });
-  if (!updated.ok()) {
-    LogLocked(job, "coordinator",
-              absl::StrCat("could not record progress: ",
-                           updated.status().ToString()));
-  }
-  std::vector<JobStore::LogLine> lines;
-  for (const std::string& line : request.log_lines()) {
-    lines.push_back(NewLogLine("rank0", line));
-  }
-  if (request.has_progress() && request.progress().step() % 10 == 0) {
-    lines.push_back(NewLogLine(
-        "rank0", absl::StrCat("step ", request.progress().step(), "/",
-                              request.progress().total_steps())));
-  }
-  if (!lines.empty()) AppendLogsLocked(job, lines);
-  ++version_;
+  // A failure is logged and counted there; the attempt goes on.
+  jobs_.RecordProgress(job, request).IgnoreError();
   return response;
 }
 
@@ -639,8 +413,10 @@ void Coordinator::StopAttemptLocked(AttemptState& attempt,
     attempt.failure_reason = reason;
     attempt.failure_message = message;
   }
-  LogLocked(attempt.job, "coordinator",
-            absl::StrCat("stopping attempt ", attempt.id, ": ", message));
+  jobs_
+      .Log(attempt.job, "coordinator",
+           absl::StrCat("stopping attempt ", attempt.id, ": ", message))
+      .IgnoreError();  // Logged and counted by the state machine.
 }
 
 void Coordinator::RankEndedLocked(AttemptState& attempt, int rank,
@@ -682,27 +458,14 @@ void Coordinator::SettleAttemptsLocked(absl::Time now) {
       ++it;  // Waiting for the other ranks to stop.
       continue;
     }
-    const absl::StatusOr<v1::Job> job = store_->Get(attempt.job);
-    if (job.ok()) {
-      if (all_succeeded && !attempt.stopping) {
-        TransitionLocked(attempt.job, v1::Job::SUCCEEDED, "COMPLETED",
-                         absl::StrCat("model in ", job->output_model_dir()));
-      } else if (job->state() == v1::Job::CANCELLING || attempt.cancel) {
-        TransitionLocked(attempt.job, v1::Job::CANCELLED, "CANCELLED_BY_USER",
-                         "every rank stopped");
-      } else if (attempt.failure_reason != "DEADLINE_EXCEEDED" &&
-                 job->restart_count() <
-                     job->spec().run_policy().max_restarts()) {
-        TransitionLocked(
-            attempt.job, v1::Job::QUEUED, attempt.failure_reason,
-            absl::StrCat(attempt.failure_message,
-                         "; restarting from the last checkpoint (restart ",
-                         job->restart_count() + 1, " of ",
-                         job->spec().run_policy().max_restarts(), ")"));
-      } else {
-        TransitionLocked(attempt.job, v1::Job::FAILED, attempt.failure_reason,
-                         attempt.failure_message);
-      }
+    const absl::StatusOr<v1::Job::State> ended = jobs_.EndAttempt(
+        attempt.job, {.succeeded = all_succeeded && !attempt.stopping,
+                      .cancelled = attempt.cancel,
+                      .failure_reason = attempt.failure_reason,
+                      .failure_message = attempt.failure_message});
+    if (!ended.ok() && !absl::IsNotFound(ended.status())) {
+      ++it;  // Not recorded: try again next tick, its workers still held.
+      continue;
     }
     // Its workers that still count themselves in it are free again.
     for (const std::string& id : attempt.workers) {
@@ -730,98 +493,89 @@ void Coordinator::ScheduleLocked(absl::Time now) {
       IdleWorkersLocked() == idle_after_scan_) {
     return;
   }
-  const absl::StatusOr<std::vector<v1::Job>> queued =
-      store_->ListInStates({v1::Job::QUEUED});
+  // A failed read is logged and counted by the state machine; the next
+  // tick tries again.
+  const absl::StatusOr<std::vector<v1::Job>> queued = jobs_.Queued();
   if (!queued.ok()) return;
   job_queued_since_scan_ = false;
   last_queue_scan_ = now;
-  // Idle workers by the device they compute on; a job runs on workers of
-  // its spec's device only.
-  std::map<v1::Device, std::vector<WorkerState*>> idle_by_device;
-  std::map<v1::Device, int> registered_by_device;
-  for (auto& [id, worker] : workers_) {
-    ++registered_by_device[worker.device];
-    if (worker.attempt_id == 0) {
-      idle_by_device[worker.device].push_back(&worker);
-    }
+  std::vector<IdleWorker> idle;
+  std::map<v1::Device, int> registered;
+  for (const auto& [id, worker] : workers_) {
+    ++registered[worker.device];
+    if (worker.attempt_id == 0) idle.push_back({id, worker.device});
   }
-  // Strict order per device: a job never waits behind a later job that
-  // needs the same kind of worker.
-  std::set<v1::Device> blocked;
-  for (const v1::Job& job : *queued) {
-    const absl::Duration deadline = JobDeadline(job);
-    if (deadline > absl::ZeroDuration() &&
-        now > JobCreateTime(job) + deadline) {
-      TransitionLocked(job.name(), v1::Job::FAILED, "DEADLINE_EXCEEDED",
-                       absl::StrCat("the job waited in the queue past its "
-                                    "deadline of ",
-                                    absl::FormatDuration(deadline)));
-      continue;
-    }
-    const v1::Device device =
-        job.spec().device() == v1::CUDA ? v1::CUDA : v1::CPU;
-    if (blocked.count(device) > 0) continue;
-    std::vector<WorkerState*>& idle = idle_by_device[device];
-    const int world_size = std::max(1, job.spec().world_size());
-    if (world_size > static_cast<int>(idle.size())) {
-      blocked.insert(device);
-      const int registered = registered_by_device[device];
-      if (registered < world_size &&
-          told_too_few_workers_.insert(job.name()).second) {
-        LogLocked(job.name(), "coordinator",
-                  absl::StrCat("waiting: needs ", world_size, " ",
-                               v1::Device_Name(device), " worker",
-                               world_size == 1 ? "" : "s", ", ", registered,
-                               " registered"));
-      }
-      continue;
-    }
-    told_too_few_workers_.erase(job.name());
-    AttemptState attempt;
-    attempt.id = NewAttemptIdLocked();
-    attempt.job = job.name();
-    if (deadline > absl::ZeroDuration()) {
-      attempt.deadline = deadline;
-      attempt.deadline_at = JobCreateTime(job) + deadline;
-    }
-    const WorkerState& rank0 = *idle[0];
-    std::vector<std::string> names;
-    for (int rank = 0; rank < world_size; ++rank) {
-      WorkerState& worker = *idle[rank];
-      v1::Attempt order;
-      order.set_job(job.name());
-      order.set_attempt_id(attempt.id);
-      *order.mutable_spec() = job.spec();
-      order.set_rank(rank);
-      order.set_world_size(world_size);
-      order.set_store_host(rank0.host);
-      order.set_store_port(rank0.store_port);
-      order.set_store_prefix(absl::StrCat(job.name(), "/attempt-", attempt.id));
-      order.set_coordinator(options_.address);
-      order.set_collective_timeout_ms(static_cast<int32_t>(
-          absl::ToInt64Milliseconds(options_.collective_timeout)));
-      worker.attempt_id = attempt.id;
-      worker.to_run = std::move(order);
-      worker.delivered = false;
-      attempt.workers.push_back(worker.id);
-      attempt.ranks.push_back(RankState::kRunning);
-      names.push_back(worker.id);
-    }
-    idle.erase(idle.begin(), idle.begin() + world_size);
-    TransitionLocked(job.name(), v1::Job::RUNNING, "SCHEDULED",
-                     absl::StrCat("attempt ", attempt.id, " on ",
-                                  absl::StrJoin(names, ", ")));
-    attempts_[attempt.id] = std::move(attempt);
+  const SchedulingDecision decision =
+      PlaceQueuedJobs(*queued, idle, registered, now);
+  std::map<std::string, const v1::Job*> by_name;
+  for (const v1::Job& job : *queued) by_name[job.name()] = &job;
+  for (const std::string& name : decision.expired) {
+    jobs_.ExpireQueued(name, JobDeadline(*by_name[name])).IgnoreError();
   }
-  // Forget jobs that left the queue otherwise (cancelled, deleted).
+  for (const TooFewWorkers& wait : decision.too_few_workers) {
+    if (!told_too_few_workers_.insert(wait.job).second) continue;
+    jobs_
+        .Log(wait.job, "coordinator",
+             absl::StrCat("waiting: needs ", wait.needed, " ",
+                          v1::Device_Name(wait.device), " worker",
+                          wait.needed == 1 ? "" : "s", ", ", wait.registered,
+                          " registered"))
+        .IgnoreError();
+  }
+  for (const Placement& placement : decision.placements) {
+    LaunchLocked(*by_name[placement.job], placement.workers);
+  }
+  // Forget jobs that started or left the queue otherwise (cancelled,
+  // deleted, expired).
   std::set<std::string> still_queued;
   for (const v1::Job& job : *queued) still_queued.insert(job.name());
+  for (const std::string& name : decision.expired) still_queued.erase(name);
+  for (const Placement& placement : decision.placements) {
+    still_queued.erase(placement.job);
+  }
   for (auto it = told_too_few_workers_.begin();
        it != told_too_few_workers_.end();) {
     it = still_queued.count(*it) > 0 ? std::next(it)
                                      : told_too_few_workers_.erase(it);
   }
   idle_after_scan_ = IdleWorkersLocked();
+}
+
+void Coordinator::LaunchLocked(const v1::Job& job,
+                               const std::vector<std::string>& workers) {
+  AttemptState attempt;
+  attempt.id = NewAttemptIdLocked();
+  attempt.job = job.name();
+  const absl::Duration deadline = JobDeadline(job);
+  if (deadline > absl::ZeroDuration()) {
+    attempt.deadline = deadline;
+    attempt.deadline_at = JobCreateTime(job) + deadline;
+  }
+  // Recorded RUNNING first: a job the store still has QUEUED must not run.
+  if (!jobs_.Start(job.name(), attempt.id, workers).ok()) return;
+  const WorkerState& rank0 = workers_.at(workers[0]);
+  const int world_size = static_cast<int>(workers.size());
+  for (int rank = 0; rank < world_size; ++rank) {
+    WorkerState& worker = workers_.at(workers[rank]);
+    v1::Attempt order;
+    order.set_job(job.name());
+    order.set_attempt_id(attempt.id);
+    *order.mutable_spec() = job.spec();
+    order.set_rank(rank);
+    order.set_world_size(world_size);
+    order.set_store_host(rank0.host);
+    order.set_store_port(rank0.store_port);
+    order.set_store_prefix(absl::StrCat(job.name(), "/attempt-", attempt.id));
+    order.set_coordinator(options_.address);
+    order.set_collective_timeout_ms(static_cast<int32_t>(
+        absl::ToInt64Milliseconds(options_.collective_timeout)));
+    worker.attempt_id = attempt.id;
+    worker.to_run = std::move(order);
+    worker.delivered = false;
+    attempt.workers.push_back(worker.id);
+    attempt.ranks.push_back(RankState::kRunning);
+  }
+  attempts_[attempt.id] = std::move(attempt);
 }
 
 }  // namespace lethe

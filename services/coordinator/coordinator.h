@@ -1,18 +1,24 @@
 // The coordinator's brain: the Jobs API and the worker registry over one
-// durable JobStore.
+// durable JobStore. Its parts: the job state machine (job_state_machine.h:
+// every state change of a job, recorded in the store), the placement rules
+// (scheduler.h) and the gRPC adapters (grpc_services.h); this class holds
+// the workers and the running attempts and drives the other parts.
 //
 //   ASSIGN_OR_RETURN(std::unique_ptr<JobStore> store, JobStore::Open(path));
 //   Coordinator coordinator(std::move(store), {.address = "10.0.0.1:7070"});
 //   RETURN_IF_ERROR(coordinator.RecoverAfterRestart());
-//   GrpcServer::Start(address, {coordinator.jobs_service(),
-//                               coordinator.worker_service()});
+//   JobsGrpcService jobs(coordinator, metrics);
+//   WorkerRegistryGrpcService workers(coordinator);
+//   GrpcServer::Start(address, {&jobs, &workers});
 //   coordinator.StartScheduler();
 //
 // Jobs: CreateJob validates and stores (a bad spec never becomes a job);
 // the scheduler gives each QUEUED job (priority, then age) world_size idle
 // workers at once and assigns ranks; rank 0 hosts the attempt's c10d
 // TCPStore on the port its worker registered, under a prefix unique to the
-// attempt.
+// attempt. An attempt is launched only once its job is recorded RUNNING;
+// an attempt's end that cannot be recorded is retried on the next tick,
+// its workers still reserved.
 // Workers heartbeat; one silent for `worker_timeout` is dropped and its
 // attempt aborted. An attempt whose rank fails or is lost is stopped on
 // every rank, then the job is queued again (resuming from its checkpoint)
@@ -40,6 +46,7 @@
 #include "lethe/v1/worker_service.grpc.pb.h"
 #include "libs/jobs/job_store.h"
 #include "services/coordinator/coordinator_metrics.h"
+#include "services/coordinator/job_state_machine.h"
 
 namespace lethe {
 
@@ -83,10 +90,6 @@ class Coordinator {
   // One pass of the loop: drops silent workers, settles attempts, starts
   // queued jobs. Public for tests that step the coordinator by hand.
   void Tick();
-
-  // The gRPC services to serve: lethe.v1.Jobs and lethe.v1.WorkerRegistry.
-  grpc::Service* jobs_service();
-  grpc::Service* worker_service();
 
   // Pids (as registered) of workers dropped for missed heartbeats since the
   // last call; a local supervisor kills and replaces them.
@@ -160,17 +163,13 @@ class Coordinator {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RankEndedLocked(AttemptState& attempt, int rank, RankState state)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Records a state change in the store and the job's log, and wakes
-  // watchers.
-  void TransitionLocked(const std::string& job, v1::Job::State to,
-                        const std::string& reason, const std::string& message)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Appends to the job's log in the store (a failure goes to stderr) and
-  // wakes followers.
-  void LogLocked(const std::string& job, const std::string& source,
-                 const std::string& message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void AppendLogsLocked(const std::string& job,
-                        const std::vector<JobStore::LogLine>& lines)
+  // Called by the state machine after each change of a job: wakes
+  // watchers and log followers; a newly QUEUED job makes the scheduler read
+  // the queue.
+  void JobChangedLocked(v1::Job::State to) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Launches `placement` as a new attempt of its job: records the job
+  // RUNNING, then hands each worker its rank's order.
+  void LaunchLocked(const v1::Job& job, const std::vector<std::string>& workers)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int64_t NewAttemptIdLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int64_t CurrentVersion();
@@ -179,13 +178,9 @@ class Coordinator {
   // Waits until the version moves past `seen_version` or `timeout` passes.
   bool AwaitChange(int64_t seen_version, absl::Duration timeout);
 
-  class JobsService;
-  class WorkerService;
-
   CoordinatorOptions options_;
   std::unique_ptr<JobStore> store_;
-  std::unique_ptr<JobsService> jobs_service_;
-  std::unique_ptr<WorkerService> worker_service_;
+  JobStateMachine jobs_;  // Used under mu_.
 
   absl::Mutex mu_;
   // Bumped on every change watchers may want to see.

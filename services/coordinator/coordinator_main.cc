@@ -33,6 +33,7 @@
 #include "nlohmann/json.hpp"
 #include "services/coordinator/coordinator.h"
 #include "services/coordinator/coordinator_metrics.h"
+#include "services/coordinator/grpc_services.h"
 #include "services/coordinator/local_workers.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:7070",
@@ -98,10 +99,11 @@ absl::Status Run() {
        .metrics = &coordinator_metrics,
        .worker_targets_file = absl::GetFlag(FLAGS_worker_targets_file)});
   RETURN_IF_ERROR(coordinator.RecoverAfterRestart());
+  JobsGrpcService jobs_service(coordinator, &coordinator_metrics);
+  WorkerRegistryGrpcService worker_service(coordinator);
   ASSIGN_OR_RETURN(std::unique_ptr<GrpcServer> server,
                    GrpcServer::Start(absl::GetFlag(FLAGS_listen),
-                                     {coordinator.jobs_service(),
-                                      coordinator.worker_service()}));
+                                     {&jobs_service, &worker_service}));
   // Workers learn the API's address from their orders, made from now on.
   coordinator.set_address(server->address());
   server->SetServing("lethe.v1.Jobs", true);

@@ -46,6 +46,7 @@ CoordinatorMetrics::CoordinatorMetrics(prometheus::Registry& registry)
       workers_busy_(Gauge("lethe_workers_busy", registry)),
       restarts_(Counter("lethe_job_restarts_total", registry)),
       failures_(Counter("lethe_job_failures_total", registry)),
+      store_errors_(Counter("lethe_job_store_errors_total", registry)),
       finished_(Counter("lethe_jobs_finished_total", registry)),
       api_requests_(Counter("lethe_api_requests_total", registry)),
       api_latency_(Histogram("lethe_api_request_duration_seconds", registry)),
@@ -117,6 +118,10 @@ void CoordinatorMetrics::JobTransition(v1::Job::State from, v1::Job::State to,
       to == v1::Job::CANCELLED) {
     finished_.Add({{"state", v1::Job::State_Name(to)}}).Increment();
   }
+}
+
+void CoordinatorMetrics::StoreError(const std::string& operation) {
+  store_errors_.Add({{"operation", operation}}).Increment();
 }
 
 void CoordinatorMetrics::ApiCall(const std::string& method,

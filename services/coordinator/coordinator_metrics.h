@@ -43,6 +43,10 @@ class CoordinatorMetrics {
   void JobTransition(v1::Job::State from, v1::Job::State to,
                      const std::string& reason, absl::Duration queued_for);
 
+  // A job store call that failed: "create", "read", "list", "transition",
+  // "update" or "append_logs".
+  void StoreError(const std::string& operation);
+
   // `seconds` < 0 (streams) counts the call without timing it.
   void ApiCall(const std::string& method, const std::string& code,
                double seconds);
@@ -83,6 +87,7 @@ class CoordinatorMetrics {
   prometheus::Family<prometheus::Gauge>& workers_busy_;
   prometheus::Family<prometheus::Counter>& restarts_;
   prometheus::Family<prometheus::Counter>& failures_;
+  prometheus::Family<prometheus::Counter>& store_errors_;
   prometheus::Family<prometheus::Counter>& finished_;
   prometheus::Family<prometheus::Counter>& api_requests_;
   prometheus::Family<prometheus::Histogram>& api_latency_;

@@ -1,0 +1,317 @@
+// The coordinator driven by hand in one process: a real SQLite job store,
+// workers that are only heartbeats, Tick() called by the test. Covers the
+// job state machine's edges (restarts and their budget, cancellation in
+// each state, deadlines of queued and running jobs) and a store that fails.
+#include "services/coordinator/coordinator.h"
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "libs/jobs/job_store.h"
+#include "libs/sqlite/sqlite_db.h"
+#include "nlohmann/json.hpp"
+#include "prometheus/registry.h"
+#include "services/coordinator/coordinator_metrics.h"
+
+namespace lethe {
+namespace {
+
+class CoordinatorTest : public testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = testing::TempDir() + "/coordinator_test";
+    std::filesystem::remove_all(root_);
+    for (const char* dir : {"/model", "/data", "/runs"}) {
+      std::filesystem::create_directories(root_ + dir);
+    }
+    for (const char* file : {"/model/config.json", "/model/tokenizer.model",
+                             "/data/forget10.json", "/data/retain90.json"}) {
+      std::ofstream(root_ + file) << "{}";
+    }
+    database_ = root_ + "/jobs.sqlite";
+    absl::StatusOr<std::unique_ptr<JobStore>> store = JobStore::Open(database_);
+    ASSERT_TRUE(store.ok()) << store.status();
+    metrics_ = std::make_unique<CoordinatorMetrics>(registry_);
+    coordinator_ = std::make_unique<Coordinator>(
+        *std::move(store), CoordinatorOptions{.address = "127.0.0.1:1",
+                                              .worker_timeout = absl::Hours(1),
+                                              .metrics = metrics_.get()});
+  }
+
+  v1::JobSpec Spec(const std::string& name) const {
+    v1::JobSpec spec;
+    spec.set_model_dir(root_ + "/model");
+    spec.set_data_dir(root_ + "/data");
+    spec.set_forget_split("forget10");
+    spec.set_method(v1::NPO_RT);
+    spec.set_output_dir(root_ + "/runs/" + name);
+    return spec;
+  }
+
+  std::string Create(const v1::JobSpec& spec) {
+    v1::CreateJobRequest request;
+    *request.mutable_spec() = spec;
+    absl::StatusOr<v1::Job> job = coordinator_->CreateJob(request);
+    EXPECT_TRUE(job.ok()) << job.status();
+    return job.ok() ? job->name() : "";
+  }
+
+  std::string Register() {
+    v1::RegisterWorkerRequest request;
+    request.set_host("127.0.0.1");
+    request.set_store_port(29500);
+    absl::StatusOr<v1::RegisterWorkerResponse> response =
+        coordinator_->RegisterWorker(request);
+    EXPECT_TRUE(response.ok()) << response.status();
+    return response->worker_id();
+  }
+
+  // One heartbeat reporting `attempt_id` in `state` (0: no attempt).
+  v1::HeartbeatResponse Beat(
+      const std::string& worker, int64_t attempt_id = 0,
+      v1::AttemptStatus::State state = v1::AttemptStatus::RUNNING) {
+    v1::HeartbeatRequest request;
+    request.set_worker_id(worker);
+    if (attempt_id != 0) {
+      request.mutable_attempt()->set_attempt_id(attempt_id);
+      request.mutable_attempt()->set_state(state);
+      if (state == v1::AttemptStatus::FAILED) {
+        request.mutable_attempt()->set_error("injected failure");
+      }
+    }
+    return coordinator_->Heartbeat(request);
+  }
+
+  v1::Job Get(const std::string& name) {
+    absl::StatusOr<v1::Job> job = coordinator_->GetJob(name);
+    EXPECT_TRUE(job.ok()) << job.status();
+    return job.ok() ? *job : v1::Job();
+  }
+
+  // Ticks until the scheduler has read the queue again (it rereads it at
+  // least once a second).
+  void TickAfterRescan() {
+    absl::SleepFor(absl::Milliseconds(1050));
+    coordinator_->Tick();
+  }
+
+  // The worker takes the order the last tick gave it; returns its attempt.
+  int64_t TakeOrder(const std::string& worker) {
+    const v1::HeartbeatResponse response = Beat(worker);
+    EXPECT_TRUE(response.has_run()) << response.DebugString();
+    return response.run().attempt_id();
+  }
+
+  double StoreErrors(const std::string& operation) {
+    for (const prometheus::MetricFamily& family : registry_.Collect()) {
+      if (family.name != "lethe_job_store_errors_total") continue;
+      for (const prometheus::ClientMetric& metric : family.metric) {
+        for (const prometheus::ClientMetric::Label& label : metric.label) {
+          if (label.name == "operation" && label.value == operation) {
+            return metric.counter.value;
+          }
+        }
+      }
+    }
+    return 0;
+  }
+
+  std::string root_, database_;
+  prometheus::Registry registry_;
+  std::unique_ptr<CoordinatorMetrics> metrics_;
+  std::unique_ptr<Coordinator> coordinator_;
+};
+
+TEST_F(CoordinatorTest, HigherPriorityStartsFirstOnTheOnlyWorker) {
+  const std::string worker = Register();
+  const std::string first = Create(Spec("first"));
+  v1::JobSpec urgent = Spec("urgent");
+  urgent.set_priority(10);
+  const std::string second = Create(urgent);
+  coordinator_->Tick();
+  const v1::HeartbeatResponse response = Beat(worker);
+  ASSERT_TRUE(response.has_run());
+  EXPECT_EQ(response.run().job(), second);
+  EXPECT_EQ(Get(second).state(), v1::Job::RUNNING);
+  EXPECT_EQ(Get(first).state(), v1::Job::QUEUED);
+}
+
+TEST_F(CoordinatorTest, AFailedAttemptRestartsWithinItsBudgetThenFails) {
+  const std::string worker = Register();
+  v1::JobSpec spec = Spec("budget");
+  spec.mutable_run_policy()->set_max_restarts(1);
+  const std::string job = Create(spec);
+
+  coordinator_->Tick();
+  int64_t attempt = TakeOrder(worker);
+  Beat(worker, attempt, v1::AttemptStatus::FAILED);
+  coordinator_->Tick();
+  v1::Job seen = Get(job);
+  EXPECT_EQ(seen.state(), v1::Job::RUNNING)
+      << "queued again and, on the now idle worker, started again: "
+      << seen.DebugString();
+  EXPECT_EQ(seen.restart_count(), 1);
+
+  attempt = TakeOrder(worker);
+  Beat(worker, attempt, v1::AttemptStatus::FAILED);
+  coordinator_->Tick();
+  seen = Get(job);
+  EXPECT_EQ(seen.state(), v1::Job::FAILED) << seen.DebugString();
+  EXPECT_EQ(seen.history(seen.history_size() - 1).reason(), "RANK_FAILED");
+}
+
+TEST_F(CoordinatorTest, ASucceededAttemptEndsTheJob) {
+  const std::string worker = Register();
+  const std::string job = Create(Spec("success"));
+  coordinator_->Tick();
+  const int64_t attempt = TakeOrder(worker);
+  Beat(worker, attempt, v1::AttemptStatus::SUCCEEDED);
+  coordinator_->Tick();
+  EXPECT_EQ(Get(job).state(), v1::Job::SUCCEEDED);
+}
+
+TEST_F(CoordinatorTest, CancelInEachState) {
+  // QUEUED: at once.
+  const std::string queued = Create(Spec("queued"));
+  absl::StatusOr<v1::Job> cancelled = coordinator_->CancelJob(queued);
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+  EXPECT_EQ(cancelled->state(), v1::Job::CANCELLED);
+  // Final: refused.
+  EXPECT_EQ(coordinator_->CancelJob(queued).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(coordinator_->CancelJob("jobs/99").status().code(),
+            absl::StatusCode::kNotFound);
+
+  // RUNNING: CANCELLING until the rank stops, then CANCELLED.
+  const std::string worker = Register();
+  const std::string running = Create(Spec("running"));
+  coordinator_->Tick();
+  const int64_t attempt = TakeOrder(worker);
+  cancelled = coordinator_->CancelJob(running);
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+  EXPECT_EQ(cancelled->state(), v1::Job::CANCELLING);
+  // CANCELLING: unchanged.
+  EXPECT_EQ(coordinator_->CancelJob(running)->state(), v1::Job::CANCELLING);
+  const v1::HeartbeatResponse told = Beat(worker, attempt);
+  EXPECT_EQ(told.abort_attempt_id(), attempt) << "the rank is told to stop";
+  coordinator_->Tick();
+  EXPECT_EQ(Get(running).state(), v1::Job::CANCELLING);
+  Beat(worker);  // The worker no longer runs it.
+  coordinator_->Tick();
+  EXPECT_EQ(Get(running).state(), v1::Job::CANCELLED);
+}
+
+TEST_F(CoordinatorTest, AQueuedJobFailsAtItsDeadline) {
+  v1::JobSpec spec = Spec("queue_deadline");
+  spec.mutable_run_policy()->mutable_deadline()->set_seconds(1);
+  const std::string job = Create(spec);  // No worker: it stays queued.
+  coordinator_->Tick();
+  EXPECT_EQ(Get(job).state(), v1::Job::QUEUED);
+  TickAfterRescan();
+  const v1::Job seen = Get(job);
+  EXPECT_EQ(seen.state(), v1::Job::FAILED);
+  EXPECT_EQ(seen.history(seen.history_size() - 1).reason(),
+            "DEADLINE_EXCEEDED");
+}
+
+TEST_F(CoordinatorTest, ARunningJobFailsAtItsDeadlineWithoutRestarting) {
+  const std::string worker = Register();
+  v1::JobSpec spec = Spec("run_deadline");
+  spec.mutable_run_policy()->mutable_deadline()->set_seconds(1);
+  spec.mutable_run_policy()->set_max_restarts(5);
+  const std::string job = Create(spec);
+  coordinator_->Tick();
+  const int64_t attempt = TakeOrder(worker);
+  absl::SleepFor(absl::Milliseconds(1050));
+  coordinator_->Tick();  // Past the deadline: the attempt is stopped.
+  EXPECT_EQ(Beat(worker, attempt).abort_attempt_id(), attempt);
+  Beat(worker);
+  coordinator_->Tick();
+  const v1::Job seen = Get(job);
+  EXPECT_EQ(seen.state(), v1::Job::FAILED) << seen.DebugString();
+  EXPECT_EQ(seen.restart_count(), 0);
+  EXPECT_EQ(seen.history(seen.history_size() - 1).reason(),
+            "DEADLINE_EXCEEDED");
+}
+
+// A store whose writes fail (a trigger aborts every update of a job): the
+// job is not launched while it cannot be recorded RUNNING, an attempt's end
+// is kept until it can be recorded, and every failure is counted.
+TEST_F(CoordinatorTest, AFailingStoreNeverLaunchesOrLosesAnAttempt) {
+  absl::StatusOr<std::unique_ptr<SqliteDb>> saboteur =
+      SqliteDb::Open(database_);
+  ASSERT_TRUE(saboteur.ok()) << saboteur.status();
+  auto break_writes = [&] {
+    ASSERT_TRUE((*saboteur)
+                    ->Execute("CREATE TRIGGER fail BEFORE UPDATE ON jobs "
+                              "BEGIN SELECT RAISE(ABORT, 'injected'); END")
+                    .ok());
+  };
+  auto mend_writes = [&] {
+    ASSERT_TRUE((*saboteur)->Execute("DROP TRIGGER fail").ok());
+  };
+
+  const std::string worker = Register();
+  const std::string job = Create(Spec("store"));
+  break_writes();
+  coordinator_->Tick();
+  EXPECT_FALSE(Beat(worker).has_run())
+      << "a job still QUEUED in the store must not run";
+  EXPECT_EQ(Get(job).state(), v1::Job::QUEUED);
+  EXPECT_GE(StoreErrors("transition"), 1);
+  mend_writes();
+  TickAfterRescan();
+  const int64_t attempt = TakeOrder(worker);
+  EXPECT_EQ(Get(job).state(), v1::Job::RUNNING);
+
+  // The attempt's end cannot be recorded: the job stays RUNNING and its
+  // worker stays reserved, then the end is recorded once the store works.
+  const std::string next = Create(Spec("next"));
+  break_writes();
+  Beat(worker, attempt, v1::AttemptStatus::SUCCEEDED);
+  const double errors = StoreErrors("transition");
+  coordinator_->Tick();
+  TickAfterRescan();
+  EXPECT_EQ(Get(job).state(), v1::Job::RUNNING);
+  EXPECT_GT(StoreErrors("transition"), errors);
+  EXPECT_FALSE(Beat(worker).has_run()) << "its worker is still held";
+  mend_writes();
+  coordinator_->Tick();
+  EXPECT_EQ(Get(job).state(), v1::Job::SUCCEEDED);
+  TickAfterRescan();
+  EXPECT_EQ(Get(next).state(), v1::Job::RUNNING);
+}
+
+// The file_sd file Prometheus reads stays one target per worker whatever
+// address a worker reports: quotes cannot add targets or labels.
+TEST(CoordinatorTargetsTest, WorkerAddressesAreJsonEscaped) {
+  const std::string dir = testing::TempDir() + "/coordinator_targets";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  absl::StatusOr<std::unique_ptr<JobStore>> store =
+      JobStore::Open(dir + "/jobs.sqlite");
+  ASSERT_TRUE(store.ok()) << store.status();
+  Coordinator coordinator(*std::move(store),
+                          {.worker_targets_file = dir + "/targets.json"});
+  const std::string hostile =
+      R"(10.0.0.1:9100"], "labels": {}}, {"targets": ["169.254.169.254:80)";
+  v1::RegisterWorkerRequest request;
+  request.set_host("127.0.0.1");
+  request.set_store_port(29500);
+  request.set_metrics_address(hostile);
+  ASSERT_TRUE(coordinator.RegisterWorker(request).ok());
+  std::ifstream file(dir + "/targets.json");
+  const nlohmann::json targets = nlohmann::json::parse(file);
+  ASSERT_EQ(targets.size(), 1u) << targets.dump();
+  EXPECT_EQ(targets[0]["targets"], nlohmann::json::array({hostile}));
+  EXPECT_EQ(targets[0]["labels"]["component"], "worker");
+}
+
+}  // namespace
+}  // namespace lethe

@@ -1,0 +1,89 @@
+#include "services/coordinator/scheduler.h"
+
+#include <algorithm>
+#include <set>
+#include <tuple>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/strip.h"
+#include "google/protobuf/util/time_util.h"
+
+namespace lethe {
+namespace {
+
+absl::Time CreateTime(const v1::Job& job) {
+  return absl::FromUnixMicros(
+      google::protobuf::util::TimeUtil::TimestampToMicroseconds(
+          job.create_time()));
+}
+
+// "jobs/12" -> 12, for ties between jobs created in the same microsecond.
+int64_t JobNumber(const v1::Job& job) {
+  int64_t number = 0;
+  absl::string_view name = job.name();
+  if (absl::ConsumePrefix(&name, "jobs/")) {
+    if (!absl::SimpleAtoi(name, &number)) number = 0;
+  }
+  return number;
+}
+
+}  // namespace
+
+v1::Device JobDevice(const v1::JobSpec& spec) {
+  return spec.device() == v1::CUDA ? v1::CUDA : v1::CPU;
+}
+
+absl::Duration JobDeadline(const v1::Job& job) {
+  return absl::Seconds(job.spec().run_policy().deadline().seconds());
+}
+
+SchedulingDecision PlaceQueuedJobs(std::vector<v1::Job> queued,
+                                   const std::vector<IdleWorker>& idle,
+                                   const std::map<v1::Device, int>& registered,
+                                   absl::Time now) {
+  std::stable_sort(queued.begin(), queued.end(),
+                   [](const v1::Job& a, const v1::Job& b) {
+                     return std::make_tuple(-a.spec().priority(), CreateTime(a),
+                                            JobNumber(a)) <
+                            std::make_tuple(-b.spec().priority(), CreateTime(b),
+                                            JobNumber(b));
+                   });
+  std::map<v1::Device, std::vector<std::string>> idle_by_device;
+  for (const IdleWorker& worker : idle) {
+    idle_by_device[worker.device].push_back(worker.id);
+  }
+  SchedulingDecision decision;
+  std::set<v1::Device> blocked;
+  for (const v1::Job& job : queued) {
+    const absl::Duration deadline = JobDeadline(job);
+    if (deadline > absl::ZeroDuration() && now > CreateTime(job) + deadline) {
+      decision.expired.push_back(job.name());
+      continue;
+    }
+    const v1::Device device = JobDevice(job.spec());
+    if (blocked.count(device) > 0) continue;
+    std::vector<std::string>& free = idle_by_device[device];
+    const int world_size = std::max(1, job.spec().world_size());
+    if (world_size > static_cast<int>(free.size())) {
+      blocked.insert(device);
+      const auto found = registered.find(device);
+      const int count = found == registered.end() ? 0 : found->second;
+      if (count < world_size) {
+        decision.too_few_workers.push_back({.job = job.name(),
+                                            .device = device,
+                                            .needed = world_size,
+                                            .registered = count});
+      }
+      continue;
+    }
+    decision.placements.push_back(
+        {.job = job.name(),
+         .workers = std::vector<std::string>(free.begin(),
+                                             free.begin() + world_size)});
+    free.erase(free.begin(), free.begin() + world_size);
+  }
+  return decision;
+}
+
+}  // namespace lethe

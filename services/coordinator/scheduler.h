@@ -1,0 +1,73 @@
+// Placement of queued jobs on idle workers: the scheduling decision alone,
+// without the store, the clock or the workers' connections, so that its
+// rules can be tested directly.
+//
+//   SchedulingDecision decision =
+//       PlaceQueuedJobs(queued, idle_workers, registered, absl::Now());
+//   for (const Placement& p : decision.placements) { ...start p.job... }
+//
+// Rules:
+//  - Order: highest spec.priority first, then oldest (create_time, then
+//    the job's number), whatever order `queued` comes in.
+//  - Device: a job runs on workers of its spec's device only (CUDA jobs on
+//    CUDA workers, everything else on CPU ones).
+//  - Gang: a job starts on world_size distinct idle workers at once, or not
+//    at all; rank r is the r-th of the idle workers in the order given.
+//  - Strict order per device: once a job cannot start, no later job of the
+//    same device starts before it (no starvation of large jobs); jobs of
+//    the other device are not held back.
+//  - Queue deadline: a job whose run_policy.deadline has passed since its
+//    creation is not placed but listed in `expired`, and holds nothing back.
+#ifndef LETHE_SERVICES_COORDINATOR_SCHEDULER_H_
+#define LETHE_SERVICES_COORDINATOR_SCHEDULER_H_
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "lethe/v1/job.pb.h"
+
+namespace lethe {
+
+struct IdleWorker {
+  std::string id;
+  v1::Device device = v1::CPU;
+};
+
+// `job` runs with workers[r] as rank r.
+struct Placement {
+  std::string job;
+  std::vector<std::string> workers;
+};
+
+// A job that waits because fewer workers of its device are registered than
+// it needs (not merely busy): it cannot start until more register.
+struct TooFewWorkers {
+  std::string job;
+  v1::Device device = v1::CPU;
+  int needed = 0;
+  int registered = 0;
+};
+
+struct SchedulingDecision {
+  std::vector<Placement> placements;
+  std::vector<std::string> expired;  // Past their deadline in the queue.
+  std::vector<TooFewWorkers> too_few_workers;
+};
+
+// `registered` counts every registered worker (busy ones too) by device.
+SchedulingDecision PlaceQueuedJobs(std::vector<v1::Job> queued,
+                                   const std::vector<IdleWorker>& idle,
+                                   const std::map<v1::Device, int>& registered,
+                                   absl::Time now);
+
+// The device kind a spec's job runs on: CUDA, or CPU for anything else.
+v1::Device JobDevice(const v1::JobSpec& spec);
+
+// How long after its creation a job must have ended; zero for no limit.
+absl::Duration JobDeadline(const v1::Job& job);
+
+}  // namespace lethe
+
+#endif  // LETHE_SERVICES_COORDINATOR_SCHEDULER_H_
