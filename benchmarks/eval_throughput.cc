@@ -23,6 +23,7 @@
 #include "absl/status/status.h"
 #include "libs/data/qa_example.h"
 #include "libs/eval/tofu_evaluator.h"
+#include "libs/model/generation.h"
 #include "libs/model/hf_checkpoint.h"
 #include "libs/model/llama_model.h"
 #include "libs/status/status_macros.h"

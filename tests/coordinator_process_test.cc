@@ -17,6 +17,7 @@
 #include "libs/net/http_client.h"
 #include "libs/subprocess/subprocess.h"
 #include "nlohmann/json.hpp"
+#include "tests/coordinator_harness.h"
 
 namespace lethe {
 namespace {
@@ -48,54 +49,22 @@ ExitStatus RunCli(const std::vector<std::string>& args,
   return *exit;
 }
 
-struct RunningCoordinator {
-  Subprocess process;
-  std::string grpc_address;
-  std::string metrics_url;
-};
-
-// Starts a coordinator on free ports and waits for its ready file.
-RunningCoordinator StartCoordinator(const std::string& name) {
-  const std::string ready_file = TempPath(name + ".ready.json");
-  absl::StatusOr<Subprocess> process =
-      Subprocess::Start({coordinator_binary, "--listen=127.0.0.1:0",
-                         "--metrics_address=127.0.0.1:0",
-                         absl::StrCat("--ready_file=", ready_file)},
-                        {},
-                        {.stdout_path = TempPath(name + ".log"),
-                         .stderr_path = TempPath(name + ".log")});
-  EXPECT_TRUE(process.ok()) << process.status();
-  const absl::Time deadline = absl::Now() + absl::Seconds(30);
-  while (ReadFile(ready_file).empty() && absl::Now() < deadline &&
-         process->running()) {
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-  const std::string ready = ReadFile(ready_file);
-  EXPECT_FALSE(ready.empty()) << "no ready file; log:\n"
-                              << ReadFile(TempPath(name + ".log"));
-  RunningCoordinator coordinator{*std::move(process), "", ""};
-  if (!ready.empty()) {
-    const nlohmann::json parsed = nlohmann::json::parse(ready);
-    coordinator.grpc_address = parsed.at("grpc_address");
-    coordinator.metrics_url = parsed.at("metrics_url");
-  }
-  return coordinator;
-}
-
 TEST(CoordinatorProcessTest, ServesHealthAndMetricsThenStopsOnSigterm) {
-  RunningCoordinator coordinator = StartCoordinator("serving");
-  ASSERT_FALSE(coordinator.grpc_address.empty());
+  auto coordinator_or =
+      RunningCoordinator::Start(coordinator_binary, FreshDir("serving"));
+  ASSERT_TRUE(coordinator_or.ok()) << coordinator_or.status();
+  RunningCoordinator& coordinator = **coordinator_or;
 
   const std::string health_output = TempPath("health.out");
-  const ExitStatus health = RunCli(
-      {"health", absl::StrCat("--coordinator=", coordinator.grpc_address)},
-      health_output);
+  const ExitStatus health =
+      RunCli({"health", absl::StrCat("--coordinator=", coordinator.address())},
+             health_output);
   EXPECT_TRUE(health.success()) << health.ToString() << ReadFile(health_output);
   EXPECT_TRUE(absl::StrContains(ReadFile(health_output), "SERVING"));
 
   // metrics_url is http://127.0.0.1:PORT/metrics.
-  const std::string host_port =
-      coordinator.metrics_url.substr(7, coordinator.metrics_url.size() - 7 - 8);
+  const std::string host_port = coordinator.metrics_url().substr(
+      7, coordinator.metrics_url().size() - 7 - 8);
   std::string host;
   int port = 0;
   ASSERT_TRUE(ParseHostPort(host_port, &host, &port).ok()) << host_port;
@@ -106,28 +75,30 @@ TEST(CoordinatorProcessTest, ServesHealthAndMetricsThenStopsOnSigterm) {
                                 "lethe_build_info{component=\"coordinator\""))
       << metrics->body;
 
-  ASSERT_TRUE(coordinator.process.Signal(SIGTERM).ok());
+  ASSERT_TRUE(coordinator.process().Signal(SIGTERM).ok());
   absl::StatusOr<std::optional<ExitStatus>> exit =
-      coordinator.process.WaitFor(absl::Seconds(15));
+      coordinator.process().WaitFor(absl::Seconds(15));
   ASSERT_TRUE(exit.ok() && exit->has_value()) << "no exit after SIGTERM";
   EXPECT_TRUE((*exit)->success()) << (*exit)->ToString();
 
   // Once it has stopped, the CLI reports it cannot reach it.
-  const ExitStatus after = RunCli(
-      {"health", absl::StrCat("--coordinator=", coordinator.grpc_address),
-       "--timeout_seconds=1"},
-      health_output);
+  const ExitStatus after =
+      RunCli({"health", absl::StrCat("--coordinator=", coordinator.address()),
+              "--timeout_seconds=1"},
+             health_output);
   EXPECT_EQ(after.code, 1) << after.ToString();
   EXPECT_TRUE(absl::StrContains(ReadFile(health_output), "cannot reach"))
       << ReadFile(health_output);
 }
 
 TEST(CoordinatorProcessTest, BusyPortMakesASecondCoordinatorExitWithReason) {
-  RunningCoordinator first = StartCoordinator("first");
-  ASSERT_FALSE(first.grpc_address.empty());
+  auto first_or =
+      RunningCoordinator::Start(coordinator_binary, FreshDir("first"));
+  ASSERT_TRUE(first_or.ok()) << first_or.status();
+  RunningCoordinator& first = **first_or;
   const std::string log = TempPath("second.log");
   absl::StatusOr<Subprocess> second = Subprocess::Start(
-      {coordinator_binary, absl::StrCat("--listen=", first.grpc_address),
+      {coordinator_binary, absl::StrCat("--listen=", first.address()),
        "--metrics_address=127.0.0.1:0"},
       {}, {.stdout_path = log, .stderr_path = log});
   ASSERT_TRUE(second.ok());
@@ -136,14 +107,16 @@ TEST(CoordinatorProcessTest, BusyPortMakesASecondCoordinatorExitWithReason) {
   ASSERT_TRUE(exit.ok() && exit->has_value())
       << "second coordinator kept running";
   EXPECT_EQ((*exit)->code, 1) << (*exit)->ToString();
-  EXPECT_TRUE(absl::StrContains(ReadFile(log), first.grpc_address))
+  EXPECT_TRUE(absl::StrContains(ReadFile(log), first.address()))
       << ReadFile(log);
 }
 
 // `lethe submit` takes YAML spec files (.yaml, .yml) as well as JSON ones.
 TEST(CoordinatorProcessTest, SubmitReadsYamlSpecFiles) {
-  RunningCoordinator coordinator = StartCoordinator("yaml");
-  ASSERT_FALSE(coordinator.grpc_address.empty());
+  auto coordinator_or =
+      RunningCoordinator::Start(coordinator_binary, FreshDir("yaml"));
+  ASSERT_TRUE(coordinator_or.ok()) << coordinator_or.status();
+  RunningCoordinator& coordinator = **coordinator_or;
   const std::string root = absl::StrCat(testing::TempDir(), "/yaml_spec");
   std::filesystem::remove_all(root);
   std::filesystem::create_directories(root + "/model");
@@ -159,7 +132,7 @@ TEST(CoordinatorProcessTest, SubmitReadsYamlSpecFiles) {
       "optimizer: {learning_rate: 1e-3, seed: 7}\noutput_dir: ", root,
       "/out\n");
   const std::string coordinator_flag =
-      absl::StrCat("--coordinator=", coordinator.grpc_address);
+      absl::StrCat("--coordinator=", coordinator.address());
   const std::string output = TempPath("submit.out");
   auto submit = [&](const std::string& name, const std::string& text,
                     const std::string& format = "--format=table") {

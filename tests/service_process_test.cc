@@ -31,21 +31,13 @@
 #include "libs/subprocess/subprocess.h"
 #include "nlohmann/json.hpp"
 #include "tests/cli_runner.h"
+#include "tests/coordinator_harness.h"
 
 namespace lethe {
 namespace {
 
 std::string coordinator_binary;
 std::string lethe_binary;
-
-// A fresh directory under the test's temporary directory.
-std::string FreshDir(const std::string& name) {
-  const std::string dir =
-      (std::filesystem::path(testing::TempDir()) / name).lexically_normal();
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  return dir;
-}
 
 // The tiny model and data every job here unlearns: forget10 and retain90
 // are the fixture's evaluation sets under the split names jobs use.
@@ -89,69 +81,6 @@ v1::JobSpec TinySpec(const std::string& output_dir) {
   spec.set_output_dir(output_dir);
   return spec;
 }
-
-// A coordinator with local workers on free ports; killed when destroyed.
-class RunningCoordinator {
- public:
-  RunningCoordinator(const std::string& dir, int local_workers,
-                     const std::string& database = "") {
-    std::filesystem::create_directories(dir);
-    ready_file_ = dir + "/ready.json";
-    log_ = dir + "/coordinator.log";
-    std::filesystem::remove(ready_file_);
-    database_ = database.empty() ? dir + "/jobs.sqlite" : database;
-    absl::StatusOr<Subprocess> process = Subprocess::Start(
-        {coordinator_binary, "--listen=127.0.0.1:0",
-         "--metrics_address=127.0.0.1:0", "--database=" + database_,
-         absl::StrCat("--local_workers=", local_workers), "--worker_threads=1",
-         "--worker_timeout=2s", "--collective_timeout=20s",
-         "--ready_file=" + ready_file_},
-        {}, {.stdout_path = log_, .stderr_path = log_});
-    EXPECT_TRUE(process.ok()) << process.status();
-    process_ = *std::move(process);
-    const absl::Time deadline = absl::Now() + absl::Seconds(30);
-    while (absl::Now() < deadline) {
-      absl::StatusOr<std::string> ready = ReadFileToString(ready_file_);
-      if (ready.ok() && !ready->empty()) {
-        address_ = nlohmann::json::parse(*ready)["grpc_address"];
-        break;
-      }
-      absl::SleepFor(absl::Milliseconds(50));
-    }
-    EXPECT_FALSE(address_.empty()) << Log();
-    stub_ = v1::Jobs::NewStub(
-        grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
-  }
-
-  const std::string& address() const { return address_; }
-  const std::string& database() const { return database_; }
-  Subprocess& process() { return *process_; }
-  v1::Jobs::Stub& jobs() { return *stub_; }
-  std::string Log() const { return ReadFileToString(log_).value_or(""); }
-
-  // Pids of the local workers it started, in order of start.
-  std::vector<pid_t> WorkerPids() const {
-    std::vector<pid_t> pids;
-    for (absl::string_view line : absl::StrSplit(Log(), '\n')) {
-      const size_t at = line.find("(pid ");
-      if (!absl::StrContains(line, "started local worker") ||
-          at == absl::string_view::npos) {
-        continue;
-      }
-      absl::string_view rest = line.substr(at + 5);
-      int pid = 0;
-      if (absl::SimpleAtoi(rest.substr(0, rest.find(',')), &pid)) {
-        pids.push_back(pid);
-      }
-    }
-    return pids;
-  }
-
- private:
-  std::string ready_file_, log_, database_, address_;
-  std::optional<Subprocess> process_;
-  std::unique_ptr<v1::Jobs::Stub> stub_;
-};
 
 grpc::Status CreateJob(v1::Jobs::Stub& jobs, const v1::JobSpec& spec,
                        v1::Job* job, const std::string& request_id = "") {
@@ -207,7 +136,10 @@ std::vector<at::Tensor> Weights(const std::string& model_dir) {
 
 TEST(ServiceProcessTest, CliSubmitsWatchesAndTheModelLoads) {
   const std::string dir = FreshDir("cli");
-  RunningCoordinator coordinator(dir + "/coordinator", 2);
+  auto coordinator_or = RunningCoordinator::Start(
+      coordinator_binary, dir + "/coordinator", {.local_workers = 2});
+  ASSERT_TRUE(coordinator_or.ok()) << coordinator_or.status();
+  RunningCoordinator& coordinator = **coordinator_or;
   const Inputs& inputs = SharedInputs();
   const CliResult submit =
       RunCli(lethe_binary,
@@ -255,7 +187,10 @@ TEST(ServiceProcessTest, CliSubmitsWatchesAndTheModelLoads) {
 // Two workers on half batches take the same steps as one on whole ones.
 TEST(ServiceProcessTest, TwoWorkersMatchOneProcessOnTheSameGlobalBatch) {
   const std::string dir = FreshDir("equivalence");
-  RunningCoordinator coordinator(dir + "/coordinator", 2);
+  auto coordinator_or = RunningCoordinator::Start(
+      coordinator_binary, dir + "/coordinator", {.local_workers = 2});
+  ASSERT_TRUE(coordinator_or.ok()) << coordinator_or.status();
+  RunningCoordinator& coordinator = **coordinator_or;
   v1::JobSpec two = TinySpec(dir + "/two");
   two.set_method(v1::NPO);  // Per-example means: exact under averaging.
   two.set_per_device_batch_size(2);
@@ -293,7 +228,10 @@ TEST(ServiceProcessTest, TwoWorkersMatchOneProcessOnTheSameGlobalBatch) {
 // reach both, 0 included (alpha 0 drops NPO_RT's retain term).
 TEST(ServiceProcessTest, UnlearnAndAOneWorkerJobOfTheSameFlagsEndEqual) {
   const std::string dir = FreshDir("same_flags");
-  RunningCoordinator coordinator(dir + "/coordinator", 1);
+  auto coordinator_or = RunningCoordinator::Start(
+      coordinator_binary, dir + "/coordinator", {.local_workers = 1});
+  ASSERT_TRUE(coordinator_or.ok()) << coordinator_or.status();
+  RunningCoordinator& coordinator = **coordinator_or;
   const Inputs& inputs = SharedInputs();
   const std::vector<std::string> common = {"--model=" + inputs.model_dir,
                                            "--data=" + inputs.data_dir,
@@ -383,7 +321,11 @@ v1::Job InterruptOneWorker(const std::string& name, int victim, int signal,
 }
 
 TEST(ServiceProcessTest, KilledWorkerRestartsTheJobFromItsCheckpoint) {
-  RunningCoordinator coordinator(FreshDir("kill_worker_coordinator"), 2);
+  auto coordinator_or = RunningCoordinator::Start(
+      coordinator_binary, FreshDir("kill_worker_coordinator"),
+      {.local_workers = 2});
+  ASSERT_TRUE(coordinator_or.ok()) << coordinator_or.status();
+  RunningCoordinator& coordinator = **coordinator_or;
   const v1::Job job =
       InterruptOneWorker("kill_worker", /*victim=*/1, SIGKILL, coordinator);
   const CliResult logs =
@@ -399,7 +341,11 @@ TEST(ServiceProcessTest, KilledWorkerRestartsTheJobFromItsCheckpoint) {
 // A stopped worker still holds its socket but sends no heartbeat: it is
 // dropped, killed and replaced, and the job restarts on the workers there are.
 TEST(ServiceProcessTest, HungWorkerIsDetectedByHeartbeatAndReplaced) {
-  RunningCoordinator coordinator(FreshDir("hung_worker_coordinator"), 2);
+  auto coordinator_or = RunningCoordinator::Start(
+      coordinator_binary, FreshDir("hung_worker_coordinator"),
+      {.local_workers = 2});
+  ASSERT_TRUE(coordinator_or.ok()) << coordinator_or.status();
+  RunningCoordinator& coordinator = **coordinator_or;
   const v1::Job done =
       InterruptOneWorker("hung_worker", /*victim=*/0, SIGSTOP, coordinator);
   bool worker_lost = false;
@@ -416,7 +362,11 @@ TEST(ServiceProcessTest, RestartedCoordinatorKeepsJobsAndResumesTheRunningOne) {
   const std::string database = dir + "/jobs.sqlite";
   std::string name;
   {
-    RunningCoordinator first(dir + "/first", 2, database);
+    auto first_or =
+        RunningCoordinator::Start(coordinator_binary, dir + "/first",
+                                  {.local_workers = 2, .database = database});
+    ASSERT_TRUE(first_or.ok()) << first_or.status();
+    RunningCoordinator& first = **first_or;
     v1::JobSpec spec = TinySpec(dir + "/job");
     spec.set_num_epochs(30);
     spec.mutable_checkpoint()->set_every_steps(5);
@@ -433,7 +383,11 @@ TEST(ServiceProcessTest, RestartedCoordinatorKeepsJobsAndResumesTheRunningOne) {
     ASSERT_TRUE(first.process().Signal(SIGKILL).ok());
     ASSERT_TRUE(first.process().Wait().ok());
   }
-  RunningCoordinator second(dir + "/second", 2, database);
+  auto second_or =
+      RunningCoordinator::Start(coordinator_binary, dir + "/second",
+                                {.local_workers = 2, .database = database});
+  ASSERT_TRUE(second_or.ok()) << second_or.status();
+  RunningCoordinator& second = **second_or;
   // Follows the log while the job runs again, until it ends.
   absl::StatusOr<Subprocess> follower = Subprocess::Start(
       {lethe_binary, "logs", name, "--coordinator=" + second.address()}, {},
@@ -478,7 +432,10 @@ TEST(ServiceProcessTest, RestartedCoordinatorKeepsJobsAndResumesTheRunningOne) {
 
 TEST(ServiceProcessTest, CancelStopsEveryRankWithinTenSeconds) {
   const std::string dir = FreshDir("cancel");
-  RunningCoordinator coordinator(dir + "/coordinator", 2);
+  auto coordinator_or = RunningCoordinator::Start(
+      coordinator_binary, dir + "/coordinator", {.local_workers = 2});
+  ASSERT_TRUE(coordinator_or.ok()) << coordinator_or.status();
+  RunningCoordinator& coordinator = **coordinator_or;
   v1::JobSpec spec = TinySpec(dir + "/job");
   spec.set_num_epochs(200);
   v1::Job job;
@@ -545,7 +502,10 @@ TEST(ServiceProcessTest, CancelStopsEveryRankWithinTenSeconds) {
 
 TEST(ServiceProcessTest, RequestIdRetriesPaginationAndBadSpecs) {
   const std::string dir = FreshDir("api");
-  RunningCoordinator coordinator(dir + "/coordinator", 0);
+  auto coordinator_or = RunningCoordinator::Start(
+      coordinator_binary, dir + "/coordinator", {.local_workers = 0});
+  ASSERT_TRUE(coordinator_or.ok()) << coordinator_or.status();
+  RunningCoordinator& coordinator = **coordinator_or;
   v1::JobSpec spec = TinySpec(dir + "/job");
   v1::Job first, retry;
   ASSERT_TRUE(CreateJob(coordinator.jobs(), spec, &first, "req-1").ok());

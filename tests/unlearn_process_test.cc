@@ -95,6 +95,24 @@ TEST_F(UnlearnProcessTest, WritesModelLogAndReusableReferenceCache) {
       << "the resumed run's log keeps the steps before its checkpoint";
 }
 
+// The reproduction of "a job's result is always its own": a second run with
+// another method into the same output directory used to "resume" from the
+// first run's final checkpoint and hand back its model as its own.
+TEST_F(UnlearnProcessTest, AnotherRunIntoTheSameOutputIsRefused) {
+  const std::string output = dir_ + "/shared_output";
+  CliResult result = RunCli(lethe_binary, Args("NPO_RT", output));
+  ASSERT_TRUE(result.exit.success()) << result.stderr_text;
+  const std::string model = output + "/model/model.safetensors";
+  const std::string before = ReadFileToString(model).value_or("");
+  result = RunCli(lethe_binary, Args("GA", output));
+  EXPECT_FALSE(result.exit.success()) << result.stdout_text;
+  EXPECT_TRUE(absl::StrContains(result.stderr_text, "method = NPO_RT") &&
+              absl::StrContains(result.stderr_text, "this run has GA"))
+      << result.stderr_text;
+  EXPECT_EQ(ReadFileToString(model).value_or(""), before)
+      << "the refused run must leave the first run's model as it was";
+}
+
 TEST_F(UnlearnProcessTest, BadInputNamesTheProblem) {
   CliResult result = RunCli(lethe_binary, Args("RMU", dir_ + "/bad"));
   EXPECT_FALSE(result.exit.success());

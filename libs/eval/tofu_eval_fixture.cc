@@ -12,6 +12,7 @@
 #include "libs/files/file_io.h"
 #include "libs/model/hf_checkpoint.h"
 #include "libs/model/llama_model.h"
+#include "libs/model/tiny_llama.h"
 #include "libs/status/status_macros.h"
 #include "libs/tokenizer/tokenizer.h"
 
@@ -76,18 +77,6 @@ std::string CharacterTokenizerModel() {
   AppendBytesField(1, "identity", normalizer_spec);
   AppendBytesField(3, normalizer_spec, model);
   return model;
-}
-
-LlamaConfig TinyLlamaConfig(int64_t vocab_size) {
-  LlamaConfig config;
-  config.vocab_size = vocab_size;
-  config.hidden_size = 32;
-  config.intermediate_size = 64;
-  config.num_hidden_layers = 2;
-  config.num_attention_heads = 4;
-  config.num_key_value_heads = 2;
-  config.max_position_embeddings = 512;
-  return config;
 }
 
 absl::Status WriteTinyTofuModel(const std::string& dir, uint64_t seed) {

@@ -14,7 +14,6 @@
 #include <string>
 
 #include "absl/status/status.h"
-#include "libs/model/llama_config.h"
 
 namespace lethe {
 
@@ -23,11 +22,9 @@ namespace lethe {
 // merges, so every character is one token.
 std::string CharacterTokenizerModel();
 
-// Hidden size 32, 2 layers, 4 query and 2 key/value heads, 512 positions.
-LlamaConfig TinyLlamaConfig(int64_t vocab_size);
-
-// A randomly initialised (seeded) TinyLlamaConfig model in Hugging Face
-// layout with CharacterTokenizerModel() as its tokenizer.model.
+// A randomly initialised (seeded) TinyLlamaConfig model (libs/model/
+// tiny_llama.h) in Hugging Face layout with CharacterTokenizerModel() as its
+// tokenizer.model.
 absl::Status WriteTinyTofuModel(const std::string& dir, uint64_t seed);
 
 // forget10_perturbed, holdout10, retain_perturbed, real_authors_perturbed and

@@ -61,6 +61,11 @@
 // them with one all_gather, and every rank computes the same metrics and
 // summary from the whole set: the unsharded result up to floating-point
 // rounding (batches hold other examples).
+//
+// Its parts: the evaluation sets (tofu_eval_data.h), answer scores
+// (answer_scoring.h), generations (libs/model/generation.h), the bytes in
+// which ranks exchange their shares (eval_share_format.h) and the metrics'
+// JSON (tofu_eval_metrics.h).
 #ifndef LETHE_LIBS_EVAL_TOFU_EVALUATOR_H_
 #define LETHE_LIBS_EVAL_TOFU_EVALUATOR_H_
 
@@ -72,29 +77,12 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "libs/data/qa_example.h"
-#include "libs/data/tofu_dataset.h"
+#include "libs/eval/tofu_eval_data.h"
 #include "libs/model/llama_model.h"
 #include "libs/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
 
 namespace lethe {
-
-// The TOFU evaluation sets of one forget split.
-struct TofuEvalData {
-  std::string forget_split;              // e.g. "forget10".
-  std::vector<TofuRecord> forget;        // <forget_split>_perturbed
-  std::vector<TofuRecord> holdout;       // holdout<NN>
-  std::vector<TofuRecord> retain;        // retain_perturbed
-  std::vector<TofuRecord> real_authors;  // real_authors_perturbed
-  std::vector<TofuRecord> world_facts;   // world_facts_perturbed
-};
-
-// Reads the sets of `forget_split` ("forget" + digits; its holdout set is
-// "holdout" + the same digits) from `data_dir`. NOT_FOUND naming the missing
-// file; INVALID_ARGUMENT naming the file and record that lacks what a metric
-// needs (a paraphrased answer, perturbed answers), or an empty set.
-absl::StatusOr<TofuEvalData> ReadTofuEvalData(const std::string& data_dir,
-                                              const std::string& forget_split);
 
 // How an evaluation is split between the ranks of a group: rank r computes
 // the examples and prompts whose index % world_size == r.
@@ -159,18 +147,6 @@ class TofuEvaluator {
   PromptTemplate prompt_template_;
   TofuEvalOptions options_;
 };
-
-// Greedy decoding of many prompts: up to `max_new_tokens` argmax tokens each,
-// stopping after any of `stop_ids` (kept in the output). Prompts of similar
-// length are batched `batch_size` at a time, left-padded with `pad_id`
-// (positions from PositionIdsFromMask), and decoded with one KV cache per
-// batch; rows that have stopped leave the batch. Returns the new tokens per
-// prompt, in order: the same tokens GreedyGenerate returns one prompt at a
-// time, up to floating-point rounding.
-absl::StatusOr<std::vector<std::vector<int64_t>>> GreedyGenerateBatch(
-    LlamaForCausalLM& model, const std::vector<std::vector<int64_t>>& prompts,
-    int64_t max_new_tokens, const std::vector<int64_t>& stop_ids,
-    int64_t pad_id, int batch_size);
 
 // Writes `dir`/TOFU_EVAL.json and `dir`/TOFU_SUMMARY.json (creating `dir`),
 // each atomically, laid out as open-unlearning's json.dump(indent=4)

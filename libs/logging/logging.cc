@@ -4,6 +4,7 @@
 #define GLOG_CUSTOM_PREFIX_SUPPORT 1
 #include "libs/logging/logging.h"
 
+#include <glog/logging.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -31,6 +32,28 @@ void WritePrefix(std::ostream& out, const google::LogMessageInfo& info,
 }
 
 }  // namespace
+
+LogMessage::~LogMessage() {
+  const std::string text = stream_.str();
+  switch (severity_) {
+    case LogSeverity::INFO:
+      google::LogMessage(file_, line_, google::GLOG_INFO).stream() << text;
+      break;
+    case LogSeverity::WARNING:
+      google::LogMessage(file_, line_, google::GLOG_WARNING).stream() << text;
+      break;
+    case LogSeverity::ERROR:
+      google::LogMessage(file_, line_, google::GLOG_ERROR).stream() << text;
+      break;
+    case LogSeverity::FATAL:
+      google::LogMessageFatal(file_, line_).stream() << text;
+      break;
+  }
+}
+
+bool VerboseLogging(int level) { return FLAGS_v >= level; }
+
+void SetVerbosity(int level) { FLAGS_v = level; }
 
 std::string LogPrefix(const std::tm& tm, int microseconds, const char* severity,
                       const std::string& component, int pid, const char* file,

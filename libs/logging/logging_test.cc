@@ -32,12 +32,12 @@ TEST(LogPrefixTest, ShowsTimeSeverityComponentPidAndSourceLine) {
 TEST(InitLoggingTest, LinesCarryThePrefixAndVerbosityGatesVlog) {
   InitLogging("logging_test", "logging-test");
   testing::internal::CaptureStderr();
-  LOG(INFO) << "first message";
-  LOG(WARNING) << "second message";
-  VLOG(1) << "hidden detail";
-  FLAGS_v = 1;
-  VLOG(1) << "shown detail";
-  FLAGS_v = 0;
+  LETHE_LOG(INFO) << "first message";
+  LETHE_LOG(WARNING) << "second message";
+  LETHE_VLOG(1) << "hidden detail";
+  SetVerbosity(1);
+  LETHE_VLOG(1) << "shown detail";
+  SetVerbosity(0);
   const std::string output = testing::internal::GetCapturedStderr();
   const std::string pid = absl::StrCat(getpid());
   const std::string prefix = R"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6} )";
@@ -53,6 +53,11 @@ TEST(InitLoggingTest, LinesCarryThePrefixAndVerbosityGatesVlog) {
         << output;
   }
   EXPECT_EQ(output.find("hidden detail"), std::string::npos) << output;
+}
+
+TEST(InitLoggingTest, FatalLogsThenAborts) {
+  InitLogging("logging_test", "logging-test");
+  EXPECT_DEATH(LETHE_LOG(FATAL) << "cannot go on", "cannot go on");
 }
 
 }  // namespace

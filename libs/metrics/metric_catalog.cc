@@ -188,7 +188,7 @@ const MetricInfo& CatalogMetric(absl::string_view name) {
   for (const MetricInfo& info : MetricCatalog()) {
     if (info.name == name) return info;
   }
-  LOG(FATAL) << "metric " << name << " is not in Lethe's metric catalog";
+  LETHE_LOG(FATAL) << "metric " << name << " is not in Lethe's metric catalog";
   std::abort();  // Not reached.
 }
 

@@ -3,7 +3,6 @@
 #include <ATen/autocast_mode.h>
 #include <torch/version.h>
 
-#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -370,34 +369,6 @@ CpuBf16AutocastGuard::~CpuBf16AutocastGuard() {
   if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
   SetCpuAutocastEnabled(previous_enabled_);
   SetCpuAutocastDtype(previous_dtype_);
-}
-
-std::vector<int64_t> GreedyGenerate(LlamaForCausalLM& model,
-                                    const std::vector<int64_t>& prompt,
-                                    int64_t max_new_tokens,
-                                    const std::vector<int64_t>& stop_ids) {
-  TORCH_CHECK(!prompt.empty(), "GreedyGenerate needs a non-empty prompt");
-  torch::NoGradGuard no_grad;
-  const at::Device device = model.parameters().front().device();
-  KvCache cache;
-  at::Tensor input =
-      torch::tensor(prompt, torch::TensorOptions().dtype(at::kLong))
-          .to(device)
-          .unsqueeze(0);
-  std::vector<int64_t> generated;
-  for (int64_t step = 0; step < max_new_tokens; ++step) {
-    const at::Tensor hidden = model.ForwardHidden(input, {}, &cache);
-    const at::Tensor logits =
-        model.Logits(hidden.select(1, hidden.size(1) - 1));
-    const int64_t next = logits.argmax(-1).item<int64_t>();
-    generated.push_back(next);
-    if (std::find(stop_ids.begin(), stop_ids.end(), next) != stop_ids.end()) {
-      break;
-    }
-    input = torch::full({1, 1}, next,
-                        torch::TensorOptions().dtype(at::kLong).device(device));
-  }
-  return generated;
 }
 
 }  // namespace lethe

@@ -11,6 +11,8 @@
 //   logits = model->Forward(prompt_ids, {}, &cache);
 //   logits = model->Forward(next_id, {}, &cache);
 //
+// Greedy decoding on top of it lives in libs/model/generation.h.
+//
 // Semantics follow Hugging Face's eager implementation: RMSNorm in fp32,
 // rotary embeddings in the rotate_half convention with rope_theta,
 // grouped-query attention (K/V heads repeated), softmax in fp32, SwiGLU MLP,
@@ -178,14 +180,6 @@ class CpuBf16AutocastGuard {
   bool previous_enabled_;
   at::ScalarType previous_dtype_;
 };
-
-// Greedy decoding with a KV cache: appends up to `max_new_tokens` argmax
-// tokens to `prompt`, stopping after any of `stop_ids`. Returns only the new
-// tokens (the stop token included when reached).
-std::vector<int64_t> GreedyGenerate(LlamaForCausalLM& model,
-                                    const std::vector<int64_t>& prompt,
-                                    int64_t max_new_tokens,
-                                    const std::vector<int64_t>& stop_ids);
 
 }  // namespace lethe
 

@@ -19,6 +19,7 @@
 #include "libs/files/file_io.h"
 #include "libs/jobs/job_spec.h"
 #include "libs/model/hf_checkpoint.h"
+#include "libs/run/run_identity.h"
 #include "libs/status/status_macros.h"
 #include "libs/status/torch_status.h"
 #include "libs/tokenizer/tokenizer.h"
@@ -77,15 +78,17 @@ absl::StatusOr<RunInputs> LoadInputs(const v1::JobSpec& spec,
 // instead of computing them again.
 absl::Status PrepareReferenceCache(LlamaForCausalLM& model,
                                    const UnlearningData& data,
-                                   const std::string& path) {
+                                   const std::string& path,
+                                   const std::string& reference) {
   auto ensure = [&](const std::vector<QaExample>& examples,
                     const std::string& file) -> absl::Status {
-    if (ReferenceLogProbCache::Load(file, examples).ok()) {
+    // A cache of other examples or another reference model is replaced.
+    if (ReferenceLogProbCache::Load(file, examples, reference).ok()) {
       return absl::OkStatus();
     }
-    ASSIGN_OR_RETURN(
-        ReferenceLogProbCache cache,
-        ReferenceLogProbCache::Compute(model, examples, data.pad_id));
+    ASSIGN_OR_RETURN(ReferenceLogProbCache cache,
+                     ReferenceLogProbCache::Compute(
+                         model, examples, data.pad_id, 16, reference));
     return cache.Save(file);
   };
   RETURN_IF_ERROR(ensure(data.forget, path));
@@ -159,6 +162,8 @@ TrainingOptions TrainingFromSpec(const v1::JobSpec& spec,
 }
 
 // <output_dir>/unlearning_log.json: what ran and every step of this call.
+// Written at every checkpoint and at the end, so that the log a resumed run
+// finds covers the steps up to its checkpoint.
 absl::Status WriteRunLog(const v1::JobSpec& spec, UnlearningMethod method,
                          const TrainingSummary& summary) {
   std::string spec_json;
@@ -257,6 +262,7 @@ absl::StatusOr<JobRunResult> RunJobSpec(const v1::JobSpec& given,
     at::set_num_threads(spec.threads_per_worker());
   }
 
+  ASSIGN_OR_RETURN(const RunIdentity identity, ComputeRunIdentity(spec));
   ASSIGN_OR_RETURN(RunInputs inputs, LoadInputs(spec, method, params));
   RETURN_IF_ERROR(
       CallTorch(absl::StrCat("moving the model to ", context.device.str()),
@@ -282,7 +288,8 @@ absl::StatusOr<JobRunResult> RunJobSpec(const v1::JobSpec& given,
     if (rank == 0) {
       const absl::Time start = absl::Now();
       RETURN_IF_ERROR(PrepareReferenceCache(*inputs.model, inputs.data,
-                                            reference_cache_path));
+                                            reference_cache_path,
+                                            identity.reference));
       reference_cache_seconds = absl::ToDoubleSeconds(absl::Now() - start);
     }
     if (group != nullptr) RETURN_IF_ERROR(group->Barrier());
@@ -294,7 +301,9 @@ absl::StatusOr<JobRunResult> RunJobSpec(const v1::JobSpec& given,
                             .bf16_reference = spec.bf16_reference(),
                             .reference_cache_path = needs.reference_log_probs
                                                         ? reference_cache_path
-                                                        : ""};
+                                                        : "",
+                            .reference_identity = identity.reference};
+  options.training.checkpoint.run_identity = identity.fields;
   UnlearningHooks hooks;
   double allreduce_seconds = 0;  // In the current step.
   if (group != nullptr) {
@@ -307,8 +316,17 @@ absl::StatusOr<JobRunResult> RunJobSpec(const v1::JobSpec& given,
     hooks.averager = hooks.training.reduce_gradients;
   }
   int64_t last_step = 0;
+  // This call's steps so far, for the log written at each checkpoint.
+  TrainingSummary so_far;
   hooks.training.on_step = [&](const StepRecord& step) -> absl::Status {
     last_step = step.step;
+    if (so_far.steps.empty()) so_far.resumed_from_step = step.step - 1;
+    so_far.steps.push_back(step);
+    so_far.total_steps = step.total_steps;
+    so_far.seconds += step.seconds;
+    if (rank == 0 && !step.checkpoint.empty()) {
+      RETURN_IF_ERROR(WriteRunLog(spec, method, so_far));
+    }
     RunStep run_step{
         .record = step,
         .allreduce_seconds = std::exchange(allreduce_seconds, 0),

@@ -11,16 +11,21 @@
 // split and alternate answers when the method needs them), tokenised to
 // spec.max_length, and the model (onto context.device); rank 0 computes the
 // reference log-prob cache (<output_dir>/reference_log_probs.json, reused
-// when it matches) and the other ranks wait for it; then it runs the method
+// when it was computed for the same examples by the same reference model)
+// and the other ranks wait for it; then it runs the method
 // (libs/unlearn/unlearning_run.h) with checkpoints in
-// <output_dir>/checkpoints, resuming from the newest one. With
+// <output_dir>/checkpoints, resuming from the newest one only when it was
+// written by the same run (run_identity.h: model, tokenizer and data
+// hashes, method, coefficients, schedule; anything else is
+// FAILED_PRECONDITION naming the field that differs). With
 // spec.evaluation it evaluates every evaluation.every_epochs epochs and at
 // the end (sharded across the ranks; the end's is skipped when the last
 // epoch's already measured the final model). Rank 0 writes the model and
 // its tokenizer to <output_dir>/model, TOFU_EVAL.json and TOFU_SUMMARY.json
 // to <output_dir>/eval, and <output_dir>/unlearning_log.json (the method,
-// the spec and every step of the run: a resumed run keeps the steps the
-// earlier log holds up to its checkpoint).
+// the spec and every step of the run; written at every checkpoint and at
+// the end, and a resumed run keeps the steps the earlier log holds up to
+// its checkpoint).
 //
 // The spec should have passed ValidateJobSpec; fields left at zero take
 // JobSpecWithDefaults' values (a job stored before a field existed runs

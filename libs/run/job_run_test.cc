@@ -171,18 +171,21 @@ TEST(RunJobSpecTest, EvaluatesEveryEpochAndSkipsARepeatAtTheEnd) {
   v1::JobSpec spec = TinySpec("evaluation", v1::GRAD_DIFF);
   spec.mutable_evaluation()->set_every_epochs(1);
   std::vector<int> epochs;
+  const std::string eval_log = spec.output_dir() + "/eval/TOFU_EVAL.json";
+  std::filesystem::file_time_type last_written;
   absl::StatusOr<JobRunResult> result = ValidateAndRun(
       spec, {.on_evaluation =
                  [&](int epoch, const std::map<std::string, double>& summary) {
                    EXPECT_TRUE(summary.count("model_utility"));
                    epochs.push_back(epoch);
+                   last_written = std::filesystem::last_write_time(eval_log);
                    return absl::OkStatus();
                  }});
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(epochs, (std::vector<int>{1, 2}));
   EXPECT_TRUE(result->evaluation.count("model_utility"));
-  EXPECT_TRUE(
-      std::filesystem::exists(spec.output_dir() + "/eval/TOFU_EVAL.json"));
+  EXPECT_EQ(std::filesystem::last_write_time(eval_log), last_written)
+      << "the last epoch's evaluation measured the final model: no repeat";
   EXPECT_TRUE(
       std::filesystem::exists(spec.output_dir() + "/eval/TOFU_SUMMARY.json"));
 }
@@ -196,6 +199,53 @@ TEST(RunJobSpecTest, ACallbackErrorStopsTheRun) {
       }});
   EXPECT_EQ(result.status().code(), absl::StatusCode::kCancelled);
   EXPECT_FALSE(std::filesystem::exists(spec.output_dir() + "/model"));
+}
+
+// A run never takes over another run's checkpoints: the same spec resumes
+// (here from its final checkpoint: no steps left), another method or
+// coefficient into the same output directory is refused naming the field.
+TEST(RunJobSpecTest, ResumesOnlyTheSameRun) {
+  const v1::JobSpec npo_rt = TinySpec("identity", v1::NPO_RT);
+  absl::StatusOr<JobRunResult> first = ValidateAndRun(npo_rt);
+  ASSERT_TRUE(first.ok()) << first.status();
+  const std::vector<at::Tensor> trained = Weights(first->model_dir);
+
+  absl::StatusOr<JobRunResult> again = ValidateAndRun(npo_rt);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->training.resumed_from_step, first->training.total_steps);
+
+  v1::JobSpec ga = npo_rt;
+  ga.set_method(v1::GA);
+  absl::StatusOr<JobRunResult> other = ValidateAndRun(ga);
+  EXPECT_EQ(other.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(other.status().message().find("method = NPO_RT"), std::string::npos)
+      << other.status();
+
+  v1::JobSpec alpha = npo_rt;
+  alpha.mutable_method_params()->set_alpha(0.5);
+  other = ValidateAndRun(alpha);
+  EXPECT_EQ(other.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(other.status().message().find("alpha"), std::string::npos)
+      << other.status();
+  EXPECT_EQ(MaxDifference(Weights(npo_rt.output_dir() + "/model"), trained), 0)
+      << "a refused run leaves the model it found";
+}
+
+// The reference log-prob cache names the model it was computed with: a
+// cache left by another model is recomputed, not used.
+TEST(RunJobSpecTest, AReferenceCacheOfAnotherModelIsRecomputed) {
+  v1::JobSpec spec = TinySpec("other_reference", v1::NPO);
+  const std::string cache = spec.output_dir() + "/reference_log_probs.json";
+  nlohmann::json planted = {{"fingerprint", "0"},
+                            {"reference", "model_sha256=someone-else"},
+                            {"log_probs", {0.0, 0.0}}};
+  ASSERT_TRUE(WriteFileAtomically(cache, planted.dump()).ok());
+  absl::StatusOr<JobRunResult> result = ValidateAndRun(spec);
+  ASSERT_TRUE(result.ok()) << result.status();
+  const nlohmann::json written =
+      nlohmann::json::parse(ReadFileToString(cache).value());
+  EXPECT_NE(written["reference"], planted["reference"]);
+  EXPECT_NE(written["log_probs"], planted["log_probs"]);
 }
 
 TEST(RunJobSpecTest, RefusesSeveralRanksWithoutAGroupAndBadCoefficients) {

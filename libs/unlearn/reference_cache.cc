@@ -39,7 +39,7 @@ uint64_t FingerprintExamples(const std::vector<QaExample>& examples) {
 
 absl::StatusOr<ReferenceLogProbCache> ReferenceLogProbCache::Compute(
     LlamaForCausalLM& model, const std::vector<QaExample>& examples, int pad_id,
-    int batch_size) {
+    int batch_size, const std::string& reference) {
   if (batch_size < 1) {
     return absl::InvalidArgumentError("reference batch size must be >= 1");
   }
@@ -67,11 +67,12 @@ absl::StatusOr<ReferenceLogProbCache> ReferenceLogProbCache::Compute(
     }
   }));
   return ReferenceLogProbCache(std::move(log_probs),
-                               FingerprintExamples(examples));
+                               FingerprintExamples(examples), reference);
 }
 
 absl::StatusOr<ReferenceLogProbCache> ReferenceLogProbCache::Load(
-    const std::string& path, const std::vector<QaExample>& examples) {
+    const std::string& path, const std::vector<QaExample>& examples,
+    const std::string& reference) {
   ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
   const nlohmann::json json = nlohmann::json::parse(text, nullptr, false);
   if (json.is_discarded() || !json.is_object() ||
@@ -95,11 +96,20 @@ absl::StatusOr<ReferenceLogProbCache> ReferenceLogProbCache::Load(
         path, " was computed for other examples (", log_probs.size(),
         " cached, ", examples.size(), " given); delete it to recompute"));
   }
-  return ReferenceLogProbCache(std::move(log_probs), fingerprint);
+  const std::string saved_reference = json.value("reference", "");
+  if (!reference.empty() && saved_reference != reference) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        path, " was computed by another reference model (",
+        saved_reference.empty() ? "unnamed" : saved_reference,
+        ", this run's is ", reference, "); delete it to recompute"));
+  }
+  return ReferenceLogProbCache(std::move(log_probs), fingerprint,
+                               saved_reference);
 }
 
 absl::Status ReferenceLogProbCache::Save(const std::string& path) const {
   const nlohmann::json json = {{"fingerprint", absl::StrCat(fingerprint_)},
+                               {"reference", reference_},
                                {"log_probs", log_probs_}};
   return WriteFileAtomically(path, json.dump() + "\n");
 }

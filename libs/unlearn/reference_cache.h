@@ -29,14 +29,18 @@ uint64_t FingerprintExamples(const std::vector<QaExample>& examples);
 class ReferenceLogProbCache {
  public:
   // Runs `model` without gradients over `examples` in right-padded batches.
+  // `reference` names the model (e.g. RunIdentity::reference: its weights'
+  // hash and the settings its log-probs depend on); it is saved with them.
   static absl::StatusOr<ReferenceLogProbCache> Compute(
       LlamaForCausalLM& model, const std::vector<QaExample>& examples,
-      int pad_id, int batch_size = 16);
+      int pad_id, int batch_size = 16, const std::string& reference = "");
 
   // Reads a file written by Save; FAILED_PRECONDITION when it was computed
-  // for other examples, DATA_LOSS when it is malformed.
+  // for other examples or, when `reference` is given, by another reference
+  // model; DATA_LOSS when it is malformed.
   static absl::StatusOr<ReferenceLogProbCache> Load(
-      const std::string& path, const std::vector<QaExample>& examples);
+      const std::string& path, const std::vector<QaExample>& examples,
+      const std::string& reference = "");
 
   absl::Status Save(const std::string& path) const;
 
@@ -45,11 +49,15 @@ class ReferenceLogProbCache {
   const std::vector<double>& log_probs() const { return log_probs_; }
 
  private:
-  ReferenceLogProbCache(std::vector<double> log_probs, uint64_t fingerprint)
-      : log_probs_(std::move(log_probs)), fingerprint_(fingerprint) {}
+  ReferenceLogProbCache(std::vector<double> log_probs, uint64_t fingerprint,
+                        std::string reference)
+      : log_probs_(std::move(log_probs)),
+        fingerprint_(fingerprint),
+        reference_(std::move(reference)) {}
 
   std::vector<double> log_probs_;
   uint64_t fingerprint_;
+  std::string reference_;
 };
 
 }  // namespace lethe

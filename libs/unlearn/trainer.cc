@@ -82,6 +82,9 @@ std::map<std::string, std::string> RunDescription(
       {"world_size", std::to_string(options.world_size)},
       {"total_steps", std::to_string(total_steps)},
   };
+  for (const auto& [field, value] : options.checkpoint.run_identity) {
+    description.emplace(field, value);
+  }
   // Only when grouping, so checkpoints of plain runs stay resumable.
   if (!options.example_lengths.empty()) {
     description["length_window_batches"] =
@@ -213,7 +216,7 @@ absl::StatusOr<TrainingSummary> RunTraining(torch::nn::Module& model,
       return loaded.status();
     }
     for (const std::string& warning : summary.checkpoint_warnings) {
-      LOG(WARNING) << warning;
+      LETHE_LOG(WARNING) << warning;
     }
     if (start_step > total_steps) {
       return absl::FailedPreconditionError(

@@ -56,6 +56,12 @@ struct CheckpointOptions {
   // False on data-parallel ranks other than 0: they resume from rank 0's
   // checkpoints (every rank holds the same weights and optimizer state).
   bool write = true;
+  // What else determines the weights (model and data hashes, method,
+  // coefficients, schedule: libs/run/run_identity.h), recorded in every
+  // checkpoint next to the trainer's own fields (seed, batch sizes, world
+  // size, total steps); a checkpoint resumes only a run equal in all of
+  // them.
+  std::map<std::string, std::string> run_identity;
 };
 
 struct TrainingOptions {

@@ -94,13 +94,13 @@ QaBatch Collate(const std::vector<QaExample>& examples,
 
 absl::StatusOr<ReferenceLogProbCache> CachedOrComputed(
     LlamaForCausalLM& model, const std::vector<QaExample>& examples, int pad_id,
-    int batch_size, const std::string& path) {
+    int batch_size, const std::string& path, const std::string& reference) {
   if (!path.empty() && std::filesystem::exists(path)) {
-    return ReferenceLogProbCache::Load(path, examples);
+    return ReferenceLogProbCache::Load(path, examples, reference);
   }
-  ASSIGN_OR_RETURN(
-      ReferenceLogProbCache cache,
-      ReferenceLogProbCache::Compute(model, examples, pad_id, batch_size));
+  ASSIGN_OR_RETURN(ReferenceLogProbCache cache,
+                   ReferenceLogProbCache::Compute(model, examples, pad_id,
+                                                  batch_size, reference));
   if (!path.empty()) RETURN_IF_ERROR(cache.Save(path));
   return cache;
 }
@@ -186,13 +186,15 @@ absl::StatusOr<TrainingSummary> RunUnlearning(LlamaForCausalLM& model,
     const std::string& path = options.reference_cache_path;
     ASSIGN_OR_RETURN(forget_reference,
                      CachedOrComputed(model, data.forget, data.pad_id,
-                                      options.reference_batch_size, path));
+                                      options.reference_batch_size, path,
+                                      options.reference_identity));
     if (needs.alternate_answers) {
       ASSIGN_OR_RETURN(
           alternate_reference,
           CachedOrComputed(model, data.alternate, data.pad_id,
                            options.reference_batch_size,
-                           path.empty() ? path : path + ".alternate"));
+                           path.empty() ? path : path + ".alternate",
+                           options.reference_identity));
     }
   }
   ASSIGN_OR_RETURN(

@@ -52,8 +52,12 @@ struct UnlearningOptions {
   // fast on CPUs with AMX and on GPUs.
   bool bf16_reference = false;
   // When set: the reference log-prob cache is read from this file if it
-  // matches the forget examples, else computed and written there.
+  // matches the forget examples (and reference_identity), else computed and
+  // written there.
   std::string reference_cache_path;
+  // Names the reference model in the cache (ReferenceLogProbCache); a cache
+  // file of another reference is FAILED_PRECONDITION. Empty: not checked.
+  std::string reference_identity;
 };
 
 struct UnlearningHooks {

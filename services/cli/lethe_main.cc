@@ -216,9 +216,10 @@ absl::Status CheckHealth() {
 }
 
 // Threads of a command that computes in this process: --threads, else 2.
+// (A negative --threads is kept, for the command to refuse.)
 int LocalThreads() {
   const int threads = absl::GetFlag(FLAGS_threads);
-  return threads > 0 ? threads : 2;
+  return threads != 0 ? threads : 2;
 }
 
 // --batch_size, or `command_default` when it is 0.
@@ -346,7 +347,7 @@ absl::StatusOr<v1::JobSpec> JobSpecFromFlags() {
              params);
   SetIfGiven(absl::GetFlag(FLAGS_ofmu_rho_growth),
              &v1::MethodParams::set_ofmu_rho_growth, params);
-  if (absl::GetFlag(FLAGS_ofmu_inner_steps) >= 0) {
+  if (absl::GetFlag(FLAGS_ofmu_inner_steps) != -1) {
     params.set_ofmu_inner_steps(absl::GetFlag(FLAGS_ofmu_inner_steps));
   }
   if (absl::GetFlag(FLAGS_ofmu_first_order)) params.set_ofmu_first_order(true);
@@ -399,6 +400,13 @@ absl::Status Unlearn() {
         "submit) to run it on several workers");
   }
   spec.set_threads_per_worker(LocalThreads());
+  // Unlike a job's, a local run's output directory may be new.
+  std::error_code error;
+  std::filesystem::create_directories(spec.output_dir(), error);
+  if (error) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "--output: cannot create ", spec.output_dir(), ": ", error.message()));
+  }
   spec = JobSpecWithDefaults(std::move(spec));
   RETURN_IF_ERROR(ValidateJobSpec(spec));
   return RunUnlearn(spec);

@@ -11,6 +11,7 @@
 #include "libs/data/qa_example.h"
 #include "libs/data/tofu_dataset.h"
 #include "libs/files/file_io.h"
+#include "libs/model/generation.h"
 #include "libs/model/hf_checkpoint.h"
 #include "libs/model/llama_model.h"
 #include "libs/run/job_run.h"

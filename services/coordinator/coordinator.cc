@@ -85,7 +85,13 @@ Coordinator::~Coordinator() {
 
 absl::Status Coordinator::RecoverAfterRestart() {
   absl::MutexLock lock(&mu_);
-  return jobs_.Recover();
+  // A job that cannot be moved now is logged and counted; the coordinator
+  // still starts and serves the others.
+  const absl::Status recovered = jobs_.Recover();
+  if (!recovered.ok()) {
+    LETHE_LOG(ERROR) << "recovering jobs after a restart: " << recovered;
+  }
+  return absl::OkStatus();
 }
 
 void Coordinator::StartScheduler() {
@@ -146,7 +152,7 @@ void Coordinator::WriteWorkerTargetsLocked() {
   const absl::Status written =
       WriteFileAtomically(options_.worker_targets_file, json);
   if (!written.ok()) {
-    LOG(ERROR) << "writing the workers' scrape targets: " << written;
+    LETHE_LOG(ERROR) << "writing the workers' scrape targets: " << written;
   }
 }
 
@@ -434,7 +440,11 @@ int Coordinator::RankOf(const AttemptState& attempt,
 
 void Coordinator::EnforceDeadlinesLocked(absl::Time now) {
   for (auto& [id, attempt] : attempts_) {
-    if (attempt.stopping || now <= attempt.deadline_at) continue;
+    // An attempt whose ranks have all ended is being recorded: too late.
+    if (attempt.stopping || attempt.outcome.has_value() ||
+        now <= attempt.deadline_at) {
+      continue;
+    }
     StopAttemptLocked(attempt, "DEADLINE_EXCEEDED",
                       absl::StrCat("the job ran past its deadline of ",
                                    absl::FormatDuration(attempt.deadline)));
@@ -458,13 +468,24 @@ void Coordinator::SettleAttemptsLocked(absl::Time now) {
       ++it;  // Waiting for the other ranks to stop.
       continue;
     }
-    const absl::StatusOr<v1::Job::State> ended = jobs_.EndAttempt(
-        attempt.job, {.succeeded = all_succeeded && !attempt.stopping,
-                      .cancelled = attempt.cancel,
-                      .failure_reason = attempt.failure_reason,
-                      .failure_message = attempt.failure_message});
+    if (!attempt.outcome.has_value()) {
+      attempt.outcome = {.succeeded = all_succeeded && !attempt.stopping,
+                         .cancelled = attempt.cancel,
+                         .failure_reason = attempt.failure_reason,
+                         .failure_message = attempt.failure_message};
+    }
+    if (now < attempt.retry_at) {
+      ++it;
+      continue;
+    }
+    const absl::StatusOr<v1::Job::State> ended =
+        jobs_.EndAttempt(attempt.job, *attempt.outcome);
     if (!ended.ok() && !absl::IsNotFound(ended.status())) {
-      ++it;  // Not recorded: try again next tick, its workers still held.
+      // Not recorded (logged and counted): try again later.
+      attempt.retry_at = now + attempt.retry_backoff;
+      attempt.retry_backoff =
+          std::min(2 * attempt.retry_backoff, absl::Seconds(30));
+      ++it;
       continue;
     }
     // Its workers that still count themselves in it are free again.

@@ -17,8 +17,9 @@
 // workers at once and assigns ranks; rank 0 hosts the attempt's c10d
 // TCPStore on the port its worker registered, under a prefix unique to the
 // attempt. An attempt is launched only once its job is recorded RUNNING;
-// an attempt's end that cannot be recorded is retried on the next tick,
-// its workers still reserved.
+// an attempt's end that cannot be recorded is retried (backing off from
+// 100 ms to 30 s) with the outcome fixed when its ranks ended; its workers
+// are free meanwhile (their ranks are over).
 // Workers heartbeat; one silent for `worker_timeout` is dropped and its
 // attempt aborted. An attempt whose rank fails or is lost is stopped on
 // every rank, then the job is queued again (resuming from its checkpoint)
@@ -77,7 +78,8 @@ class Coordinator {
 
   // Jobs that were RUNNING when the last coordinator stopped are queued
   // again (they resume from their checkpoints) or FAILED when out of
-  // restarts; CANCELLING ones end CANCELLED.
+  // restarts; CANCELLING ones end CANCELLED. A job that cannot be moved is
+  // logged and counted, and the others still are: always OK.
   absl::Status RecoverAfterRestart();
 
   // Sets the API address given to workers; call before StartScheduler.
@@ -144,6 +146,11 @@ class Coordinator {
     // The job's run_policy.deadline, counted from its creation; none: never.
     absl::Duration deadline = absl::InfiniteDuration();
     absl::Time deadline_at = absl::InfiniteFuture();
+    // Fixed when every rank has ended, so that a retried recording records
+    // the same end; the next try waits until retry_at (doubling backoff).
+    std::optional<JobStateMachine::AttemptOutcome> outcome;
+    absl::Time retry_at = absl::InfinitePast();
+    absl::Duration retry_backoff = absl::Milliseconds(100);
   };
   // The rank `worker_id` runs in `attempt`.
   static int RankOf(const AttemptState& attempt, const std::string& worker_id);

@@ -121,8 +121,9 @@ absl::Status Run() {
                          coordinator));
   }
 
-  LOG(INFO) << "lethe-coordinator " << kLetheVersion << " serving gRPC on "
-            << server->address() << ", metrics at " << metrics->url();
+  LETHE_LOG(INFO) << "lethe-coordinator " << kLetheVersion
+                  << " serving gRPC on " << server->address() << ", metrics at "
+                  << metrics->url();
   const std::string ready_file = absl::GetFlag(FLAGS_ready_file);
   if (!ready_file.empty()) {
     const nlohmann::json ready = {{"grpc_address", server->address()},
@@ -132,7 +133,7 @@ absl::Status Run() {
 
   int received = 0;
   sigwait(&shutdown_signals, &received);
-  LOG(INFO) << "received " << strsignal(received) << ", shutting down";
+  LETHE_LOG(INFO) << "received " << strsignal(received) << ", shutting down";
   server->SetServing("", false);
   server->Shutdown(absl::Seconds(5));
   server->Wait();
@@ -152,7 +153,7 @@ int main(int argc, char** argv) {
   lethe::InitLogging(argv[0], "lethe-coordinator");
   const absl::Status status = lethe::Run();
   if (!status.ok()) {
-    LOG(ERROR) << status;
+    LETHE_LOG(ERROR) << status;
     return 1;
   }
   return 0;

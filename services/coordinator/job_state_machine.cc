@@ -42,8 +42,8 @@ void JobStateMachine::Changed(const std::string& job, v1::Job::State to) {
 absl::Status JobStateMachine::StoreFailed(const std::string& operation,
                                           const std::string& job,
                                           const absl::Status& status) {
-  LOG(ERROR) << "job store: " << operation << " of " << job
-             << " failed: " << status;
+  LETHE_LOG(ERROR) << "job store: " << operation << " of " << job
+                   << " failed: " << status;
   if (options_.metrics != nullptr) options_.metrics->StoreError(operation);
   return status;
 }

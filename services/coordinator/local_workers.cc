@@ -81,8 +81,8 @@ absl::Status LocalWorkers::StartSlot(int slot) {
                          "--metrics_address=127.0.0.1:0"},
                         {{"OMP_NUM_THREADS", absl::StrCat(options_.threads)}},
                         {.stdout_path = log, .stderr_path = log}));
-  LOG(INFO) << "started local worker " << slot << " (pid " << process.pid()
-            << ", log " << log << ")";
+  LETHE_LOG(INFO) << "started local worker " << slot << " (pid "
+                  << process.pid() << ", log " << log << ")";
   processes_[slot] = std::move(process);
   return absl::OkStatus();
 }
@@ -97,21 +97,22 @@ void LocalWorkers::Supervise() {
       Subprocess& process = *processes_[slot];
       if (process.running() && std::find(dropped.begin(), dropped.end(),
                                          process.pid()) != dropped.end()) {
-        LOG(WARNING) << "local worker " << slot << " (pid " << process.pid()
-                     << ") stopped answering; killing and replacing it";
+        LETHE_LOG(WARNING) << "local worker " << slot << " (pid "
+                           << process.pid()
+                           << ") stopped answering; killing and replacing it";
         process.Signal(SIGKILL).IgnoreError();
         process.Wait().IgnoreError();
       }
       absl::StatusOr<std::optional<ExitStatus>> exit =
           process.WaitFor(absl::ZeroDuration());
       if (exit.ok() && !exit->has_value()) continue;
-      LOG(WARNING) << "local worker " << slot << " ended ("
-                   << (exit.ok() ? (*exit)->ToString()
-                                 : exit.status().ToString())
-                   << "); starting it again";
+      LETHE_LOG(WARNING) << "local worker " << slot << " ended ("
+                         << (exit.ok() ? (*exit)->ToString()
+                                       : exit.status().ToString())
+                         << "); starting it again";
       const absl::Status started = StartSlot(slot);
       if (!started.ok()) {
-        LOG(ERROR) << "starting local worker " << slot << ": " << started;
+        LETHE_LOG(ERROR) << "starting local worker " << slot << ": " << started;
       }
     }
   }

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <set>
-#include <tuple>
 #include <utility>
 
 #include "absl/strings/numbers.h"
@@ -42,12 +41,12 @@ SchedulingDecision PlaceQueuedJobs(std::vector<v1::Job> queued,
                                    const std::vector<IdleWorker>& idle,
                                    const std::map<v1::Device, int>& registered,
                                    absl::Time now) {
+  // Job numbers grow with creation, and unlike create_time they do not
+  // follow the wall clock if it steps back.
   std::stable_sort(queued.begin(), queued.end(),
                    [](const v1::Job& a, const v1::Job& b) {
-                     return std::make_tuple(-a.spec().priority(), CreateTime(a),
-                                            JobNumber(a)) <
-                            std::make_tuple(-b.spec().priority(), CreateTime(b),
-                                            JobNumber(b));
+                     return std::make_pair(-a.spec().priority(), JobNumber(a)) <
+                            std::make_pair(-b.spec().priority(), JobNumber(b));
                    });
   std::map<v1::Device, std::vector<std::string>> idle_by_device;
   for (const IdleWorker& worker : idle) {

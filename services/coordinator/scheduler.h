@@ -7,8 +7,8 @@
 //   for (const Placement& p : decision.placements) { ...start p.job... }
 //
 // Rules:
-//  - Order: highest spec.priority first, then oldest (create_time, then
-//    the job's number), whatever order `queued` comes in.
+//  - Order: highest spec.priority first, then oldest (the lower job number:
+//    numbers grow with creation), whatever order `queued` comes in.
 //  - Device: a job runs on workers of its spec's device only (CUDA jobs on
 //    CUDA workers, everything else on CPU ones).
 //  - Gang: a job starts on world_size distinct idle workers at once, or not

@@ -94,7 +94,7 @@ absl::Status RunUnlearningAttempt(const lethe::v1::Attempt& attempt,
   double step_seconds_sum = 0;
   int64_t steps_timed = 0;
   RunCallbacks callbacks;
-  callbacks.log = [](const std::string& line) { LOG(INFO) << line; };
+  callbacks.log = [](const std::string& line) { LETHE_LOG(INFO) << line; };
   callbacks.on_step = [&](const RunStep& run_step) -> absl::Status {
     if (rank != 0) return absl::OkStatus();
     const StepRecord& step = run_step.record;

@@ -109,8 +109,9 @@ absl::Status RunAttemptFile(const std::string& path) {
   }
   attempt.set_local_address(absl::GetFlag(FLAGS_host));
   attempt.set_device(absl::GetFlag(FLAGS_device));
-  LOG(INFO) << "attempt " << attempt.attempt_id() << " of " << attempt.job()
-            << ": rank " << attempt.rank() << " of " << attempt.world_size();
+  LETHE_LOG(INFO) << "attempt " << attempt.attempt_id() << " of "
+                  << attempt.job() << ": rank " << attempt.rank() << " of "
+                  << attempt.world_size();
   std::unique_ptr<WorkerRegistry::Stub> stub;
   if (attempt.rank() == 0) {
     stub = WorkerRegistry::NewStub(grpc::CreateChannel(
@@ -217,7 +218,7 @@ class Worker {
       if (worker_id_.empty()) {
         const absl::Status registered = Register();
         if (!registered.ok()) {
-          LOG(WARNING) << registered << "; retrying";
+          LETHE_LOG(WARNING) << registered << "; retrying";
           absl::SleepFor(absl::Seconds(1));
           continue;
         }
@@ -244,7 +245,8 @@ class Worker {
     worker_id_ = response.worker_id();
     interval_ =
         absl::Milliseconds(std::max(50, response.heartbeat_interval_ms()));
-    LOG(INFO) << "registered with " << coordinator_ << " as " << worker_id_;
+    LETHE_LOG(INFO) << "registered with " << coordinator_ << " as "
+                    << worker_id_;
     return absl::OkStatus();
   }
 
@@ -277,26 +279,26 @@ class Worker {
     }
     if (!status.ok()) {
       // Keep the attempt: the coordinator may be back soon and tell us.
-      LOG(WARNING) << "heartbeat failed: " << status.error_message();
+      LETHE_LOG(WARNING) << "heartbeat failed: " << status.error_message();
       return absl::OkStatus();
     }
     if (response.unknown_worker()) {
-      LOG(WARNING) << "the coordinator does not know " << worker_id_
-                   << "; stopping any attempt and registering again";
+      LETHE_LOG(WARNING) << "the coordinator does not know " << worker_id_
+                         << "; stopping any attempt and registering again";
       StopAttempt();
       worker_id_.clear();
       return absl::OkStatus();
     }
     if (attempt_ && response.abort_attempt_id() == attempt_->attempt_id) {
-      LOG(INFO) << "stopping attempt " << attempt_->attempt_id
-                << " as the coordinator asked";
+      LETHE_LOG(INFO) << "stopping attempt " << attempt_->attempt_id
+                      << " as the coordinator asked";
       StopAttempt();
     }
     if (response.has_run()) {
       if (attempt_ && !attempt_->finished) {
-        LOG(WARNING) << "told to run attempt " << response.run().attempt_id()
-                     << " while running " << attempt_->attempt_id
-                     << "; stopping the old one";
+        LETHE_LOG(WARNING) << "told to run attempt "
+                           << response.run().attempt_id() << " while running "
+                           << attempt_->attempt_id << "; stopping the old one";
         StopAttempt();
       }
       const absl::Status started = StartAttempt(response.run());
@@ -339,9 +341,9 @@ class Worker {
             {{"OMP_NUM_THREADS", absl::StrCat(Threads())},
              {"LETHE_ATTEMPT_ERROR_FILE", stem + ".error"}},
             {.stdout_path = stem + ".log", .stderr_path = stem + ".log"}));
-    LOG(INFO) << "running attempt " << attempt.attempt_id() << " of "
-              << attempt.job() << " as rank " << attempt.rank() << " (log "
-              << stem << ".log)";
+    LETHE_LOG(INFO) << "running attempt " << attempt.attempt_id() << " of "
+                    << attempt.job() << " as rank " << attempt.rank()
+                    << " (log " << stem << ".log)";
     attempt_ = RunningAttempt{.attempt_id = attempt.attempt_id(),
                               .error_path = stem + ".error",
                               .child = std::move(child)};
@@ -418,7 +420,7 @@ absl::Status RunWorker() {
         MetricsEndpoint::Start(absl::GetFlag(FLAGS_metrics_address), registry));
     metrics_address =
         absl::StrCat(absl::GetFlag(FLAGS_host), ":", endpoint->port());
-    LOG(INFO) << "metrics at " << endpoint->url();
+    LETHE_LOG(INFO) << "metrics at " << endpoint->url();
   }
   return Worker(absl::GetFlag(FLAGS_coordinator), metrics_address,
                 metrics.get())
@@ -439,7 +441,7 @@ int main(int argc, char** argv) {
   if (!attempt_file.empty()) {
     const absl::Status status = lethe::RunAttemptFile(attempt_file);
     if (!status.ok()) {
-      LOG(ERROR) << "attempt failed: " << status;
+      LETHE_LOG(ERROR) << "attempt failed: " << status;
       if (const char* error_file = std::getenv("LETHE_ATTEMPT_ERROR_FILE")) {
         lethe::WriteFileAtomically(error_file, status.ToString()).IgnoreError();
       }
@@ -448,10 +450,10 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (!lethe::TieLifetimeToParent()) {
-    LOG(ERROR) << "the process that started it is gone";
+    LETHE_LOG(ERROR) << "the process that started it is gone";
     return 1;
   }
   const absl::Status status = lethe::RunWorker();
-  LOG(ERROR) << status;
+  LETHE_LOG(ERROR) << status;
   return 1;
 }

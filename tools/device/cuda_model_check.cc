@@ -50,6 +50,7 @@
 #include <utility>
 #include <vector>
 
+#include "libs/model/generation.h"
 #include "libs/model/hf_checkpoint.h"
 #include "libs/model/llama_config.h"
 #include "libs/model/llama_model.h"

@@ -12,6 +12,9 @@
 #   nlohmann/include         Debian's nlohmann-json headers
 #   gloo/include             Debian's Gloo headers (libgloo-dev)
 #   zlib/include, zlib/lib   zlib.h, zconf.h and libz.so.1
+#   glog/include, glog/lib   Debian's glog and gflags headers and
+#                            libglog.so.1, libgflags.so.2.2 (libs/logging;
+#                            not yet run on a GPU since logging was added)
 # (see cuda_model_check.sh and hf_reference_check.sh). Everything is logged
 # to $OUT/log.txt.
 set -o pipefail
@@ -31,6 +34,7 @@ build() {
             -isystem "$torch_dir/include/torch/csrc/api/include")
   [ -d /usr/include/nlohmann ] || includes+=(-isystem "$CARRY/nlohmann/include")
   [ -f /usr/include/zlib.h ] || includes+=(-isystem "$CARRY/zlib/include")
+  [ -d /usr/include/glog ] || includes+=(-isystem "$CARRY/glog/include")
   for d in /usr/local/cuda/include "$site"/nvidia/*/include \
            "$site"/nvidia/cu13/include; do
     [ -d "$d" ] && includes+=(-isystem "$d")
@@ -47,6 +51,7 @@ build() {
                  libs/unlearn/checkpoint.cc libs/unlearn/trainer.cc
                  libs/unlearn/unlearning_run.cc libs/dist/collective_group.cc
                  libs/status/torch_status.cc libs/files/file_io.cc
+                 libs/logging/logging.cc
                  tools/device/cuda_unlearning_check.cc)
   pids=()
   for src in "${sources[@]}"; do
@@ -69,7 +74,8 @@ build() {
     -Wl,--no-as-needed -lstdc++ \
     -ltorch_cuda -ltorch -ltorch_cpu -lc10_cuda -lc10 \
     -Wl,--as-needed "$CARRY"/absl/lib/*.so.* "$CARRY/zlib/lib/libz.so.1" \
-    -Wl,-rpath,"$torch_dir/lib:$PWD/$CARRY/absl/lib:$PWD/$CARRY/zlib/lib" \
+    "$CARRY"/glog/lib/*.so.* \
+    -Wl,-rpath,"$torch_dir/lib:$PWD/$CARRY/absl/lib:$PWD/$CARRY/zlib/lib:$PWD/$CARRY/glog/lib" \
     -lpthread 2>&1 | head -40
   [ -x "$BUILD/cuda_unlearning_check" ] || { echo "LINK FAILED"; return 1; }
 }

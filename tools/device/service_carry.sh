@@ -8,7 +8,8 @@
 #
 # writes CARRY/service (CARRY defaults to .device_carry, git-ignored):
 #   include/     Debian's headers of gRPC, protobuf, Abseil, prometheus-cpp,
-#                nlohmann-json, glog, gflags, libyaml, SQLite, zlib and Gloo
+#                nlohmann-json, glog, gflags, OpenSSL, libyaml, SQLite, zlib
+#                and Gloo
 #   lib/         the shared libraries the three binaries need besides glibc,
 #                libstdc++ and LibTorch, with their own dependencies, each
 #                under its SONAME
@@ -36,11 +37,14 @@ rm -rf "$carry"
 mkdir -p "$carry"/{include,lib,generated,benchmark}
 
 # Headers: whole folders, or single files, of /usr/include.
-for h in grpc grpc++ grpcpp absl prometheus nlohmann gloo glog gflags yaml.h \
+for h in grpc grpc++ grpcpp absl prometheus nlohmann gloo glog gflags openssl \
+         yaml.h \
          sqlite3.h sqlite3ext.h zlib.h zconf.h sentencepiece_processor.h \
          sentencepiece_trainer.h; do
   cp -r "/usr/include/$h" "$carry/include/"
 done
+# OpenSSL's per-architecture headers (opensslconf.h, configuration.h).
+cp /usr/include/x86_64-linux-gnu/openssl/*.h "$carry/include/openssl/"
 mkdir -p "$carry/include/google"
 cp -r /usr/include/google/protobuf "$carry/include/google/"
 

@@ -1,0 +1,158 @@
+#include "libs/run/run_identity.h"
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "gtest/gtest.h"
+#include "libs/jobs/job_spec.h"
+
+namespace lethe {
+namespace {
+
+void Write(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary) << bytes;
+}
+
+// FIPS 180-2's published examples.
+TEST(FileSha256Test, MatchesPublishedTestVectors) {
+  const std::string dir = testing::TempDir() + "/sha256";
+  std::filesystem::create_directories(dir);
+  Write(dir + "/empty", "");
+  Write(dir + "/abc", "abc");
+  Write(dir + "/two_blocks",
+        "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq");
+  EXPECT_EQ(*FileSha256(dir + "/empty"),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(*FileSha256(dir + "/abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(*FileSha256(dir + "/two_blocks"),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+  EXPECT_EQ(FileSha256(dir + "/missing").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+class RunIdentityTest : public testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = testing::TempDir() + "/run_identity";
+    std::filesystem::remove_all(root_);
+    std::filesystem::create_directories(root_ + "/model");
+    std::filesystem::create_directories(root_ + "/data");
+    Write(root_ + "/model/config.json", "{\"hidden_size\": 16}");
+    Write(root_ + "/model/model.safetensors", "weights");
+    Write(root_ + "/model/tokenizer.model", "tokenizer");
+    Write(root_ + "/model/README.md", "not part of the weights");
+    Write(root_ + "/data/forget10.json", "[1]");
+    Write(root_ + "/data/retain90.jsonl", "{}");
+  }
+
+  v1::JobSpec Spec() const {
+    v1::JobSpec spec;
+    spec.set_model_dir(root_ + "/model");
+    spec.set_data_dir(root_ + "/data");
+    spec.set_forget_split("forget10");
+    spec.set_method(v1::NPO_RT);
+    spec.mutable_optimizer()->set_learning_rate(1e-3);
+    spec.set_output_dir(root_ + "/out");
+    return JobSpecWithDefaults(spec);
+  }
+
+  std::map<std::string, std::string> Fields(const v1::JobSpec& spec) {
+    absl::StatusOr<RunIdentity> identity = ComputeRunIdentity(spec);
+    EXPECT_TRUE(identity.ok()) << identity.status();
+    return identity.ok() ? identity->fields
+                         : std::map<std::string, std::string>{};
+  }
+
+  // The fields whose values differ between `a` and `b`.
+  static std::vector<std::string> Differing(
+      const std::map<std::string, std::string>& a,
+      const std::map<std::string, std::string>& b) {
+    std::vector<std::string> names;
+    for (const auto& [name, value] : a) {
+      auto found = b.find(name);
+      if (found == b.end() || found->second != value) names.push_back(name);
+    }
+    for (const auto& [name, value] : b) {
+      if (a.count(name) == 0) names.push_back(name);
+    }
+    return names;
+  }
+
+  std::string root_;
+};
+
+TEST_F(RunIdentityTest, TheSameRunHasTheSameIdentity) {
+  const std::map<std::string, std::string> first = Fields(Spec());
+  EXPECT_EQ(first, Fields(Spec()));
+  v1::JobSpec same = Spec();
+  same.mutable_optimizer()->set_learning_rate(0.001);  // 1e-3, spelled out.
+  same.set_display_name("another name");
+  same.set_priority(7);
+  EXPECT_EQ(first, Fields(same));
+  Write(root_ + "/model/README.md", "edited");  // Not a weight file.
+  EXPECT_EQ(first, Fields(Spec()));
+  EXPECT_EQ(first.at("method"), "NPO_RT");
+  EXPECT_EQ(first.at("beta"), "0.10000000000000001") << "NPO's default";
+}
+
+TEST_F(RunIdentityTest, EachInputAndSettingIsItsOwnField) {
+  const std::map<std::string, std::string> base = Fields(Spec());
+  using Names = std::vector<std::string>;
+
+  v1::JobSpec other = Spec();
+  other.set_method(v1::GA);
+  // GA has no retain term, so the retain split leaves the identity too.
+  EXPECT_EQ(Differing(base, Fields(other)),
+            (Names{"method", "retain_data_sha256", "retain_split"}));
+
+  other = Spec();
+  other.mutable_method_params()->set_alpha(0);
+  EXPECT_EQ(Differing(base, Fields(other)), Names{"alpha"});
+
+  other = Spec();
+  other.mutable_method_params()->set_beta(0.1);  // NPO's default, explicit.
+  EXPECT_TRUE(Differing(base, Fields(other)).empty());
+
+  other = Spec();
+  other.mutable_optimizer()->set_learning_rate(2e-3);
+  EXPECT_EQ(Differing(base, Fields(other)), Names{"learning_rate"});
+
+  other = Spec();
+  other.set_max_length(128);
+  EXPECT_EQ(Differing(base, Fields(other)), Names{"max_length"});
+
+  Write(root_ + "/model/model.safetensors", "weightz");
+  EXPECT_EQ(Differing(base, Fields(Spec())), Names{"model_sha256"});
+  Write(root_ + "/model/model.safetensors", "weights");
+  Write(root_ + "/data/forget10.json", "[2]");
+  EXPECT_EQ(Differing(base, Fields(Spec())), Names{"forget_data_sha256"});
+  Write(root_ + "/data/forget10.json", "[1]");
+  Write(root_ + "/model/tokenizer.model", "tokenizer 2");
+  EXPECT_EQ(Differing(base, Fields(Spec())), Names{"tokenizer_sha256"});
+}
+
+TEST_F(RunIdentityTest, TheReferenceNamesTheModelNotTheMethod) {
+  absl::StatusOr<RunIdentity> npo_rt = ComputeRunIdentity(Spec());
+  v1::JobSpec ga = Spec();
+  ga.set_method(v1::GA);
+  absl::StatusOr<RunIdentity> other_method = ComputeRunIdentity(ga);
+  ASSERT_TRUE(npo_rt.ok() && other_method.ok());
+  EXPECT_EQ(npo_rt->reference, other_method->reference);
+  Write(root_ + "/model/model.safetensors", "other weights");
+  absl::StatusOr<RunIdentity> other_model = ComputeRunIdentity(Spec());
+  ASSERT_TRUE(other_model.ok());
+  EXPECT_NE(npo_rt->reference, other_model->reference);
+}
+
+TEST_F(RunIdentityTest, AMissingFileIsNamed) {
+  std::filesystem::remove(root_ + "/data/forget10.json");
+  const absl::StatusOr<RunIdentity> identity = ComputeRunIdentity(Spec());
+  EXPECT_EQ(identity.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(identity.status().message().find("forget10"), std::string::npos)
+      << identity.status();
+}
+
+}  // namespace
+}  // namespace lethe
