@@ -20,16 +20,6 @@
 namespace lethe {
 namespace {
 
-bool IsFinal(v1::Job::State state) {
-  return state == v1::Job::SUCCEEDED || state == v1::Job::FAILED ||
-         state == v1::Job::CANCELLED;
-}
-
-google::protobuf::Timestamp ToTimestamp(absl::Time time) {
-  return google::protobuf::util::TimeUtil::MicrosecondsToTimestamp(
-      absl::ToUnixMicros(time));
-}
-
 absl::Time FromTimestamp(const google::protobuf::Timestamp& timestamp) {
   return absl::FromUnixMicros(
       google::protobuf::util::TimeUtil::TimestampToMicroseconds(timestamp));
@@ -39,19 +29,9 @@ absl::Time JobCreateTime(const v1::Job& job) {
   return FromTimestamp(job.create_time());
 }
 
-// Log lines StreamJobLogs reads from the store at a time.
-constexpr int kLogReadPage = 500;
 // How often the scheduler reads the queue when nothing that could start a
 // job has changed: the resolution of queue deadlines.
 constexpr absl::Duration kQueueRescanPeriod = absl::Seconds(1);
-
-v1::LogEntry ToLogEntry(const JobStore::LogLine& line) {
-  v1::LogEntry entry;
-  *entry.mutable_time() = ToTimestamp(line.time);
-  entry.set_source(line.source);
-  entry.set_message(line.message);
-  return entry;
-}
 
 }  // namespace
 
@@ -72,13 +52,14 @@ Coordinator::Coordinator(std::unique_ptr<JobStore> store,
 
 void Coordinator::JobChangedLocked(v1::Job::State to) {
   if (to == v1::Job::QUEUED) job_queued_since_scan_ = true;
-  ++version_;
+  feed_.ChangedLocked();
 }
 
 Coordinator::~Coordinator() {
   {
     absl::MutexLock lock(&mu_);
     shutting_down_ = true;
+    feed_.ShutdownLocked();
   }
   if (scheduler_.joinable()) scheduler_.join();
 }
@@ -212,69 +193,21 @@ absl::StatusOr<v1::Job> Coordinator::CancelJob(const std::string& name) {
 absl::Status Coordinator::DeleteJob(const std::string& name) {
   absl::MutexLock lock(&mu_);
   RETURN_IF_ERROR(store_->Delete(name));
-  ++version_;
+  feed_.ChangedLocked();
   return absl::OkStatus();
-}
-
-bool Coordinator::AwaitChange(int64_t seen_version, absl::Duration timeout) {
-  absl::MutexLock lock(&mu_);
-  auto changed = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return version_ != seen_version || shutting_down_;
-  };
-  return mu_.AwaitWithTimeout(absl::Condition(&changed), timeout);
-}
-
-int64_t Coordinator::CurrentVersion() {
-  absl::MutexLock lock(&mu_);
-  return version_;
 }
 
 absl::Status Coordinator::WatchJob(
     const std::string& name, const std::function<bool(const v1::Job&)>& send,
     const std::function<bool()>& cancelled) {
-  std::string last_sent;
-  while (!cancelled()) {
-    const int64_t version = CurrentVersion();
-    ASSIGN_OR_RETURN(v1::Job job, store_->Get(name));
-    std::string bytes = job.SerializeAsString();
-    if (bytes != last_sent) {
-      if (!send(job)) return absl::OkStatus();
-      last_sent = std::move(bytes);
-    }
-    if (IsFinal(job.state())) return absl::OkStatus();
-    AwaitChange(version, absl::Seconds(1));
-  }
-  return absl::OkStatus();
+  return feed_.WatchJob(name, send, cancelled);
 }
 
 absl::Status Coordinator::StreamJobLogs(
     const std::string& name, bool follow,
     const std::function<bool(const v1::LogEntry&)>& send,
     const std::function<bool()>& cancelled) {
-  // The sequence number of the last line sent; lines trimmed from the store
-  // while the client lagged are skipped.
-  int64_t sent = 0;
-  while (!cancelled()) {
-    const int64_t version = CurrentVersion();
-    bool job_final = false;
-    std::vector<JobStore::LogLine> page;
-    {
-      // Every line is written under mu_, so the state read here comes with
-      // every line logged up to it (a final state's own line included).
-      absl::MutexLock lock(&mu_);
-      ASSIGN_OR_RETURN(const v1::Job job, store_->Get(name));
-      job_final = IsFinal(job.state());
-      ASSIGN_OR_RETURN(page, store_->ReadLogs(name, sent, kLogReadPage));
-    }
-    for (const JobStore::LogLine& line : page) {
-      if (!send(ToLogEntry(line))) return absl::OkStatus();
-      sent = line.sequence;
-    }
-    if (static_cast<int>(page.size()) == kLogReadPage) continue;
-    if (!follow || job_final) return absl::OkStatus();
-    AwaitChange(version, absl::Seconds(1));
-  }
-  return absl::OkStatus();
+  return feed_.StreamJobLogs(name, follow, send, cancelled);
 }
 
 // --- Workers ----------------------------------------------------------------
@@ -306,7 +239,7 @@ absl::StatusOr<v1::RegisterWorkerResponse> Coordinator::RegisterWorker(
       absl::ToInt64Milliseconds(options_.heartbeat_interval)));
   workers_[worker.id] = std::move(worker);
   WriteWorkerTargetsLocked();
-  ++version_;
+  feed_.ChangedLocked();
   return response;
 }
 
@@ -407,7 +340,7 @@ void Coordinator::DropSilentWorkersLocked(absl::Time now) {
     dropped_pids_.push_back(worker.pid);
     it = workers_.erase(it);
     WriteWorkerTargetsLocked();
-    ++version_;
+    feed_.ChangedLocked();
   }
 }
 
@@ -497,7 +430,7 @@ void Coordinator::SettleAttemptsLocked(absl::Time now) {
       }
     }
     it = attempts_.erase(it);
-    ++version_;
+    feed_.ChangedLocked();
   }
 }
 

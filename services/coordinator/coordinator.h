@@ -47,6 +47,7 @@
 #include "lethe/v1/worker_service.grpc.pb.h"
 #include "libs/jobs/job_store.h"
 #include "services/coordinator/coordinator_metrics.h"
+#include "services/coordinator/job_feed.h"
 #include "services/coordinator/job_state_machine.h"
 
 namespace lethe {
@@ -179,19 +180,16 @@ class Coordinator {
   void LaunchLocked(const v1::Job& job, const std::vector<std::string>& workers)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int64_t NewAttemptIdLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  int64_t CurrentVersion();
   void UpdateGaugesLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void WriteWorkerTargetsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Waits until the version moves past `seen_version` or `timeout` passes.
-  bool AwaitChange(int64_t seen_version, absl::Duration timeout);
 
   CoordinatorOptions options_;
   std::unique_ptr<JobStore> store_;
   JobStateMachine jobs_;  // Used under mu_.
 
   absl::Mutex mu_;
-  // Bumped on every change watchers may want to see.
-  int64_t version_ ABSL_GUARDED_BY(mu_) = 0;
+  // Wakes the Jobs API's streams after every change (under mu_).
+  JobFeed feed_{*store_, mu_};
   std::map<std::string, WorkerState> workers_ ABSL_GUARDED_BY(mu_);
   std::map<int64_t, AttemptState> attempts_ ABSL_GUARDED_BY(mu_);
   std::vector<pid_t> dropped_pids_ ABSL_GUARDED_BY(mu_);
