@@ -3,24 +3,14 @@
 #include <cmath>
 
 #include "gtest/gtest.h"
+#include "libs/model/tiny_llama.h"
 
 namespace lethe {
 namespace {
 
-LlamaConfig TinyConfig() {
-  LlamaConfig config;
-  config.vocab_size = 20;
-  config.hidden_size = 16;
-  config.intermediate_size = 32;
-  config.num_hidden_layers = 1;
-  config.num_attention_heads = 2;
-  config.num_key_value_heads = 2;
-  return config;
-}
-
 TEST(ScoreAnswersTest, EqualsExpOfMinusMeanAnswerNllComputedByHand) {
   torch::manual_seed(3);
-  LlamaForCausalLM model(TinyConfig());
+  LlamaForCausalLM model(LlamaConfigOf({.vocab_size = 20, .kv_heads = 2}));
   const std::vector<QaExample> examples = {
       {.input_ids = {1, 5, 6, 7, 2},
        .labels = {kIgnoreIndex, kIgnoreIndex, 6, 7, 2}},

@@ -10,20 +10,19 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "libs/model/safetensors.h"
+#include "libs/model/tiny_llama.h"
 
 namespace lethe {
 namespace {
 
 LlamaConfig TinyConfig(bool tied = false) {
-  LlamaConfig config;
-  config.vocab_size = 40;
-  config.hidden_size = 16;
-  config.intermediate_size = 24;
-  config.num_hidden_layers = 2;
-  config.num_attention_heads = 4;
-  config.num_key_value_heads = 2;
-  config.tie_word_embeddings = tied;
-  return config;
+  return LlamaConfigOf({.vocab_size = 40,
+                        .hidden_size = 16,
+                        .intermediate_size = 24,
+                        .layers = 2,
+                        .heads = 4,
+                        .kv_heads = 2,
+                        .tie_word_embeddings = tied});
 }
 
 std::string FreshDir(const std::string& name) {

@@ -13,28 +13,19 @@
 
 #include "gtest/gtest.h"
 #include "libs/model/llama_model.h"
+#include "libs/model/tiny_llama.h"
 
 namespace lethe {
 namespace {
 
 namespace fs = std::filesystem;
 
-LlamaConfig TinyConfig(int hidden_size = 16) {
-  LlamaConfig config;
-  config.vocab_size = 32;
-  config.hidden_size = hidden_size;
-  config.intermediate_size = 32;
-  config.num_hidden_layers = 1;
-  config.num_attention_heads = 2;
-  config.num_key_value_heads = 1;
-  return config;
-}
-
 // A model and an AdamW optimizer with state from a few steps.
 struct Trained {
   explicit Trained(uint64_t seed, int hidden_size = 16) {
     torch::manual_seed(seed);
-    model = std::make_shared<LlamaForCausalLM>(TinyConfig(hidden_size));
+    model = std::make_shared<LlamaForCausalLM>(
+        LlamaConfigOf({.hidden_size = hidden_size}));
     optimizer = std::make_unique<torch::optim::AdamW>(
         model->parameters(), torch::optim::AdamWOptions(1e-2));
   }

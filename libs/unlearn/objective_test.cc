@@ -5,6 +5,7 @@
 
 #include "gtest/gtest.h"
 #include "libs/data/qa_batch.h"
+#include "libs/model/tiny_llama.h"
 #include "libs/unlearn/sequence_loss.h"
 
 namespace lethe {
@@ -155,17 +156,6 @@ TEST(ObjectiveParamsTest, RejectsValuesTheMathsCannotUse) {
   EXPECT_EQ(DefaultObjectiveParams(UnlearningMethod::kSimNpo).beta, 4.5);
 }
 
-LlamaConfig TinyConfig() {
-  LlamaConfig config;
-  config.vocab_size = 32;
-  config.hidden_size = 16;
-  config.intermediate_size = 32;
-  config.num_hidden_layers = 1;
-  config.num_attention_heads = 2;
-  config.num_key_value_heads = 1;
-  return config;
-}
-
 // Two examples per batch; answers are the last two tokens.
 QaBatch Batch(int offset) {
   std::vector<QaExample> examples;
@@ -181,7 +171,7 @@ class ObjectiveOnModelTest : public testing::Test {
  protected:
   ObjectiveOnModelTest() {
     torch::manual_seed(7);
-    model_ = std::make_shared<LlamaForCausalLM>(TinyConfig());
+    model_ = std::make_shared<LlamaForCausalLM>(LlamaConfigOf({}));
     model_->to(at::kDouble);
     batch_.forget = Batch(0);
     batch_.retain = Batch(5);

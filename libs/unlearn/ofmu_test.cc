@@ -5,23 +5,13 @@
 
 #include "gtest/gtest.h"
 #include "libs/data/qa_batch.h"
+#include "libs/model/tiny_llama.h"
 #include "libs/unlearn/sequence_loss.h"
 
 namespace lethe {
 namespace {
 
 using Vectors = std::vector<at::Tensor>;
-
-LlamaConfig TinyConfig() {
-  LlamaConfig config;
-  config.vocab_size = 24;
-  config.hidden_size = 8;
-  config.intermediate_size = 16;
-  config.num_hidden_layers = 1;
-  config.num_attention_heads = 2;
-  config.num_key_value_heads = 1;
-  return config;
-}
 
 QaBatch Batch(int offset) {
   std::vector<QaExample> examples;
@@ -74,7 +64,8 @@ class OfmuTest : public testing::Test {
  protected:
   OfmuTest() {
     torch::manual_seed(11);
-    model_ = std::make_shared<LlamaForCausalLM>(TinyConfig());
+    model_ = std::make_shared<LlamaForCausalLM>(LlamaConfigOf(
+        {.vocab_size = 24, .hidden_size = 8, .intermediate_size = 16}));
     model_->to(at::kDouble);
     parameters_ = TrainableParameters(*model_);
     forget_ = Batch(0);

@@ -6,20 +6,10 @@
 
 #include "gtest/gtest.h"
 #include "libs/files/file_io.h"
+#include "libs/model/tiny_llama.h"
 
 namespace lethe {
 namespace {
-
-LlamaConfig TinyConfig() {
-  LlamaConfig config;
-  config.vocab_size = 32;
-  config.hidden_size = 16;
-  config.intermediate_size = 32;
-  config.num_hidden_layers = 2;
-  config.num_attention_heads = 2;
-  config.num_key_value_heads = 1;
-  return config;
-}
 
 // Examples of different lengths, so batches carry padding.
 std::vector<QaExample> Examples() {
@@ -55,7 +45,7 @@ double FreshLogProb(LlamaForCausalLM& model, const QaExample& example) {
 
 TEST(ReferenceLogProbCacheTest, EqualsAFreshComputationPerExample) {
   torch::manual_seed(5);
-  LlamaForCausalLM model(TinyConfig());
+  LlamaForCausalLM model(LlamaConfigOf({.layers = 2}));
   const std::vector<QaExample> examples = Examples();
   absl::StatusOr<ReferenceLogProbCache> cache =
       ReferenceLogProbCache::Compute(model, examples, /*pad_id=*/0, 3);
@@ -73,7 +63,7 @@ TEST(ReferenceLogProbCacheTest, EqualsAFreshComputationPerExample) {
 
 TEST(ReferenceLogProbCacheTest, SavesLoadsAndRefusesOtherExamples) {
   torch::manual_seed(5);
-  LlamaForCausalLM model(TinyConfig());
+  LlamaForCausalLM model(LlamaConfigOf({.layers = 2}));
   std::vector<QaExample> examples = Examples();
   absl::StatusOr<ReferenceLogProbCache> cache =
       ReferenceLogProbCache::Compute(model, examples, 0);

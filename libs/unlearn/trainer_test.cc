@@ -9,22 +9,12 @@
 #include "libs/data/qa_batch.h"
 #include "libs/data/sharding.h"
 #include "libs/model/llama_model.h"
+#include "libs/model/tiny_llama.h"
 #include "libs/unlearn/checkpoint.h"
 #include "libs/unlearn/sequence_loss.h"
 
 namespace lethe {
 namespace {
-
-LlamaConfig TinyConfig() {
-  LlamaConfig config;
-  config.vocab_size = 32;
-  config.hidden_size = 16;
-  config.intermediate_size = 32;
-  config.num_hidden_layers = 1;
-  config.num_attention_heads = 2;
-  config.num_key_value_heads = 1;
-  return config;
-}
 
 // Eight examples: a two-token prompt and a three-token answer each, so every
 // micro-batch has the same number of answer tokens.
@@ -66,7 +56,7 @@ TEST(LinearWarmupDecayTest, FollowsHuggingFacesSchedule) {
 
 TEST(TrainerTest, FinetuningMemorisesATinyDataset) {
   torch::manual_seed(0);
-  LlamaForCausalLM model(TinyConfig());
+  LlamaForCausalLM model(LlamaConfigOf({}));
   std::vector<StepRecord> steps;
   absl::StatusOr<TrainingSummary> summary =
       FinetuneOnQa(model, Examples(), 0,
@@ -96,7 +86,7 @@ TEST(TrainerTest, AccumulationMatchesTheLargerBatch) {
   const std::vector<QaExample> examples = Examples();
   auto train = [&](int batch, int accumulation) {
     torch::manual_seed(5);
-    LlamaForCausalLM model(TinyConfig());
+    LlamaForCausalLM model(LlamaConfigOf({}));
     model.to(at::kDouble);
     EXPECT_TRUE(FinetuneOnQa(model, examples, 0,
                              {.learning_rate = 1e-2,
@@ -118,7 +108,7 @@ TEST(TrainerTest, AccumulationMatchesTheLargerBatch) {
 TEST(TrainerTest, SameSeedSameWeightsOtherSeedOtherWeights) {
   auto train = [](uint64_t seed) {
     torch::manual_seed(9);
-    LlamaForCausalLM model(TinyConfig());
+    LlamaForCausalLM model(LlamaConfigOf({}));
     EXPECT_TRUE(FinetuneOnQa(model, Examples(), 0,
                              {.learning_rate = 1e-2,
                               .num_epochs = 2,
@@ -139,7 +129,7 @@ TEST(TrainerTest, SameSeedSameWeightsOtherSeedOtherWeights) {
 
 TEST(TrainerTest, EpochEndHookSeesCompleteEpochsAndCanStopTheRun) {
   torch::manual_seed(4);
-  LlamaForCausalLM model(TinyConfig());
+  LlamaForCausalLM model(LlamaConfigOf({}));
   std::vector<int> epochs;
   std::vector<StepContext> contexts;
   auto loss =
@@ -185,7 +175,7 @@ TEST(TrainerTest, EpochEndHookSeesCompleteEpochsAndCanStopTheRun) {
 
 TEST(TrainerTest, WeightDecaySparesNormWeights) {
   torch::manual_seed(2);
-  LlamaForCausalLM model(TinyConfig());
+  LlamaForCausalLM model(LlamaConfigOf({}));
   const at::Tensor norm_before =
       model.named_parameters()["model.norm.weight"].detach().clone();
   const at::Tensor embed_before =
@@ -216,7 +206,7 @@ TEST(TrainerTest, WeightDecaySparesNormWeights) {
 
 TEST(TrainerTest, ReducerSeesEveryGradientOncePerStepAndShardingSplitsData) {
   torch::manual_seed(4);
-  LlamaForCausalLM model(TinyConfig());
+  LlamaForCausalLM model(LlamaConfigOf({}));
   int calls = 0;
   size_t gradient_count = 0;
   std::vector<int64_t> seen;
@@ -252,7 +242,7 @@ TEST(TrainerTest, LengthGroupingGivesEachStepOneBlockOfTheGroupedOrder) {
   std::vector<std::vector<int64_t>> batches[2];
   for (int rank = 0; rank < 2; ++rank) {
     torch::manual_seed(4);
-    LlamaForCausalLM model(TinyConfig());
+    LlamaForCausalLM model(LlamaConfigOf({}));
     auto loss = [&](const std::vector<int64_t>& indices,
                     const StepContext&) -> absl::StatusOr<MicroBatchLoss> {
       batches[rank].push_back(indices);
@@ -341,7 +331,7 @@ TEST(TrainerResumeTest, InterruptedAndResumedRunEndsWithTheSameWeights) {
         .threads = 1};
 
     torch::manual_seed(7);
-    LlamaForCausalLM uninterrupted(TinyConfig());
+    LlamaForCausalLM uninterrupted(LlamaConfigOf({}));
     std::vector<StepContext> contexts;
     absl::StatusOr<TrainingSummary> whole = RunTraining(
         uninterrupted, 8, options, NoisyNll(uninterrupted, &contexts));
@@ -351,7 +341,7 @@ TEST(TrainerResumeTest, InterruptedAndResumedRunEndsWithTheSameWeights) {
 
     options.checkpoint = {.dir = dir, .every_steps = 2};
     torch::manual_seed(7);
-    LlamaForCausalLM interrupted(TinyConfig());
+    LlamaForCausalLM interrupted(LlamaConfigOf({}));
     absl::Status stopped =
         RunTraining(interrupted, 8, options, NoisyNll(interrupted),
                     {.on_step =
@@ -366,7 +356,7 @@ TEST(TrainerResumeTest, InterruptedAndResumedRunEndsWithTheSameWeights) {
 
     // A restarted process: other initial weights, same options.
     torch::manual_seed(8);
-    LlamaForCausalLM resumed(TinyConfig());
+    LlamaForCausalLM resumed(LlamaConfigOf({}));
     std::vector<StepContext> resumed_contexts;
     absl::StatusOr<TrainingSummary> rest =
         RunTraining(resumed, 8, options, NoisyNll(resumed, &resumed_contexts));
@@ -411,7 +401,7 @@ TEST(TrainerResumeTest, InterruptedAndResumedRunEndsWithTheSameWeights) {
 
 TEST(TrainerResumeTest, MicroBatchIndexCountsWithinTheEpoch) {
   torch::manual_seed(4);
-  LlamaForCausalLM model(TinyConfig());
+  LlamaForCausalLM model(LlamaConfigOf({}));
   std::vector<StepContext> contexts;
   ASSERT_TRUE(RunTraining(model, 8,
                           {.num_epochs = 2,
@@ -438,11 +428,11 @@ TEST(TrainerResumeTest, ResumingAnotherModelOrRunFailsClearly) {
                                 .threads = 1,
                                 .checkpoint = {.dir = dir}};
   torch::manual_seed(4);
-  LlamaForCausalLM model(TinyConfig());
+  LlamaForCausalLM model(LlamaConfigOf({}));
   ASSERT_TRUE(RunTraining(model, 8, options, NoisyNll(model)).ok());
   ASSERT_EQ(ListCheckpointSteps(dir), (std::vector<int64_t>{2}));
 
-  LlamaConfig wider_config = TinyConfig();
+  LlamaConfig wider_config = LlamaConfigOf({});
   wider_config.hidden_size = 32;
   LlamaForCausalLM wider(wider_config);
   absl::Status status =
@@ -470,7 +460,7 @@ TEST(TrainerResumeTest, RanksThatResumedFromDifferentStepsFailClearly) {
                           .world_size = 2,
                           .checkpoint = {.dir = dir}};
   torch::manual_seed(4);
-  LlamaForCausalLM model(TinyConfig());
+  LlamaForCausalLM model(LlamaConfigOf({}));
   int calls = 0;
   auto identity = [&](std::vector<at::Tensor>&) {
     ++calls;
@@ -497,7 +487,7 @@ TEST(TrainerResumeTest, RanksThatResumedFromDifferentStepsFailClearly) {
 TEST(TrainerResumeTest, OnlyWritingRanksWriteCheckpoints) {
   const std::string dir = FreshDir("no_write");
   torch::manual_seed(4);
-  LlamaForCausalLM model(TinyConfig());
+  LlamaForCausalLM model(LlamaConfigOf({}));
   ASSERT_TRUE(
       RunTraining(
           model, 8,
@@ -512,7 +502,7 @@ TEST(TrainerResumeTest, OnlyWritingRanksWriteCheckpoints) {
 
 TEST(TrainerTest, RejectsBadOptions) {
   torch::manual_seed(0);
-  LlamaForCausalLM model(TinyConfig());
+  LlamaForCausalLM model(LlamaConfigOf({}));
   auto loss = [](const std::vector<int64_t>&,
                  const StepContext&) -> absl::StatusOr<MicroBatchLoss> {
     return MicroBatchLoss{};

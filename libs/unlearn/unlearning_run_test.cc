@@ -5,22 +5,12 @@
 
 #include "gtest/gtest.h"
 #include "libs/data/qa_batch.h"
+#include "libs/model/tiny_llama.h"
 #include "libs/unlearn/checkpoint.h"
 #include "libs/unlearn/sequence_loss.h"
 
 namespace lethe {
 namespace {
-
-LlamaConfig TinyConfig() {
-  LlamaConfig config;
-  config.vocab_size = 40;
-  config.hidden_size = 16;
-  config.intermediate_size = 32;
-  config.num_hidden_layers = 1;
-  config.num_attention_heads = 2;
-  config.num_key_value_heads = 1;
-  return config;
-}
 
 std::vector<QaExample> Examples(int first, int count) {
   std::vector<QaExample> examples;
@@ -46,7 +36,8 @@ class UnlearningRunTest : public testing::Test {
  protected:
   void SetUp() override {
     torch::manual_seed(0);
-    model_ = std::make_shared<LlamaForCausalLM>(TinyConfig());
+    model_ =
+        std::make_shared<LlamaForCausalLM>(LlamaConfigOf({.vocab_size = 40}));
     data_.forget = Examples(0, 8);
     data_.retain = Examples(8, 16);
     data_.alternate = Examples(30, 8);
