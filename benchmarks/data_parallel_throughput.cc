@@ -26,10 +26,10 @@
 #include "absl/strings/str_split.h"
 #include "libs/dist/collective_group.h"
 #include "libs/files/file_io.h"
+#include "libs/loss/sequence_loss.h"
 #include "libs/model/llama_config.h"
 #include "libs/model/llama_model.h"
 #include "libs/subprocess/subprocess.h"
-#include "libs/unlearn/sequence_loss.h"
 
 ABSL_FLAG(int, threads, 2, "CPU threads in all (split among the ranks)");
 ABSL_FLAG(int, steps, 5, "timed steps per configuration (after one warm-up)");

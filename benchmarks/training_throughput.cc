@@ -18,9 +18,9 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_split.h"
+#include "libs/loss/sequence_loss.h"
 #include "libs/model/llama_config.h"
 #include "libs/model/llama_model.h"
-#include "libs/unlearn/sequence_loss.h"
 
 ABSL_FLAG(int, threads, 2, "intra-op threads");
 ABSL_FLAG(int, steps, 5, "timed training steps per configuration");

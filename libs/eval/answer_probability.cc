@@ -5,8 +5,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "libs/data/qa_batch.h"
+#include "libs/loss/sequence_loss.h"
 #include "libs/status/torch_status.h"
-#include "libs/unlearn/sequence_loss.h"
 
 namespace lethe {
 

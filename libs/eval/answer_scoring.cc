@@ -7,11 +7,11 @@
 
 #include "absl/status/status.h"
 #include "libs/data/qa_batch.h"
+#include "libs/loss/sequence_loss.h"
 #include "libs/model/generation.h"
 #include "libs/model/llama_model.h"
 #include "libs/status/status_macros.h"
 #include "libs/status/torch_status.h"
-#include "libs/unlearn/sequence_loss.h"
 
 namespace lethe {
 namespace {

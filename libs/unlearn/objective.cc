@@ -7,10 +7,10 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "libs/data/qa_example.h"
+#include "libs/loss/sequence_loss.h"
 #include "libs/status/status_macros.h"
 #include "libs/status/torch_status.h"
 #include "libs/unlearn/ofmu.h"
-#include "libs/unlearn/sequence_loss.h"
 
 namespace lethe {
 namespace {

@@ -5,9 +5,9 @@
 #include <cmath>
 #include <utility>
 
+#include "libs/loss/sequence_loss.h"
 #include "libs/status/status_macros.h"
 #include "libs/status/torch_status.h"
-#include "libs/unlearn/sequence_loss.h"
 
 namespace lethe {
 namespace {

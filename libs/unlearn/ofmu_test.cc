@@ -5,8 +5,8 @@
 
 #include "gtest/gtest.h"
 #include "libs/data/qa_batch.h"
+#include "libs/loss/sequence_loss.h"
 #include "libs/model/tiny_llama.h"
-#include "libs/unlearn/sequence_loss.h"
 
 namespace lethe {
 namespace {

@@ -6,9 +6,9 @@
 #include "absl/strings/str_cat.h"
 #include "libs/data/qa_batch.h"
 #include "libs/files/file_io.h"
+#include "libs/loss/sequence_loss.h"
 #include "libs/status/status_macros.h"
 #include "libs/status/torch_status.h"
-#include "libs/unlearn/sequence_loss.h"
 #include "nlohmann/json.hpp"
 
 namespace lethe {

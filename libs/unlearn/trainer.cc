@@ -11,11 +11,11 @@
 #include "libs/data/qa_batch.h"
 #include "libs/data/sharding.h"
 #include "libs/logging/logging.h"
+#include "libs/loss/sequence_loss.h"
 #include "libs/model/llama_model.h"
 #include "libs/status/status_macros.h"
 #include "libs/status/torch_status.h"
 #include "libs/unlearn/checkpoint.h"
-#include "libs/unlearn/sequence_loss.h"
 
 namespace lethe {
 namespace {

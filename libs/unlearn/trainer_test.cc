@@ -8,10 +8,10 @@
 #include "gtest/gtest.h"
 #include "libs/data/qa_batch.h"
 #include "libs/data/sharding.h"
+#include "libs/loss/sequence_loss.h"
 #include "libs/model/llama_model.h"
 #include "libs/model/tiny_llama.h"
 #include "libs/unlearn/checkpoint.h"
-#include "libs/unlearn/sequence_loss.h"
 
 namespace lethe {
 namespace {

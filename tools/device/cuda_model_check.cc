@@ -50,12 +50,12 @@
 #include <utility>
 #include <vector>
 
+#include "libs/loss/sequence_loss.h"
 #include "libs/model/generation.h"
 #include "libs/model/hf_checkpoint.h"
 #include "libs/model/llama_config.h"
 #include "libs/model/llama_model.h"
 #include "libs/model/safetensors.h"
-#include "libs/unlearn/sequence_loss.h"
 
 namespace lethe {
 namespace {

@@ -34,7 +34,7 @@ build() {
          -D_GLIBCXX_USE_CXX11_ABI="$abi")
   local sources=(libs/model/llama_config.cc libs/model/llama_model.cc
                  libs/model/generation.cc libs/model/safetensors.cc libs/model/hf_checkpoint.cc
-                 libs/unlearn/sequence_loss.cc libs/status/torch_status.cc
+                 libs/loss/sequence_loss.cc libs/status/torch_status.cc
                  libs/files/file_io.cc tools/device/cuda_model_check.cc)
   pids=()
   for src in "${sources[@]}"; do

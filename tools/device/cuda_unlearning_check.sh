@@ -45,7 +45,7 @@ build() {
   local sources=(libs/model/llama_config.cc libs/model/llama_model.cc
                  libs/model/safetensors.cc libs/model/hf_checkpoint.cc
                  libs/data/qa_batch.cc libs/data/sharding.cc
-                 libs/unlearn/sequence_loss.cc libs/unlearn/objective.cc
+                 libs/loss/sequence_loss.cc libs/unlearn/objective.cc
                  libs/unlearn/objective_params.cc
                  libs/unlearn/ofmu.cc libs/unlearn/reference_cache.cc
                  libs/unlearn/checkpoint.cc libs/unlearn/trainer.cc

@@ -6,8 +6,8 @@
 //   at::Tensor nll = TokenMeanNll(logits, batch.labels);        // scalar
 //   AnswerLogProbs lp = SequenceAnswerLogProbs(logits, batch.labels);
 //   // lp.summed[b]: sum over b's answer tokens of log p(token)
-#ifndef LETHE_LIBS_UNLEARN_SEQUENCE_LOSS_H_
-#define LETHE_LIBS_UNLEARN_SEQUENCE_LOSS_H_
+#ifndef LETHE_LIBS_LOSS_SEQUENCE_LOSS_H_
+#define LETHE_LIBS_LOSS_SEQUENCE_LOSS_H_
 
 #include <torch/types.h>
 
@@ -31,4 +31,4 @@ AnswerLogProbs SequenceAnswerLogProbs(const at::Tensor& logits,
 
 }  // namespace lethe
 
-#endif  // LETHE_LIBS_UNLEARN_SEQUENCE_LOSS_H_
+#endif  // LETHE_LIBS_LOSS_SEQUENCE_LOSS_H_

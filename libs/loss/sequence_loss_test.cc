@@ -1,4 +1,4 @@
-#include "libs/unlearn/sequence_loss.h"
+#include "libs/loss/sequence_loss.h"
 
 #include <cmath>
 
