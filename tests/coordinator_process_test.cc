@@ -111,6 +111,30 @@ TEST(CoordinatorProcessTest, BusyPortMakesASecondCoordinatorExitWithReason) {
       << ReadFile(log);
 }
 
+// Two coordinators on one job store would both schedule its jobs: the
+// second refuses to start and names the process that holds the store.
+TEST(CoordinatorProcessTest, ASecondCoordinatorOnTheSameDatabaseExits) {
+  const std::string dir = FreshDir("one_per_database");
+  auto first_or = RunningCoordinator::Start(coordinator_binary, dir + "/first",
+                                            {.database = dir + "/jobs.sqlite"});
+  ASSERT_TRUE(first_or.ok()) << first_or.status();
+  const std::string log = TempPath("second_on_database.log");
+  absl::StatusOr<Subprocess> second = Subprocess::Start(
+      {coordinator_binary, "--listen=127.0.0.1:0",
+       "--metrics_address=127.0.0.1:0", "--database=" + dir + "/jobs.sqlite"},
+      {}, {.stdout_path = log, .stderr_path = log});
+  ASSERT_TRUE(second.ok()) << second.status();
+  absl::StatusOr<std::optional<ExitStatus>> exit =
+      second->WaitFor(absl::Seconds(15));
+  ASSERT_TRUE(exit.ok() && exit->has_value())
+      << "the second coordinator kept running";
+  EXPECT_EQ((*exit)->code, 1) << (*exit)->ToString();
+  EXPECT_TRUE(absl::StrContains(
+      ReadFile(log), absl::StrCat("jobs.sqlite.lock is locked by process ",
+                                  (*first_or)->process().pid())))
+      << ReadFile(log);
+}
+
 // `lethe submit` takes YAML spec files (.yaml, .yml) as well as JSON ones.
 TEST(CoordinatorProcessTest, SubmitReadsYamlSpecFiles) {
   auto coordinator_or =

@@ -225,6 +225,23 @@ absl::StatusOr<v1::RegisterWorkerResponse> Coordinator::RegisterWorker(
       const ComputeDevice device,
       ParseComputeDevice(request.device().empty() ? "cpu" : request.device()));
   absl::MutexLock lock(&mu_);
+  // A retried registration (its reply was lost) is the same worker: same
+  // host, process and rendezvous port. A second id would be a ghost whose
+  // timeout gets the real worker's pid killed.
+  for (auto& [id, known] : workers_) {
+    if (known.host == request.host() && known.pid == request.pid() &&
+        known.store_port == request.store_port()) {
+      known.last_heartbeat = absl::Now();
+      known.metrics_address = request.metrics_address();
+      known.device = device.kind;
+      WriteWorkerTargetsLocked();
+      v1::RegisterWorkerResponse response;
+      response.set_worker_id(id);
+      response.set_heartbeat_interval_ms(static_cast<int32_t>(
+          absl::ToInt64Milliseconds(options_.heartbeat_interval)));
+      return response;
+    }
+  }
   WorkerState worker;
   worker.id = absl::StrCat("workers/", next_worker_number_++);
   worker.host = request.host();
@@ -255,18 +272,30 @@ v1::HeartbeatResponse Coordinator::Heartbeat(
   WorkerState& worker = found->second;
   worker.last_heartbeat = absl::Now();
   const v1::AttemptStatus& reported = request.attempt();
-  if (worker.attempt_id != 0 && worker.delivered) {
+  if (worker.attempt_id != 0 && worker.order_sent) {
     auto attempt = attempts_.find(worker.attempt_id);
     const bool reports_it =
         request.has_attempt() && reported.attempt_id() == worker.attempt_id;
-    if (attempt != attempts_.end()) {
+    if (reports_it) worker.acknowledged = true;
+    if (attempt == attempts_.end()) {
+      worker.attempt_id = 0;
+    } else if (!reports_it) {
       const int rank = RankOf(attempt->second, worker.id);
-      if (!reports_it) {
-        // The worker is not running the attempt (it stopped it, or never
-        // got it): this rank is over.
+      if (worker.acknowledged || attempt->second.stopping) {
+        // The worker no longer runs its rank (it stopped it, or lost it):
+        // the rank is over, and the attempt cannot go on without it.
+        if (!attempt->second.stopping) {
+          StopAttemptLocked(attempt->second, "RANK_LOST",
+                            absl::StrCat(worker.id, " no longer runs rank ",
+                                         rank, " (pid ", worker.pid, ")"));
+        }
         RankEndedLocked(attempt->second, rank, RankState::kStopped);
         worker.attempt_id = 0;
-      } else if (reported.state() == v1::AttemptStatus::SUCCEEDED) {
+      }
+      // Else the order was not taken (its reply was lost): it goes again.
+    } else {
+      const int rank = RankOf(attempt->second, worker.id);
+      if (reported.state() == v1::AttemptStatus::SUCCEEDED) {
         RankEndedLocked(attempt->second, rank, RankState::kSucceeded);
         worker.attempt_id = 0;
       } else if (reported.state() == v1::AttemptStatus::FAILED) {
@@ -280,17 +309,16 @@ v1::HeartbeatResponse Coordinator::Heartbeat(
       } else if (attempt->second.stopping) {
         response.set_abort_attempt_id(worker.attempt_id);
       }
-    } else {
-      worker.attempt_id = 0;
     }
   } else if (worker.attempt_id == 0 && request.has_attempt() &&
              reported.state() == v1::AttemptStatus::RUNNING) {
     // A leftover attempt (of a dropped worker or an earlier coordinator).
     response.set_abort_attempt_id(reported.attempt_id());
   }
-  if (worker.to_run.has_value() && !worker.delivered) {
+  if (worker.attempt_id != 0 && worker.to_run.has_value() &&
+      !worker.acknowledged) {
     *response.mutable_run() = *worker.to_run;
-    worker.delivered = true;
+    worker.order_sent = true;
   }
   return response;
 }
@@ -525,7 +553,8 @@ void Coordinator::LaunchLocked(const v1::Job& job,
         absl::ToInt64Milliseconds(options_.collective_timeout)));
     worker.attempt_id = attempt.id;
     worker.to_run = std::move(order);
-    worker.delivered = false;
+    worker.order_sent = false;
+    worker.acknowledged = false;
     attempt.workers.push_back(worker.id);
     attempt.ranks.push_back(RankState::kRunning);
   }

@@ -131,8 +131,11 @@ class Coordinator {
     pid_t pid = 0;
     absl::Time last_heartbeat;
     int64_t attempt_id = 0;  // The attempt it is part of; 0 when idle.
-    std::optional<v1::Attempt> to_run;  // Delivered by the next heartbeat.
-    bool delivered = false;             // to_run went out.
+    // Its rank's order: sent with every heartbeat reply until the worker
+    // acknowledges it by reporting the attempt (a lost reply is sent again).
+    std::optional<v1::Attempt> to_run;
+    bool order_sent = false;
+    bool acknowledged = false;
   };
   enum class RankState { kRunning, kSucceeded, kStopped };
   struct AttemptState {

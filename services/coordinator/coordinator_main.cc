@@ -24,6 +24,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "libs/files/file_io.h"
+#include "libs/files/file_lock.h"
 #include "libs/jobs/job_store.h"
 #include "libs/logging/logging.h"
 #include "libs/metrics/build_info.h"
@@ -90,6 +91,9 @@ absl::Status Run() {
           absl::StrCat("creating ", database_dir, ": ", error.message()));
     }
   }
+  // One coordinator per job store: a second would schedule the same jobs.
+  ASSIGN_OR_RETURN(const std::unique_ptr<FileLock> database_lock,
+                   FileLock::Acquire(database + ".lock"));
   ASSIGN_OR_RETURN(std::unique_ptr<JobStore> store, JobStore::Open(database));
   CoordinatorMetrics coordinator_metrics(*registry);
   Coordinator coordinator(

@@ -62,9 +62,11 @@ class CoordinatorTest : public testing::Test {
     return job.ok() ? job->name() : "";
   }
 
-  std::string Register() {
+  // A worker with process id `pid` (each test's workers differ in it).
+  std::string Register(int pid = 100) {
     v1::RegisterWorkerRequest request;
     request.set_host("127.0.0.1");
+    request.set_pid(pid);
     request.set_store_port(29500);
     absl::StatusOr<v1::RegisterWorkerResponse> response =
         coordinator_->RegisterWorker(request);
@@ -205,6 +207,34 @@ TEST_F(CoordinatorTest, CancelInEachState) {
   Beat(worker);  // The worker no longer runs it.
   coordinator_->Tick();
   EXPECT_EQ(Get(running).state(), v1::Job::CANCELLED);
+}
+
+// A heartbeat reply that carried an order is lost: the order goes again
+// until the worker reports the attempt. A worker that then stops reporting
+// it (it lost the rank) ends the attempt at once, and the job restarts.
+TEST_F(CoordinatorTest, ALostOrderIsSentAgainAndALostRankEndsTheAttempt) {
+  const std::string worker = Register();
+  const std::string job = Create(Spec("lost_order"));
+  coordinator_->Tick();
+  const int64_t attempt = TakeOrder(worker);  // This reply is "lost".
+  const v1::HeartbeatResponse again = Beat(worker);
+  ASSERT_TRUE(again.has_run()) << "the unacknowledged order is sent again";
+  EXPECT_EQ(again.run().attempt_id(), attempt);
+  EXPECT_FALSE(Beat(worker, attempt).has_run()) << "acknowledged: no more";
+  EXPECT_EQ(Get(job).state(), v1::Job::RUNNING);
+
+  Beat(worker);  // The worker no longer runs it.
+  coordinator_->Tick();
+  const v1::Job seen = Get(job);
+  EXPECT_EQ(seen.restart_count(), 1) << seen.DebugString();
+  EXPECT_EQ(seen.history(seen.history_size() - 2).reason(), "RANK_LOST")
+      << seen.DebugString();
+}
+
+TEST_F(CoordinatorTest, ARetriedRegistrationIsTheSameWorker) {
+  const std::string first = Register(/*pid=*/7);
+  EXPECT_EQ(Register(/*pid=*/7), first);
+  EXPECT_NE(Register(/*pid=*/8), first);
 }
 
 TEST_F(CoordinatorTest, AQueuedJobFailsAtItsDeadline) {

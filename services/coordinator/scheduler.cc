@@ -34,7 +34,10 @@ v1::Device JobDevice(const v1::JobSpec& spec) {
 }
 
 absl::Duration JobDeadline(const v1::Job& job) {
-  return absl::Seconds(job.spec().run_policy().deadline().seconds());
+  const google::protobuf::Duration& deadline =
+      job.spec().run_policy().deadline();
+  return absl::Seconds(deadline.seconds()) +
+         absl::Nanoseconds(deadline.nanos());
 }
 
 SchedulingDecision PlaceQueuedJobs(std::vector<v1::Job> queued,

@@ -112,6 +112,19 @@ TEST(PlaceQueuedJobsTest, QueueDeadlinesExpireJobsThatHoldNothingBack) {
       << "the expired 4-worker job must not block the queue";
   EXPECT_TRUE(decision.too_few_workers.empty());
 
+  // Nanoseconds count: a 0.5 s deadline is one, not none.
+  v1::Job half_second = QueuedJob(3);
+  half_second.mutable_spec()
+      ->mutable_run_policy()
+      ->mutable_deadline()
+      ->set_nanos(500000000);
+  EXPECT_EQ(
+      PlaceQueuedJobs({half_second}, {}, {}, kStart + absl::Seconds(4)).expired,
+      std::vector<std::string>{"jobs/3"});
+  EXPECT_TRUE(
+      PlaceQueuedJobs({half_second}, {}, {}, kStart + absl::Milliseconds(3400))
+          .expired.empty());
+
   // One second before its deadline, jobs/1 still waits (and blocks).
   const SchedulingDecision before = PlaceQueuedJobs(
       {late, in_time}, Workers(1), {{v1::CPU, 1}}, kStart + absl::Seconds(60));
