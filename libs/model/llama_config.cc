@@ -231,17 +231,18 @@ absl::StatusOr<LlamaConfig> ParseLlamaConfig(const std::string& json_text,
     }
     config.torch_dtype = json[key].get<std::string>();
   }
+  // Validated first: head_dim() divides by num_attention_heads.
+  status = config.Validate();
+  if (!status.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": ", status.message()));
+  }
   if (json.contains("head_dim") && !json["head_dim"].is_null() &&
       json["head_dim"] != config.head_dim()) {
     return absl::UnimplementedError(
         absl::StrCat(source, ": head_dim ", json["head_dim"].dump(),
                      " differs from hidden_size / num_attention_heads = ",
                      config.head_dim()));
-  }
-  status = config.Validate();
-  if (!status.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(source, ": ", status.message()));
   }
   return config;
 }

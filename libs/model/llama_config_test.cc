@@ -132,6 +132,10 @@ TEST(LlamaConfigTest, RejectsWhatItCannotRunNamingTheField) {
       {R"({"rope_parameters": 500})", absl::StatusCode::kInvalidArgument,
        "rope_parameters"},
       {R"({"dtype": "int8"})", absl::StatusCode::kInvalidArgument, "dtype"},
+      // Once a division by zero (SIGFPE) before validation.
+      {R"({"num_attention_heads": 0, "head_dim": 128})",
+       absl::StatusCode::kInvalidArgument, "num_attention_heads"},
+      {R"({"head_dim": 64})", absl::StatusCode::kUnimplemented, "head_dim"},
   };
   for (const BadConfig& bad : cases) {
     absl::StatusOr<LlamaConfig> config = ParseLlamaConfig(bad.json, "x.json");

@@ -199,7 +199,15 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
                        "] fall outside the ", data_size,
                        "-byte data section (file truncated?)"));
     }
-    const uint64_t expected_bytes = elements * c10::elementSize(entry.dtype);
+    // Checked before multiplying: elements * element size can wrap around
+    // (2^61 doubles "need" 0 bytes) and let a huge shape through.
+    const uint64_t element_size = c10::elementSize(entry.dtype);
+    if (elements > std::numeric_limits<uint64_t>::max() / element_size) {
+      return absl::DataLossError(absl::StrCat(
+          where, ": shape ", ShapeString(entry.shape), " of ",
+          value["dtype"].get<std::string>(), " overflows a 64-bit size"));
+    }
+    const uint64_t expected_bytes = elements * element_size;
     if (entry.end - entry.begin != expected_bytes) {
       return absl::DataLossError(absl::StrCat(
           where, ": shape ", ShapeString(entry.shape), " of ",

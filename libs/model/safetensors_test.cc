@@ -209,6 +209,13 @@ INSTANTIATE_TEST_SUITE_P(
                 R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})",
                 kTwoFloats),
             "tensor 'w': shape [3] of F32 needs 12 bytes"},
+        // 2^61 doubles: 2^64 bytes, which wraps to 0 in 64 bits.
+        MalformedCase{
+            "size_wraps_around",
+            HandMadeFile(R"({"w":{"dtype":"F64","shape":[2305843009213693952],)"
+                         R"("data_offsets":[0,0]}})",
+                         ""),
+            "tensor 'w': shape [2305843009213693952] of F64 overflows"},
         MalformedCase{
             "truncated_data",
             HandMadeFile(

@@ -70,6 +70,15 @@ absl::StatusOr<RunInputs> LoadInputs(const v1::JobSpec& spec,
   }
   ASSIGN_OR_RETURN(inputs.data.alternate, tokenize(alternate));
   ASSIGN_OR_RETURN(inputs.model, LoadLlamaCheckpoint(spec.model_dir()));
+  // A token id past the embedding is a crash on CPU and a device assert on
+  // CUDA: refuse the pair before anything runs.
+  const int64_t model_vocab = inputs.model->config().vocab_size;
+  if (inputs.tokenizer->vocab_size() > model_vocab) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        spec.tokenizer_path(), " has ", inputs.tokenizer->vocab_size(),
+        " tokens but ", spec.model_dir(), "/config.json's vocab_size is ",
+        model_vocab, ": the tokenizer is not this model's"));
+  }
   return inputs;
 }
 

@@ -15,6 +15,7 @@
 #include "libs/jobs/job_spec.h"
 #include "libs/model/hf_checkpoint.h"
 #include "libs/model/llama_model.h"
+#include "libs/model/tiny_llama.h"
 #include "nlohmann/json.hpp"
 
 namespace lethe {
@@ -246,6 +247,24 @@ TEST(RunJobSpecTest, AReferenceCacheOfAnotherModelIsRecomputed) {
       nlohmann::json::parse(ReadFileToString(cache).value());
   EXPECT_NE(written["reference"], planted["reference"]);
   EXPECT_NE(written["log_probs"], planted["log_probs"]);
+}
+
+// A tokenizer with more tokens than the model's embedding is refused before
+// anything runs (an out-of-range token id crashes the CPU run).
+TEST(RunJobSpecTest, RefusesATokenizerLargerThanTheModelsVocabulary) {
+  v1::JobSpec spec = TinySpec("small_vocabulary", v1::GA);
+  const std::string model_dir = spec.output_dir() + "/small_model";
+  LlamaForCausalLM small(TinyLlamaConfig(/*vocab_size=*/20));
+  ASSERT_TRUE(SaveLlamaCheckpoint(small, model_dir, {}).ok());
+  std::filesystem::copy_file(SharedInputs().model_dir + "/tokenizer.model",
+                             model_dir + "/tokenizer.model");
+  spec.set_model_dir(model_dir);
+  spec.set_tokenizer_path(model_dir + "/tokenizer.model");
+  const absl::StatusOr<JobRunResult> result = ValidateAndRun(spec);
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(result.status().message().find("vocab_size is 20"),
+            std::string::npos)
+      << result.status();
 }
 
 TEST(RunJobSpecTest, RefusesSeveralRanksWithoutAGroupAndBadCoefficients) {
