@@ -154,7 +154,7 @@ TEST(CoordinatorProcessTest, SubmitReadsYamlSpecFiles) {
       "# a forget request\nmodel_dir: ", root, "/model\ndata_dir: ", root,
       "/data\nforget_split: forget10\nmethod: NPO_RT\n",
       "optimizer: {learning_rate: 1e-3, seed: 7}\noutput_dir: ", root,
-      "/out\n");
+      "/out");  // Each job its own: callers append a suffix and "\n".
   const std::string coordinator_flag =
       absl::StrCat("--coordinator=", coordinator.address());
   const std::string output = TempPath("submit.out");
@@ -167,7 +167,8 @@ TEST(CoordinatorProcessTest, SubmitReadsYamlSpecFiles) {
 
   for (const std::string name : {"spec.yaml", "spec.yml"}) {
     const ExitStatus exit =
-        submit(name, spec + "display_name: " + name, "--format=json");
+        submit(name, absl::StrCat(spec, "_", name, "\ndisplay_name: ", name),
+               "--format=json");
     ASSERT_TRUE(exit.success()) << exit.ToString() << ReadFile(output);
     const nlohmann::json job = nlohmann::json::parse(ReadFile(output));
     EXPECT_EQ(job["state"], "QUEUED");
@@ -176,7 +177,7 @@ TEST(CoordinatorProcessTest, SubmitReadsYamlSpecFiles) {
     EXPECT_EQ(job["spec"]["optimizer"]["seed"], "7");
   }
 
-  ExitStatus exit = submit("bad.yaml", spec + "  world_size: 2\n");
+  ExitStatus exit = submit("bad.yaml", spec + "\n  world_size: 2\n");
   EXPECT_EQ(exit.code, 1) << exit.ToString();
   EXPECT_EQ(ReadFile(output),
             absl::StrCat("lethe submit: ", root,

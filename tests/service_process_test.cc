@@ -511,9 +511,17 @@ TEST(ServiceProcessTest, RequestIdRetriesPaginationAndBadSpecs) {
   ASSERT_TRUE(CreateJob(coordinator.jobs(), spec, &first, "req-1").ok());
   ASSERT_TRUE(CreateJob(coordinator.jobs(), spec, &retry, "req-1").ok());
   EXPECT_EQ(first.name(), retry.name());
+  // Another job may not write jobs/1's directory.
+  v1::Job refused;
+  grpc::Status claimed = CreateJob(coordinator.jobs(), spec, &refused);
+  EXPECT_EQ(claimed.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_TRUE(absl::StrContains(claimed.error_message(), "belongs to jobs/1"))
+      << claimed.error_message();
   for (int i = 0; i < 6; ++i) {
     v1::Job job;
-    ASSERT_TRUE(CreateJob(coordinator.jobs(), spec, &job).ok());
+    v1::JobSpec other = spec;
+    other.set_output_dir(absl::StrCat(dir, "/job", i));
+    ASSERT_TRUE(CreateJob(coordinator.jobs(), other, &job).ok());
   }
   // Bad specs never become jobs.
   v1::JobSpec bad = spec;
@@ -551,6 +559,7 @@ TEST(ServiceProcessTest, RequestIdRetriesPaginationAndBadSpecs) {
                                 "waiting: needs 2 CPU workers, 0 registered"))
       << waiting.stdout_text;
   v1::JobSpec late = spec;
+  late.set_output_dir(dir + "/late");
   late.mutable_run_policy()->mutable_deadline()->set_seconds(1);
   v1::Job late_job;
   ASSERT_TRUE(CreateJob(coordinator.jobs(), late, &late_job).ok());

@@ -205,6 +205,38 @@ absl::Status CheckOutputDir(absl::string_view field, const std::string& path) {
   return absl::OkStatus();
 }
 
+// Whether `inner` is `outer` or lies below it (symlinks resolved where the
+// paths exist).
+bool IsWithin(const std::string& inner, const std::string& outer) {
+  std::error_code error;
+  const std::filesystem::path a =
+      std::filesystem::weakly_canonical(inner, error).lexically_normal();
+  const std::filesystem::path b =
+      std::filesystem::weakly_canonical(outer, error).lexically_normal();
+  auto ai = a.begin();
+  for (auto bi = b.begin(); bi != b.end(); ++bi, ++ai) {
+    if (bi->empty()) continue;  // A trailing "/".
+    if (ai == a.end() || *ai != *bi) return false;
+  }
+  return true;
+}
+
+// A run writes checkpoints, models and logs into output_dir: never into
+// the model or the data it reads, nor around them.
+absl::Status CheckOutputApart(const v1::JobSpec& spec) {
+  for (const auto& [field, input] : {std::pair<const char*, const std::string*>{
+                                         "model_dir", &spec.model_dir()},
+                                     {"data_dir", &spec.data_dir()}}) {
+    if (IsWithin(spec.output_dir(), *input) ||
+        IsWithin(*input, spec.output_dir())) {
+      return Invalid("spec.output_dir",
+                     absl::StrCat(spec.output_dir(), " overlaps ", field, " ",
+                                  *input, "; write outputs elsewhere"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 // --- Enums -----------------------------------------------------------------
 
 absl::Status CheckMethod(const v1::JobSpec& spec) {
@@ -458,6 +490,7 @@ absl::Status ValidateJobSpec(const v1::JobSpec& spec) {
                               spec.evaluation().retain_logs_path()));
   }
   RETURN_IF_ERROR(CheckOutputDir("spec.output_dir", spec.output_dir()));
+  RETURN_IF_ERROR(CheckOutputApart(spec));
   RETURN_IF_ERROR(CheckDeadline(spec));
   const size_t display_name_chars = Utf8Length(spec.display_name());
   if (display_name_chars > kMaxDisplayNameChars) {

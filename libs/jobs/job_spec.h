@@ -19,6 +19,7 @@
 // ValidateJobSpec returns the first problem it finds. Every error message
 // starts with the field's path, e.g.
 //   "spec.optimizer.learning_rate: must be positive and finite, got -1".
+// output_dir may not be, contain or lie inside model_dir or data_dir.
 // Bad values are INVALID_ARGUMENT; files and directories the spec names that
 // do not exist are NOT_FOUND naming the path. It reads the file system
 // (model_dir, tokenizer_path, data_dir, the split files, retain_logs_path,

@@ -253,7 +253,9 @@ TEST(RunJobSpecTest, AReferenceCacheOfAnotherModelIsRecomputed) {
 // anything runs (an out-of-range token id crashes the CPU run).
 TEST(RunJobSpecTest, RefusesATokenizerLargerThanTheModelsVocabulary) {
   v1::JobSpec spec = TinySpec("small_vocabulary", v1::GA);
-  const std::string model_dir = spec.output_dir() + "/small_model";
+  const std::string model_dir =
+      testing::TempDir() + "/job_run_small_vocabulary_model";
+  std::filesystem::remove_all(model_dir);
   LlamaForCausalLM small(TinyLlamaConfig(/*vocab_size=*/20));
   ASSERT_TRUE(SaveLlamaCheckpoint(small, model_dir, {}).ok());
   std::filesystem::copy_file(SharedInputs().model_dir + "/tokenizer.model",

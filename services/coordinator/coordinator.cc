@@ -15,6 +15,7 @@
 #include "libs/logging/logging.h"
 #include "libs/status/status_macros.h"
 #include "nlohmann/json.hpp"
+#include "services/coordinator/output_claim.h"
 #include "services/coordinator/scheduler.h"
 
 namespace lethe {
@@ -157,7 +158,18 @@ absl::StatusOr<v1::Job> Coordinator::CreateJob(
   const v1::JobSpec spec = JobSpecWithDefaults(request.spec());
   RETURN_IF_ERROR(ValidateJobSpec(spec));
   absl::MutexLock lock(&mu_);
-  return jobs_.Create(spec, request.request_id(), absl::Now());
+  // Each job writes its own output directory.
+  RETURN_IF_ERROR(CheckOutputClaim(spec.output_dir(), request.request_id()));
+  ASSIGN_OR_RETURN(v1::Job job,
+                   jobs_.Create(spec, request.request_id(), absl::Now()));
+  const absl::Status claimed =
+      WriteOutputClaim(spec.output_dir(), job.name(), request.request_id());
+  if (!claimed.ok()) {
+    // Not runnable without its directory: it ends before it starts.
+    jobs_.Cancel(job.name()).IgnoreError();
+    return claimed;
+  }
+  return job;
 }
 
 absl::StatusOr<v1::Job> Coordinator::GetJob(const std::string& name) {
@@ -192,7 +204,9 @@ absl::StatusOr<v1::Job> Coordinator::CancelJob(const std::string& name) {
 
 absl::Status Coordinator::DeleteJob(const std::string& name) {
   absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(const v1::Job job, store_->Get(name));
   RETURN_IF_ERROR(store_->Delete(name));
+  ReleaseOutputClaim(job.spec().output_dir(), name);
   feed_.ChangedLocked();
   return absl::OkStatus();
 }

@@ -237,6 +237,34 @@ TEST_F(CoordinatorTest, ARetriedRegistrationIsTheSameWorker) {
   EXPECT_NE(Register(/*pid=*/8), first);
 }
 
+// Each job writes its own output directory: another job naming it is
+// refused naming the owner, a retry of the same request is not, and
+// deleting the owner frees the directory.
+TEST_F(CoordinatorTest, AnOutputDirectoryBelongsToOneJob) {
+  const v1::JobSpec spec = Spec("claimed");
+  v1::CreateJobRequest request;
+  *request.mutable_spec() = spec;
+  request.set_request_id("req-1");
+  absl::StatusOr<v1::Job> owner = coordinator_->CreateJob(request);
+  ASSERT_TRUE(owner.ok()) << owner.status();
+  absl::StatusOr<v1::Job> retry = coordinator_->CreateJob(request);
+  ASSERT_TRUE(retry.ok()) << retry.status();
+  EXPECT_EQ(retry->name(), owner->name());
+
+  request.set_request_id("req-2");
+  absl::StatusOr<v1::Job> other = coordinator_->CreateJob(request);
+  EXPECT_EQ(other.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(other.status().message().find("belongs to " + owner->name()),
+            std::string::npos)
+      << other.status();
+
+  ASSERT_TRUE(coordinator_->CancelJob(owner->name()).ok());
+  ASSERT_TRUE(coordinator_->DeleteJob(owner->name()).ok());
+  other = coordinator_->CreateJob(request);
+  EXPECT_TRUE(other.ok()) << "the deleted job's directory is free again: "
+                          << other.status();
+}
+
 TEST_F(CoordinatorTest, AQueuedJobFailsAtItsDeadline) {
   v1::JobSpec spec = Spec("queue_deadline");
   spec.mutable_run_policy()->mutable_deadline()->set_seconds(1);

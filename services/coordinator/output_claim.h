@@ -1,0 +1,37 @@
+// A job's claim on its output directory, so that two jobs never write one
+// (two writers pruning each other's checkpoints, one job's model returned
+// as another's). The claim is <output_dir>/.lethe-job.json, written
+// atomically when the job is created: {"job": "jobs/7", "request_id": ...}.
+//
+//   RETURN_IF_ERROR(CheckOutputClaim(spec.output_dir(), request_id));
+//   ... create the job ...
+//   RETURN_IF_ERROR(WriteOutputClaim(spec.output_dir(), job, request_id));
+//   ... `lethe delete` ...
+//   ReleaseOutputClaim(spec.output_dir(), job);
+#ifndef LETHE_SERVICES_COORDINATOR_OUTPUT_CLAIM_H_
+#define LETHE_SERVICES_COORDINATOR_OUTPUT_CLAIM_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+
+namespace lethe {
+
+// OK when nothing claims `output_dir`, or when the claim was made by a
+// request with the same non-empty `request_id` (a retry of it).
+// FAILED_PRECONDITION naming the owner otherwise; DATA_LOSS for a claim
+// file that does not parse.
+absl::Status CheckOutputClaim(const std::string& output_dir,
+                              const std::string& request_id);
+
+// Creates `output_dir` if needed and writes the claim for `job`.
+absl::Status WriteOutputClaim(const std::string& output_dir,
+                              const std::string& job,
+                              const std::string& request_id);
+
+// Removes the claim if it names `job` (another job's claim is kept).
+void ReleaseOutputClaim(const std::string& output_dir, const std::string& job);
+
+}  // namespace lethe
+
+#endif  // LETHE_SERVICES_COORDINATOR_OUTPUT_CLAIM_H_
