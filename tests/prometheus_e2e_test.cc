@@ -12,9 +12,12 @@
 
 #include <cmath>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
@@ -54,16 +57,60 @@ std::string WaitForFile(const std::string& path, absl::Duration timeout) {
   return "";
 }
 
-// The value of an instant query's first sample, or NaN when it has none.
-double Query(int prometheus_port, const std::string& promql) {
+// The value of an instant query's first sample; nullopt when the query
+// succeeded with an empty result; an error when the query itself failed
+// (Prometheus unreachable, a bad query, a malformed answer).
+absl::StatusOr<std::optional<double>> Query(int prometheus_port,
+                                            const std::string& promql) {
   absl::StatusOr<HttpResponse> response =
       HttpGet("127.0.0.1", prometheus_port,
               absl::StrCat("/api/v1/query?query=", UrlEncode(promql)));
-  if (!response.ok() || response->status_code != 200) return NAN;
-  const nlohmann::json json = nlohmann::json::parse(response->body);
-  const nlohmann::json& result = json["data"]["result"];
-  if (!result.is_array() || result.empty()) return NAN;
-  return std::stod(result[0]["value"][1].get<std::string>());
+  if (!response.ok()) return response.status();
+  const nlohmann::json json =
+      nlohmann::json::parse(response->body, nullptr, false);
+  if (response->status_code != 200 || !json.is_object() ||
+      json.value("status", "") != "success") {
+    return absl::UnknownError(absl::StrCat(
+        promql, ": HTTP ", response->status_code, ": ", response->body));
+  }
+  const nlohmann::json result = json.value("data", nlohmann::json::object())
+                                    .value("result", nlohmann::json());
+  if (!result.is_array()) {
+    return absl::UnknownError(
+        absl::StrCat(promql, ": no result list in ", response->body));
+  }
+  if (result.empty()) return std::nullopt;
+  const nlohmann::json& value = result[0].value("value", nlohmann::json());
+  double number;
+  if (!value.is_array() || value.size() != 2 || !value[1].is_string() ||
+      !absl::SimpleAtod(value[1].get<std::string>(), &number)) {
+    return absl::UnknownError(
+        absl::StrCat(promql, ": malformed sample in ", response->body));
+  }
+  return number;
+}
+
+// The value of an instant query's first sample; NaN (and a test failure)
+// when the query fails or has no sample.
+double Value(int prometheus_port, const std::string& promql) {
+  absl::StatusOr<std::optional<double>> value = Query(prometheus_port, promql);
+  if (!value.ok()) {
+    ADD_FAILURE() << value.status();
+    return NAN;
+  }
+  if (!value->has_value()) {
+    ADD_FAILURE() << promql << ": no sample";
+    return NAN;
+  }
+  return **value;
+}
+
+// Whether the query succeeds with exactly `expected` as its first sample
+// (nullopt: an empty result).
+bool QueryIs(int prometheus_port, const std::string& promql,
+             std::optional<double> expected) {
+  absl::StatusOr<std::optional<double>> value = Query(prometheus_port, promql);
+  return value.ok() && *value == expected;
 }
 
 TEST(PrometheusEndToEndTest, PrometheusSeesTheJobProgressAndEveryScrapeWorks) {
@@ -135,10 +182,10 @@ TEST(PrometheusEndToEndTest, PrometheusSeesTheJobProgressAndEveryScrapeWorks) {
   // Prometheus is ready once it has scraped all three targets.
   const absl::Time ready_deadline = absl::Now() + absl::Seconds(60);
   while (absl::Now() < ready_deadline &&
-         !(Query(prometheus_port, "count(up == 1)") >= 3)) {
+         !QueryIs(prometheus_port, "count(up == 1)", 3)) {
     absl::SleepFor(absl::Milliseconds(250));
   }
-  ASSERT_EQ(Query(prometheus_port, "count(up == 1)"), 3)
+  ASSERT_EQ(Value(prometheus_port, "count(up == 1)"), 3)
       << ReadFileToString(prometheus_log).value_or("");
 
   // A job long enough for several scrapes.
@@ -179,34 +226,46 @@ TEST(PrometheusEndToEndTest, PrometheusSeesTheJobProgressAndEveryScrapeWorks) {
     absl::SleepFor(absl::Milliseconds(200));
   }
   ASSERT_EQ(job.state(), v1::Job::SUCCEEDED) << job.DebugString();
-  absl::SleepFor(absl::Seconds(3));  // The final scrapes.
 
+  // The final scrapes: wait (bounded) until Prometheus has seen the job end
+  // on the coordinator and the job's series gone from the workers.
   const std::string selector = absl::StrCat("{job=\"", job.name(), "\"}");
-  EXPECT_GT(Query(prometheus_port, absl::StrCat("max_over_time(lethe_job_step",
+  const std::string finished = "lethe_jobs_finished_total{state=\"SUCCEEDED\"}";
+  const std::string succeeded = "lethe_jobs{state=\"SUCCEEDED\"}";
+  const std::string step = absl::StrCat("lethe_job_step", selector);
+  const absl::Time scraped_deadline = absl::Now() + absl::Seconds(30);
+  while (absl::Now() < scraped_deadline &&
+         !(QueryIs(prometheus_port, finished, 1) &&
+           QueryIs(prometheus_port, succeeded, 1) &&
+           QueryIs(prometheus_port, step, std::nullopt))) {
+    absl::SleepFor(absl::Milliseconds(250));
+  }
+
+  EXPECT_GT(Value(prometheus_port, absl::StrCat("max_over_time(lethe_job_step",
                                                 selector, "[10m])")),
             5);
-  EXPECT_GT(Query(prometheus_port,
+  EXPECT_GT(Value(prometheus_port,
                   absl::StrCat("count(count_over_time(lethe_job_loss", selector,
                                "[10m]))")),
             1)
       << "expected the loss and its components";
-  EXPECT_GT(Query(prometheus_port,
+  EXPECT_GT(Value(prometheus_port,
                   absl::StrCat("max_over_time(lethe_job_tokens_total", selector,
                                "[10m])")),
             0);
-  EXPECT_EQ(
-      Query(prometheus_port, "lethe_jobs_finished_total{state=\"SUCCEEDED\"}"),
-      1);
-  EXPECT_EQ(Query(prometheus_port, "lethe_jobs{state=\"SUCCEEDED\"}"), 1);
-  // Job series end with the job.
-  EXPECT_TRUE(std::isnan(
-      Query(prometheus_port, absl::StrCat("lethe_job_step", selector))));
-  EXPECT_GE(Query(prometheus_port,
+  EXPECT_EQ(Value(prometheus_port, finished), 1);
+  EXPECT_EQ(Value(prometheus_port, succeeded), 1);
+  // Job series end with the job: the query succeeds with no sample.
+  const absl::StatusOr<std::optional<double>> step_now =
+      Query(prometheus_port, step);
+  ASSERT_TRUE(step_now.ok()) << step_now.status();
+  EXPECT_FALSE(step_now->has_value()) << step << " = " << **step_now;
+  EXPECT_GE(Value(prometheus_port,
                   "sum(lethe_worker_heartbeats_total{result=\"ok\"})"),
             2);
   // No scrape of any target failed while the job ran.
-  EXPECT_EQ(Query(prometheus_port, "min(min_over_time(up[10m]))"), 1);
-  EXPECT_EQ(Query(prometheus_port, "count(up{job=\"lethe-worker\"})"), 2);
+  EXPECT_EQ(Value(prometheus_port, "min(min_over_time(up[10m]))"), 1);
+  EXPECT_EQ(Value(prometheus_port, "count(up{job=\"lethe-worker\"})"), 2);
   EXPECT_TRUE(prometheus->Signal(SIGTERM).ok());
   EXPECT_TRUE(coordinator->Signal(SIGTERM).ok());
 }

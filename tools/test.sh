@@ -17,9 +17,13 @@ tools/lint.sh || lint_failed=1
 
 bazel_flags=(--keep_going)
 # Tests that use the workspace's reference data (TOFU, MUSE) read it from
-# $LETHE_SHARED_DIR, ../shared by default; they skip with a message without it.
+# $LETHE_SHARED_DIR, ../shared by default; they skip with a message without it,
+# or fail when LETHE_REQUIRE_SHARED is set (.ci/run sets it).
 shared_dir=${LETHE_SHARED_DIR:-$(cd .. && pwd)/shared}
 bazel_flags+=(--test_env=LETHE_SHARED_DIR="$shared_dir")
+if [[ -n "${LETHE_REQUIRE_SHARED:-}" ]]; then
+  bazel_flags+=(--test_env=LETHE_REQUIRE_SHARED)
+fi
 if [[ -n "${CI:-}" ]]; then
   bazel_flags+=(--config=ci)
 fi

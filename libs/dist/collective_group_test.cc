@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <string>
@@ -21,6 +23,11 @@ namespace lethe {
 namespace {
 
 constexpr char kRoleVariable[] = "LETHE_COLLECTIVE_TEST_ROLE";
+// Where the peer-death test tells the surviving rank that its peer is gone.
+constexpr char kPeerGoneFileVariable[] = "LETHE_TEST_PEER_GONE_FILE";
+// The ranks' collective timeout. A failure that comes only this late is a
+// hang that the timeout ended, not a detected peer death.
+constexpr absl::Duration kCollectiveTimeout = absl::Seconds(10);
 
 int EnvInt(const char* name) {
   int value = -1;
@@ -39,7 +46,7 @@ RendezvousSpec SpecFromEnvironment() {
   spec.prefix = std::getenv("LETHE_TEST_PREFIX");
   spec.rank = EnvInt("LETHE_TEST_RANK");
   spec.world_size = 2;
-  spec.timeout = absl::Seconds(10);
+  spec.timeout = kCollectiveTimeout;
   return spec;
 }
 
@@ -162,7 +169,20 @@ int RunSurvivingRank() {
     std::cerr << "survivor could not join: " << group.status() << "\n";
     return 1;
   }
-  absl::SleepFor(absl::Milliseconds(500));
+  // The test creates this file once the dying rank has exited.
+  const char* peer_gone = std::getenv(kPeerGoneFileVariable);
+  if (peer_gone == nullptr) {
+    std::cerr << kPeerGoneFileVariable << " is unset\n";
+    return 1;
+  }
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  while (access(peer_gone, F_OK) != 0) {
+    if (absl::Now() > deadline) {
+      std::cerr << "the test never reported the peer's death\n";
+      return 1;
+    }
+    absl::SleepFor(absl::Milliseconds(10));
+  }
   std::vector<at::Tensor> tensors = {torch::ones({1024})};
   absl::Status status = (*group)->AllReduceMean(tensors);
   if (status.ok()) {
@@ -184,13 +204,15 @@ class CollectiveGroupTest : public ::testing::Test {
   }
 
   Subprocess StartRank(const std::string& role, int rank,
-                       const std::string& prefix) {
+                       const std::string& prefix,
+                       const std::string& peer_gone_file = "") {
     absl::StatusOr<Subprocess> child = Subprocess::Start(
         {"/proc/self/exe"},
         {{kRoleVariable, role},
          {"LETHE_TEST_RANK", absl::StrCat(rank)},
          {"LETHE_TEST_STORE_PORT", absl::StrCat(store_->port())},
          {"LETHE_TEST_PREFIX", prefix},
+         {kPeerGoneFileVariable, peer_gone_file},
          {"OMP_NUM_THREADS", "1"}});
     EXPECT_TRUE(child.ok()) << child.status();
     return *std::move(child);
@@ -222,10 +244,15 @@ TEST_F(CollectiveGroupTest, TwoProcessesGatherBytesOfDifferentLengths) {
 }
 
 TEST_F(CollectiveGroupTest, PeerDeathTurnsIntoAnErrorNotAHang) {
-  Subprocess survivor = StartRank("survivor", 0, "death/attempt-0");
+  const std::string peer_gone = testing::TempDir() + "/death_peer_gone";
+  std::filesystem::remove(peer_gone);
+  Subprocess survivor = StartRank("survivor", 0, "death/attempt-0", peer_gone);
   Subprocess dying = StartRank("dying", 1, "death/attempt-0");
+  // Both join (the dying rank exits right after), then the survivor's
+  // all-reduce must fail well before the collective timeout would end a hang.
   ExpectSuccessWithin(dying, absl::Seconds(60), "dying rank");
-  ExpectSuccessWithin(survivor, absl::Seconds(60), "surviving rank");
+  ASSERT_TRUE(std::ofstream(peer_gone).good()) << peer_gone;
+  ExpectSuccessWithin(survivor, kCollectiveTimeout / 2, "surviving rank");
 }
 
 TEST_F(CollectiveGroupTest, MissingPeerMakesJoinFailWithinTimeout) {

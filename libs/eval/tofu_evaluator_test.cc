@@ -2,6 +2,7 @@
 
 #include <torch/types.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -147,7 +148,7 @@ TEST_F(TofuEvaluatorTest, WritesEveryOpenUnlearningMetric) {
 
 TEST_F(TofuEvaluatorTest, LayoutMatchesOpenUnlearningLogs) {
   const std::string dir = OpenUnlearningLogDir();
-  if (dir.empty()) GTEST_SKIP() << kOpenUnlearningLogsMissing;
+  if (dir.empty()) LETHE_SKIP_WITHOUT_SHARED_DATA(kOpenUnlearningLogsMissing);
   const Json reference = ReadLogOrFail(EvalLogPaths(dir).front());
   for (const auto& [metric, value] : result_->eval_log.items()) {
     ASSERT_TRUE(reference.contains(metric)) << metric;
@@ -264,9 +265,6 @@ TEST_F(TofuEvaluatorTest, FilesRoundTripThroughTheSummary) {
   absl::StatusOr<Json> log = ReadTofuEvalLog(out + "/TOFU_EVAL.json");
   ASSERT_TRUE(log.ok()) << log.status();
   EXPECT_EQ(*log, result_->eval_log);
-  absl::StatusOr<nlohmann::json> summary = SummarizeTofuEval(*log, nullptr);
-  ASSERT_TRUE(summary.ok()) << summary.status();
-  EXPECT_EQ(*summary, result_->summary);
   absl::StatusOr<Json> written = ReadTofuEvalLog(out + "/TOFU_SUMMARY.json");
   ASSERT_TRUE(written.ok());
   EXPECT_EQ(nlohmann::json(*written), result_->summary);
@@ -275,8 +273,66 @@ TEST_F(TofuEvaluatorTest, FilesRoundTripThroughTheSummary) {
         "model_utility", "privleak", "extraction_strength"}) {
     EXPECT_TRUE(result_->summary.contains(key)) << key;
   }
-  EXPECT_EQ(result_->summary["model_utility"].get<double>(),
-            result_->eval_log["model_utility"]["agg_value"].get<double>());
+  // The summary is open-unlearning's, recomputed independently of
+  // SummarizeTofuEval from the per-question values.
+  ExpectSummaryNear(result_->summary, PlainTofuSummary(*log, nullptr));
+}
+
+// open-unlearning's model_utility: the harmonic mean of the nine utility
+// metrics' aggregates (probability, ROUGE-L recall and truth-ratio score on
+// the retain set, the real authors and the world facts; normalised
+// probabilities for the last two), computed here from the agg_value of each
+// metric of the log.
+double HarmonicMeanOfUtilityMetrics(const Json& log) {
+  double reciprocal_sum = 0;
+  int count = 0;
+  for (const char* metric :
+       {"retain_Q_A_Prob", "retain_Q_A_ROUGE", "retain_Truth_Ratio",
+        "ra_Q_A_Prob_normalised", "ra_Q_A_ROUGE", "ra_Truth_Ratio",
+        "wf_Q_A_Prob_normalised", "wf_Q_A_ROUGE", "wf_Truth_Ratio"}) {
+    reciprocal_sum += 1 / log.at(metric).at("agg_value").get<double>();
+    ++count;
+  }
+  return count / reciprocal_sum;
+}
+
+TEST_F(TofuEvaluatorTest, ModelUtilityIsTheHarmonicMeanOfTheUtilityMetrics) {
+  // The random model's generations share no word with the answers and it
+  // finds no retain answer likelier than its perturbations, so some of its
+  // utility metrics, and with them its model_utility, are 0.
+  EXPECT_EQ(result_->eval_log["model_utility"]["agg_value"].get<double>(),
+            HarmonicMeanOfUtilityMetrics(result_->eval_log));
+  // The same log as a model that recalled part of each answer and preferred
+  // the true retain answers would have it: every utility metric is then
+  // above 0 and counts.
+  Json log = result_->eval_log;
+  int question = 0;
+  for (const char* metric :
+       {"retain_Q_A_ROUGE", "ra_Q_A_ROUGE", "wf_Q_A_ROUGE"}) {
+    double sum = 0;
+    int count = 0;
+    for (auto& [index, entry] : log[metric]["value_by_index"].items()) {
+      entry["rougeL_recall"] = 0.25 + 0.125 * (question++ % 5);
+      sum += entry["rougeL_recall"].get<double>();
+      ++count;
+    }
+    log[metric]["agg_value"] = sum / count;
+  }
+  double sum = 0;
+  int count = 0;
+  for (auto& [index, entry] :
+       log["retain_Truth_Ratio"]["value_by_index"].items()) {
+    entry["score"] = 0.5 + 0.25 * (count % 3);  // P(perturbed) / P(true)
+    sum += std::max(0.0, 1 - entry["score"].get<double>());
+    ++count;
+  }
+  log["retain_Truth_Ratio"]["agg_value"] = sum / count;
+  const double expected = HarmonicMeanOfUtilityMetrics(log);
+  ASSERT_GT(expected, 0);
+  absl::StatusOr<nlohmann::json> summary = SummarizeTofuEval(log, nullptr);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_NEAR((*summary)["model_utility"].get<double>(), expected,
+              1e-12 * expected);
 }
 
 TEST_F(TofuEvaluatorTest, AgainstItsOwnLogForgetQualityIsOne) {

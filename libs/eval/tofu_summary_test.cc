@@ -159,7 +159,7 @@ TEST(ReadTofuEvalLogTest, ReadsAndRejectsFiles) {
 // wrote them.
 TEST(SummarizeTofuEvalTest, ReproducesOpenUnlearningSummaries) {
   const std::string dir = OpenUnlearningLogDir();
-  if (dir.empty()) GTEST_SKIP() << kOpenUnlearningLogsMissing;
+  if (dir.empty()) LETHE_SKIP_WITHOUT_SHARED_DATA(kOpenUnlearningLogsMissing);
   std::map<std::string, std::string> retain_of;
   for (const ForgetRetainPair& pair : ForgetRetainPairs(dir)) {
     retain_of[pair.eval_dir] = pair.retain_dir;

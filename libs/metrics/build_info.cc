@@ -1,14 +1,16 @@
 #include "libs/metrics/build_info.h"
 
+#include "libs/metrics/metric_catalog.h"
 #include "prometheus/gauge.h"
 
 namespace lethe {
 
 void RegisterBuildInfo(prometheus::Registry& registry,
                        const std::string& component) {
+  const MetricInfo& info = CatalogMetric("lethe_build_info");
   prometheus::BuildGauge()
-      .Name("lethe_build_info")
-      .Help("Always 1; labels name the Lethe component and version.")
+      .Name(info.name)
+      .Help(info.help)
       .Register(registry)
       .Add({{"component", component}, {"version", kLetheVersion}})
       .Set(1);

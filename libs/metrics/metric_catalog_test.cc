@@ -27,11 +27,13 @@
 #include "absl/strings/strip.h"
 #include "gtest/gtest.h"
 #include "libs/files/file_io.h"
+#include "libs/metrics/build_info.h"
 #include "libs/subprocess/subprocess.h"
 #include "nlohmann/json.hpp"
 #include "prometheus/counter.h"
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
+#include "prometheus/metric_family.h"
 #include "prometheus/registry.h"
 #include "prometheus/text_serializer.h"
 
@@ -184,23 +186,112 @@ TEST(MetricCatalogTest, NamesFollowPrometheusPractice) {
   }
 }
 
+// The values each label may take, other than job (the name of a job that
+// runs now; its series are removed when it ends) and term (a loss component
+// of the job's method): finite sets that the registering code fixes, never
+// anything per step, per example, per rank or per request.
+const std::map<std::string, std::set<std::string>>& KnownLabelValues() {
+  static const auto* values = new std::map<std::string, std::set<std::string>>{
+      {"component", {"coordinator", "worker"}},  // RegisterBuildInfo's callers
+      {"version", {kLetheVersion}},
+      // v1::Job::State's names.
+      {"state",
+       {"QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLING", "CANCELLED"}},
+      // Why the coordinator requeued or failed a job.
+      {"reason",
+       {"WORKER_LOST", "RANK_FAILED", "RANK_LOST", "DEADLINE_EXCEEDED",
+        "COORDINATOR_RESTARTED", "CANCELLED_BY_USER"}},
+      // The Jobs service's methods.
+      {"method",
+       {"CreateJob", "GetJob", "ListJobs", "CancelJob", "DeleteJob", "WatchJob",
+        "StreamJobLogs"}},
+      // absl::StatusCodeToString of the gRPC status codes.
+      {"code",
+       {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
+        "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+        "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+        "UNAUTHENTICATED"}},
+      // Heartbeats (ok, error) and attempts (succeeded, failed, stopped).
+      {"result", {"ok", "error", "succeeded", "failed", "stopped"}},
+      // The job store's calls.
+      {"operation",
+       {"create", "read", "list", "transition", "update", "append_logs"}},
+  };
+  return *values;
+}
+
 TEST(MetricCatalogTest, LabelsHaveLowCardinality) {
-  const std::set<std::string> allowed = {
-      "component", "version", "state",  "reason", "method",
-      "code",      "job",     "result", "term",   "operation"};
   for (const MetricInfo& info : MetricCatalog()) {
     SCOPED_TRACE(info.name);
     std::set<std::string> seen;
     for (const std::string& label : info.labels) {
-      EXPECT_EQ(allowed.count(label), 1u)
-          << "label " << label << " is not one of "
-          << absl::StrJoin(allowed, ", ")
-          << " (never per step, per example or per rank)";
       EXPECT_TRUE(seen.insert(label).second) << "label " << label << " twice";
       EXPECT_NE(label, "le");
       EXPECT_FALSE(absl::StartsWith(label, "__"));
+      if (label == "job") {
+        EXPECT_TRUE(absl::StartsWith(info.name, "lethe_job_"))
+            << "only a job's own series (removed with the job) carry its name";
+        continue;
+      }
+      if (label == "term") {
+        EXPECT_EQ(info.name, "lethe_job_loss") << "term is a loss component";
+        continue;
+      }
+      const auto values = KnownLabelValues().find(label);
+      if (values == KnownLabelValues().end()) {
+        ADD_FAILURE() << "label " << label
+                      << " has no known finite set of values (never per "
+                         "step, per example or per rank)";
+        continue;
+      }
+      EXPECT_LE(values->second.size(), 20u) << label;
     }
   }
+}
+
+// The registering code in this folder produces known label values only.
+TEST(MetricCatalogTest, BuildInfoLabelValuesAreKnown) {
+  prometheus::Registry registry;
+  for (const char* component : {"coordinator", "worker"}) {
+    RegisterBuildInfo(registry, component);
+  }
+  std::map<std::string, std::set<std::string>> produced;
+  for (const prometheus::MetricFamily& family : registry.Collect()) {
+    for (const prometheus::ClientMetric& metric : family.metric) {
+      for (const prometheus::ClientMetric::Label& label : metric.label) {
+        produced[label.name].insert(label.value);
+      }
+    }
+  }
+  EXPECT_EQ(produced.size(), 2u);
+  for (const auto& [label, values] : produced) {
+    for (const std::string& value : values) {
+      EXPECT_EQ(KnownLabelValues().at(label).count(value), 1u)
+          << label << "=\"" << value << "\"";
+    }
+  }
+}
+
+// Help texts that list a label's values in parentheses name known values.
+TEST(MetricCatalogTest, HelpListsKnownLabelValuesOnly) {
+  int lists = 0;
+  for (const MetricInfo& info : MetricCatalog()) {
+    if (info.labels.size() != 1) continue;
+    const auto values = KnownLabelValues().find(info.labels[0]);
+    if (values == KnownLabelValues().end()) continue;
+    const size_t open = info.help.find('(');
+    const size_t close = info.help.find(')', open);
+    if (open == std::string::npos || close == std::string::npos) continue;
+    const std::string list = info.help.substr(open + 1, close - open - 1);
+    if (!absl::StrContains(list, ", ")) continue;
+    ++lists;
+    for (absl::string_view value : absl::StrSplit(list, ", ")) {
+      EXPECT_EQ(values->second.count(std::string(value)), 1u)
+          << info.name << ": " << value;
+    }
+  }
+  EXPECT_GE(lists, 3);
 }
 
 TEST(MetricCatalogTest, NamesAreUniqueAndSeriesDoNotCollide) {

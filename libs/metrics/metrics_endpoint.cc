@@ -37,48 +37,16 @@ constexpr absl::Duration kMaxDrainTime = absl::Seconds(1);
 constexpr char kMetricsContentType[] =
     "text/plain; version=0.0.4; charset=utf-8";
 
-enum class Wait { kReady, kStopped, kTimedOut, kFailed };
+// Connections served at once. More wait in the listen backlog until one
+// ends (each ends within its deadlines).
+constexpr size_t kMaxConnections = 64;
 
-// Waits until `fd` is ready for `events`, `stop_fd` is readable, or
-// `deadline` passes.
-Wait WaitFor(int fd, short events, int stop_fd, absl::Time deadline) {
-  while (true) {
-    const int64_t remaining_ms = absl::ToInt64Milliseconds(
-        absl::Ceil(deadline - absl::Now(), absl::Milliseconds(1)));
-    if (remaining_ms <= 0) return Wait::kTimedOut;
-    pollfd descriptors[2] = {{fd, events, 0}, {stop_fd, POLLIN, 0}};
-    const int ready =
-        poll(descriptors, 2,
-             static_cast<int>(std::min<int64_t>(remaining_ms, 60 * 60 * 1000)));
-    if (ready < 0) {
-      if (errno == EINTR) continue;
-      return Wait::kFailed;
-    }
-    if (descriptors[1].revents != 0) return Wait::kStopped;
-    // POLLERR or POLLHUP: the following recv/send reports it.
-    if (descriptors[0].revents != 0) return Wait::kReady;
-  }
-}
-
-// Sends all of `data`; false when the client is gone, too slow or the
-// endpoint stops.
-bool SendAll(int fd, int stop_fd, absl::string_view data, absl::Time deadline) {
-  while (!data.empty()) {
-    const ssize_t n = send(fd, data.data(), data.size(), MSG_NOSIGNAL);
-    if (n > 0) {
-      data.remove_prefix(n);
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      if (WaitFor(fd, POLLOUT, stop_fd, deadline) != Wait::kReady) {
-        return false;
-      }
-      continue;
-    }
-    return false;
-  }
-  return true;
+// poll()'s timeout until `deadline` (-1: none), rounded up to whole ms.
+int PollTimeoutMs(absl::Time deadline) {
+  if (deadline == absl::InfiniteFuture()) return -1;
+  const int64_t remaining_ms = absl::ToInt64Milliseconds(
+      absl::Ceil(deadline - absl::Now(), absl::Milliseconds(1)));
+  return static_cast<int>(std::clamp<int64_t>(remaining_ms, 0, 60 * 60 * 1000));
 }
 
 // Where the request's headers end (just past the empty line), or npos.
@@ -118,6 +86,21 @@ std::string WithBrackets(const std::string& host) {
 
 }  // namespace
 
+struct MetricsEndpoint::Connection {
+  enum class Phase {
+    kReading,   // the request's headers
+    kWriting,   // the response
+    kDraining,  // lingering close: what the client still sends is dropped
+  };
+  int fd = -1;
+  Phase phase = Phase::kReading;
+  absl::Time deadline;   // when the current phase gives up
+  std::string request;   // bytes read so far
+  std::string response;  // bytes to send
+  size_t sent = 0;
+  size_t drained = 0;
+};
+
 MetricsEndpoint::MetricsEndpoint(int listen_fd, int stop_fd,
                                  std::shared_ptr<prometheus::Registry> registry,
                                  const Options& options, int port,
@@ -131,7 +114,7 @@ MetricsEndpoint::MetricsEndpoint(int listen_fd, int stop_fd,
   // std::thread gets the default stack (8 MiB with the usual limits), which
   // leaves room for the static TLS of every library in the process; see
   // DEVELOPERS.md.
-  thread_ = std::thread([this] { AcceptLoop(); });
+  thread_ = std::thread([this] { ServeLoop(); });
 }
 
 MetricsEndpoint::~MetricsEndpoint() {
@@ -233,84 +216,146 @@ absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(
       listen_fd, stop_fd, std::move(registry), options, port, std::move(url)));
 }
 
-void MetricsEndpoint::AcceptLoop() {
+void MetricsEndpoint::ServeLoop() {
+  std::vector<Connection> connections;
+  // After running out of descriptors or memory, accepting pauses until then.
+  absl::Time accept_paused_until = absl::InfinitePast();
+  std::vector<pollfd> descriptors;
   while (true) {
-    const Wait wait =
-        WaitFor(listen_fd_, POLLIN, stop_fd_, absl::InfiniteFuture());
-    if (wait == Wait::kStopped) return;
-    if (wait != Wait::kReady) {
-      // poll itself failed (out of memory): back off, still watching stop.
-      if (WaitFor(stop_fd_, POLLIN, stop_fd_,
-                  absl::Now() + absl::Milliseconds(100)) == Wait::kStopped) {
-        return;
-      }
-      continue;
+    const absl::Time now = absl::Now();
+    descriptors.clear();
+    descriptors.push_back({stop_fd_, POLLIN, 0});
+    const bool accepting =
+        connections.size() < kMaxConnections && now >= accept_paused_until;
+    descriptors.push_back({accepting ? listen_fd_ : -1, POLLIN, 0});
+    absl::Time wake = accepting || connections.size() >= kMaxConnections
+                          ? absl::InfiniteFuture()
+                          : accept_paused_until;
+    for (const Connection& connection : connections) {
+      descriptors.push_back(
+          {connection.fd,
+           connection.phase == Connection::Phase::kWriting ? POLLOUT : POLLIN,
+           0});
+      wake = std::min(wake, connection.deadline);
     }
-    const int connection_fd =
-        accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (connection_fd < 0) {
+    const int ready =
+        poll(descriptors.data(), descriptors.size(), PollTimeoutMs(wake));
+    if (ready < 0 && errno != EINTR) {
+      // poll itself failed (out of memory): back off, still watching stop.
+      pollfd stop = {stop_fd_, POLLIN, 0};
+      poll(&stop, 1, 100);
+    }
+    if (ready > 0 && descriptors[0].revents != 0) {
+      for (const Connection& connection : connections) close(connection.fd);
+      return;
+    }
+    // Serve the connections poll reported, and drop those past a deadline.
+    std::vector<Connection> open;
+    open.reserve(connections.size());
+    for (size_t i = 0; i < connections.size(); ++i) {
+      Connection& connection = connections[i];
+      const bool alive = ready > 0 && descriptors[i + 2].revents != 0
+                             ? Advance(connection)
+                             : absl::Now() < connection.deadline;
+      if (alive) {
+        open.push_back(std::move(connection));
+      } else {
+        close(connection.fd);
+      }
+    }
+    connections = std::move(open);
+    if (ready <= 0 || descriptors[1].revents == 0) continue;
+    while (connections.size() < kMaxConnections) {
+      const int fd =
+          accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd >= 0) {
+        Connection connection;
+        connection.fd = fd;
+        connection.deadline = absl::Now() + options_.read_timeout;
+        connections.push_back(std::move(connection));
+        continue;
+      }
       if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
           errno == ENOMEM) {
         // Out of descriptors or memory: back off instead of spinning.
-        if (WaitFor(stop_fd_, POLLIN, stop_fd_,
-                    absl::Now() + absl::Milliseconds(100)) == Wait::kStopped) {
-          return;
-        }
+        accept_paused_until = absl::Now() + absl::Milliseconds(100);
       }
-      // EAGAIN (the client left), ECONNABORTED, EINTR, ...: keep going.
-      continue;
+      // EAGAIN (no more waiting), ECONNABORTED, EINTR, ...: poll again.
+      break;
     }
-    ServeConnection(connection_fd);
-    close(connection_fd);
   }
 }
 
-void MetricsEndpoint::ServeConnection(int connection_fd) {
-  const absl::Time deadline = absl::Now() + options_.read_timeout;
-  std::string request;
-  std::string response;
+bool MetricsEndpoint::Advance(Connection& connection) {
   char buffer[4096];
-  while (response.empty()) {
-    const size_t header_end = HeaderEnd(request);
-    if (header_end != std::string::npos && header_end <= kMaxHeaderBytes) {
-      response = Respond(request.substr(0, header_end));
-    } else if (request.size() > kMaxHeaderBytes) {
-      response = TextResponse(431, "Request Header Fields Too Large", true);
-    } else {
-      if (WaitFor(connection_fd, POLLIN, stop_fd_, deadline) != Wait::kReady) {
-        return;  // Too slow, or the endpoint stops.
+  while (true) {
+    if (absl::Now() >= connection.deadline) return false;
+    switch (connection.phase) {
+      case Connection::Phase::kReading: {
+        const size_t header_end = HeaderEnd(connection.request);
+        if (header_end != std::string::npos && header_end <= kMaxHeaderBytes) {
+          connection.response =
+              Respond(connection.request.substr(0, header_end));
+        } else if (connection.request.size() > kMaxHeaderBytes) {
+          connection.response =
+              TextResponse(431, "Request Header Fields Too Large", true);
+        } else {
+          const ssize_t n = recv(connection.fd, buffer, sizeof(buffer), 0);
+          if (n > 0) {
+            connection.request.append(buffer, n);
+            continue;
+          }
+          if (n == 0) {
+            // The client closed its side before finishing the headers.
+            if (connection.request.empty()) return false;
+            connection.response = TextResponse(400, "Bad Request", true);
+          } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            return true;  // Wait for more.
+          } else if (errno == EINTR) {
+            continue;
+          } else {
+            return false;
+          }
+        }
+        connection.request.clear();
+        connection.phase = Connection::Phase::kWriting;
+        connection.deadline = absl::Now() + options_.read_timeout;
+        break;
       }
-      const ssize_t n = recv(connection_fd, buffer, sizeof(buffer), 0);
-      if (n > 0) {
-        request.append(buffer, n);
-      } else if (n == 0) {
-        // The client closed its side before finishing the headers.
-        if (request.empty()) return;
-        response = TextResponse(400, "Bad Request", true);
-      } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-        return;
+      case Connection::Phase::kWriting: {
+        if (connection.sent < connection.response.size()) {
+          const ssize_t n =
+              send(connection.fd, connection.response.data() + connection.sent,
+                   connection.response.size() - connection.sent, MSG_NOSIGNAL);
+          if (n > 0) {
+            connection.sent += n;
+            continue;
+          }
+          if (n < 0 && errno == EINTR) continue;
+          // The client is not reading yet: wait. Anything else: it is gone.
+          return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+        }
+        // Lingering close: read and drop what the client still sends (a
+        // request body), so that closing does not reset the connection
+        // before the client has read the response.
+        shutdown(connection.fd, SHUT_WR);
+        connection.response.clear();
+        connection.phase = Connection::Phase::kDraining;
+        connection.deadline =
+            absl::Now() + std::min(options_.read_timeout, kMaxDrainTime);
+        break;
+      }
+      case Connection::Phase::kDraining: {
+        if (connection.drained >= kMaxDrainBytes) return false;
+        const ssize_t n = recv(connection.fd, buffer, sizeof(buffer), 0);
+        if (n > 0) {
+          connection.drained += n;
+          continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
       }
     }
-  }
-  if (!SendAll(connection_fd, stop_fd_, response,
-               absl::Now() + options_.read_timeout)) {
-    return;
-  }
-  // Lingering close: read and drop what the client still sends (a request
-  // body), so that closing does not reset the connection before the client
-  // has read the response.
-  shutdown(connection_fd, SHUT_WR);
-  const absl::Time drain_deadline =
-      absl::Now() + std::min(options_.read_timeout, kMaxDrainTime);
-  size_t drained = 0;
-  while (drained < kMaxDrainBytes && WaitFor(connection_fd, POLLIN, stop_fd_,
-                                             drain_deadline) == Wait::kReady) {
-    const ssize_t n = recv(connection_fd, buffer, sizeof(buffer), 0);
-    if (n == 0) break;
-    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-      break;
-    }
-    if (n > 0) drained += n;
   }
 }
 

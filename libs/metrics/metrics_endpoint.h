@@ -8,14 +8,16 @@
 // The endpoint keeps the registry alive while it serves it. It is a small
 // HTTP/1.1 server of Lethe's own rather than prometheus-cpp's Exposer, whose
 // civetweb threads cannot start in a process that has loaded LibTorch (see
-// DEVELOPERS.md). One thread accepts and answers connections one at a time:
+// DEVELOPERS.md). One thread serves up to 64 connections at once, polling
+// them, so that a slow or silent client delays no other (more connections
+// wait in the listen backlog until one ends):
 //   GET|HEAD /metrics[?...]  200, the text exposition format
 //   GET|HEAD other paths     404
 //   other methods            405
 //   malformed request        400 (431 when the headers exceed 16 KiB)
 // A client gets `read_timeout` to send its request; every response closes
-// the connection. Destroying the endpoint stops it at once and joins the
-// thread.
+// the connection. Destroying the endpoint stops it at once, closing every
+// connection, and joins the thread.
 #ifndef LETHE_LIBS_METRICS_METRICS_ENDPOINT_H_
 #define LETHE_LIBS_METRICS_METRICS_ENDPOINT_H_
 
@@ -60,8 +62,14 @@ class MetricsEndpoint {
                   std::shared_ptr<prometheus::Registry> registry,
                   const Options& options, int port, std::string url);
 
-  void AcceptLoop();
-  void ServeConnection(int connection_fd);
+  struct Connection;  // One client's state, from accept to close.
+
+  // Accepts and serves connections until stop_fd_ becomes readable.
+  void ServeLoop();
+  // Reads, answers and drains `connection` as far as it can without
+  // blocking; false once it is done (or failed, or past its deadline) and
+  // must be closed.
+  bool Advance(Connection& connection);
   // The response (status line, headers, body) to one request's bytes.
   std::string Respond(const std::string& request);
 

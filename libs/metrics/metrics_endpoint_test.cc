@@ -266,25 +266,39 @@ TEST(MetricsEndpointTest, ManySequentialAndConcurrentRequests) {
   }
 }
 
-TEST(MetricsEndpointTest, SilentClientTimesOutAndDoesNotBlockOthers) {
+TEST(MetricsEndpointTest, SilentClientsTimeOutAndDoNotBlockOthers) {
   auto registry = std::make_shared<prometheus::Registry>();
   MetricsEndpoint::Options options;
-  options.read_timeout = absl::Milliseconds(300);
+  options.read_timeout = absl::Seconds(1);
   absl::StatusOr<std::unique_ptr<MetricsEndpoint>> endpoint =
       MetricsEndpoint::Start("127.0.0.1:0", registry, options);
   ASSERT_TRUE(endpoint.ok()) << endpoint.status();
+  // Connected before the scrape: one client says nothing, one sends half a
+  // request. An endpoint serving one connection at a time would answer the
+  // scrape only after both timed out (2 s).
+  const absl::Time connected = absl::Now();
   const int silent = Connect("127.0.0.1", (*endpoint)->port());
   ASSERT_GE(silent, 0);
+  const int partial = Connect("127.0.0.1", (*endpoint)->port());
+  ASSERT_GE(partial, 0);
+  const std::string half = "GET /metrics HTTP/1.1\r\nHost: x\r\n";
+  ASSERT_EQ(send(partial, half.data(), half.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(half.size()));
   const absl::Time start = absl::Now();
   absl::StatusOr<HttpResponse> response =
       HttpGet("127.0.0.1", (*endpoint)->port(), "/metrics", absl::Seconds(5));
   ASSERT_TRUE(response.ok()) << response.status();
   EXPECT_EQ(response->status_code, 200);
-  EXPECT_LT(absl::Now() - start, absl::Seconds(3));
-  // The endpoint dropped the silent client without an answer.
-  char byte;
-  EXPECT_EQ(recv(silent, &byte, 1, 0), 0);
-  close(silent);
+  EXPECT_LT(absl::Now() - start, options.read_timeout / 2)
+      << "the scrape waited for the silent clients";
+  // The endpoint drops both without an answer once their time is up.
+  for (const int fd : {silent, partial}) {
+    char byte;
+    EXPECT_EQ(recv(fd, &byte, 1, 0), 0);
+    close(fd);
+  }
+  EXPECT_GE(absl::Now() - connected, options.read_timeout / 2)
+      << "dropped long before read_timeout";
 }
 
 TEST(MetricsEndpointTest, StopsPromptlyWithAClientConnected) {
