@@ -3,7 +3,7 @@
 //   auto registry = std::make_shared<prometheus::Registry>();
 //   ASSIGN_OR_RETURN(std::unique_ptr<MetricsEndpoint> endpoint,
 //                    MetricsEndpoint::Start("127.0.0.1:0", registry));
-//   LOG(INFO) << "metrics at " << endpoint->url();
+//   LETHE_LOG(INFO) << "metrics at " << endpoint->url();
 //
 // The endpoint keeps the registry alive while it serves it. It is a small
 // HTTP/1.1 server of Lethe's own rather than prometheus-cpp's Exposer, whose

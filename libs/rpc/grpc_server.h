@@ -5,7 +5,7 @@
 //   JobsService jobs(...);
 //   ASSIGN_OR_RETURN(std::unique_ptr<GrpcServer> server,
 //                    GrpcServer::Start("127.0.0.1:0", {&jobs}));
-//   LOG(INFO) << "listening on " << server->address();
+//   LETHE_LOG(INFO) << "listening on " << server->address();
 //   server->SetServing("lethe.v1.Jobs", true);
 //   ...
 //   server->Shutdown(absl::Seconds(5));
