@@ -28,6 +28,7 @@
 #include "libs/files/file_io.h"
 #include "libs/model/hf_checkpoint.h"
 #include "libs/model/llama_model.h"
+#include "libs/model/tiny_llama.h"
 #include "libs/subprocess/subprocess.h"
 #include "nlohmann/json.hpp"
 #include "tests/cli_runner.h"
@@ -121,19 +122,6 @@ bool IsFinal(const v1::Job& job) {
          job.state() == v1::Job::CANCELLED;
 }
 
-std::vector<at::Tensor> Weights(const std::string& model_dir) {
-  absl::StatusOr<std::shared_ptr<LlamaForCausalLM>> model =
-      LoadLlamaCheckpoint(model_dir);
-  EXPECT_TRUE(model.ok()) << model.status();
-  std::vector<at::Tensor> weights;
-  if (model.ok()) {
-    for (const auto& parameter : (*model)->named_parameters()) {
-      weights.push_back(parameter.value().detach().clone());
-    }
-  }
-  return weights;
-}
-
 TEST(ServiceProcessTest, CliSubmitsWatchesAndTheModelLoads) {
   const std::string dir = FreshDir("cli");
   auto coordinator_or = RunningCoordinator::Start(
@@ -161,7 +149,7 @@ TEST(ServiceProcessTest, CliSubmitsWatchesAndTheModelLoads) {
   EXPECT_GT(job.progress().step(), 0);
   EXPECT_EQ(job.progress().step(), job.progress().total_steps());
   EXPECT_TRUE(job.evaluation_summary().contains("model_utility"));
-  EXPECT_FALSE(Weights(job.output_model_dir()).empty());
+  EXPECT_FALSE(ModelWeights(job.output_model_dir()).empty());
   EXPECT_TRUE(std::filesystem::exists(dir + "/job/eval/TOFU_EVAL.json"));
   // Both ranks evaluated after each epoch (each its share; rank 0 reports),
   // and the last of those stands for the final evaluation.
@@ -208,9 +196,9 @@ TEST(ServiceProcessTest, TwoWorkersMatchOneProcessOnTheSameGlobalBatch) {
     ASSERT_EQ(done.state(), v1::Job::SUCCEEDED)
         << done.DebugString() << coordinator.Log();
   }
-  const std::vector<at::Tensor> a = Weights(dir + "/two/model");
-  const std::vector<at::Tensor> b = Weights(dir + "/one/model");
-  const std::vector<at::Tensor> start = Weights(SharedInputs().model_dir);
+  const std::vector<at::Tensor> a = ModelWeights(dir + "/two/model");
+  const std::vector<at::Tensor> b = ModelWeights(dir + "/one/model");
+  const std::vector<at::Tensor> start = ModelWeights(SharedInputs().model_dir);
   ASSERT_EQ(a.size(), b.size());
   double max_change = 0;
   for (size_t i = 0; i < a.size(); ++i) {
@@ -261,9 +249,10 @@ TEST(ServiceProcessTest, UnlearnAndAOneWorkerJobOfTheSameFlagsEndEqual) {
           << name << ": " << result.stdout_text << result.stderr_text
           << coordinator.Log();
     }
-    const std::vector<at::Tensor> local = Weights(dir + "/" + name + "/model");
+    const std::vector<at::Tensor> local =
+        ModelWeights(dir + "/" + name + "/model");
     const std::vector<at::Tensor> job =
-        Weights(dir + "/" + name + "_job/model");
+        ModelWeights(dir + "/" + name + "_job/model");
     ASSERT_EQ(local.size(), job.size());
     for (size_t i = 0; i < local.size(); ++i) {
       EXPECT_TRUE(at::equal(local[i], job[i]))
@@ -275,15 +264,8 @@ TEST(ServiceProcessTest, UnlearnAndAOneWorkerJobOfTheSameFlagsEndEqual) {
   // The coefficients changed the runs, so the equalities above say
   // something: each differs from the run with the method's defaults.
   for (const char* name : {"alpha_zero", "gamma_beta"}) {
-    double difference = 0;
-    for (size_t i = 0; i < weights[name].size(); ++i) {
-      difference =
-          std::max(difference, (weights[name][i] - weights["defaults"][i])
-                                   .abs()
-                                   .max()
-                                   .item<double>());
-    }
-    EXPECT_GT(difference, 1e-6) << name;
+    EXPECT_GT(MaxAbsDifference(weights[name], weights["defaults"]), 1e-6)
+        << name;
   }
   const v1::Job alpha_zero = GetJob(coordinator.jobs(), "jobs/1");
   EXPECT_TRUE(alpha_zero.spec().method_params().has_alpha());

@@ -68,11 +68,6 @@ constexpr Edge kAllowedTransitions[] = {
 constexpr const char* kUpdatableFields[] = {"progress", "evaluation_summary",
                                             "output_model_dir"};
 
-bool IsFinal(State state) {
-  return state == v1::Job::SUCCEEDED || state == v1::Job::FAILED ||
-         state == v1::Job::CANCELLED;
-}
-
 bool IsTransitionAllowed(State from, State to) {
   for (const Edge& edge : kAllowedTransitions) {
     if (edge.from == from && edge.to == to) return true;
@@ -161,6 +156,11 @@ absl::StatusOr<int64_t> ParsePageToken(absl::string_view token,
 }
 
 }  // namespace
+
+bool IsFinalState(v1::Job::State state) {
+  return state == v1::Job::SUCCEEDED || state == v1::Job::FAILED ||
+         state == v1::Job::CANCELLED;
+}
 
 JobStore::JobStore(std::unique_ptr<SqliteDb> db) : db_(std::move(db)) {}
 
@@ -350,8 +350,8 @@ absl::StatusOr<v1::Job> JobStore::Transition(absl::string_view name, State to,
       return absl::FailedPreconditionError(absl::StrCat(
           job.name(), ": cannot move from ", StateName(from), " to ",
           StateName(to),
-          IsFinal(from) ? absl::StrCat(" (", StateName(from), " is final)")
-                        : ""));
+          IsFinalState(from) ? absl::StrCat(" (", StateName(from), " is final)")
+                             : ""));
     }
     if (from == v1::Job::RUNNING && to == v1::Job::QUEUED) {
       job.set_restart_count(job.restart_count() + 1);
@@ -396,7 +396,7 @@ absl::Status JobStore::Delete(absl::string_view name) {
   absl::MutexLock lock(&mu_);
   return db_->InTransaction([&]() -> absl::Status {
     ASSIGN_OR_RETURN(const v1::Job job, LoadLocked(id));
-    if (!IsFinal(job.state())) {
+    if (!IsFinalState(job.state())) {
       return absl::FailedPreconditionError(absl::StrCat(
           job.name(), " is ", StateName(job.state()),
           "; only SUCCEEDED, FAILED or CANCELLED jobs can be deleted"));

@@ -58,6 +58,9 @@
 
 namespace lethe {
 
+// SUCCEEDED, FAILED and CANCELLED: a job in one of them never changes again.
+bool IsFinalState(v1::Job::State state);
+
 class JobStore {
  public:
   // List's page size when the caller asks for 0, and the largest it serves.

@@ -19,12 +19,7 @@ namespace {
 std::shared_ptr<LlamaForCausalLM> TinyModel() {
   torch::manual_seed(7);
   auto model = std::make_shared<LlamaForCausalLM>(TinyLlamaConfig(50));
-  torch::NoGradGuard no_grad;
-  for (auto& parameter : model->named_parameters()) {
-    if (parameter.key().find("norm") == std::string::npos) {
-      parameter.value().normal_(0.0, 0.2);
-    }
-  }
+  RedrawWeights(*model, 0.2);
   return model;
 }
 

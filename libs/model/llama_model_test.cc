@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "libs/model/tiny_llama.h"
 
 namespace lethe {
 namespace {
@@ -31,12 +32,7 @@ std::shared_ptr<LlamaForCausalLM> TinyModel(int64_t kv_heads = 2,
   auto model = std::make_shared<LlamaForCausalLM>(TinyConfig(kv_heads, tied));
   // Larger weights than the 0.02 initialisation, so every check below acts
   // on a model whose outputs depend strongly on its inputs.
-  torch::NoGradGuard no_grad;
-  for (auto& parameter : model->named_parameters()) {
-    if (parameter.key().find("norm") == std::string::npos) {
-      parameter.value().normal_(0.0, 0.2);
-    }
-  }
+  RedrawWeights(*model, 0.2);
   return model;
 }
 

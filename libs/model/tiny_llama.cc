@@ -1,5 +1,12 @@
 #include "libs/model/tiny_llama.h"
 
+#include <algorithm>
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "gtest/gtest.h"
+#include "libs/model/hf_checkpoint.h"
+
 namespace lethe {
 
 LlamaConfig TinyLlamaConfig(int64_t vocab_size) {
@@ -24,6 +31,38 @@ LlamaConfig LlamaConfigOf(const TinyLlamaShape& shape) {
   config.num_key_value_heads = shape.kv_heads;
   config.tie_word_embeddings = shape.tie_word_embeddings;
   return config;
+}
+
+void RedrawWeights(LlamaForCausalLM& model, double stddev) {
+  torch::NoGradGuard no_grad;
+  for (auto& parameter : model.named_parameters()) {
+    if (parameter.key().find("norm") == std::string::npos) {
+      parameter.value().normal_(0.0, stddev);
+    }
+  }
+}
+
+std::vector<at::Tensor> ModelWeights(const std::string& model_dir) {
+  absl::StatusOr<std::shared_ptr<LlamaForCausalLM>> model =
+      LoadLlamaCheckpoint(model_dir);
+  EXPECT_TRUE(model.ok()) << model.status();
+  std::vector<at::Tensor> weights;
+  if (model.ok()) {
+    for (const auto& parameter : (*model)->named_parameters()) {
+      weights.push_back(parameter.value().detach().clone());
+    }
+  }
+  return weights;
+}
+
+double MaxAbsDifference(const std::vector<at::Tensor>& a,
+                        const std::vector<at::Tensor>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double max = 0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+    max = std::max(max, (a[i] - b[i]).abs().max().item<double>());
+  }
+  return max;
 }
 
 }  // namespace lethe

@@ -1,15 +1,21 @@
-// A tiny Llama configuration for tests (test-only target): small enough that
-// a randomly initialised model runs forward, backward and generation in
-// milliseconds on a CPU.
+// Tiny Llama models for tests (test-only target): configurations small
+// enough that a randomly initialised model runs forward, backward and
+// generation in milliseconds on a CPU, and helpers to compare models.
 //
 //   torch::manual_seed(7);
 //   LlamaForCausalLM model(TinyLlamaConfig(/*vocab_size=*/50));
+//   EXPECT_EQ(MaxAbsDifference(ModelWeights(dir_a), ModelWeights(dir_b)), 0);
 #ifndef LETHE_LIBS_MODEL_TINY_LLAMA_H_
 #define LETHE_LIBS_MODEL_TINY_LLAMA_H_
 
+#include <torch/types.h>
+
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "libs/model/llama_config.h"
+#include "libs/model/llama_model.h"
 
 namespace lethe {
 
@@ -32,6 +38,20 @@ struct TinyLlamaShape {
 
 // `shape`'s configuration; LlamaConfig's defaults otherwise.
 LlamaConfig LlamaConfigOf(const TinyLlamaShape& shape);
+
+// Redraws every weight but the norms from N(0, stddev): larger than the
+// 0.02 initialisation, so that the model's outputs depend strongly on its
+// inputs.
+void RedrawWeights(LlamaForCausalLM& model, double stddev);
+
+// The parameters of the Hugging Face model in `model_dir`, in the model's
+// order; empty, with a test failure, when it does not load.
+std::vector<at::Tensor> ModelWeights(const std::string& model_dir);
+
+// The largest absolute difference between two models' parameters (a test
+// failure when their counts differ).
+double MaxAbsDifference(const std::vector<at::Tensor>& a,
+                        const std::vector<at::Tensor>& b);
 
 }  // namespace lethe
 

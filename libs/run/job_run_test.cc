@@ -64,30 +64,6 @@ v1::JobSpec TinySpec(const std::string& name, v1::Method method) {
   return JobSpecWithDefaults(spec);
 }
 
-std::vector<at::Tensor> Weights(const std::string& model_dir) {
-  absl::StatusOr<std::shared_ptr<LlamaForCausalLM>> model =
-      LoadLlamaCheckpoint(model_dir);
-  EXPECT_TRUE(model.ok()) << model.status();
-  std::vector<at::Tensor> weights;
-  if (model.ok()) {
-    for (const auto& parameter : (*model)->named_parameters()) {
-      weights.push_back(parameter.value().detach().clone());
-    }
-  }
-  return weights;
-}
-
-// The largest absolute difference between two models' parameters.
-double MaxDifference(const std::vector<at::Tensor>& a,
-                     const std::vector<at::Tensor>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double max = 0;
-  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
-    max = std::max(max, (a[i] - b[i]).abs().max().item<double>());
-  }
-  return max;
-}
-
 absl::StatusOr<JobRunResult> ValidateAndRun(
     const v1::JobSpec& spec, const RunCallbacks& callbacks = {}) {
   const absl::Status valid = ValidateJobSpec(spec);
@@ -123,8 +99,8 @@ TEST(RunJobSpecTest, WritesTheModelItsTokenizerTheLogAndTheReferenceCache) {
   EXPECT_GT(reference_seconds, 0) << "NPO_RT computes the reference cache";
   EXPECT_EQ(result->model_dir, spec.output_dir() + "/model");
   EXPECT_TRUE(result->evaluation.empty()) << "the spec asks for none";
-  EXPECT_GT(MaxDifference(Weights(result->model_dir),
-                          Weights(SharedInputs().model_dir)),
+  EXPECT_GT(MaxAbsDifference(ModelWeights(result->model_dir),
+                             ModelWeights(SharedInputs().model_dir)),
             1e-4)
       << "the run did not train";
   EXPECT_EQ(ReadFileToString(result->model_dir + "/tokenizer.model").value(),
@@ -160,11 +136,11 @@ TEST(RunJobSpecTest, AlphaZeroIsAValueNotTheDefault) {
     absl::StatusOr<JobRunResult> result = ValidateAndRun(*spec);
     ASSERT_TRUE(result.ok()) << result.status();
   }
-  EXPECT_EQ(MaxDifference(Weights(no_retain.output_dir() + "/model"),
-                          Weights(npo.output_dir() + "/model")),
+  EXPECT_EQ(MaxAbsDifference(ModelWeights(no_retain.output_dir() + "/model"),
+                             ModelWeights(npo.output_dir() + "/model")),
             0);
-  EXPECT_GT(MaxDifference(Weights(no_retain.output_dir() + "/model"),
-                          Weights(npo_rt.output_dir() + "/model")),
+  EXPECT_GT(MaxAbsDifference(ModelWeights(no_retain.output_dir() + "/model"),
+                             ModelWeights(npo_rt.output_dir() + "/model")),
             1e-5);
 }
 
@@ -209,7 +185,7 @@ TEST(RunJobSpecTest, ResumesOnlyTheSameRun) {
   const v1::JobSpec npo_rt = TinySpec("identity", v1::NPO_RT);
   absl::StatusOr<JobRunResult> first = ValidateAndRun(npo_rt);
   ASSERT_TRUE(first.ok()) << first.status();
-  const std::vector<at::Tensor> trained = Weights(first->model_dir);
+  const std::vector<at::Tensor> trained = ModelWeights(first->model_dir);
 
   absl::StatusOr<JobRunResult> again = ValidateAndRun(npo_rt);
   ASSERT_TRUE(again.ok()) << again.status();
@@ -228,7 +204,9 @@ TEST(RunJobSpecTest, ResumesOnlyTheSameRun) {
   EXPECT_EQ(other.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(other.status().message().find("alpha"), std::string::npos)
       << other.status();
-  EXPECT_EQ(MaxDifference(Weights(npo_rt.output_dir() + "/model"), trained), 0)
+  EXPECT_EQ(
+      MaxAbsDifference(ModelWeights(npo_rt.output_dir() + "/model"), trained),
+      0)
       << "a refused run leaves the model it found";
 }
 

@@ -21,15 +21,6 @@
 namespace lethe {
 namespace {
 
-absl::Time FromTimestamp(const google::protobuf::Timestamp& timestamp) {
-  return absl::FromUnixMicros(
-      google::protobuf::util::TimeUtil::TimestampToMicroseconds(timestamp));
-}
-
-absl::Time JobCreateTime(const v1::Job& job) {
-  return FromTimestamp(job.create_time());
-}
-
 // How often the scheduler reads the queue when nothing that could start a
 // job has changed: the resolution of queue deadlines.
 constexpr absl::Duration kQueueRescanPeriod = absl::Seconds(1);

@@ -12,11 +12,6 @@ namespace {
 // Log lines read from the store at a time.
 constexpr int kLogReadPage = 500;
 
-bool IsFinal(v1::Job::State state) {
-  return state == v1::Job::SUCCEEDED || state == v1::Job::FAILED ||
-         state == v1::Job::CANCELLED;
-}
-
 v1::LogEntry ToLogEntry(const JobStore::LogLine& line) {
   v1::LogEntry entry;
   *entry.mutable_time() =
@@ -59,7 +54,7 @@ absl::Status JobFeed::WatchJob(const std::string& name,
       if (!send(job)) return absl::OkStatus();
       last_sent = std::move(bytes);
     }
-    if (IsFinal(job.state())) return absl::OkStatus();
+    if (IsFinalState(job.state())) return absl::OkStatus();
     AwaitChange(version, absl::Seconds(1));
   }
   return absl::OkStatus();
@@ -77,7 +72,7 @@ absl::Status JobFeed::StreamJobLogs(
     {
       absl::MutexLock lock(&mu_);
       ASSIGN_OR_RETURN(const v1::Job job, store_.Get(name));
-      job_final = IsFinal(job.state());
+      job_final = IsFinalState(job.state());
       ASSIGN_OR_RETURN(page, store_.ReadLogs(name, sent, kLogReadPage));
     }
     for (const JobStore::LogLine& line : page) {

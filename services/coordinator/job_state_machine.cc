@@ -11,11 +11,6 @@
 namespace lethe {
 namespace {
 
-bool IsFinal(v1::Job::State state) {
-  return state == v1::Job::SUCCEEDED || state == v1::Job::FAILED ||
-         state == v1::Job::CANCELLED;
-}
-
 absl::Time FromTimestamp(const google::protobuf::Timestamp& timestamp) {
   return absl::FromUnixMicros(
       google::protobuf::util::TimeUtil::TimestampToMicroseconds(timestamp));
@@ -84,7 +79,7 @@ absl::StatusOr<v1::Job> JobStateMachine::Transition(
         moved->history(moved->history_size() - 2);
     options_.metrics->JobTransition(before.state(), to, reason,
                                     absl::Now() - FromTimestamp(before.time()));
-    if (IsFinal(to)) options_.metrics->JobEnded(job);
+    if (IsFinalState(to)) options_.metrics->JobEnded(job);
   }
   Log(job, "coordinator",
       absl::StrCat(v1::Job::State_Name(to), " (", reason, "): ", message))

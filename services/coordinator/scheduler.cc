@@ -11,12 +11,6 @@
 namespace lethe {
 namespace {
 
-absl::Time CreateTime(const v1::Job& job) {
-  return absl::FromUnixMicros(
-      google::protobuf::util::TimeUtil::TimestampToMicroseconds(
-          job.create_time()));
-}
-
 // "jobs/12" -> 12, for ties between jobs created in the same microsecond.
 int64_t JobNumber(const v1::Job& job) {
   int64_t number = 0;
@@ -31,6 +25,12 @@ int64_t JobNumber(const v1::Job& job) {
 
 v1::Device JobDevice(const v1::JobSpec& spec) {
   return spec.device() == v1::CUDA ? v1::CUDA : v1::CPU;
+}
+
+absl::Time JobCreateTime(const v1::Job& job) {
+  return absl::FromUnixMicros(
+      google::protobuf::util::TimeUtil::TimestampToMicroseconds(
+          job.create_time()));
 }
 
 absl::Duration JobDeadline(const v1::Job& job) {
@@ -59,7 +59,8 @@ SchedulingDecision PlaceQueuedJobs(std::vector<v1::Job> queued,
   std::set<v1::Device> blocked;
   for (const v1::Job& job : queued) {
     const absl::Duration deadline = JobDeadline(job);
-    if (deadline > absl::ZeroDuration() && now > CreateTime(job) + deadline) {
+    if (deadline > absl::ZeroDuration() &&
+        now > JobCreateTime(job) + deadline) {
       decision.expired.push_back(job.name());
       continue;
     }

@@ -65,6 +65,9 @@ SchedulingDecision PlaceQueuedJobs(std::vector<v1::Job> queued,
 // The device kind a spec's job runs on: CUDA, or CPU for anything else.
 v1::Device JobDevice(const v1::JobSpec& spec);
 
+// When the job was created (its create_time).
+absl::Time JobCreateTime(const v1::Job& job);
+
 // How long after its creation a job must have ended (seconds and
 // nanoseconds: "0.5s" is half a second); zero for no limit.
 absl::Duration JobDeadline(const v1::Job& job);
