@@ -9,12 +9,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "google/protobuf/util/time_util.h"
-#include "libs/files/file_io.h"
-#include "libs/jobs/compute_device.h"
 #include "libs/jobs/job_spec.h"
 #include "libs/logging/logging.h"
 #include "libs/status/status_macros.h"
-#include "nlohmann/json.hpp"
 #include "services/coordinator/output_claim.h"
 #include "services/coordinator/scheduler.h"
 
@@ -26,9 +23,6 @@ namespace {
 constexpr absl::Duration kQueueRescanPeriod = absl::Seconds(1);
 
 }  // namespace
-
-// --- Coordinator
-// ---------------------------------------------------------------
 
 Coordinator::Coordinator(std::unique_ptr<JobStore> store,
                          CoordinatorOptions options)
@@ -95,38 +89,13 @@ void Coordinator::UpdateGaugesLocked(absl::Time now) {
     return;
   }
   gauges_updated_ = now;
-  int healthy = 0, busy = 0;
-  for (const auto& [id, worker] : workers_) {
-    healthy += now - worker.last_heartbeat <= 2 * options_.heartbeat_interval;
-    busy += worker.attempt_id != 0;
-  }
-  options_.metrics->SetWorkers(static_cast<int>(workers_.size()), healthy,
-                               busy);
+  const WorkerRegistry::Counts workers =
+      workers_.Count(now, 2 * options_.heartbeat_interval);
+  options_.metrics->SetWorkers(workers.registered, workers.healthy,
+                               workers.busy);
   const absl::StatusOr<std::map<v1::Job::State, int64_t>> counts =
       store_->CountByState();
   if (counts.ok()) options_.metrics->SetJobCounts(*counts);
-}
-
-void Coordinator::WriteWorkerTargetsLocked() {
-  if (options_.worker_targets_file.empty()) return;
-  // Built as JSON, not by pasting strings: an address is the worker's to
-  // choose and must stay one string.
-  nlohmann::json targets = nlohmann::json::array();
-  for (const auto& [id, worker] : workers_) {
-    if (!worker.metrics_address.empty()) {
-      targets.push_back(worker.metrics_address);
-    }
-  }
-  const std::string json =
-      nlohmann::json::array(
-          {{{"targets", targets}, {"labels", {{"component", "worker"}}}}})
-          .dump() +
-      "\n";
-  const absl::Status written =
-      WriteFileAtomically(options_.worker_targets_file, json);
-  if (!written.ok()) {
-    LETHE_LOG(ERROR) << "writing the workers' scrape targets: " << written;
-  }
 }
 
 std::vector<pid_t> Coordinator::TakeDroppedWorkerPids() {
@@ -219,49 +188,14 @@ absl::Status Coordinator::StreamJobLogs(
 
 absl::StatusOr<v1::RegisterWorkerResponse> Coordinator::RegisterWorker(
     const v1::RegisterWorkerRequest& request) {
-  if (request.host().empty()) {
-    return absl::InvalidArgumentError("host: required");
-  }
-  if (request.store_port() <= 0 || request.store_port() > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "store_port: must be in [1, 65535], got ", request.store_port()));
-  }
-  ASSIGN_OR_RETURN(
-      const ComputeDevice device,
-      ParseComputeDevice(request.device().empty() ? "cpu" : request.device()));
   absl::MutexLock lock(&mu_);
-  // A retried registration (its reply was lost) is the same worker: same
-  // host, process and rendezvous port. A second id would be a ghost whose
-  // timeout gets the real worker's pid killed.
-  for (auto& [id, known] : workers_) {
-    if (known.host == request.host() && known.pid == request.pid() &&
-        known.store_port == request.store_port()) {
-      known.last_heartbeat = absl::Now();
-      known.metrics_address = request.metrics_address();
-      known.device = device.kind;
-      WriteWorkerTargetsLocked();
-      v1::RegisterWorkerResponse response;
-      response.set_worker_id(id);
-      response.set_heartbeat_interval_ms(static_cast<int32_t>(
-          absl::ToInt64Milliseconds(options_.heartbeat_interval)));
-      return response;
-    }
-  }
-  WorkerState worker;
-  worker.id = absl::StrCat("workers/", next_worker_number_++);
-  worker.host = request.host();
-  worker.pid = request.pid();
-  worker.store_port = request.store_port();
-  worker.metrics_address = request.metrics_address();
-  worker.device = device.kind;
-  worker.last_heartbeat = absl::Now();
+  ASSIGN_OR_RETURN(const WorkerRegistry::Registration registration,
+                   workers_.Register(request, absl::Now()));
+  if (registration.added) feed_.ChangedLocked();
   v1::RegisterWorkerResponse response;
-  response.set_worker_id(worker.id);
+  response.set_worker_id(registration.worker_id);
   response.set_heartbeat_interval_ms(static_cast<int32_t>(
       absl::ToInt64Milliseconds(options_.heartbeat_interval)));
-  workers_[worker.id] = std::move(worker);
-  WriteWorkerTargetsLocked();
-  feed_.ChangedLocked();
   return response;
 }
 
@@ -269,12 +203,12 @@ v1::HeartbeatResponse Coordinator::Heartbeat(
     const v1::HeartbeatRequest& request) {
   absl::MutexLock lock(&mu_);
   v1::HeartbeatResponse response;
-  auto found = workers_.find(request.worker_id());
-  if (found == workers_.end()) {
+  RegisteredWorker* found = workers_.Find(request.worker_id());
+  if (found == nullptr) {
     response.set_unknown_worker(true);
     return response;
   }
-  WorkerState& worker = found->second;
+  RegisteredWorker& worker = *found;
   worker.last_heartbeat = absl::Now();
   const v1::AttemptStatus& reported = request.attempt();
   if (worker.attempt_id != 0 && worker.order_sent) {
@@ -346,33 +280,24 @@ v1::ReportProgressResponse Coordinator::ReportProgress(
   return response;
 }
 
-// --- Scheduling
-// ---------------------------------------------------------------
+// --- Scheduling -------------------------------------------------------------
 
 void Coordinator::DropSilentWorkersLocked(absl::Time now) {
-  for (auto it = workers_.begin(); it != workers_.end();) {
-    WorkerState& worker = it->second;
-    if (now - worker.last_heartbeat <= options_.worker_timeout) {
-      ++it;
-      continue;
-    }
-    if (worker.attempt_id != 0) {
-      auto attempt = attempts_.find(worker.attempt_id);
-      if (attempt != attempts_.end()) {
-        const int rank = RankOf(attempt->second, worker.id);
-        if (!attempt->second.stopping) {
-          StopAttemptLocked(
-              attempt->second, "WORKER_LOST",
-              absl::StrCat(worker.id, " (rank ", rank, ", pid ", worker.pid,
-                           ") sent no heartbeat for ",
-                           absl::FormatDuration(now - worker.last_heartbeat)));
-        }
-        RankEndedLocked(attempt->second, rank, RankState::kStopped);
+  for (const RegisteredWorker& worker :
+       workers_.TakeSilent(now, options_.worker_timeout)) {
+    auto attempt = attempts_.find(worker.attempt_id);
+    if (worker.attempt_id != 0 && attempt != attempts_.end()) {
+      const int rank = RankOf(attempt->second, worker.id);
+      if (!attempt->second.stopping) {
+        StopAttemptLocked(
+            attempt->second, "WORKER_LOST",
+            absl::StrCat(worker.id, " (rank ", rank, ", pid ", worker.pid,
+                         ") sent no heartbeat for ",
+                         absl::FormatDuration(now - worker.last_heartbeat)));
       }
+      RankEndedLocked(attempt->second, rank, RankState::kStopped);
     }
     dropped_pids_.push_back(worker.pid);
-    it = workers_.erase(it);
-    WriteWorkerTargetsLocked();
     feed_.ChangedLocked();
   }
 }
@@ -456,28 +381,16 @@ void Coordinator::SettleAttemptsLocked(absl::Time now) {
     }
     // Its workers that still count themselves in it are free again.
     for (const std::string& id : attempt.workers) {
-      auto worker = workers_.find(id);
-      if (worker != workers_.end() && worker->second.attempt_id == attempt.id) {
-        worker->second.attempt_id = 0;
-        worker->second.to_run.reset();
-      }
+      workers_.Release(id, attempt.id);
     }
     it = attempts_.erase(it);
     feed_.ChangedLocked();
   }
 }
 
-std::vector<std::string> Coordinator::IdleWorkersLocked() const {
-  std::vector<std::string> idle;
-  for (const auto& [id, worker] : workers_) {
-    if (worker.attempt_id == 0) idle.push_back(id);
-  }
-  return idle;
-}
-
 void Coordinator::ScheduleLocked(absl::Time now) {
   if (!job_queued_since_scan_ && now - last_queue_scan_ < kQueueRescanPeriod &&
-      IdleWorkersLocked() == idle_after_scan_) {
+      workers_.IdleIds() == idle_after_scan_) {
     return;
   }
   // A failed read is logged and counted by the state machine; the next
@@ -486,14 +399,8 @@ void Coordinator::ScheduleLocked(absl::Time now) {
   if (!queued.ok()) return;
   job_queued_since_scan_ = false;
   last_queue_scan_ = now;
-  std::vector<IdleWorker> idle;
-  std::map<v1::Device, int> registered;
-  for (const auto& [id, worker] : workers_) {
-    ++registered[worker.device];
-    if (worker.attempt_id == 0) idle.push_back({id, worker.device});
-  }
-  const SchedulingDecision decision =
-      PlaceQueuedJobs(*queued, idle, registered, now);
+  const SchedulingDecision decision = PlaceQueuedJobs(
+      *queued, workers_.Idle(), workers_.RegisteredByDevice(), now);
   std::map<std::string, const v1::Job*> by_name;
   for (const v1::Job& job : *queued) by_name[job.name()] = &job;
   for (const std::string& name : decision.expired) {
@@ -525,7 +432,7 @@ void Coordinator::ScheduleLocked(absl::Time now) {
     it = still_queued.count(*it) > 0 ? std::next(it)
                                      : told_too_few_workers_.erase(it);
   }
-  idle_after_scan_ = IdleWorkersLocked();
+  idle_after_scan_ = workers_.IdleIds();
 }
 
 void Coordinator::LaunchLocked(const v1::Job& job,
@@ -540,10 +447,10 @@ void Coordinator::LaunchLocked(const v1::Job& job,
   }
   // Recorded RUNNING first: a job the store still has QUEUED must not run.
   if (!jobs_.Start(job.name(), attempt.id, workers).ok()) return;
-  const WorkerState& rank0 = workers_.at(workers[0]);
+  // The scheduler placed registered workers, under mu_ since.
+  const RegisteredWorker& rank0 = *workers_.Find(workers[0]);
   const int world_size = static_cast<int>(workers.size());
   for (int rank = 0; rank < world_size; ++rank) {
-    WorkerState& worker = workers_.at(workers[rank]);
     v1::Attempt order;
     order.set_job(job.name());
     order.set_attempt_id(attempt.id);
@@ -556,11 +463,8 @@ void Coordinator::LaunchLocked(const v1::Job& job,
     order.set_coordinator(options_.address);
     order.set_collective_timeout_ms(static_cast<int32_t>(
         absl::ToInt64Milliseconds(options_.collective_timeout)));
-    worker.attempt_id = attempt.id;
-    worker.to_run = std::move(order);
-    worker.order_sent = false;
-    worker.acknowledged = false;
-    attempt.workers.push_back(worker.id);
+    workers_.Assign(workers[rank], std::move(order));
+    attempt.workers.push_back(workers[rank]);
     attempt.ranks.push_back(RankState::kRunning);
   }
   attempts_[attempt.id] = std::move(attempt);

@@ -49,6 +49,7 @@
 #include "services/coordinator/coordinator_metrics.h"
 #include "services/coordinator/job_feed.h"
 #include "services/coordinator/job_state_machine.h"
+#include "services/coordinator/worker_registry.h"
 
 namespace lethe {
 
@@ -122,21 +123,6 @@ class Coordinator {
       const v1::ReportProgressRequest& request);
 
  private:
-  struct WorkerState {
-    std::string id;
-    std::string host;
-    int store_port = 0;
-    std::string metrics_address;
-    v1::Device device = v1::CPU;  // CPU or CUDA (any cuda:N).
-    pid_t pid = 0;
-    absl::Time last_heartbeat;
-    int64_t attempt_id = 0;  // The attempt it is part of; 0 when idle.
-    // Its rank's order: sent with every heartbeat reply until the worker
-    // acknowledges it by reporting the attempt (a lost reply is sent again).
-    std::optional<v1::Attempt> to_run;
-    bool order_sent = false;
-    bool acknowledged = false;
-  };
   enum class RankState { kRunning, kSucceeded, kStopped };
   struct AttemptState {
     int64_t id = 0;
@@ -163,9 +149,6 @@ class Coordinator {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SettleAttemptsLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ScheduleLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Ids of the registered workers that run no attempt, in id order.
-  std::vector<std::string> IdleWorkersLocked() const
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EnforceDeadlinesLocked(absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Marks the attempt failed and tells every rank still running it to stop.
@@ -184,7 +167,6 @@ class Coordinator {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int64_t NewAttemptIdLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void UpdateGaugesLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void WriteWorkerTargetsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   CoordinatorOptions options_;
   std::unique_ptr<JobStore> store_;
@@ -193,7 +175,7 @@ class Coordinator {
   absl::Mutex mu_;
   // Wakes the Jobs API's streams after every change (under mu_).
   JobFeed feed_{*store_, mu_};
-  std::map<std::string, WorkerState> workers_ ABSL_GUARDED_BY(mu_);
+  WorkerRegistry workers_ ABSL_GUARDED_BY(mu_){options_.worker_targets_file};
   std::map<int64_t, AttemptState> attempts_ ABSL_GUARDED_BY(mu_);
   std::vector<pid_t> dropped_pids_ ABSL_GUARDED_BY(mu_);
   // Queued jobs whose log says that too few workers of their device are
@@ -206,7 +188,6 @@ class Coordinator {
   bool job_queued_since_scan_ ABSL_GUARDED_BY(mu_) = true;
   std::vector<std::string> idle_after_scan_ ABSL_GUARDED_BY(mu_);
   absl::Time last_queue_scan_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
-  int64_t next_worker_number_ ABSL_GUARDED_BY(mu_) = 1;
   int64_t last_attempt_id_ ABSL_GUARDED_BY(mu_) = 0;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time gauges_updated_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();

@@ -15,7 +15,6 @@
 #include "gtest/gtest.h"
 #include "libs/jobs/job_store.h"
 #include "libs/sqlite/sqlite_db.h"
-#include "nlohmann/json.hpp"
 #include "prometheus/registry.h"
 #include "services/coordinator/coordinator_metrics.h"
 
@@ -351,31 +350,6 @@ TEST_F(CoordinatorTest, AFailingStoreNeverLaunchesOrLosesAnAttempt) {
   const v1::Job recorded = Get(job);
   EXPECT_EQ(recorded.state(), v1::Job::SUCCEEDED) << recorded.DebugString();
   EXPECT_EQ(recorded.restart_count(), 0);
-}
-
-// The file_sd file Prometheus reads stays one target per worker whatever
-// address a worker reports: quotes cannot add targets or labels.
-TEST(CoordinatorTargetsTest, WorkerAddressesAreJsonEscaped) {
-  const std::string dir = testing::TempDir() + "/coordinator_targets";
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  absl::StatusOr<std::unique_ptr<JobStore>> store =
-      JobStore::Open(dir + "/jobs.sqlite");
-  ASSERT_TRUE(store.ok()) << store.status();
-  Coordinator coordinator(*std::move(store),
-                          {.worker_targets_file = dir + "/targets.json"});
-  const std::string hostile =
-      R"(10.0.0.1:9100"], "labels": {}}, {"targets": ["169.254.169.254:80)";
-  v1::RegisterWorkerRequest request;
-  request.set_host("127.0.0.1");
-  request.set_store_port(29500);
-  request.set_metrics_address(hostile);
-  ASSERT_TRUE(coordinator.RegisterWorker(request).ok());
-  std::ifstream file(dir + "/targets.json");
-  const nlohmann::json targets = nlohmann::json::parse(file);
-  ASSERT_EQ(targets.size(), 1u) << targets.dump();
-  EXPECT_EQ(targets[0]["targets"], nlohmann::json::array({hostile}));
-  EXPECT_EQ(targets[0]["labels"]["component"], "worker");
 }
 
 }  // namespace
