@@ -100,17 +100,69 @@ absl::StatusOr<std::map<std::string, std::string>> WeightMap(
   return weight_map;
 }
 
+// One tensor of the checkpoint: the model parameters `parts`, concatenated
+// along dimension 0 (one part for every family but Phi-3's fused
+// projections).
+struct StoredTensor {
+  std::string name;
+  std::vector<std::string> parts;
+};
+
+// The checkpoint's tensors in the model's parameter order (a fused tensor
+// where its first part is).
+std::vector<StoredTensor> CheckpointLayout(LlamaForCausalLM& model) {
+  const bool fused = model.config().HasFusedCheckpointProjections();
+  std::vector<StoredTensor> layout;
+  for (const auto& parameter : model.named_parameters()) {
+    const std::string& name = parameter.key();
+    if (fused) {
+      // Phi-3: qkv_proj = [q_proj; k_proj; v_proj], gate_up_proj =
+      // [gate_proj; up_proj] (Phi3MLP chunks it gate first).
+      const std::vector<std::pair<std::string, std::vector<std::string>>>
+          groups = {
+              {"self_attn.qkv_proj",
+               {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}},
+              {"mlp.gate_up_proj", {"mlp.gate_proj", "mlp.up_proj"}}};
+      bool grouped = false;
+      for (const auto& [fused_name, members] : groups) {
+        for (size_t i = 0; i < members.size(); ++i) {
+          const std::string member = absl::StrCat(".", members[i], ".");
+          const size_t at = name.find(member);
+          if (at == std::string::npos) continue;
+          grouped = true;
+          if (i != 0) break;  // Listed with its group's first member.
+          const std::string prefix = name.substr(0, at + 1);
+          const std::string suffix = name.substr(at + member.size());
+          StoredTensor tensor{absl::StrCat(prefix, fused_name, ".", suffix),
+                              {}};
+          for (const std::string& part : members) {
+            tensor.parts.push_back(absl::StrCat(prefix, part, ".", suffix));
+          }
+          layout.push_back(std::move(tensor));
+          break;
+        }
+        if (grouped) break;
+      }
+      if (grouped) continue;
+    }
+    layout.push_back({name, {name}});
+  }
+  return layout;
+}
+
 }  // namespace
 
 absl::Status LoadLlamaWeights(const std::string& dir, LlamaForCausalLM& model) {
   ASSIGN_OR_RETURN(auto weight_map, WeightMap(dir));
   auto parameters = model.named_parameters();
+  const std::vector<StoredTensor> layout = CheckpointLayout(model);
   const std::string config_path = absl::StrCat(dir, "/config.json");
 
   std::vector<std::string> missing;
-  for (const auto& parameter : parameters) {
-    if (weight_map.count(parameter.key()) == 0)
-      missing.push_back(parameter.key());
+  std::set<std::string> expected;
+  for (const StoredTensor& tensor : layout) {
+    expected.insert(tensor.name);
+    if (weight_map.count(tensor.name) == 0) missing.push_back(tensor.name);
   }
   if (!missing.empty()) {
     const size_t shown = std::min<size_t>(missing.size(), 3);
@@ -120,8 +172,7 @@ absl::Status LoadLlamaWeights(const std::string& dir, LlamaForCausalLM& model) {
         absl::StrJoin(missing.begin(), missing.begin() + shown, "', '"), "'"));
   }
   for (const auto& [name, file] : weight_map) {
-    if (parameters.find(name) == nullptr &&
-        !IsIgnorable(name, model.config())) {
+    if (expected.count(name) == 0 && !IsIgnorable(name, model.config())) {
       return absl::InvalidArgumentError(absl::StrCat(
           file, ": tensor '", name, "' has no place in the model that ",
           config_path, " describes"));
@@ -130,8 +181,8 @@ absl::Status LoadLlamaWeights(const std::string& dir, LlamaForCausalLM& model) {
 
   std::map<std::string, std::unique_ptr<SafetensorsFile>> open_files;
   torch::NoGradGuard no_grad;
-  for (auto& parameter : parameters) {
-    const std::string& name = parameter.key();
+  for (const StoredTensor& tensor : layout) {
+    const std::string& name = tensor.name;
     const std::string& path = weight_map[name];
     if (open_files.count(path) == 0) {
       ASSIGN_OR_RETURN(open_files[path], SafetensorsFile::Open(path));
@@ -143,14 +194,28 @@ absl::Status LoadLlamaWeights(const std::string& dir, LlamaForCausalLM& model) {
                        "' but the file does not hold it"));
     }
     ASSIGN_OR_RETURN(at::Tensor stored, file.Get(name));
-    if (stored.sizes() != parameter.value().sizes()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ": tensor '", name, "' has shape ",
-                       ShapeString(stored.sizes()), " but ", config_path,
-                       " implies ", ShapeString(parameter.value().sizes())));
+    std::vector<at::Tensor> targets;
+    std::vector<int64_t> expected_shape;
+    for (const std::string& part : tensor.parts) {
+      targets.push_back(parameters[part]);
+      if (expected_shape.empty()) {
+        expected_shape = targets.back().sizes().vec();
+      } else {
+        expected_shape[0] += targets.back().size(0);
+      }
     }
-    RETURN_IF_ERROR(CallTorch(absl::StrCat("loading '", name, "'"),
-                              [&] { parameter.value().copy_(stored); }));
+    if (stored.sizes() != at::IntArrayRef(expected_shape)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": tensor '", name, "' has shape ", ShapeString(stored.sizes()),
+          " but ", config_path, " implies ", ShapeString(expected_shape)));
+    }
+    RETURN_IF_ERROR(CallTorch(absl::StrCat("loading '", name, "'"), [&] {
+      int64_t offset = 0;
+      for (at::Tensor& target : targets) {
+        target.copy_(stored.narrow(0, offset, target.size(0)));
+        offset += target.size(0);
+      }
+    }));
   }
   return absl::OkStatus();
 }
@@ -187,18 +252,23 @@ absl::Status SaveLlamaCheckpoint(LlamaForCausalLM& model,
   std::vector<std::vector<std::pair<std::string, at::Tensor>>> shards(1);
   int64_t shard_bytes = 0;
   int64_t total_bytes = 0;
-  for (const auto& parameter : model.named_parameters()) {
-    ASSIGN_OR_RETURN(at::Tensor stored,
-                     CallTorch("converting weights for saving", [&] {
-                       return parameter.value().detach().to(options.dtype);
-                     }));
+  auto parameters = model.named_parameters();
+  for (const StoredTensor& tensor : CheckpointLayout(model)) {
+    ASSIGN_OR_RETURN(
+        at::Tensor stored, CallTorch("converting weights for saving", [&] {
+          std::vector<at::Tensor> parts;
+          for (const std::string& part : tensor.parts) {
+            parts.push_back(parameters[part].detach().to(options.dtype));
+          }
+          return parts.size() == 1 ? parts[0] : torch::cat(parts, 0);
+        }));
     const int64_t bytes = stored.nbytes();
     if (!shards.back().empty() &&
         shard_bytes + bytes > options.max_shard_bytes) {
       shards.emplace_back();
       shard_bytes = 0;
     }
-    shards.back().emplace_back(parameter.key(), std::move(stored));
+    shards.back().emplace_back(tensor.name, std::move(stored));
     shard_bytes += bytes;
     total_bytes += bytes;
   }

@@ -1,6 +1,6 @@
-// Hugging Face checkpoint directories for Lethe's Llama model: config.json
-// plus model.safetensors, or shards model-0000i-of-0000N.safetensors with
-// model.safetensors.index.json.
+// Hugging Face checkpoint directories for Lethe's model (every family of
+// llama_config.h): config.json plus model.safetensors, or shards
+// model-0000i-of-0000N.safetensors with model.safetensors.index.json.
 //
 //   ASSIGN_OR_RETURN(std::shared_ptr<LlamaForCausalLM> model,
 //                    LoadLlamaCheckpoint("/models/target"));
@@ -11,7 +11,13 @@
 // tensor may be (rotary inv_freq buffers that old checkpoints carry are
 // ignored, as is lm_head.weight when embeddings are tied). Each error names
 // the file and the tensor. Saving writes every file atomically and removes
-// weight files of an earlier save that the new one does not use.
+// weight files of an earlier save that the new one does not use; with tied
+// embeddings it writes no lm_head.weight.
+//
+// Tensor names are the family's own: Phi-3 checkpoints hold
+// self_attn.qkv_proj (q, k and v stacked along dimension 0) and
+// mlp.gate_up_proj (gate, then up), which loading splits into the model's
+// q/k/v_proj and gate/up_proj and saving fuses again, byte for byte.
 #ifndef LETHE_LIBS_MODEL_HF_CHECKPOINT_H_
 #define LETHE_LIBS_MODEL_HF_CHECKPOINT_H_
 

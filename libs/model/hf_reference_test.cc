@@ -1,17 +1,24 @@
-// Checks Lethe's Llama model against an independent implementation: Hugging
-// Face transformers' LlamaForCausalLM.
+// Checks Lethe's model against an independent implementation: Hugging
+// Face transformers' LlamaForCausalLM (and, where recorded, its Llama 3,
+// Qwen2, Mistral, Phi-3, Gemma and Gemma 2 classes).
 //
 // testdata/hf_tiny_llama/ holds a tiny random model that transformers made
 // and saved (config.json, model.safetensors: fp32, 2 layers, 4 query and 2
 // key/value heads, rope_theta 500) and the logits transformers computed for
 // fixed inputs with eager attention (reference_logits.safetensors, whose
 // metadata records the transformers version). tools/device/hf_reference.py
-// regenerates them; it needs PyTorch and transformers, which CI lacks.
+// regenerates them; it needs PyTorch and transformers, which CI lacks. The
+// same script writes testdata/hf_tiny_<family>/ for the other families
+// (llama3: rope_scaling llama3 and tied embeddings; qwen2: q/k/v biases;
+// mistral and phi3: a sliding window shorter than the inputs, phi3's fused
+// projections; gemma, gemma2); HfFamilyReferenceTest compares each one that
+// is present and skips the others, naming what is missing.
 //
 // The reverse direction (a checkpoint Lethe writes, loaded by transformers)
 // runs on a machine with transformers: WriteLetheCheckpointsForTransformers
-// writes the checkpoints and Lethe's logits when LETHE_HF_REVERSE_OUT names
-// a folder, and tools/device/hf_reference_check.sh compares them there.
+// writes the checkpoints (every family) and Lethe's logits when
+// LETHE_HF_REVERSE_OUT names a folder, and tools/device/hf_reference_check.sh
+// compares them there.
 #include <torch/types.h>
 
 #include <cstdlib>
@@ -39,8 +46,8 @@ namespace {
 // rope_theta as 10000 instead of 500 moves them by 0.55 to 1.6).
 constexpr double kTolerance = 1e-4;
 
-std::string DataDir() {
-  const std::string relative = "libs/model/testdata/hf_tiny_llama";
+std::string DataDir(const std::string& name = "hf_tiny_llama") {
+  const std::string relative = "libs/model/testdata/" + name;
   if (const char* srcdir = std::getenv("TEST_SRCDIR")) {  // bazel test
     const char* workspace = std::getenv("TEST_WORKSPACE");
     return absl::StrCat(srcdir, "/", workspace != nullptr ? workspace : "lethe",
@@ -187,17 +194,91 @@ TEST_F(HfReferenceTest, UnmaskedAndIncrementalDecodingMatchTransformers) {
   EXPECT_LE(cached_diff, kTolerance);
 }
 
-// Not a check by itself: with LETHE_HF_REVERSE_OUT set, writes two tiny
-// checkpoints with Lethe's writer (untied and tied embeddings) and Lethe's
-// logits for fixed inputs, for tools/device/hf_reference.py --reverse.
-TEST(HfReferenceWriterTest, WriteLetheCheckpointsForTransformers) {
-  const char* out = std::getenv("LETHE_HF_REVERSE_OUT");
-  if (out == nullptr) {
-    GTEST_SKIP() << "LETHE_HF_REVERSE_OUT is unset (used by "
-                    "tools/device/hf_reference_check.sh)";
+// The tiny families hf_reference.py records (testdata/hf_tiny_<family>/).
+const std::vector<std::string>& RecordedFamilies() {
+  static const auto* families = new std::vector<std::string>{
+      "llama3", "qwen2", "mistral", "phi3", "gemma", "gemma2"};
+  return *families;
+}
+
+class HfFamilyReferenceTest : public testing::TestWithParam<std::string> {};
+
+// Right-padded, left-padded (with positions) and unmasked batches, and the
+// unmasked one through the KV cache, against transformers' fp32 logits.
+TEST_P(HfFamilyReferenceTest, LogitsMatchTransformers) {
+  const std::string dir = DataDir("hf_tiny_" + GetParam());
+  if (!std::filesystem::exists(dir + "/reference_logits.safetensors")) {
+    GTEST_SKIP() << dir << " is not recorded yet: run "
+                 << "tools/device/hf_reference_check.sh on a machine with "
+                    "transformers and copy its hf_tiny_"
+                 << GetParam() << " here";
   }
+  absl::StatusOr<std::unique_ptr<SafetensorsFile>> file =
+      SafetensorsFile::Open(dir + "/reference_logits.safetensors");
+  ASSERT_TRUE(file.ok()) << file.status();
+  auto get = [&](const std::string& name) {
+    absl::StatusOr<at::Tensor> tensor = (*file)->Get(name);
+    EXPECT_TRUE(tensor.ok()) << tensor.status();
+    return tensor.ok() ? *tensor : at::Tensor();
+  };
+  auto metadata = [&](const std::string& key) {
+    auto it = (*file)->metadata().find(key);
+    return it == (*file)->metadata().end() ? std::string() : it->second;
+  };
+  std::cout << "[hf_reference] " << GetParam() << ": made by transformers "
+            << metadata("transformers_version") << "\n";
+  absl::StatusOr<std::shared_ptr<LlamaForCausalLM>> loaded =
+      LoadLlamaCheckpoint(dir, at::kFloat);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  LlamaForCausalLM& model = **loaded;
+  EXPECT_EQ(model.config().model_type, metadata("model_type"));
+  EXPECT_EQ(model.config().tie_word_embeddings ? "true" : "false",
+            metadata("tie_word_embeddings"));
+
+  torch::NoGradGuard no_grad;
+  const at::Tensor right_mask = get("right.attention_mask");
+  const at::Tensor right = get("right.logits_f32");
+  EXPECT_GT(right.std().item<double>(), 0.5);
+  double diff = MaxAbsDiff(model.Forward(get("right.input_ids"), right_mask),
+                           right, right_mask);
+  Report(GetParam() + "_right_padded_fp32", diff);
+  EXPECT_LE(diff, kTolerance);
+
+  const at::Tensor left_mask = get("left.attention_mask");
+  diff = MaxAbsDiff(model.Forward(get("left.input_ids"), left_mask, nullptr,
+                                  PositionIdsFromMask(left_mask)),
+                    get("left.logits_f32"), left_mask);
+  Report(GetParam() + "_left_padded_fp32", diff);
+  EXPECT_LE(diff, kTolerance);
+
+  const at::Tensor ids = get("nomask.input_ids");
+  const at::Tensor expected = get("nomask.logits_f32");
+  diff = MaxAbsDiff(model.Forward(ids), expected);
+  Report(GetParam() + "_unmasked_fp32", diff);
+  EXPECT_LE(diff, kTolerance);
+  KvCache cache;
+  std::vector<at::Tensor> steps = {
+      model.Forward(ids.narrow(1, 0, 5), {}, &cache)};
+  for (int64_t t = 5; t < ids.size(1); ++t) {
+    steps.push_back(model.Forward(ids.narrow(1, t, 1), {}, &cache));
+  }
+  diff = MaxAbsDiff(torch::cat(steps, 1), expected);
+  Report(GetParam() + "_kv_cache_fp32", diff);
+  EXPECT_LE(diff, kTolerance);
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, HfFamilyReferenceTest,
+                         testing::ValuesIn(RecordedFamilies()),
+                         [](const testing::TestParamInfo<std::string>& info) {
+                           return info.param;
+                         });
+
+// The checkpoints WriteLetheCheckpointsForTransformers writes: Llama untied
+// and tied (as before), and one tiny model of every other family with the
+// features that distinguish it.
+std::vector<std::pair<std::string, LlamaConfig>> ReverseConfigs() {
+  std::vector<std::pair<std::string, LlamaConfig>> configs;
   for (const bool tied : {false, true}) {
-    const std::string name = tied ? "tied" : "untied";
     LlamaConfig config;
     config.vocab_size = 64;
     config.hidden_size = 16;
@@ -209,13 +290,62 @@ TEST(HfReferenceWriterTest, WriteLetheCheckpointsForTransformers) {
     config.rms_norm_eps = 1e-5;
     config.rope_theta = 500.0;
     config.tie_word_embeddings = tied;
-    torch::manual_seed(tied ? 2 : 1);
+    configs.emplace_back(tied ? "tied" : "untied", config);
+  }
+  const std::string common = R"("vocab_size": 64, "intermediate_size": 40,
+      "num_hidden_layers": 3, "num_attention_heads": 4,
+      "num_key_value_heads": 2, "max_position_embeddings": 512,
+      "rms_norm_eps": 1e-5, "bos_token_id": 1, "eos_token_id": 2)";
+  const std::vector<std::pair<std::string, std::string>> families = {
+      {"llama3", R"("model_type": "llama", "hidden_size": 32,
+          "tie_word_embeddings": true, "rope_theta": 500.0,
+          "rope_scaling": {"rope_type": "llama3", "factor": 8.0,
+                           "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                           "original_max_position_embeddings": 256})"},
+      {"qwen2", R"("model_type": "qwen2", "hidden_size": 16,
+          "tie_word_embeddings": true, "rope_theta": 1000000.0,
+          "use_sliding_window": false)"},
+      {"mistral", R"("model_type": "mistral", "hidden_size": 16,
+          "sliding_window": 5)"},
+      {"phi3", R"("model_type": "phi3", "hidden_size": 16,
+          "original_max_position_embeddings": 512, "sliding_window": 6,
+          "pad_token_id": 0)"},
+      {"gemma", R"("model_type": "gemma", "hidden_size": 12, "head_dim": 8,
+          "hidden_activation": "gelu_pytorch_tanh", "pad_token_id": 0)"},
+      {"gemma2", R"("model_type": "gemma2", "hidden_size": 12, "head_dim": 6,
+          "hidden_activation": "gelu_pytorch_tanh", "pad_token_id": 0,
+          "query_pre_attn_scalar": 6, "sliding_window": 4,
+          "attn_logit_softcapping": 5.0, "final_logit_softcapping": 8.0)"},
+  };
+  for (const auto& [name, fields] : families) {
+    absl::StatusOr<LlamaConfig> config =
+        ParseLlamaConfig(absl::StrCat("{", common, ", ", fields, "}"), name);
+    EXPECT_TRUE(config.ok()) << config.status();
+    if (config.ok()) configs.emplace_back(name, *config);
+  }
+  return configs;
+}
+
+// Not a check by itself: with LETHE_HF_REVERSE_OUT set, writes tiny
+// checkpoints with Lethe's writer (ReverseConfigs) and Lethe's logits for
+// fixed inputs, for tools/device/hf_reference.py --reverse.
+TEST(HfReferenceWriterTest, WriteLetheCheckpointsForTransformers) {
+  const char* out = std::getenv("LETHE_HF_REVERSE_OUT");
+  if (out == nullptr) {
+    GTEST_SKIP() << "LETHE_HF_REVERSE_OUT is unset (used by "
+                    "tools/device/hf_reference_check.sh)";
+  }
+  uint64_t seed = 0;
+  for (const auto& [name, config] : ReverseConfigs()) {
+    torch::manual_seed(++seed);
     LlamaForCausalLM model(config);
     torch::NoGradGuard no_grad;
     for (auto& parameter : model.named_parameters()) {
       at::Tensor noise = torch::randn_like(parameter.value());
       if (parameter.key().find("norm") != std::string::npos) {
-        parameter.value().copy_(1.0 + 0.2 * noise);
+        // Gemma's norms scale by 1 + w.
+        parameter.value().copy_((config.IsGemmaFamily() ? 0.0 : 1.0) +
+                                0.2 * noise);
       } else {
         parameter.value().copy_(0.3 * noise);
       }
@@ -248,7 +378,8 @@ TEST(HfReferenceWriterTest, WriteLetheCheckpointsForTransformers) {
             {"nomask.input_ids", nomask_ids},
             {"nomask.logits", model.Forward(nomask_ids)},
         },
-        {{"made_by", "libs/model/hf_reference_test.cc"}});
+        {{"made_by", "libs/model/hf_reference_test.cc"},
+         {"model_type", config.model_type}});
     ASSERT_TRUE(written.ok()) << written;
     std::cout << "[hf_reference] wrote " << dir << "\n";
   }

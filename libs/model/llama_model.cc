@@ -75,9 +75,11 @@ at::Scalar MaskValue(at::ScalarType dtype) {
 }
 
 // Additive mask [B, 1, T, past + T]: 0 where query t may attend key s (s is
-// not in the future and not padding), MaskValue(dtype) elsewhere.
+// not in the future, not padding and, with a window W, t - W < s),
+// MaskValue(dtype) elsewhere. Positions are indices in the sequence.
 at::Tensor BuildAttentionMask(const at::Tensor& attention_mask, int64_t batch,
                               int64_t length, int64_t past_length,
+                              std::optional<int64_t> window,
                               at::ScalarType dtype, const at::Device& device) {
   const int64_t total = past_length + length;
   const auto index_options =
@@ -86,10 +88,11 @@ at::Tensor BuildAttentionMask(const at::Tensor& attention_mask, int64_t batch,
       torch::arange(past_length, total, index_options).unsqueeze(1);
   const at::Tensor key_positions =
       torch::arange(total, index_options).unsqueeze(0);
-  at::Tensor allowed = (key_positions <= query_positions)
-                           .unsqueeze(0)
-                           .unsqueeze(0)
-                           .expand({batch, 1, length, total});
+  at::Tensor allowed = key_positions <= query_positions;
+  if (window.has_value()) {
+    allowed = allowed.logical_and(key_positions > query_positions - *window);
+  }
+  allowed = allowed.unsqueeze(0).unsqueeze(0).expand({batch, 1, length, total});
   if (attention_mask.defined()) {
     TORCH_CHECK(attention_mask.dim() == 2 && attention_mask.size(0) == batch &&
                     attention_mask.size(1) == total,
@@ -104,23 +107,62 @@ at::Tensor BuildAttentionMask(const at::Tensor& attention_mask, int64_t batch,
   return mask.masked_fill(allowed.logical_not(), MaskValue(dtype));
 }
 
+torch::nn::Linear MakeLinear(int64_t in, int64_t out, bool bias) {
+  return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
+}
+
 }  // namespace
+
+at::Tensor RotaryInverseFrequencies(int64_t head_dim, double rope_theta,
+                                    const RopeScaling& scaling,
+                                    at::ScalarType dtype,
+                                    const at::Device& device) {
+  const auto options =
+      torch::TensorOptions().dtype(AtLeastFloat(dtype)).device(device);
+  at::Tensor inverse_frequency =
+      1.0 /
+      torch::pow(rope_theta, torch::arange(0, head_dim, 2, options) / head_dim);
+  if (scaling.rope_type != "llama3") return inverse_frequency;
+  // transformers' _compute_llama3_parameters.
+  const double low_freq_wavelength =
+      scaling.original_max_position_embeddings / scaling.low_freq_factor;
+  const double high_freq_wavelength =
+      scaling.original_max_position_embeddings / scaling.high_freq_factor;
+  const at::Tensor wavelength = 2 * M_PI / inverse_frequency;
+  const at::Tensor low = wavelength > low_freq_wavelength;
+  const at::Tensor high = wavelength < high_freq_wavelength;
+  const at::Tensor smooth =
+      (scaling.original_max_position_embeddings / wavelength -
+       scaling.low_freq_factor) /
+      (scaling.high_freq_factor - scaling.low_freq_factor);
+  const at::Tensor blended = (1 - smooth) * inverse_frequency / scaling.factor +
+                             smooth * inverse_frequency;
+  at::Tensor scaled =
+      torch::where(low, inverse_frequency / scaling.factor, inverse_frequency);
+  return torch::where(low.logical_or(high), scaled, blended);
+}
+
+RotaryTables ComputeRotaryTables(const at::Tensor& position_ids,
+                                 const at::Tensor& inverse_frequencies,
+                                 at::ScalarType dtype) {
+  const at::ScalarType angle_dtype = AtLeastFloat(dtype);
+  // [B, T, d/2] -> [B, T, d]
+  const at::Tensor frequencies =
+      position_ids.to(angle_dtype).unsqueeze(-1) *
+      inverse_frequencies.to(position_ids.device()).to(angle_dtype);
+  const at::Tensor angles = torch::cat({frequencies, frequencies}, -1);
+  return {.cos = angles.cos().to(dtype).unsqueeze(1),
+          .sin = angles.sin().to(dtype).unsqueeze(1)};
+}
 
 RotaryTables ComputeRotaryTables(const at::Tensor& position_ids,
                                  int64_t head_dim, double rope_theta,
                                  at::ScalarType dtype) {
-  const at::ScalarType angle_dtype = AtLeastFloat(dtype);
-  const auto options =
-      torch::TensorOptions().dtype(angle_dtype).device(position_ids.device());
-  const at::Tensor inverse_frequency =
-      1.0 /
-      torch::pow(rope_theta, torch::arange(0, head_dim, 2, options) / head_dim);
-  // [B, T, d/2] -> [B, T, d]
-  const at::Tensor frequencies =
-      position_ids.to(angle_dtype).unsqueeze(-1) * inverse_frequency;
-  const at::Tensor angles = torch::cat({frequencies, frequencies}, -1);
-  return {.cos = angles.cos().to(dtype).unsqueeze(1),
-          .sin = angles.sin().to(dtype).unsqueeze(1)};
+  return ComputeRotaryTables(
+      position_ids,
+      RotaryInverseFrequencies(head_dim, rope_theta, RopeScaling(), dtype,
+                               position_ids.device()),
+      dtype);
 }
 
 at::Tensor ApplyRotaryEmbedding(const at::Tensor& x,
@@ -141,31 +183,44 @@ at::Tensor PositionIdsFromMask(const at::Tensor& attention_mask) {
   return (attention_mask.to(at::kLong).cumsum(-1) - 1).clamp_min(0);
 }
 
-LlamaRmsNorm::LlamaRmsNorm(int64_t size, double eps) : eps_(eps) {
-  weight_ = register_parameter("weight", torch::ones({size}));
+LlamaRmsNorm::LlamaRmsNorm(int64_t size, double eps, bool offset)
+    : eps_(eps), offset_(offset) {
+  weight_ = register_parameter(
+      "weight", offset ? torch::zeros({size}) : torch::ones({size}));
 }
 
 at::Tensor LlamaRmsNorm::Forward(const at::Tensor& x) {
-  const at::Tensor wide = x.to(AtLeastFloat(x.scalar_type()));
+  const at::ScalarType wide_dtype = AtLeastFloat(x.scalar_type());
+  const at::Tensor wide = x.to(wide_dtype);
   const at::Tensor variance = wide.pow(2).mean(-1, /*keepdim=*/true);
-  return weight_ * (wide * torch::rsqrt(variance + eps_)).to(x.scalar_type());
+  const at::Tensor normalized = wide * torch::rsqrt(variance + eps_);
+  if (offset_) {
+    // Gemma: (x * (1 + w)) in fp32, then cast (Llama casts, then scales).
+    return (normalized * (1.0 + weight_.to(wide_dtype))).to(x.scalar_type());
+  }
+  return weight_ * normalized.to(x.scalar_type());
 }
 
 LlamaAttention::LlamaAttention(const LlamaConfig& config)
     : num_heads_(config.num_attention_heads),
       num_key_value_heads_(config.num_key_value_heads),
-      head_dim_(config.head_dim()) {
-  auto linear = [](int64_t in, int64_t out) {
-    return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false));
-  };
-  q_proj_ = register_module("q_proj",
-                            linear(config.hidden_size, num_heads_ * head_dim_));
+      head_dim_(config.head_dim()),
+      score_divisor_squared_(config.query_pre_attn_scalar.value_or(
+          static_cast<double>(config.head_dim()))),
+      softcap_(config.attn_logit_softcapping) {
+  const bool qkv_bias = config.QkvBias();
+  q_proj_ = register_module(
+      "q_proj",
+      MakeLinear(config.hidden_size, num_heads_ * head_dim_, qkv_bias));
   k_proj_ = register_module(
-      "k_proj", linear(config.hidden_size, num_key_value_heads_ * head_dim_));
+      "k_proj", MakeLinear(config.hidden_size, num_key_value_heads_ * head_dim_,
+                           qkv_bias));
   v_proj_ = register_module(
-      "v_proj", linear(config.hidden_size, num_key_value_heads_ * head_dim_));
-  o_proj_ = register_module("o_proj",
-                            linear(num_heads_ * head_dim_, config.hidden_size));
+      "v_proj", MakeLinear(config.hidden_size, num_key_value_heads_ * head_dim_,
+                           qkv_bias));
+  o_proj_ = register_module(
+      "o_proj", MakeLinear(num_heads_ * head_dim_, config.hidden_size,
+                           config.OutputProjectionBias()));
 }
 
 at::Tensor LlamaAttention::Forward(const at::Tensor& x,
@@ -201,7 +256,10 @@ at::Tensor LlamaAttention::Forward(const at::Tensor& x,
 
   at::Tensor scores =
       torch::matmul(queries, keys.transpose(2, 3).to(queries.scalar_type())) /
-      std::sqrt(static_cast<double>(head_dim_));
+      std::sqrt(score_divisor_squared_);
+  if (softcap_.has_value()) {
+    scores = torch::tanh(scores / *softcap_) * *softcap_;
+  }
   scores = scores + mask.to(scores.scalar_type());
   const at::Tensor weights =
       torch::softmax(scores, -1, AtLeastFloat(scores.scalar_type()))
@@ -213,33 +271,52 @@ at::Tensor LlamaAttention::Forward(const at::Tensor& x,
   return o_proj_->forward(attended);
 }
 
-LlamaMlp::LlamaMlp(const LlamaConfig& config) {
-  auto linear = [](int64_t in, int64_t out) {
-    return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false));
-  };
+LlamaMlp::LlamaMlp(const LlamaConfig& config) : activation_(config.hidden_act) {
   gate_proj_ = register_module(
-      "gate_proj", linear(config.hidden_size, config.intermediate_size));
+      "gate_proj", MakeLinear(config.hidden_size, config.intermediate_size,
+                              config.mlp_bias));
   up_proj_ = register_module(
-      "up_proj", linear(config.hidden_size, config.intermediate_size));
+      "up_proj", MakeLinear(config.hidden_size, config.intermediate_size,
+                            config.mlp_bias));
   down_proj_ = register_module(
-      "down_proj", linear(config.intermediate_size, config.hidden_size));
+      "down_proj", MakeLinear(config.intermediate_size, config.hidden_size,
+                              config.mlp_bias));
 }
 
 at::Tensor LlamaMlp::Forward(const at::Tensor& x) {
-  return down_proj_->forward(torch::silu(gate_proj_->forward(x)) *
-                             up_proj_->forward(x));
+  const at::Tensor gate = gate_proj_->forward(x);
+  at::Tensor activated;
+  if (activation_ == "gelu_pytorch_tanh") {
+    activated = torch::gelu(gate, "tanh");
+  } else if (activation_ == "gelu") {
+    activated = torch::gelu(gate);
+  } else {
+    TORCH_CHECK(activation_ == "silu", "unknown activation ", activation_);
+    activated = torch::silu(gate);
+  }
+  return down_proj_->forward(activated * up_proj_->forward(x));
 }
 
-LlamaDecoderLayer::LlamaDecoderLayer(const LlamaConfig& config) {
+LlamaDecoderLayer::LlamaDecoderLayer(const LlamaConfig& config,
+                                     int64_t layer_index)
+    : sliding_(config.IsSlidingLayer(layer_index)) {
+  const bool offset = config.IsGemmaFamily();
+  auto norm = [&] {
+    return std::make_shared<LlamaRmsNorm>(config.hidden_size,
+                                          config.rms_norm_eps, offset);
+  };
   self_attn_ =
       register_module("self_attn", std::make_shared<LlamaAttention>(config));
   mlp_ = register_module("mlp", std::make_shared<LlamaMlp>(config));
-  input_layernorm_ = register_module(
-      "input_layernorm",
-      std::make_shared<LlamaRmsNorm>(config.hidden_size, config.rms_norm_eps));
-  post_attention_layernorm_ = register_module(
-      "post_attention_layernorm",
-      std::make_shared<LlamaRmsNorm>(config.hidden_size, config.rms_norm_eps));
+  input_layernorm_ = register_module("input_layernorm", norm());
+  post_attention_layernorm_ =
+      register_module("post_attention_layernorm", norm());
+  if (config.HasSandwichNorms()) {
+    pre_feedforward_layernorm_ =
+        register_module("pre_feedforward_layernorm", norm());
+    post_feedforward_layernorm_ =
+        register_module("post_feedforward_layernorm", norm());
+  }
 }
 
 at::Tensor LlamaDecoderLayer::Forward(const at::Tensor& x,
@@ -247,25 +324,48 @@ at::Tensor LlamaDecoderLayer::Forward(const at::Tensor& x,
                                       const at::Tensor& mask,
                                       at::Tensor* past_keys,
                                       at::Tensor* past_values) {
-  at::Tensor hidden =
-      x + self_attn_->Forward(input_layernorm_->Forward(x), rotary, mask,
-                              past_keys, past_values);
-  return hidden + mlp_->Forward(post_attention_layernorm_->Forward(hidden));
+  const at::Tensor attended = self_attn_->Forward(
+      input_layernorm_->Forward(x), rotary, mask, past_keys, past_values);
+  if (pre_feedforward_layernorm_ == nullptr) {
+    const at::Tensor hidden = x + attended;
+    return hidden + mlp_->Forward(post_attention_layernorm_->Forward(hidden));
+  }
+  // Gemma 2: every sub-block's output is normalised before the residual.
+  const at::Tensor hidden = x + post_attention_layernorm_->Forward(attended);
+  return hidden + post_feedforward_layernorm_->Forward(mlp_->Forward(
+                      pre_feedforward_layernorm_->Forward(hidden)));
 }
 
 LlamaBackbone::LlamaBackbone(const LlamaConfig& config)
-    : head_dim_(config.head_dim()), rope_theta_(config.rope_theta) {
+    : head_dim_(config.head_dim()),
+      rope_theta_(config.rope_theta),
+      rope_scaling_(config.rope_scaling),
+      sliding_window_(config.sliding_window),
+      embedding_scale_(config.IsGemmaFamily()
+                           ? std::sqrt(static_cast<double>(config.hidden_size))
+                           : 1.0) {
   embed_tokens_ = register_module(
       "embed_tokens",
       torch::nn::Embedding(config.vocab_size, config.hidden_size));
   torch::nn::ModuleList layers;
   for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
-    layers_.push_back(std::make_shared<LlamaDecoderLayer>(config));
+    layers_.push_back(std::make_shared<LlamaDecoderLayer>(config, i));
     layers->push_back(layers_.back());
   }
   register_module("layers", layers);
   norm_ = register_module("norm", std::make_shared<LlamaRmsNorm>(
-                                      config.hidden_size, config.rms_norm_eps));
+                                      config.hidden_size, config.rms_norm_eps,
+                                      config.IsGemmaFamily()));
+}
+
+at::Tensor LlamaBackbone::Embed(const at::Tensor& input_ids) {
+  at::Tensor hidden = embed_tokens_->forward(input_ids);
+  if (embedding_scale_ != 1.0) {
+    // transformers rounds the normaliser to the hidden dtype first
+    // (sqrt(3072) = 55.43 becomes 55.5 in bfloat16).
+    hidden = hidden * torch::scalar_tensor(embedding_scale_, hidden.options());
+  }
+  return hidden;
 }
 
 at::Tensor LlamaBackbone::Forward(const at::Tensor& input_ids,
@@ -280,7 +380,7 @@ at::Tensor LlamaBackbone::Forward(const at::Tensor& input_ids,
     cache->keys.resize(layers_.size());
     cache->values.resize(layers_.size());
   }
-  at::Tensor hidden = embed_tokens_->forward(input_ids);
+  at::Tensor hidden = Embed(input_ids);
   // Like attention_mask, position_ids may come from another device (a batch
   // built on the CPU for a model on a GPU): moved to the ids' device.
   at::Tensor positions = position_ids.defined()
@@ -294,15 +394,24 @@ at::Tensor LlamaBackbone::Forward(const at::Tensor& input_ids,
             .unsqueeze(0)
             .expand({batch, length});
   }
-  const at::Tensor mask =
-      BuildAttentionMask(attention_mask, batch, length, past_length,
-                         hidden.scalar_type(), hidden.device());
+  at::Tensor full_mask, sliding_mask;
+  for (const auto& layer : layers_) {
+    at::Tensor& mask = layer->sliding() ? sliding_mask : full_mask;
+    if (mask.defined()) continue;
+    mask = BuildAttentionMask(attention_mask, batch, length, past_length,
+                              layer->sliding() ? sliding_window_ : std::nullopt,
+                              hidden.scalar_type(), hidden.device());
+  }
   // One rotary table for every layer of this pass.
   const RotaryTables rotary = ComputeRotaryTables(
-      positions, head_dim_, rope_theta_, hidden.scalar_type());
+      positions,
+      RotaryInverseFrequencies(head_dim_, rope_theta_, rope_scaling_,
+                               hidden.scalar_type(), hidden.device()),
+      hidden.scalar_type());
   for (size_t i = 0; i < layers_.size(); ++i) {
     hidden = layers_[i]->Forward(
-        hidden, rotary, mask, cache != nullptr ? &cache->keys[i] : nullptr,
+        hidden, rotary, layers_[i]->sliding() ? sliding_mask : full_mask,
+        cache != nullptr ? &cache->keys[i] : nullptr,
         cache != nullptr ? &cache->values[i] : nullptr);
   }
   return norm_->Forward(hidden);
@@ -313,13 +422,16 @@ LlamaForCausalLM::LlamaForCausalLM(const LlamaConfig& config)
   model_ = register_module("model", std::make_shared<LlamaBackbone>(config));
   if (!config.tie_word_embeddings) {
     lm_head_ = register_module(
-        "lm_head", torch::nn::Linear(torch::nn::LinearOptions(
-                                         config.hidden_size, config.vocab_size)
-                                         .bias(false)));
+        "lm_head",
+        MakeLinear(config.hidden_size, config.vocab_size, /*bias=*/false));
   }
   torch::NoGradGuard no_grad;
   for (auto& parameter : named_parameters()) {
-    if (parameter.key().find("norm") == std::string::npos) {
+    const std::string& name = parameter.key();
+    if (name.find("norm") != std::string::npos) continue;
+    if (name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0) {
+      parameter.value().zero_();
+    } else {
       parameter.value().normal_(0.0, 0.02);
     }
   }
@@ -333,10 +445,15 @@ at::Tensor LlamaForCausalLM::ForwardHidden(const at::Tensor& input_ids,
 }
 
 at::Tensor LlamaForCausalLM::Logits(const at::Tensor& hidden) {
-  if (config_.tie_word_embeddings) {
-    return torch::matmul(hidden, model_->embed_tokens()->weight.t());
+  at::Tensor logits =
+      config_.tie_word_embeddings
+          ? torch::matmul(hidden, model_->embed_tokens()->weight.t())
+          : lm_head_->forward(hidden);
+  if (config_.final_logit_softcapping.has_value()) {
+    const double cap = *config_.final_logit_softcapping;
+    logits = torch::tanh(logits / cap) * cap;
   }
-  return lm_head_->forward(hidden);
+  return logits;
 }
 
 at::Tensor LlamaForCausalLM::Forward(const at::Tensor& input_ids,

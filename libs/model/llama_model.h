@@ -1,7 +1,10 @@
-// A decoder-only Llama-family causal language model in LibTorch, laid out
-// exactly like Hugging Face's LlamaForCausalLM so checkpoints map one to one
-// (named_parameters() yields "model.embed_tokens.weight",
-// "model.layers.{i}.self_attn.q_proj.weight", ..., "lm_head.weight").
+// A decoder-only causal language model in LibTorch for the Hugging Face
+// families LlamaConfig describes (Llama, Mistral, Qwen2, Phi-3, Gemma,
+// Gemma 2), laid out exactly like transformers' LlamaForCausalLM so
+// checkpoints map one to one (named_parameters() yields
+// "model.embed_tokens.weight", "model.layers.{i}.self_attn.q_proj.weight",
+// ..., "lm_head.weight"; Phi-3's fused qkv_proj/gate_up_proj are split and
+// re-fused by hf_checkpoint.h, so the model always has q/k/v and gate/up).
 //
 //   auto model = std::make_shared<LlamaForCausalLM>(config);
 //   at::Tensor logits = model->Forward(input_ids, attention_mask);  // [B,T,V]
@@ -13,13 +16,19 @@
 //
 // Greedy decoding on top of it lives in libs/model/generation.h.
 //
-// Semantics follow Hugging Face's eager implementation: RMSNorm in fp32,
-// rotary embeddings in the rotate_half convention with rope_theta,
-// grouped-query attention (K/V heads repeated), softmax in fp32, SwiGLU MLP,
-// optionally tied input/output embeddings. attention_mask is [B, T_past+T]
-// with 1 for real tokens and 0 for padding; masked keys are never attended
-// to. position_ids default to past_length + arange(T); for left-padded
-// batches pass PositionIdsFromMask(mask).
+// Semantics follow transformers' eager implementations: RMSNorm in fp32
+// (Gemma: x_normalized * (1 + w), cast after the product), rotary embeddings
+// in the rotate_half convention with rope_theta and optional llama3
+// frequency scaling, grouped-query attention (K/V heads repeated), optional
+// q/k/v/o biases (Qwen2), a band mask on sliding-window layers (Mistral,
+// Phi-3, Qwen2, Gemma 2: key s is visible to query t when t - window < s <=
+// t, by index in the sequence), Gemma 2's tanh soft-capping, softmax in
+// fp32, a gated MLP with SiLU or GELU, Gemma's sqrt(hidden_size) embedding
+// scale (rounded to the hidden dtype), optionally tied input/output
+// embeddings (one parameter). attention_mask is [B, T_past+T] with 1 for real
+// tokens and 0 for padding; masked keys are never attended to. position_ids
+// default to past_length + arange(T); for left-padded batches pass
+// PositionIdsFromMask(mask).
 //
 // Methods throw c10::Error on misuse (wrong shapes, token ids outside the
 // vocabulary), like any LibTorch module; callers at library boundaries wrap
@@ -34,6 +43,8 @@
 #include <torch/types.h>
 
 #include <memory>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "libs/model/llama_config.h"
@@ -53,6 +64,21 @@ struct RotaryTables {
   at::Tensor cos;
   at::Tensor sin;
 };
+// transformers' inverse frequencies, [head_dim / 2], in at least fp32:
+// rope_theta^(-2i/head_dim), then, for rope_type "llama3", divided by
+// `factor` where the wavelength 2*pi/f exceeds original_max_position_embeddings
+// / low_freq_factor, kept where it is below original_max_position_embeddings /
+// high_freq_factor, and blended in between with
+// smooth = (original_max_position_embeddings / wavelength - low_freq_factor) /
+//          (high_freq_factor - low_freq_factor):
+// (1 - smooth) * f / factor + smooth * f.
+at::Tensor RotaryInverseFrequencies(int64_t head_dim, double rope_theta,
+                                    const RopeScaling& scaling,
+                                    at::ScalarType dtype,
+                                    const at::Device& device);
+RotaryTables ComputeRotaryTables(const at::Tensor& position_ids,
+                                 const at::Tensor& inverse_frequencies,
+                                 at::ScalarType dtype);
 RotaryTables ComputeRotaryTables(const at::Tensor& position_ids,
                                  int64_t head_dim, double rope_theta,
                                  at::ScalarType dtype);
@@ -69,12 +95,15 @@ at::Tensor PositionIdsFromMask(const at::Tensor& attention_mask);
 
 class LlamaRmsNorm : public torch::nn::Module {
  public:
-  LlamaRmsNorm(int64_t size, double eps);
+  // `offset` (Gemma): the output is x_normalized * (1 + weight), computed in
+  // fp32 and cast afterwards, and the weight starts at 0.
+  LlamaRmsNorm(int64_t size, double eps, bool offset = false);
   at::Tensor Forward(const at::Tensor& x);
 
  private:
   at::Tensor weight_;
   double eps_;
+  bool offset_;
 };
 
 class LlamaAttention : public torch::nn::Module {
@@ -90,6 +119,10 @@ class LlamaAttention : public torch::nn::Module {
   int64_t num_heads_;
   int64_t num_key_value_heads_;
   int64_t head_dim_;
+  // Scores are divided by sqrt(this): head_dim, or Gemma 2's
+  // query_pre_attn_scalar.
+  double score_divisor_squared_;
+  std::optional<double> softcap_;
   torch::nn::Linear q_proj_{nullptr}, k_proj_{nullptr}, v_proj_{nullptr},
       o_proj_{nullptr};
 };
@@ -100,21 +133,28 @@ class LlamaMlp : public torch::nn::Module {
   at::Tensor Forward(const at::Tensor& x);
 
  private:
+  std::string activation_;
   torch::nn::Linear gate_proj_{nullptr}, up_proj_{nullptr}, down_proj_{nullptr};
 };
 
 class LlamaDecoderLayer : public torch::nn::Module {
  public:
-  explicit LlamaDecoderLayer(const LlamaConfig& config);
+  LlamaDecoderLayer(const LlamaConfig& config, int64_t layer_index);
+  // `mask` is the one for this layer (full or sliding window).
   at::Tensor Forward(const at::Tensor& x, const RotaryTables& rotary,
                      const at::Tensor& mask, at::Tensor* past_keys,
                      at::Tensor* past_values);
+  bool sliding() const { return sliding_; }
 
  private:
+  bool sliding_;
   std::shared_ptr<LlamaAttention> self_attn_;
   std::shared_ptr<LlamaMlp> mlp_;
   std::shared_ptr<LlamaRmsNorm> input_layernorm_;
   std::shared_ptr<LlamaRmsNorm> post_attention_layernorm_;
+  // Gemma 2 only.
+  std::shared_ptr<LlamaRmsNorm> pre_feedforward_layernorm_;
+  std::shared_ptr<LlamaRmsNorm> post_feedforward_layernorm_;
 };
 
 // Hugging Face's LlamaModel: embeddings, decoder layers, final norm.
@@ -125,11 +165,16 @@ class LlamaBackbone : public torch::nn::Module {
   at::Tensor Forward(const at::Tensor& input_ids,
                      const at::Tensor& attention_mask, KvCache* cache,
                      const at::Tensor& position_ids);
+  // The input embeddings of `input_ids`, scaled for Gemma.
+  at::Tensor Embed(const at::Tensor& input_ids);
   torch::nn::Embedding& embed_tokens() { return embed_tokens_; }
 
  private:
   int64_t head_dim_;
   double rope_theta_;
+  RopeScaling rope_scaling_;
+  std::optional<int64_t> sliding_window_;
+  double embedding_scale_;  // 1 except for Gemma.
   torch::nn::Embedding embed_tokens_{nullptr};
   std::vector<std::shared_ptr<LlamaDecoderLayer>> layers_;
   std::shared_ptr<LlamaRmsNorm> norm_;
@@ -138,7 +183,8 @@ class LlamaBackbone : public torch::nn::Module {
 class LlamaForCausalLM : public torch::nn::Module {
  public:
   // Weights are initialised as Hugging Face does for a new model: normal with
-  // std 0.02, norms at 1. Seed with torch::manual_seed for repeatability.
+  // std 0.02, biases at 0, norms at 1 (Gemma: 0, meaning a scale of 1).
+  // Seed with torch::manual_seed for repeatability.
   explicit LlamaForCausalLM(const LlamaConfig& config);
 
   // Logits, [B, T, vocab_size], in the dtype of the computation.
@@ -151,7 +197,8 @@ class LlamaForCausalLM : public torch::nn::Module {
                            const at::Tensor& attention_mask = {},
                            KvCache* cache = nullptr,
                            const at::Tensor& position_ids = {});
-  // lm_head (or the tied embedding matrix) applied to hidden states.
+  // lm_head (or the tied embedding matrix) applied to hidden states, then
+  // Gemma 2's final soft-capping.
   at::Tensor Logits(const at::Tensor& hidden);
 
   const LlamaConfig& config() const { return config_; }

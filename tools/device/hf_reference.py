@@ -10,11 +10,16 @@ transformers (Lethe's CI machines have neither). Two directions:
                  eager-attention logits for fixed inputs into
                  DIR/hf_tiny_llama/reference_logits.safetensors. These files
                  are libs/model/testdata/hf_tiny_llama/, read by
-                 libs/model/hf_reference_test.cc.
+                 libs/model/hf_reference_test.cc. It does the same for one
+                 tiny model of each other family Lethe implements
+                 (DIR/hf_tiny_<family>/ for llama3, qwen2, mistral, phi3,
+                 gemma, gemma2; see FAMILIES), read by hf_reference_test's
+                 HfFamilyReferenceTest once copied to libs/model/testdata/.
   --reverse DIR  loads checkpoints that Lethe wrote (DIR/lethe_<name>/, made by
-                 hf_reference_test with LETHE_HF_REVERSE_OUT=DIR) with
-                 transformers and compares its logits with the ones Lethe
-                 computed (DIR/lethe_<name>_logits.safetensors).
+                 hf_reference_test with LETHE_HF_REVERSE_OUT=DIR; Llama and
+                 every other family) with transformers' AutoModelForCausalLM
+                 and compares its logits with the ones Lethe computed
+                 (DIR/lethe_<name>_logits.safetensors).
 
 Logits are compared only at real (attention_mask == 1) positions: what a
 padded query position produces is implementation-defined.
@@ -31,7 +36,8 @@ import traceback
 import torch
 import transformers
 from safetensors.torch import load_file, save_file
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import (AutoConfig, AutoModelForCausalLM, LlamaConfig,
+                          LlamaForCausalLM)
 
 VOCAB = 64
 PAD_ID = 0
@@ -62,6 +68,59 @@ def tiny_config():
     else:
         kwargs["rope_theta"] = ROPE_THETA
     return LlamaConfig(**kwargs)
+
+
+def transformers_major():
+    return int(transformers.__version__.split(".")[0])
+
+
+def rope_kwargs(theta, scaling=None):
+    """rope_theta / rope_scaling in the form this transformers takes."""
+    if transformers_major() >= 5:
+        parameters = {"rope_type": "default", "rope_theta": theta}
+        if scaling:
+            parameters.update(scaling)
+        return {"rope_parameters": parameters}
+    return {"rope_theta": theta, "rope_scaling": scaling}
+
+
+COMMON = dict(vocab_size=VOCAB, intermediate_size=40, num_hidden_layers=3,
+              num_attention_heads=4, num_key_value_heads=2,
+              max_position_embeddings=512, rms_norm_eps=1e-5,
+              initializer_range=0.3, bos_token_id=1, eos_token_id=2)
+
+# Tiny models of the other families, each with what distinguishes it. The
+# inputs are 12 tokens long, so the sliding windows below cut in.
+FAMILIES = {
+    # head_dim 8, theta 500: wavelengths 6.3, 29.7, 140, 664 against
+    # original 256 / low 1 / high 4: kept, kept, blended, divided by 8.
+    "llama3": lambda: AutoConfig.for_model(
+        "llama", hidden_size=32, tie_word_embeddings=True, **COMMON,
+        **rope_kwargs(500.0, {"rope_type": "llama3", "factor": 8.0,
+                              "low_freq_factor": 1.0,
+                              "high_freq_factor": 4.0,
+                              "original_max_position_embeddings": 256})),
+    "qwen2": lambda: AutoConfig.for_model(
+        "qwen2", hidden_size=16, tie_word_embeddings=True,
+        use_sliding_window=False, **COMMON, **rope_kwargs(1e6)),
+    "mistral": lambda: AutoConfig.for_model(
+        "mistral", hidden_size=16, sliding_window=5, **COMMON,
+        **rope_kwargs(10000.0)),
+    "phi3": lambda: AutoConfig.for_model(
+        "phi3", hidden_size=16, sliding_window=6,
+        original_max_position_embeddings=512, pad_token_id=0,
+        **COMMON, **rope_kwargs(10000.0)),
+    "gemma": lambda: AutoConfig.for_model(
+        "gemma", hidden_size=12, head_dim=8, hidden_act="gelu_pytorch_tanh",
+        hidden_activation="gelu_pytorch_tanh", pad_token_id=0,
+        tie_word_embeddings=True, **COMMON, **rope_kwargs(10000.0)),
+    "gemma2": lambda: AutoConfig.for_model(
+        "gemma2", hidden_size=12, head_dim=6, hidden_act="gelu_pytorch_tanh",
+        hidden_activation="gelu_pytorch_tanh", pad_token_id=0,
+        query_pre_attn_scalar=6, sliding_window=4,
+        attn_logit_softcapping=5.0, final_logit_softcapping=8.0,
+        tie_word_embeddings=True, **COMMON, **rope_kwargs(10000.0)),
+}
 
 
 def use_eager(model):
@@ -111,10 +170,13 @@ def cases(generator):
     }
 
 
-def forward_direction(out_dir):
+def forward_direction(out_dir, family="llama"):
+    """Writes DIR/hf_tiny_<family>/ (hf_tiny_llama for plain Llama)."""
     torch.manual_seed(0)
-    config = tiny_config()
-    model = LlamaForCausalLM(config).float().eval()
+    config = tiny_config() if family == "llama" else FAMILIES[family]()
+    make = (LlamaForCausalLM if family == "llama"
+            else AutoModelForCausalLM.from_config)
+    model = make(config).float().eval()
     print("attn_implementation:", use_eager(model))
     # Larger weights than the default init, so the logits are far from
     # uniform; norm weights away from 1 so a (1 + w) or missing-weight bug
@@ -124,15 +186,21 @@ def forward_direction(out_dir):
         for name, parameter in model.named_parameters():
             noise = torch.randn(parameter.shape, generator=generator)
             if "norm" in name:
-                parameter.copy_(1.0 + 0.2 * noise)
+                # Gemma's RMSNorm scales by 1 + w.
+                center = 0.0 if config.model_type.startswith("gemma") else 1.0
+                parameter.copy_(center + 0.2 * noise)
             else:
                 parameter.copy_(0.3 * noise)
-    theta = effective_rope_theta(model)
+    try:
+        theta = effective_rope_theta(model)
+    except Exception as error:  # Not every family keeps one rotary_emb.
+        print("effective rope_theta unavailable:", repr(error))
+        theta = float("nan")
     print("effective rope_theta (from inv_freq):", theta)
-    if abs(theta - ROPE_THETA) > 1e-6 * ROPE_THETA:
+    if family == "llama" and abs(theta - ROPE_THETA) > 1e-6 * ROPE_THETA:
         print(f"WARNING: transformers uses rope_theta {theta}, not {ROPE_THETA}")
 
-    model_dir = os.path.join(out_dir, "hf_tiny_llama")
+    model_dir = os.path.join(out_dir, "hf_tiny_" + family)
     os.makedirs(model_dir, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         try:
@@ -145,7 +213,7 @@ def forward_direction(out_dir):
     print("config.json as transformers wrote it:")
     print(open(os.path.join(model_dir, "config.json")).read())
 
-    model64 = LlamaForCausalLM(config).eval()
+    model64 = make(config).eval()
     use_eager(model64)
     model64.load_state_dict(model.state_dict())
     model64 = model64.double()
@@ -181,6 +249,7 @@ def forward_direction(out_dir):
         "num_key_value_heads": str(hf_config.num_key_value_heads),
         "tie_word_embeddings": str(bool(hf_config.tie_word_embeddings)).lower(),
         "attn_implementation": str(model.config._attn_implementation),
+        "model_type": str(hf_config.model_type),
         "made_by": "tools/device/hf_reference.py",
     }
     save_file(tensors, os.path.join(model_dir, "reference_logits.safetensors"),
@@ -190,15 +259,15 @@ def forward_direction(out_dir):
     try:
         # Reload what was saved, as a user of the checkpoint would, and check it
         # reproduces the logits exactly.
-        reloaded = LlamaForCausalLM.from_pretrained(model_dir,
-                                                    dtype=torch.float32).eval()
+        reloaded = AutoModelForCausalLM.from_pretrained(
+            model_dir, dtype=torch.float32).eval()
         use_eager(reloaded)
         r = cases(torch.Generator().manual_seed(1))["right"]
         print("reloaded checkpoint reproduces logits: max diff "
               f"{max_diff_real(hf_logits(reloaded, **r), tensors['right.logits_f32'], r['attention_mask']):.3e}")
 
         if torch.cuda.is_available():
-            cuda_model = LlamaForCausalLM(config).eval()
+            cuda_model = AutoModelForCausalLM.from_config(config).eval()
             use_eager(cuda_model)
             cuda_model.load_state_dict(model.state_dict())
             cuda_model = cuda_model.cuda()
@@ -221,14 +290,18 @@ def reverse_direction(reverse_dir):
     worst = 0.0
     for name in names:
         model_dir = os.path.join(reverse_dir, f"lethe_{name}")
-        model, info = LlamaForCausalLM.from_pretrained(
+        model, info = AutoModelForCausalLM.from_pretrained(
             model_dir, dtype=torch.float32, output_loading_info=True)
         model.eval()
         use_eager(model)
-        theta = effective_rope_theta(model)
+        try:
+            theta = effective_rope_theta(model)
+        except Exception:  # Not every family keeps one rotary_emb.
+            theta = float("nan")
         tied = (model.lm_head.weight.data_ptr()
                 == model.model.embed_tokens.weight.data_ptr())
-        print(f"[lethe_{name}] loading info {info}; effective rope_theta "
+        print(f"[lethe_{name}] {type(model).__name__}; loading info {info}; "
+              f"effective rope_theta "
               f"{theta}; lm_head tied to embeddings: {tied}")
         lethe = load_file(os.path.join(reverse_dir,
                                        f"lethe_{name}_logits.safetensors"))
@@ -265,11 +338,13 @@ def main():
         print("GPU:", torch.cuda.get_device_name(0))
     rc = 0
     if args.out:
-        try:
-            forward_direction(args.out)
-        except Exception:
-            traceback.print_exc()
-            rc = 3
+        for family in ["llama"] + sorted(FAMILIES):
+            print(f"== hf_tiny_{family}")
+            try:
+                forward_direction(args.out, family)
+            except Exception:
+                traceback.print_exc()
+                rc = 3
     if args.reverse:
         try:
             rc = max(rc, reverse_direction(args.reverse))

@@ -19,8 +19,11 @@
 #                 ProcessGroupGloo.hpp includes.
 #
 # 1. tools/device/hf_reference.py: a tiny transformers LlamaForCausalLM and its
-#    logits -> $OUT/hf_tiny_llama/ (libs/model/testdata/hf_tiny_llama/), and
-#    Lethe's checkpoints loaded by transformers, logits compared.
+#    logits -> $OUT/hf_tiny_llama/ (libs/model/testdata/hf_tiny_llama/), the
+#    same for one tiny model of each other family -> $OUT/hf_tiny_<family>/
+#    (llama3, qwen2, mistral, phi3, gemma, gemma2: copy them to
+#    libs/model/testdata/), and Lethe's checkpoints (every family) loaded by
+#    transformers, logits compared.
 # 2. In parallel: libs/dist/collective_group.cc compiled with the NCCL path
 #    against the wheel's LibTorch, and tools/device/nccl_allreduce_check.cc
 #    run (world_size 1 NCCL and Gloo all-reduces).
