@@ -339,6 +339,86 @@ TEST(ServiceProcessTest, HungWorkerIsDetectedByHeartbeatAndReplaced) {
       << coordinator.Log();
 }
 
+// The processes whose parent is `pid`.
+std::vector<pid_t> ChildrenOf(pid_t pid) {
+  std::vector<pid_t> children;
+  std::error_code error;
+  for (const auto& entry :
+       std::filesystem::directory_iterator("/proc", error)) {
+    const std::string name = entry.path().filename().string();
+    pid_t child = 0;
+    if (!absl::SimpleAtoi(name, &child)) continue;
+    const std::string stat =
+        ReadFileToString(entry.path().string() + "/stat").value_or("");
+    // "pid (comm) state ppid ...": comm may hold spaces; ppid follows ')'.
+    const size_t close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    const std::vector<std::string> fields =
+        absl::StrSplit(stat.substr(close + 2), ' ');
+    pid_t parent = 0;
+    if (fields.size() > 1 && absl::SimpleAtoi(fields[1], &parent) &&
+        parent == pid) {
+      children.push_back(child);
+    }
+  }
+  return children;
+}
+
+// Workers cut off from their coordinator (here: it is stopped) stop their
+// own attempts before it could give the job to others, so that a job never
+// has two writers; the restarted attempt is a newer generation.
+TEST(ServiceProcessTest, WorkersCutOffStopTheirAttemptsBeforeTheJobMoves) {
+  const std::string dir = FreshDir("cut_off");
+  auto coordinator_or = RunningCoordinator::Start(
+      coordinator_binary, dir + "/coordinator", {.local_workers = 2});
+  ASSERT_TRUE(coordinator_or.ok()) << coordinator_or.status();
+  RunningCoordinator& coordinator = **coordinator_or;
+  v1::JobSpec spec = TinySpec(dir + "/job");
+  spec.set_num_epochs(30);
+  spec.mutable_checkpoint()->set_every_steps(5);
+  v1::Job job;
+  ASSERT_TRUE(CreateJob(coordinator.jobs(), spec, &job).ok());
+  const v1::Job running = WaitFor(
+      coordinator.jobs(), job.name(),
+      [](const v1::Job& j) { return j.progress().step() >= 8 || IsFinal(j); },
+      absl::Seconds(60));
+  ASSERT_EQ(running.state(), v1::Job::RUNNING) << coordinator.Log();
+  EXPECT_EQ(running.attempt_generation(), 1);
+  const std::vector<pid_t> workers = coordinator.WorkerPids();
+  ASSERT_EQ(workers.size(), 2u);
+  for (pid_t worker : workers) {
+    EXPECT_EQ(ChildrenOf(worker).size(), 1u) << "its attempt runs";
+  }
+
+  ASSERT_TRUE(coordinator.process().Signal(SIGSTOP).ok());
+  // The coordinator drops workers after 2 s; they stop at half of that.
+  absl::SleepFor(absl::Milliseconds(2500));
+  for (pid_t worker : workers) {
+    EXPECT_TRUE(ChildrenOf(worker).empty())
+        << "worker " << worker << " still runs its attempt while cut off";
+  }
+  ASSERT_TRUE(coordinator.process().Signal(SIGCONT).ok());
+
+  const v1::Job done =
+      WaitFor(coordinator.jobs(), job.name(), IsFinal, absl::Seconds(180));
+  EXPECT_EQ(done.state(), v1::Job::SUCCEEDED)
+      << done.DebugString() << coordinator.Log();
+  EXPECT_EQ(done.restart_count(), 1);
+  EXPECT_EQ(done.attempt_generation(), 2);
+  EXPECT_EQ(ReadFileToString(dir + "/job/.lethe-generation").value_or(""),
+            "2\n");
+  std::string worker_logs;
+  std::error_code error;
+  for (const auto& entry :
+       std::filesystem::directory_iterator(dir + "/coordinator", error)) {
+    if (absl::StartsWith(entry.path().filename().string(), "worker-")) {
+      worker_logs += ReadFileToString(entry.path().string()).value_or("");
+    }
+  }
+  EXPECT_TRUE(absl::StrContains(worker_logs, "stopped by its worker"))
+      << worker_logs;
+}
+
 TEST(ServiceProcessTest, RestartedCoordinatorKeepsJobsAndResumesTheRunningOne) {
   const std::string dir = FreshDir("kill_coordinator");
   const std::string database = dir + "/jobs.sqlite";
@@ -467,7 +547,7 @@ TEST(ServiceProcessTest, CancelStopsEveryRankWithinTenSeconds) {
             v1::Job::CANCELLED);
   // A running job past its deadline fails without using its restarts.
   v1::JobSpec late = TinySpec(dir + "/late");
-  late.set_num_epochs(200);
+  late.set_num_epochs(5000);  // Far longer than its deadline, loaded or not.
   late.mutable_run_policy()->set_max_restarts(2);
   late.mutable_run_policy()->mutable_deadline()->set_seconds(3);
   v1::Job late_job;

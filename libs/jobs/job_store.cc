@@ -15,6 +15,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "libs/logging/logging.h"
 #include "libs/status/status_macros.h"
 
 namespace lethe {
@@ -183,7 +184,27 @@ absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(
   return std::unique_ptr<JobStore>(new JobStore(std::move(db)));
 }
 
-absl::StatusOr<v1::Job> JobStore::LoadLocked(int64_t id) {
+namespace {
+
+// What a stored record that does not parse reads as: a FAILED job, reason
+// DATA_LOSS, so that the jobs around it are still served and it can be
+// deleted. Its bytes stay in the file until then.
+v1::Job UnreadableJob(const std::string& db_path, int64_t id) {
+  v1::Job job;
+  job.set_name(NameFor(id));
+  job.set_state(v1::Job::FAILED);
+  job.set_error(absl::StrCat(db_path, ": the stored record of ", NameFor(id),
+                             " does not parse; delete the job"));
+  v1::Job::StateChange& change = *job.add_history();
+  change.set_state(v1::Job::FAILED);
+  change.set_reason("DATA_LOSS");
+  change.set_message(job.error());
+  return job;
+}
+
+}  // namespace
+
+absl::StatusOr<v1::Job> JobStore::LoadLocked(int64_t id, bool* unreadable) {
   ASSIGN_OR_RETURN(SqliteStatement select,
                    db_->Prepare("SELECT job FROM jobs WHERE id = ?1"));
   RETURN_IF_ERROR(select.BindInt64(1, id));
@@ -193,10 +214,25 @@ absl::StatusOr<v1::Job> JobStore::LoadLocked(int64_t id) {
   }
   v1::Job job;
   if (!job.ParseFromString(select.ColumnBlob(0))) {
-    return absl::DataLossError(absl::StrCat(db_->path(), ": stored record of ",
-                                            NameFor(id), " does not parse"));
+    if (unreadable != nullptr) *unreadable = true;
+    return UnreadableJob(db_->path(), id);
   }
+  if (unreadable != nullptr) *unreadable = false;
   return job;
+}
+
+absl::Status JobStore::MarkUnreadableLocked(const std::vector<int64_t>& ids) {
+  for (const int64_t id : ids) {
+    LETHE_LOG(ERROR) << db_->path() << ": the stored record of " << NameFor(id)
+                     << " does not parse; it is FAILED (DATA_LOSS) and "
+                        "skipped until deleted";
+    ASSIGN_OR_RETURN(SqliteStatement update,
+                     db_->Prepare("UPDATE jobs SET state = ?2 WHERE id = ?1"));
+    RETURN_IF_ERROR(update.BindInt64(1, id));
+    RETURN_IF_ERROR(update.BindInt64(2, v1::Job::FAILED));
+    RETURN_IF_ERROR(update.StepUntilDone());
+  }
+  return absl::OkStatus();
 }
 
 absl::Status JobStore::CheckExistsLocked(int64_t id) {
@@ -327,9 +363,10 @@ absl::StatusOr<JobStore::ListResult> JobStore::List(
     last_id = select.ColumnInt64(0);
     v1::Job& job = result.jobs.emplace_back();
     if (!job.ParseFromString(select.ColumnBlob(1))) {
-      return absl::DataLossError(
-          absl::StrCat(db_->path(), ": stored record of ", NameFor(last_id),
-                       " does not parse"));
+      job = UnreadableJob(db_->path(), last_id);
+      if (state_filter.has_value() && *state_filter != v1::Job::FAILED) {
+        result.jobs.pop_back();
+      }
     }
   }
   return result;
@@ -356,6 +393,9 @@ absl::StatusOr<v1::Job> JobStore::Transition(absl::string_view name, State to,
     if (from == v1::Job::RUNNING && to == v1::Job::QUEUED) {
       job.set_restart_count(job.restart_count() + 1);
     }
+    if (to == v1::Job::RUNNING) {
+      job.set_attempt_generation(job.attempt_generation() + 1);
+    }
     if (to == v1::Job::FAILED) job.set_error(std::string(message));
     AppendStateChange(job, to, reason, message, now);
     return SaveLocked(id, job);
@@ -369,7 +409,9 @@ absl::StatusOr<v1::Job> JobStore::Update(
   absl::MutexLock lock(&mu_);
   v1::Job job;
   RETURN_IF_ERROR(db_->InTransaction([&]() -> absl::Status {
-    ASSIGN_OR_RETURN(const v1::Job before, LoadLocked(id));
+    bool unreadable = false;
+    ASSIGN_OR_RETURN(const v1::Job before, LoadLocked(id, &unreadable));
+    if (unreadable) return absl::DataLossError(before.error());
     job = before;
     mutate(job);
     const google::protobuf::Descriptor* descriptor = v1::Job::descriptor();
@@ -524,16 +566,19 @@ absl::StatusOr<std::vector<v1::Job>> JobStore::ListInStates(
   for (size_t i = 0; i < states.size(); ++i) {
     RETURN_IF_ERROR(select.BindInt64(static_cast<int>(i + 1), states[i]));
   }
+  std::vector<int64_t> unreadable;
   while (true) {
     ASSIGN_OR_RETURN(const bool has_row, select.Step());
     if (!has_row) break;
     v1::Job& job = jobs.emplace_back();
     if (!job.ParseFromString(select.ColumnBlob(1))) {
-      return absl::DataLossError(
-          absl::StrCat(db_->path(), ": stored record of ",
-                       NameFor(select.ColumnInt64(0)), " does not parse"));
+      unreadable.push_back(select.ColumnInt64(0));
+      jobs.pop_back();
     }
   }
+  // Recorded FAILED so that the queue and the counts agree; if that cannot
+  // be written the rows are skipped again next time.
+  if (!unreadable.empty()) MarkUnreadableLocked(unreadable).IgnoreError();
   return jobs;
 }
 

@@ -25,13 +25,18 @@
 //     CANCELLING -> CANCELLED | FAILED | SUCCEEDED
 //   SUCCEEDED, FAILED and CANCELLED are final. Any other move is
 //   FAILED_PRECONDITION naming both states. Every move appends a StateChange
-//   to the history; a move to FAILED also sets `error` to the message.
+//   to the history; a move to FAILED also sets `error` to the message; a
+//   move to RUNNING adds one to attempt_generation.
 // - Update may change only progress, evaluation_summary and
 //   output_model_dir; a mutation that touches any other field is
 //   INVALID_ARGUMENT and nothing is written.
 // - Each job has a durable log: lines numbered 1, 2, ... per job (numbers
 //   are never reused, not even after trimming), the newest `max_lines`
 //   kept. Delete removes the job's log with it.
+// - A stored record that does not parse (a damaged file) reads as a FAILED
+//   job with reason DATA_LOSS naming it: ListInStates skips it (and records
+//   its state as FAILED), Get and List show it, Update refuses it with
+//   DATA_LOSS, Delete removes it. One bad row never stops the others.
 // - Every call is one SQLite transaction: a failed call writes nothing.
 // - Thread-safe: one connection behind a mutex. Several processes may open
 //   the same file (SQLite's locking, WAL mode), though the coordinator is
@@ -150,7 +155,12 @@ class JobStore {
  private:
   explicit JobStore(std::unique_ptr<SqliteDb> db);
 
-  absl::StatusOr<v1::Job> LoadLocked(int64_t id)
+  // A record that does not parse loads as a FAILED job with reason
+  // DATA_LOSS, and sets *unreadable when given.
+  absl::StatusOr<v1::Job> LoadLocked(int64_t id, bool* unreadable = nullptr)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sets the state column of unreadable records to FAILED.
+  absl::Status MarkUnreadableLocked(const std::vector<int64_t>& ids)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // NOT_FOUND unless a job with `id` is stored.
   absl::Status CheckExistsLocked(int64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
+#include "libs/sqlite/sqlite_db.h"
 
 namespace lethe {
 namespace {
@@ -136,6 +137,63 @@ TEST_F(JobStoreTest, JobsSurviveReopening) {
   EXPECT_EQ(second_after->state(), v1::Job::CANCELLED);
   // Ids keep counting after reopening.
   EXPECT_EQ(CreateJob(*reopened, Spec("c")), "jobs/3");
+}
+
+// A damaged record (here: bytes that are no lethe.v1.Job) reads as a FAILED
+// job with reason DATA_LOSS; the jobs around it are still listed and
+// scheduled, and it can be deleted.
+TEST_F(JobStoreTest, AnUnreadableRecordFailsAloneAndCanBeDeleted) {
+  const std::string first = CreateJob(*store_, Spec("a"));
+  const std::string broken = CreateJob(*store_, Spec("b"));
+  const std::string third = CreateJob(*store_, Spec("c"));
+  ASSERT_TRUE(
+      store_->Transition(broken, v1::Job::RUNNING, "SCHEDULED", "", kT0).ok());
+  store_.reset();
+  {
+    absl::StatusOr<std::unique_ptr<SqliteDb>> db = SqliteDb::Open(path_);
+    ASSERT_TRUE(db.ok()) << db.status();
+    ASSERT_TRUE(
+        (*db)->Execute("UPDATE jobs SET job = x'ffffffff' WHERE id = 2").ok());
+  }
+  store_ = OpenStore(path_);
+  ASSERT_NE(store_, nullptr);
+
+  absl::StatusOr<std::vector<v1::Job>> active =
+      store_->ListInStates({v1::Job::QUEUED, v1::Job::RUNNING});
+  ASSERT_TRUE(active.ok()) << active.status();
+  ASSERT_EQ(active->size(), 2u);
+  EXPECT_EQ((*active)[0].name(), first);
+  EXPECT_EQ((*active)[1].name(), third);
+
+  absl::StatusOr<v1::Job> seen = store_->Get(broken);
+  ASSERT_TRUE(seen.ok()) << seen.status();
+  EXPECT_EQ(seen->state(), v1::Job::FAILED);
+  ASSERT_GT(seen->history_size(), 0);
+  EXPECT_EQ(seen->history(seen->history_size() - 1).reason(), "DATA_LOSS");
+  EXPECT_TRUE(absl::StrContains(seen->error(), "does not parse"))
+      << seen->error();
+  EXPECT_EQ(store_->CountByState()->at(v1::Job::FAILED), 1)
+      << "its state is recorded FAILED once seen";
+  absl::StatusOr<JobStore::ListResult> failed =
+      store_->List(10, "", v1::Job::FAILED);
+  ASSERT_TRUE(failed.ok()) << failed.status();
+  ASSERT_EQ(failed->jobs.size(), 1u);
+  EXPECT_EQ(failed->jobs[0].name(), broken);
+  EXPECT_EQ(store_->List(10, "")->jobs.size(), 3u);
+
+  EXPECT_EQ(
+      store_
+          ->Update(broken,
+                   [](v1::Job& job) { job.mutable_progress()->set_step(1); })
+          .status()
+          .code(),
+      absl::StatusCode::kDataLoss)
+      << "its bytes are never overwritten by a guess";
+  EXPECT_EQ(
+      store_->Transition(broken, v1::Job::QUEUED, "X", "", kT0).status().code(),
+      absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(store_->Delete(broken).ok());
+  EXPECT_EQ(store_->Get(broken).status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST_F(JobStoreTest, RequestIdMakesCreateIdempotent) {
@@ -318,9 +376,13 @@ TEST_F(JobStoreTest, TransitionsFollowTheStateMachine) {
 
 TEST_F(JobStoreTest, RestartsAreCounted) {
   const std::string name = CreateJob(*store_, Spec("r"));
+  EXPECT_EQ(store_->Get(name)->attempt_generation(), 0);
   for (int attempt = 1; attempt <= 3; ++attempt) {
-    ASSERT_TRUE(
-        store_->Transition(name, v1::Job::RUNNING, "SCHEDULED", "", kT0).ok());
+    absl::StatusOr<v1::Job> started =
+        store_->Transition(name, v1::Job::RUNNING, "SCHEDULED", "", kT0);
+    ASSERT_TRUE(started.ok()) << started.status();
+    EXPECT_EQ(started->attempt_generation(), attempt)
+        << "each start is a new, larger generation";
     absl::StatusOr<v1::Job> requeued = store_->Transition(
         name, v1::Job::QUEUED, "WORKER_LOST", "rank 1 stopped", kT0);
     ASSERT_TRUE(requeued.ok()) << requeued.status();

@@ -27,6 +27,13 @@ const std::vector<MetricInfo>& MetricCatalog() {
        {},
        "Jobs waiting for workers (state QUEUED).",
        "coordinator"},
+      {"lethe_jobs_waiting_for_workers",
+       T::kGauge,
+       {},
+       "Queued jobs that need more workers of their device than are "
+       "registered (after --backfill_after, jobs behind them may start "
+       "first).",
+       "coordinator"},
       {"lethe_workers_registered",
        T::kGauge,
        {},

@@ -17,6 +17,7 @@
 #include "libs/eval/tofu_evaluator.h"
 #include "libs/eval/tofu_summary.h"
 #include "libs/files/file_io.h"
+#include "libs/files/generation_fence.h"
 #include "libs/jobs/job_spec.h"
 #include "libs/model/hf_checkpoint.h"
 #include "libs/run/run_identity.h"
@@ -271,6 +272,14 @@ absl::StatusOr<JobRunResult> RunJobSpec(const v1::JobSpec& given,
     at::set_num_threads(spec.threads_per_worker());
   }
 
+  const int64_t generation = context.generation;
+  if (rank == 0 && generation > 0) {
+    RETURN_IF_ERROR(ClaimGeneration(spec.output_dir(), generation));
+  }
+  auto still_current = [&]() -> absl::Status {
+    return generation > 0 ? CheckGeneration(spec.output_dir(), generation)
+                          : absl::OkStatus();
+  };
   ASSIGN_OR_RETURN(const RunIdentity identity, ComputeRunIdentity(spec));
   ASSIGN_OR_RETURN(RunInputs inputs, LoadInputs(spec, method, params));
   RETURN_IF_ERROR(
@@ -313,6 +322,7 @@ absl::StatusOr<JobRunResult> RunJobSpec(const v1::JobSpec& given,
                                                         : "",
                             .reference_identity = identity.reference};
   options.training.checkpoint.run_identity = identity.fields;
+  options.training.checkpoint.may_commit = still_current;
   UnlearningHooks hooks;
   double allreduce_seconds = 0;  // In the current step.
   if (group != nullptr) {
@@ -366,6 +376,7 @@ absl::StatusOr<JobRunResult> RunJobSpec(const v1::JobSpec& given,
   }
   if (rank != 0) return result;
   result.model_dir = ModelOutputDir(spec);
+  RETURN_IF_ERROR(still_current());
   RETURN_IF_ERROR(SaveModelWithTokenizer(*inputs.model, spec.tokenizer_path(),
                                          result.model_dir));
   RETURN_IF_ERROR(WriteRunLog(spec, method, result.training));

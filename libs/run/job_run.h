@@ -57,6 +57,13 @@ struct RunContext {
   // The ranks' process group; required when world_size > 1, else ignored.
   CollectiveGroup* group = nullptr;
   at::Device device = at::kCPU;
+  // The attempt's generation (lethe.v1.Attempt.generation), > 0 for a job's
+  // attempt: rank 0 claims output_dir with it before writing anything and
+  // checks it before every checkpoint and before saving the model
+  // (libs/files/generation_fence.h), so a superseded attempt stops with
+  // FAILED_PRECONDITION instead of writing over its successor. 0 (a local
+  // `lethe unlearn`): no fence.
+  int64_t generation = 0;
 };
 
 // One optimizer step as seen by this rank.

@@ -12,10 +12,12 @@
 #include "libs/data/tofu_dataset.h"
 #include "libs/eval/tofu_eval_fixture.h"
 #include "libs/files/file_io.h"
+#include "libs/files/generation_fence.h"
 #include "libs/jobs/job_spec.h"
 #include "libs/model/hf_checkpoint.h"
 #include "libs/model/llama_model.h"
 #include "libs/model/tiny_llama.h"
+#include "libs/unlearn/checkpoint.h"
 #include "nlohmann/json.hpp"
 
 namespace lethe {
@@ -176,6 +178,43 @@ TEST(RunJobSpecTest, ACallbackErrorStopsTheRun) {
       }});
   EXPECT_EQ(result.status().code(), absl::StatusCode::kCancelled);
   EXPECT_FALSE(std::filesystem::exists(spec.output_dir() + "/model"));
+}
+
+// An attempt replaced by a newer one (its worker was cut off and the job
+// restarted elsewhere) stops at its next checkpoint without writing it, and
+// never saves a model; the newer attempt runs on.
+TEST(RunJobSpecTest, ASupersededAttemptStopsWithoutWriting) {
+  v1::JobSpec spec = TinySpec("fenced", v1::GA);
+  spec.mutable_checkpoint()->set_every_steps(1);
+  const std::string checkpoints = spec.output_dir() + "/checkpoints";
+  int64_t steps_after_takeover = 0;
+  absl::StatusOr<JobRunResult> stale =
+      RunJobSpec(spec, {.generation = 1}, {.on_step = [&](const RunStep& step) {
+                   if (step.record.step == 2) {
+                     // The successor claims the directory while this attempt
+                     // trains.
+                     return ClaimGeneration(spec.output_dir(), 2);
+                   }
+                   if (step.record.step > 2) ++steps_after_takeover;
+                   return absl::OkStatus();
+                 }});
+  EXPECT_EQ(stale.status().code(), absl::StatusCode::kFailedPrecondition)
+      << stale.status();
+  EXPECT_NE(stale.status().message().find("superseded"), std::string::npos)
+      << stale.status();
+  EXPECT_EQ(steps_after_takeover, 0);
+  EXPECT_EQ(ListCheckpointSteps(checkpoints), (std::vector<int64_t>{1, 2}))
+      << "no checkpoint after the takeover";
+  EXPECT_FALSE(std::filesystem::exists(spec.output_dir() + "/model"));
+
+  // An older attempt cannot even start; the newer one resumes and finishes.
+  EXPECT_EQ(RunJobSpec(spec, {.generation = 1}, {}).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  absl::StatusOr<JobRunResult> current =
+      RunJobSpec(spec, {.generation = 2}, {});
+  ASSERT_TRUE(current.ok()) << current.status();
+  EXPECT_EQ(current->training.resumed_from_step, 2);
+  EXPECT_TRUE(std::filesystem::exists(spec.output_dir() + "/model"));
 }
 
 // A run never takes over another run's checkpoints: the same spec resumes

@@ -52,7 +52,8 @@ absl::StatusOr<Subprocess> Subprocess::Start(
 
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  constexpr int kOutputFlags = O_WRONLY | O_CREAT | O_TRUNC;
+  const int kOutputFlags =
+      O_WRONLY | O_CREAT | (output.append ? O_APPEND : O_TRUNC);
   if (!output.stdout_path.empty()) {
     posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO,
                                      output.stdout_path.c_str(), kOutputFlags,

@@ -38,10 +38,12 @@ struct ExitStatus {
 };
 
 // Where the child's standard output and error go: empty inherits the
-// parent's; a path is created or truncated, and both may name one file.
+// parent's; a path is created, and truncated unless `append`; both may name
+// one file.
 struct OutputRedirect {
   std::string stdout_path;
   std::string stderr_path;
+  bool append = false;  // Keep what the file holds (a replaced process's).
 };
 
 class Subprocess {

@@ -75,6 +75,18 @@ TEST(SubprocessTest, RedirectsOutputToFiles) {
   ASSERT_TRUE(child.ok()) << child.status();
   ASSERT_TRUE(child->Wait().ok());
   EXPECT_EQ(ReadFile(both), "to-out\nto-err\n");
+
+  // A replacement appends after its predecessor; a plain start truncates.
+  child = Subprocess::Start({"sh", "-c", "echo again"}, {},
+                            {.stdout_path = both, .append = true});
+  ASSERT_TRUE(child.ok()) << child.status();
+  ASSERT_TRUE(child->Wait().ok());
+  EXPECT_EQ(ReadFile(both), "to-out\nto-err\nagain\n");
+  child =
+      Subprocess::Start({"sh", "-c", "echo fresh"}, {}, {.stdout_path = both});
+  ASSERT_TRUE(child.ok()) << child.status();
+  ASSERT_TRUE(child->Wait().ok());
+  EXPECT_EQ(ReadFile(both), "fresh\n");
 }
 
 TEST(SubprocessTest, MissingProgramIsNotFound) {

@@ -362,7 +362,7 @@ absl::StatusOr<CheckpointState> VerifyCheckpoint(const std::string& dir) {
 absl::StatusOr<std::string> WriteCheckpoint(
     const std::string& root, const CheckpointState& state,
     const torch::nn::Module& model, const torch::optim::Optimizer& optimizer,
-    int keep_last) {
+    int keep_last, const std::function<absl::Status()>& may_commit) {
   if (state.step < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat(root, ": checkpoint step ", state.step, " < 0"));
@@ -412,6 +412,7 @@ absl::StatusOr<std::string> WriteCheckpoint(
     return SyncPath(temporary, /*directory=*/true);
   };
   absl::Status written = write_files();
+  if (written.ok() && may_commit) written = may_commit();
   if (!written.ok()) {
     RemoveQuietly(temporary);
     return written;

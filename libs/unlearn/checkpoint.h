@@ -36,6 +36,7 @@
 #include <torch/optim/optimizer.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -69,11 +70,14 @@ absl::StatusOr<CheckpointState> VerifyCheckpoint(const std::string& dir);
 
 // Writes the checkpoint for `state.step` (replacing one of the same step)
 // and returns its directory; then deletes all but the newest `keep_last`
-// checkpoints (keep_last <= 0 keeps all).
+// checkpoints (keep_last <= 0 keeps all). When `may_commit` is set it is
+// asked once the files are written and before they become the checkpoint;
+// its error discards them and is returned (a superseded attempt's fence).
 absl::StatusOr<std::string> WriteCheckpoint(
     const std::string& root, const CheckpointState& state,
     const torch::nn::Module& model, const torch::optim::Optimizer& optimizer,
-    int keep_last = 2);
+    int keep_last = 2,
+    const std::function<absl::Status()>& may_commit = nullptr);
 
 struct LoadedCheckpoint {
   std::string dir;

@@ -306,7 +306,7 @@ absl::StatusOr<TrainingSummary> RunTraining(torch::nn::Module& model,
             WriteCheckpoint(
                 checkpoint.dir,
                 {.step = step, .epoch = epoch, .run = run_description}, model,
-                optimizer, checkpoint.keep_last));
+                optimizer, checkpoint.keep_last, checkpoint.may_commit));
         record.checkpoint_seconds =
             std::chrono::duration<double>(std::chrono::steady_clock::now() -
                                           step_end)

@@ -62,6 +62,9 @@ struct CheckpointOptions {
   // size, total steps); a checkpoint resumes only a run equal in all of
   // them.
   std::map<std::string, std::string> run_identity;
+  // Asked before each checkpoint is committed (see WriteCheckpoint); its
+  // error stops training. Unset: always.
+  std::function<absl::Status()> may_commit;
 };
 
 struct TrainingOptions {

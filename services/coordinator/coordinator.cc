@@ -12,6 +12,7 @@
 #include "libs/jobs/job_spec.h"
 #include "libs/logging/logging.h"
 #include "libs/status/status_macros.h"
+#include "services/coordinator/monotonic_clock.h"
 #include "services/coordinator/output_claim.h"
 #include "services/coordinator/scheduler.h"
 
@@ -76,11 +77,11 @@ void Coordinator::StartScheduler() {
 
 void Coordinator::Tick() {
   absl::MutexLock lock(&mu_);
-  const absl::Time now = absl::Now();
+  const absl::Time now = MonotonicNow();
   DropSilentWorkersLocked(now);
   EnforceDeadlinesLocked(now);
   SettleAttemptsLocked(now);
-  ScheduleLocked(now);
+  ScheduleLocked(now, absl::Now());
   UpdateGaugesLocked(now);
 }
 
@@ -119,7 +120,11 @@ absl::StatusOr<v1::Job> Coordinator::CreateJob(
   RETURN_IF_ERROR(ValidateJobSpec(spec));
   absl::MutexLock lock(&mu_);
   // Each job writes its own output directory.
-  RETURN_IF_ERROR(CheckOutputClaim(spec.output_dir(), request.request_id()));
+  RETURN_IF_ERROR(CheckOutputClaim(
+      spec.output_dir(), request.request_id(), [&](const std::string& owner) {
+        // Only a definite "not stored" frees the directory.
+        return !absl::IsNotFound(store_->Get(owner).status());
+      }));
   ASSIGN_OR_RETURN(v1::Job job,
                    jobs_.Create(spec, request.request_id(), absl::Now()));
   const absl::Status claimed =
@@ -190,12 +195,14 @@ absl::StatusOr<v1::RegisterWorkerResponse> Coordinator::RegisterWorker(
     const v1::RegisterWorkerRequest& request) {
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(const WorkerRegistry::Registration registration,
-                   workers_.Register(request, absl::Now()));
+                   workers_.Register(request, MonotonicNow()));
   if (registration.added) feed_.ChangedLocked();
   v1::RegisterWorkerResponse response;
   response.set_worker_id(registration.worker_id);
   response.set_heartbeat_interval_ms(static_cast<int32_t>(
       absl::ToInt64Milliseconds(options_.heartbeat_interval)));
+  response.set_worker_timeout_ms(
+      static_cast<int32_t>(absl::ToInt64Milliseconds(options_.worker_timeout)));
   return response;
 }
 
@@ -209,7 +216,7 @@ v1::HeartbeatResponse Coordinator::Heartbeat(
     return response;
   }
   RegisteredWorker& worker = *found;
-  worker.last_heartbeat = absl::Now();
+  worker.last_heartbeat = MonotonicNow();
   const v1::AttemptStatus& reported = request.attempt();
   if (worker.attempt_id != 0 && worker.order_sent) {
     auto attempt = attempts_.find(worker.attempt_id);
@@ -388,7 +395,7 @@ void Coordinator::SettleAttemptsLocked(absl::Time now) {
   }
 }
 
-void Coordinator::ScheduleLocked(absl::Time now) {
+void Coordinator::ScheduleLocked(absl::Time now, absl::Time wall_now) {
   if (!job_queued_since_scan_ && now - last_queue_scan_ < kQueueRescanPeriod &&
       workers_.IdleIds() == idle_after_scan_) {
     return;
@@ -400,24 +407,41 @@ void Coordinator::ScheduleLocked(absl::Time now) {
   job_queued_since_scan_ = false;
   last_queue_scan_ = now;
   const SchedulingDecision decision = PlaceQueuedJobs(
-      *queued, workers_.Idle(), workers_.RegisteredByDevice(), now);
+      *queued, workers_.Idle(), workers_.RegisteredByDevice(), wall_now,
+      {.hold_for_missing_workers = options_.backfill_after});
+  if (options_.metrics != nullptr) {
+    options_.metrics->SetJobsWaitingForWorkers(
+        static_cast<int>(decision.too_few_workers.size()));
+  }
   std::map<std::string, const v1::Job*> by_name;
   for (const v1::Job& job : *queued) by_name[job.name()] = &job;
   for (const std::string& name : decision.expired) {
     jobs_.ExpireQueued(name, JobDeadline(*by_name[name])).IgnoreError();
   }
   for (const TooFewWorkers& wait : decision.too_few_workers) {
-    if (!told_too_few_workers_.insert(wait.job).second) continue;
+    const auto told = told_too_few_workers_.find(wait.job);
+    if (told != told_too_few_workers_.end() &&
+        told->second == wait.holds_queue) {
+      continue;
+    }
+    told_too_few_workers_[wait.job] = wait.holds_queue;
     jobs_
         .Log(wait.job, "coordinator",
              absl::StrCat("waiting: needs ", wait.needed, " ",
                           v1::Device_Name(wait.device), " worker",
                           wait.needed == 1 ? "" : "s", ", ", wait.registered,
-                          " registered"))
+                          " registered",
+                          wait.holds_queue
+                              ? ""
+                              : absl::StrCat("; after ",
+                                             absl::FormatDuration(
+                                                 options_.backfill_after),
+                                             " jobs behind it that fit may "
+                                             "start first")))
         .IgnoreError();
   }
   for (const Placement& placement : decision.placements) {
-    LaunchLocked(*by_name[placement.job], placement.workers);
+    LaunchLocked(*by_name[placement.job], placement.workers, now, wall_now);
   }
   // Forget jobs that started or left the queue otherwise (cancelled,
   // deleted, expired).
@@ -429,24 +453,29 @@ void Coordinator::ScheduleLocked(absl::Time now) {
   }
   for (auto it = told_too_few_workers_.begin();
        it != told_too_few_workers_.end();) {
-    it = still_queued.count(*it) > 0 ? std::next(it)
-                                     : told_too_few_workers_.erase(it);
+    it = still_queued.count(it->first) > 0 ? std::next(it)
+                                           : told_too_few_workers_.erase(it);
   }
   idle_after_scan_ = workers_.IdleIds();
 }
 
 void Coordinator::LaunchLocked(const v1::Job& job,
-                               const std::vector<std::string>& workers) {
+                               const std::vector<std::string>& workers,
+                               absl::Time now, absl::Time wall_now) {
   AttemptState attempt;
   attempt.id = NewAttemptIdLocked();
   attempt.job = job.name();
   const absl::Duration deadline = JobDeadline(job);
   if (deadline > absl::ZeroDuration()) {
     attempt.deadline = deadline;
-    attempt.deadline_at = JobCreateTime(job) + deadline;
+    // Counted from the job's creation (a date) once, then on the
+    // monotonic clock.
+    attempt.deadline_at = now + (JobCreateTime(job) + deadline - wall_now);
   }
   // Recorded RUNNING first: a job the store still has QUEUED must not run.
-  if (!jobs_.Start(job.name(), attempt.id, workers).ok()) return;
+  const absl::StatusOr<v1::Job> started =
+      jobs_.Start(job.name(), attempt.id, workers);
+  if (!started.ok()) return;
   // The scheduler placed registered workers, under mu_ since.
   const RegisteredWorker& rank0 = *workers_.Find(workers[0]);
   const int world_size = static_cast<int>(workers.size());
@@ -454,6 +483,7 @@ void Coordinator::LaunchLocked(const v1::Job& job,
     v1::Attempt order;
     order.set_job(job.name());
     order.set_attempt_id(attempt.id);
+    order.set_generation(started->attempt_generation());
     *order.mutable_spec() = job.spec();
     order.set_rank(rank);
     order.set_world_size(world_size);

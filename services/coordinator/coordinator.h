@@ -64,6 +64,9 @@ struct CoordinatorOptions {
   // normally noticed by its missing heartbeats first).
   absl::Duration collective_timeout = absl::Seconds(120);
   absl::Duration scheduler_period = absl::Milliseconds(100);
+  // How long a queued job that needs more workers than are registered holds
+  // back the jobs behind it (see scheduler.h, "Backfill").
+  absl::Duration backfill_after = absl::Minutes(1);
   // Log lines kept per job (the newest) in the store for StreamJobLogs.
   int max_log_lines = 10000;
   // Where the metrics go (not owned; null: none). See coordinator_metrics.h.
@@ -148,7 +151,10 @@ class Coordinator {
   void DropSilentWorkersLocked(absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SettleAttemptsLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ScheduleLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `now` on the monotonic clock (monotonic_clock.h); `wall_now` for the
+  // jobs' creation times and queue deadlines.
+  void ScheduleLocked(absl::Time now, absl::Time wall_now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EnforceDeadlinesLocked(absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Marks the attempt failed and tells every rank still running it to stop.
@@ -163,7 +169,8 @@ class Coordinator {
   void JobChangedLocked(v1::Job::State to) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Launches `placement` as a new attempt of its job: records the job
   // RUNNING, then hands each worker its rank's order.
-  void LaunchLocked(const v1::Job& job, const std::vector<std::string>& workers)
+  void LaunchLocked(const v1::Job& job, const std::vector<std::string>& workers,
+                    absl::Time now, absl::Time wall_now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int64_t NewAttemptIdLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void UpdateGaugesLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -179,8 +186,9 @@ class Coordinator {
   std::map<int64_t, AttemptState> attempts_ ABSL_GUARDED_BY(mu_);
   std::vector<pid_t> dropped_pids_ ABSL_GUARDED_BY(mu_);
   // Queued jobs whose log says that too few workers of their device are
-  // registered (said once per job).
-  std::set<std::string> told_too_few_workers_ ABSL_GUARDED_BY(mu_);
+  // registered, with whether it said the job holds the queue (said once
+  // per job and change).
+  std::map<std::string, bool> told_too_few_workers_ ABSL_GUARDED_BY(mu_);
   // ScheduleLocked reads the queue from the store only when a job may have
   // become startable (a job was queued, or the set of idle workers changed
   // since the last read) or a second has passed (queue deadlines and the

@@ -54,6 +54,10 @@ ABSL_FLAG(int, worker_threads, 0,
 ABSL_FLAG(absl::Duration, worker_timeout, absl::Seconds(5),
           "drop a worker (and stop its attempt) after this long without a "
           "heartbeat");
+ABSL_FLAG(absl::Duration, backfill_after, absl::Minutes(1),
+          "a queued job that needs more workers than are registered holds "
+          "back the jobs behind it for this long after it was queued; then "
+          "jobs that fit start around it");
 ABSL_FLAG(absl::Duration, collective_timeout, absl::Seconds(120),
           "bound on each collective of an attempt");
 ABSL_FLAG(std::string, worker_targets_file, "",
@@ -100,6 +104,7 @@ absl::Status Run() {
       std::move(store),
       {.worker_timeout = absl::GetFlag(FLAGS_worker_timeout),
        .collective_timeout = absl::GetFlag(FLAGS_collective_timeout),
+       .backfill_after = absl::GetFlag(FLAGS_backfill_after),
        .metrics = &coordinator_metrics,
        .worker_targets_file = absl::GetFlag(FLAGS_worker_targets_file)});
   RETURN_IF_ERROR(coordinator.RecoverAfterRestart());

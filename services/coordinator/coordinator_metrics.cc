@@ -44,6 +44,8 @@ CoordinatorMetrics::CoordinatorMetrics(prometheus::Registry& registry)
       workers_registered_(Gauge("lethe_workers_registered", registry)),
       workers_healthy_(Gauge("lethe_workers_healthy", registry)),
       workers_busy_(Gauge("lethe_workers_busy", registry)),
+      jobs_waiting_for_workers_(
+          Gauge("lethe_jobs_waiting_for_workers", registry)),
       restarts_(Counter("lethe_job_restarts_total", registry)),
       failures_(Counter("lethe_job_failures_total", registry)),
       store_errors_(Counter("lethe_job_store_errors_total", registry)),
@@ -95,6 +97,10 @@ void CoordinatorMetrics::SetJobCounts(
         .Set(count);
     if (state == v1::Job::QUEUED) queue_length_.Add({}).Set(count);
   }
+}
+
+void CoordinatorMetrics::SetJobsWaitingForWorkers(int jobs) {
+  jobs_waiting_for_workers_.Add({}).Set(jobs);
 }
 
 void CoordinatorMetrics::SetWorkers(int registered, int healthy, int busy) {

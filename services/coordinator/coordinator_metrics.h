@@ -36,6 +36,8 @@ class CoordinatorMetrics {
   // Jobs per state (states absent from the map are 0).
   void SetJobCounts(const std::map<v1::Job::State, int64_t>& by_state);
   void SetWorkers(int registered, int healthy, int busy);
+  // Queued jobs that need more workers of their device than are registered.
+  void SetJobsWaitingForWorkers(int jobs);
 
   // A state change recorded in the store: counts restarts (to QUEUED from
   // RUNNING), failures and final states by reason, and the scheduling
@@ -85,6 +87,7 @@ class CoordinatorMetrics {
   prometheus::Family<prometheus::Gauge>& workers_registered_;
   prometheus::Family<prometheus::Gauge>& workers_healthy_;
   prometheus::Family<prometheus::Gauge>& workers_busy_;
+  prometheus::Family<prometheus::Gauge>& jobs_waiting_for_workers_;
   prometheus::Family<prometheus::Counter>& restarts_;
   prometheus::Family<prometheus::Counter>& failures_;
   prometheus::Family<prometheus::Counter>& store_errors_;

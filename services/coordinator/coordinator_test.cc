@@ -150,7 +150,10 @@ TEST_F(CoordinatorTest, AFailedAttemptRestartsWithinItsBudgetThenFails) {
   const std::string job = Create(spec);
 
   coordinator_->Tick();
-  int64_t attempt = TakeOrder(worker);
+  v1::HeartbeatResponse order = Beat(worker);
+  ASSERT_TRUE(order.has_run());
+  EXPECT_EQ(order.run().generation(), 1);
+  int64_t attempt = order.run().attempt_id();
   Beat(worker, attempt, v1::AttemptStatus::FAILED);
   coordinator_->Tick();
   v1::Job seen = Get(job);
@@ -159,7 +162,11 @@ TEST_F(CoordinatorTest, AFailedAttemptRestartsWithinItsBudgetThenFails) {
       << seen.DebugString();
   EXPECT_EQ(seen.restart_count(), 1);
 
-  attempt = TakeOrder(worker);
+  order = Beat(worker);
+  ASSERT_TRUE(order.has_run());
+  EXPECT_EQ(order.run().generation(), 2) << "the restart fences out the first";
+  EXPECT_EQ(seen.attempt_generation(), 2);
+  attempt = order.run().attempt_id();
   Beat(worker, attempt, v1::AttemptStatus::FAILED);
   coordinator_->Tick();
   seen = Get(job);
@@ -350,6 +357,43 @@ TEST_F(CoordinatorTest, AFailingStoreNeverLaunchesOrLosesAnAttempt) {
   const v1::Job recorded = Get(job);
   EXPECT_EQ(recorded.state(), v1::Job::SUCCEEDED) << recorded.DebugString();
   EXPECT_EQ(recorded.restart_count(), 0);
+}
+
+// A damaged job row neither stops the coordinator from starting nor the
+// scheduler from starting the jobs around it; it reads FAILED (DATA_LOSS)
+// and can be deleted.
+TEST_F(CoordinatorTest, AnUnreadableJobRowIsFailedAndTheRestRun) {
+  const std::string broken = Create(Spec("broken"));
+  const std::string queued = Create(Spec("queued"));
+  coordinator_.reset();
+  {
+    absl::StatusOr<std::unique_ptr<SqliteDb>> db = SqliteDb::Open(database_);
+    ASSERT_TRUE(db.ok()) << db.status();
+    ASSERT_TRUE((*db)
+                    ->Execute("UPDATE jobs SET job = x'ffffffff', state = 2 "
+                              "WHERE id = 1")  // Damaged while RUNNING.
+                    .ok());
+  }
+  absl::StatusOr<std::unique_ptr<JobStore>> store = JobStore::Open(database_);
+  ASSERT_TRUE(store.ok()) << store.status();
+  coordinator_ = std::make_unique<Coordinator>(
+      *std::move(store), CoordinatorOptions{.address = "127.0.0.1:1",
+                                            .worker_timeout = absl::Hours(1),
+                                            .metrics = metrics_.get()});
+  ASSERT_TRUE(coordinator_->RecoverAfterRestart().ok());
+  const std::string worker = Register();
+  coordinator_->Tick();
+  const v1::HeartbeatResponse order = Beat(worker);
+  ASSERT_TRUE(order.has_run()) << order.DebugString();
+  EXPECT_EQ(order.run().job(), queued);
+  EXPECT_EQ(Get(queued).state(), v1::Job::RUNNING);
+  const v1::Job seen = Get(broken);
+  EXPECT_EQ(seen.state(), v1::Job::FAILED);
+  EXPECT_EQ(seen.history(seen.history_size() - 1).reason(), "DATA_LOSS");
+  EXPECT_TRUE(coordinator_->DeleteJob(broken).ok());
+  // Its record no longer names its directory; the claim left there is
+  // stale once the job is gone, and a new job may take the directory.
+  EXPECT_FALSE(Create(Spec("broken")).empty());
 }
 
 }  // namespace

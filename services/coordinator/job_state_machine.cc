@@ -111,12 +111,12 @@ absl::StatusOr<v1::Job> JobStateMachine::Create(const v1::JobSpec& spec,
   return created->job;
 }
 
-absl::Status JobStateMachine::Start(const std::string& job, int64_t attempt_id,
-                                    const std::vector<std::string>& workers) {
+absl::StatusOr<v1::Job> JobStateMachine::Start(
+    const std::string& job, int64_t attempt_id,
+    const std::vector<std::string>& workers) {
   return Transition(job, v1::Job::RUNNING, "SCHEDULED",
                     absl::StrCat("attempt ", attempt_id, " on ",
-                                 absl::StrJoin(workers, ", ")))
-      .status();
+                                 absl::StrJoin(workers, ", ")));
 }
 
 absl::StatusOr<v1::Job::State> JobStateMachine::EndAttempt(

@@ -60,9 +60,10 @@ class JobStateMachine {
   absl::StatusOr<v1::Job> Create(const v1::JobSpec& spec,
                                  const std::string& request_id, absl::Time now);
 
-  // QUEUED -> RUNNING on `workers` (by rank) as attempt `attempt_id`.
-  absl::Status Start(const std::string& job, int64_t attempt_id,
-                     const std::vector<std::string>& workers);
+  // QUEUED -> RUNNING on `workers` (by rank) as attempt `attempt_id`;
+  // returns the job as recorded, with its new attempt_generation.
+  absl::StatusOr<v1::Job> Start(const std::string& job, int64_t attempt_id,
+                                const std::vector<std::string>& workers);
 
   // How an attempt of a RUNNING or CANCELLING job ended.
   struct AttemptOutcome {

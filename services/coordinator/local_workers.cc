@@ -74,13 +74,14 @@ absl::Status LocalWorkers::StartSlot(int slot) {
       absl::StrCat(options_.log_dir, "/worker-", slot, ".log");
   ASSIGN_OR_RETURN(
       Subprocess process,
-      Subprocess::Start({options_.binary,
-                         absl::StrCat("--coordinator=", options_.coordinator),
-                         absl::StrCat("--threads=", options_.threads),
-                         absl::StrCat("--parent_pid=", getpid()),
-                         "--metrics_address=127.0.0.1:0"},
-                        {{"OMP_NUM_THREADS", absl::StrCat(options_.threads)}},
-                        {.stdout_path = log, .stderr_path = log}));
+      Subprocess::Start(
+          {options_.binary,
+           absl::StrCat("--coordinator=", options_.coordinator),
+           absl::StrCat("--threads=", options_.threads),
+           absl::StrCat("--parent_pid=", getpid()),
+           "--metrics_address=127.0.0.1:0"},
+          {{"OMP_NUM_THREADS", absl::StrCat(options_.threads)}},
+          {.stdout_path = log, .stderr_path = log, .append = true}));
   LETHE_LOG(INFO) << "started local worker " << slot << " (pid "
                   << process.pid() << ", log " << log << ")";
   processes_[slot] = std::move(process);

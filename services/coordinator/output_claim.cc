@@ -15,8 +15,9 @@ std::string ClaimPath(const std::string& output_dir) {
 
 }  // namespace
 
-absl::Status CheckOutputClaim(const std::string& output_dir,
-                              const std::string& request_id) {
+absl::Status CheckOutputClaim(
+    const std::string& output_dir, const std::string& request_id,
+    const std::function<bool(const std::string& job)>& job_exists) {
   const std::string path = ClaimPath(output_dir);
   if (!std::filesystem::exists(path)) return absl::OkStatus();
   const absl::StatusOr<std::string> text = ReadFileToString(path);
@@ -32,6 +33,7 @@ absl::Status CheckOutputClaim(const std::string& output_dir,
   if (!request_id.empty() && owner_request == request_id) {
     return absl::OkStatus();
   }
+  if (job_exists && !job_exists(owner)) return absl::OkStatus();
   return absl::FailedPreconditionError(absl::StrCat(
       "spec.output_dir: ", output_dir, " belongs to ", owner,
       " (each job writes its own directory; choose another, or `lethe "

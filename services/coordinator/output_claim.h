@@ -3,7 +3,7 @@
 // as another's). The claim is <output_dir>/.lethe-job.json, written
 // atomically when the job is created: {"job": "jobs/7", "request_id": ...}.
 //
-//   RETURN_IF_ERROR(CheckOutputClaim(spec.output_dir(), request_id));
+//   RETURN_IF_ERROR(CheckOutputClaim(spec.output_dir(), request_id, exists));
 //   ... create the job ...
 //   RETURN_IF_ERROR(WriteOutputClaim(spec.output_dir(), job, request_id));
 //   ... `lethe delete` ...
@@ -11,18 +11,21 @@
 #ifndef LETHE_SERVICES_COORDINATOR_OUTPUT_CLAIM_H_
 #define LETHE_SERVICES_COORDINATOR_OUTPUT_CLAIM_H_
 
+#include <functional>
 #include <string>
 
 #include "absl/status/status.h"
 
 namespace lethe {
 
-// OK when nothing claims `output_dir`, or when the claim was made by a
-// request with the same non-empty `request_id` (a retry of it).
-// FAILED_PRECONDITION naming the owner otherwise; DATA_LOSS for a claim
-// file that does not parse.
-absl::Status CheckOutputClaim(const std::string& output_dir,
-                              const std::string& request_id);
+// OK when nothing claims `output_dir`, when the claim was made by a
+// request with the same non-empty `request_id` (a retry of it), or when
+// `job_exists` says its owner is no longer stored (deleted with a record too
+// damaged to name its directory): a stale claim. FAILED_PRECONDITION naming
+// the owner otherwise; DATA_LOSS for a claim file that does not parse.
+absl::Status CheckOutputClaim(
+    const std::string& output_dir, const std::string& request_id,
+    const std::function<bool(const std::string& job)>& job_exists);
 
 // Creates `output_dir` if needed and writes the claim for `job`.
 absl::Status WriteOutputClaim(const std::string& output_dir,

@@ -33,6 +33,17 @@ absl::Time JobCreateTime(const v1::Job& job) {
           job.create_time()));
 }
 
+absl::Time JobQueuedTime(const v1::Job& job) {
+  for (int i = job.history_size() - 1; i >= 0; --i) {
+    if (job.history(i).state() == v1::Job::QUEUED) {
+      return absl::FromUnixMicros(
+          google::protobuf::util::TimeUtil::TimestampToMicroseconds(
+              job.history(i).time()));
+    }
+  }
+  return JobCreateTime(job);
+}
+
 absl::Duration JobDeadline(const v1::Job& job) {
   const google::protobuf::Duration& deadline =
       job.spec().run_policy().deadline();
@@ -43,7 +54,8 @@ absl::Duration JobDeadline(const v1::Job& job) {
 SchedulingDecision PlaceQueuedJobs(std::vector<v1::Job> queued,
                                    const std::vector<IdleWorker>& idle,
                                    const std::map<v1::Device, int>& registered,
-                                   absl::Time now) {
+                                   absl::Time now,
+                                   const SchedulingOptions& options) {
   // Job numbers grow with creation, and unlike create_time they do not
   // follow the wall clock if it steps back.
   std::stable_sort(queued.begin(), queued.end(),
@@ -69,15 +81,20 @@ SchedulingDecision PlaceQueuedJobs(std::vector<v1::Job> queued,
     std::vector<std::string>& free = idle_by_device[device];
     const int world_size = std::max(1, job.spec().world_size());
     if (world_size > static_cast<int>(free.size())) {
-      blocked.insert(device);
       const auto found = registered.find(device);
       const int count = found == registered.end() ? 0 : found->second;
-      if (count < world_size) {
-        decision.too_few_workers.push_back({.job = job.name(),
-                                            .device = device,
-                                            .needed = world_size,
-                                            .registered = count});
+      if (count >= world_size) {
+        blocked.insert(device);  // It waits for busy workers: strict order.
+        continue;
       }
+      const bool holds =
+          now - JobQueuedTime(job) < options.hold_for_missing_workers;
+      if (holds) blocked.insert(device);
+      decision.too_few_workers.push_back({.job = job.name(),
+                                          .device = device,
+                                          .needed = world_size,
+                                          .registered = count,
+                                          .holds_queue = holds});
       continue;
     }
     decision.placements.push_back(

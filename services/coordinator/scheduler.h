@@ -18,6 +18,11 @@
 //    the other device are not held back.
 //  - Queue deadline: a job whose run_policy.deadline has passed since its
 //    creation is not placed but listed in `expired`, and holds nothing back.
+//  - Backfill: a job that needs more workers of its device than are
+//    registered at all cannot start until more register. It holds back the
+//    jobs behind it only for `hold_for_missing_workers` after it was queued
+//    (workers may still be starting); after that, later jobs that fit start
+//    around it. Either way it is listed in `too_few_workers`.
 #ifndef LETHE_SERVICES_COORDINATOR_SCHEDULER_H_
 #define LETHE_SERVICES_COORDINATOR_SCHEDULER_H_
 
@@ -48,6 +53,7 @@ struct TooFewWorkers {
   v1::Device device = v1::CPU;
   int needed = 0;
   int registered = 0;
+  bool holds_queue = false;  // Still within hold_for_missing_workers.
 };
 
 struct SchedulingDecision {
@@ -56,17 +62,26 @@ struct SchedulingDecision {
   std::vector<TooFewWorkers> too_few_workers;
 };
 
+struct SchedulingOptions {
+  absl::Duration hold_for_missing_workers = absl::Minutes(1);
+};
+
 // `registered` counts every registered worker (busy ones too) by device.
 SchedulingDecision PlaceQueuedJobs(std::vector<v1::Job> queued,
                                    const std::vector<IdleWorker>& idle,
                                    const std::map<v1::Device, int>& registered,
-                                   absl::Time now);
+                                   absl::Time now,
+                                   const SchedulingOptions& options = {});
 
 // The device kind a spec's job runs on: CUDA, or CPU for anything else.
 v1::Device JobDevice(const v1::JobSpec& spec);
 
 // When the job was created (its create_time).
 absl::Time JobCreateTime(const v1::Job& job);
+
+// When the job was last queued (its latest QUEUED state change; its
+// create_time when the history has none).
+absl::Time JobQueuedTime(const v1::Job& job);
 
 // How long after its creation a job must have ended (seconds and
 // nanoseconds: "0.5s" is half a second); zero for no limit.

@@ -86,6 +86,47 @@ TEST(PlaceQueuedJobsTest, StrictOrderPerDeviceWithoutBlockingTheOther) {
   EXPECT_EQ(Describe(decision), "jobs/3 on workers/9");
 }
 
+// A job needing more workers than are registered holds the queue for a
+// grace period (workers may be starting), then the jobs behind it that fit
+// start around it; a job merely waiting for busy workers always holds it.
+TEST(PlaceQueuedJobsTest, AJobThatCannotStartHoldsTheQueueOnlyForAWhile) {
+  const std::vector<v1::Job> queued = {QueuedJob(1, /*world_size=*/3),
+                                       QueuedJob(2), QueuedJob(3)};
+  const SchedulingOptions options{.hold_for_missing_workers = absl::Minutes(5)};
+  const absl::Time early = kStart + absl::Minutes(2);
+  SchedulingDecision decision =
+      PlaceQueuedJobs(queued, Workers(2), {{v1::CPU, 2}}, early, options);
+  EXPECT_EQ(Describe(decision), "");
+  ASSERT_EQ(decision.too_few_workers.size(), 1u);
+  EXPECT_TRUE(decision.too_few_workers[0].holds_queue);
+
+  const absl::Time late = kStart + absl::Minutes(10);
+  decision = PlaceQueuedJobs(queued, Workers(2), {{v1::CPU, 2}}, late, options);
+  EXPECT_EQ(Describe(decision), "jobs/2 on workers/1; jobs/3 on workers/2")
+      << "backfilled around the job that cannot start";
+  ASSERT_EQ(decision.too_few_workers.size(), 1u);
+  EXPECT_EQ(decision.too_few_workers[0].job, "jobs/1");
+  EXPECT_EQ(decision.too_few_workers[0].registered, 2);
+  EXPECT_FALSE(decision.too_few_workers[0].holds_queue);
+
+  // Requeued (a restart) recently: the grace period counts from then.
+  v1::Job requeued = queued[0];
+  v1::Job::StateChange& change = *requeued.add_history();
+  change.set_state(v1::Job::QUEUED);
+  *change.mutable_time() = google::protobuf::util::TimeUtil::SecondsToTimestamp(
+      absl::ToUnixSeconds(late - absl::Minutes(1)));
+  decision = PlaceQueuedJobs({requeued, queued[1]}, Workers(2), {{v1::CPU, 2}},
+                             late, options);
+  EXPECT_EQ(Describe(decision), "");
+
+  // Three are registered, one busy: jobs/1 waits for it and holds the queue
+  // however long it waits (no starvation of large jobs).
+  decision = PlaceQueuedJobs(queued, Workers(2), {{v1::CPU, 3}},
+                             kStart + absl::Hours(5), options);
+  EXPECT_EQ(Describe(decision), "");
+  EXPECT_TRUE(decision.too_few_workers.empty());
+}
+
 TEST(PlaceQueuedJobsTest, JobsRunOnlyOnWorkersOfTheirDevice) {
   const SchedulingDecision decision =
       PlaceQueuedJobs({QueuedJob(1, 1, 0, v1::CUDA), QueuedJob(2)}, Workers(2),

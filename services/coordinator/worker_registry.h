@@ -41,8 +41,8 @@ struct RegisteredWorker {
   std::string metrics_address;
   v1::Device device = v1::CPU;  // CPU or CUDA (any cuda:N).
   pid_t pid = 0;
-  absl::Time last_heartbeat;
-  int64_t attempt_id = 0;  // The attempt it is part of; 0 when idle.
+  absl::Time last_heartbeat;  // On the caller's clock (monotonic_clock.h).
+  int64_t attempt_id = 0;     // The attempt it is part of; 0 when idle.
   // Its rank's order: sent with every heartbeat reply until the worker
   // acknowledges it by reporting the attempt (a lost reply is sent again).
   std::optional<v1::Attempt> to_run;

@@ -150,7 +150,8 @@ absl::Status RunUnlearningAttempt(const lethe::v1::Attempt& attempt,
                               {.rank = rank,
                                .world_size = world_size,
                                .group = group.get(),
-                               .device = device},
+                               .device = device,
+                               .generation = attempt.generation()},
                               callbacks));
   if (rank != 0) return absl::OkStatus();
   const TrainingSummary& summary = result.training;

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
@@ -245,6 +246,8 @@ class Worker {
     worker_id_ = response.worker_id();
     interval_ =
         absl::Milliseconds(std::max(50, response.heartbeat_interval_ms()));
+    worker_timeout_ = absl::Milliseconds(response.worker_timeout_ms());
+    last_contact_ = std::chrono::steady_clock::now();
     LETHE_LOG(INFO) << "registered with " << coordinator_ << " as "
                     << worker_id_;
     return absl::OkStatus();
@@ -270,7 +273,14 @@ class Worker {
       }
     }
     lethe::v1::HeartbeatResponse response;
-    auto context = ContextWithDeadline(absl::Seconds(2));
+    // Short enough that a worker cut off notices in time to stop its
+    // attempt before the coordinator gives the job to another worker.
+    absl::Duration deadline = absl::Seconds(2);
+    if (worker_timeout_ > absl::ZeroDuration()) {
+      deadline = std::min(deadline, worker_timeout_ / 4);
+    }
+    auto context = ContextWithDeadline(deadline);
+    const auto sent = std::chrono::steady_clock::now();
     const grpc::Status status =
         stub_->Heartbeat(context.get(), request, &response);
     if (metrics_ != nullptr) {
@@ -278,10 +288,13 @@ class Worker {
       metrics_->SetBusy(attempt_.has_value() && !attempt_->finished);
     }
     if (!status.ok()) {
-      // Keep the attempt: the coordinator may be back soon and tell us.
+      // Keep the attempt while the coordinator may be back soon and tell
+      // us; not past half its timeout, when it may restart the job.
       LETHE_LOG(WARNING) << "heartbeat failed: " << status.error_message();
+      StopAttemptIfCutOff();
       return absl::OkStatus();
     }
+    last_contact_ = sent;
     if (response.unknown_worker()) {
       LETHE_LOG(WARNING) << "the coordinator does not know " << worker_id_
                          << "; stopping any attempt and registering again";
@@ -309,6 +322,30 @@ class Worker {
       }
     }
     return absl::OkStatus();
+  }
+
+  // Stops a running attempt once the coordinator has not answered for half
+  // of its worker timeout: by the time it drops this worker and starts the
+  // job elsewhere, this attempt no longer writes. The attempt is reported
+  // FAILED when the coordinator answers again.
+  void StopAttemptIfCutOff() {
+    if (!attempt_ || attempt_->finished ||
+        worker_timeout_ <= absl::ZeroDuration()) {
+      return;
+    }
+    const absl::Duration silent =
+        absl::FromChrono(std::chrono::steady_clock::now() - last_contact_);
+    if (silent <= worker_timeout_ / 2) return;
+    const int64_t attempt_id = attempt_->attempt_id;
+    const std::string reason = absl::StrCat(
+        "stopped by its worker: no answer from the coordinator for ",
+        absl::FormatDuration(silent), " (it drops a worker after ",
+        absl::FormatDuration(worker_timeout_),
+        "), so that the job can restart elsewhere without two writers");
+    LETHE_LOG(WARNING) << "attempt " << attempt_id << " " << reason;
+    StopAttempt();
+    attempt_ = RunningAttempt{.attempt_id = attempt_id,
+                              .finished = Failed(attempt_id, reason)};
   }
 
   static AttemptStatus Failed(int64_t attempt_id, const std::string& error) {
@@ -400,6 +437,11 @@ class Worker {
   std::string worker_id_;
   int store_port_ = 0;
   absl::Duration interval_ = absl::Milliseconds(500);
+  // The coordinator's worker timeout (0: not told) and when this worker last
+  // sent a heartbeat that the coordinator answered (monotonic clock).
+  absl::Duration worker_timeout_ = absl::ZeroDuration();
+  std::chrono::steady_clock::time_point last_contact_ =
+      std::chrono::steady_clock::now();
   std::optional<RunningAttempt> attempt_;
 };
 
