@@ -19,6 +19,8 @@ packages=(
   # Metrics, logs, tokenizer, job store, YAML job specs, tests.
   prometheus-cpp-dev libgoogle-glog-dev libsentencepiece-dev libsqlite3-dev
   libyaml-dev
+  # PCRE2: the regular expressions of tokenizer.json files.
+  libpcre2-dev
   # libcrypto (SHA-256 of the files that identify a run).
   libssl-dev
   googletest libgtest-dev libgmock-dev

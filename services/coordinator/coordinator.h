@@ -20,8 +20,10 @@
 // an attempt's end that cannot be recorded is retried (backing off from
 // 100 ms to 30 s) with the outcome fixed when its ranks ended; its workers
 // are free meanwhile (their ranks are over).
-// Workers heartbeat; one silent for `worker_timeout` is dropped and its
-// attempt aborted. An attempt whose rank fails or is lost is stopped on
+// Workers heartbeat; one silent for `worker_timeout` (on the monotonic
+// clock) is dropped and its attempt aborted; a worker stops its own attempt
+// after half of that without an answer. Each attempt carries the job's new
+// attempt_generation, which fences out the files of any older attempt. An attempt whose rank fails or is lost is stopped on
 // every rank, then the job is queued again (resuming from its checkpoint)
 // while its restart budget lasts, else FAILED with the reason. Cancellation
 // stops every rank; the job ends CANCELLED once all have stopped.
