@@ -16,16 +16,17 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "libs/data/qa_example.h"
 #include "libs/files/file_io.h"
 #include "libs/status/status_macros.h"
+#include "libs/tokenizer/tokenizer.h"
 #include "libs/yaml/yaml_json.h"
 #include "nlohmann/json.hpp"
 
 namespace lethe {
 namespace {
 
-constexpr char kDefaultPromptTemplate[] = "plain";
-constexpr const char* kPromptTemplates[] = {"plain", "llama2_chat"};
+constexpr char kDefaultPromptTemplate[] = "auto";
 constexpr const char* kRetainLosses[] = {"", "nll", "kl"};
 constexpr size_t kMaxDisplayNameChars = 200;
 constexpr int kDefaultMaxLength = 256;
@@ -342,7 +343,12 @@ absl::StatusOr<v1::JobSpec> ReadJobSpecFile(const std::string& path) {
 
 v1::JobSpec JobSpecWithDefaults(v1::JobSpec spec) {
   if (spec.tokenizer_path().empty() && !spec.model_dir().empty()) {
-    spec.set_tokenizer_path(JoinPath(spec.model_dir(), "tokenizer.model"));
+    // tokenizer.json when the model has one (as transformers prefers it);
+    // tokenizer.model otherwise, and for a folder that has neither (the
+    // validation then names the missing file).
+    spec.set_tokenizer_path(JoinPath(
+        spec.model_dir(),
+        ModelTokenizerFileName(spec.model_dir()).value_or("tokenizer.model")));
   }
   if (spec.retain_split().empty()) {
     // TOFU pairs forgetNN with retain(100-NN).
@@ -410,9 +416,19 @@ absl::Status ValidateJobSpec(const v1::JobSpec& spec) {
                    absl::StrCat("must differ from forget_split, both are \"",
                                 spec.forget_split(), "\""));
   }
-  RETURN_IF_ERROR(
-      CheckOneOf("spec.prompt_template", spec.prompt_template(),
-                 {std::begin(kPromptTemplates), std::end(kPromptTemplates)}));
+  if (spec.prompt_template() != "auto") {
+    // Names and the system prompt; "auto" is checked against the model when
+    // the run loads it.
+    const absl::Status known =
+        PromptTemplateByName(spec.prompt_template(),
+                             {.system_prompt = spec.system_prompt(),
+                              .date_string = spec.date_string()})
+            .status();
+    if (!known.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("spec.prompt_template: ", known.message()));
+    }
+  }
   RETURN_IF_ERROR(CheckMethod(spec));
 
   const v1::MethodParams& params = spec.method_params();

@@ -144,8 +144,20 @@ TEST_F(JobSpecTest, EachBadFieldIsRejectedNamingTheField) {
        [](Spec& s, R) { s.set_retain_split("forget10"); }, kInvalid,
        "spec.retain_split"},
       {"unknown prompt_template",
-       [](Spec& s, R) { s.set_prompt_template("chatml"); }, kInvalid,
+       [](Spec& s, R) { s.set_prompt_template("chatml2"); }, kInvalid,
        "spec.prompt_template"},
+      {"system prompt with a tag template",
+       [](Spec& s, R) {
+         s.set_prompt_template("plain");
+         s.set_system_prompt("You are a helpful assistant.");
+       },
+       kInvalid, "spec.prompt_template"},
+      {"system prompt where the template has no system role",
+       [](Spec& s, R) {
+         s.set_prompt_template("gemma");
+         s.set_system_prompt("You are a helpful assistant.");
+       },
+       kInvalid, "spec.prompt_template"},
       {"method unspecified",
        [](Spec& s, R) { s.set_method(v1::METHOD_UNSPECIFIED); }, kInvalid,
        "spec.method"},
@@ -352,7 +364,7 @@ TEST(JobSpecDefaultsTest, FillsEveryDefault) {
   const v1::JobSpec filled = JobSpecWithDefaults(spec);
   EXPECT_EQ(filled.tokenizer_path(), "/models/m/tokenizer.model");
   EXPECT_EQ(filled.retain_split(), "retain95");
-  EXPECT_EQ(filled.prompt_template(), "plain");
+  EXPECT_EQ(filled.prompt_template(), "auto");
   EXPECT_EQ(filled.optimizer().learning_rate(), 1e-5);
   EXPECT_EQ(filled.optimizer().weight_decay(), 0.01);
   EXPECT_EQ(filled.optimizer().warmup_epochs(), 1);

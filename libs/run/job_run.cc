@@ -44,8 +44,11 @@ absl::StatusOr<RunInputs> LoadInputs(const v1::JobSpec& spec,
                                      const ObjectiveParams& params) {
   RunInputs inputs;
   ASSIGN_OR_RETURN(inputs.tokenizer, Tokenizer::Load(spec.tokenizer_path()));
-  ASSIGN_OR_RETURN(inputs.prompt_template,
-                   PromptTemplateByName(spec.prompt_template()));
+  ASSIGN_OR_RETURN(
+      inputs.prompt_template,
+      PromptTemplateForModel(spec.prompt_template(), spec.model_dir(),
+                             {.system_prompt = spec.system_prompt(),
+                              .date_string = spec.date_string()}));
   const ObjectiveNeeds needs = MethodNeeds(method, params);
   ASSIGN_OR_RETURN(std::vector<TofuRecord> forget,
                    ReadTofuSplit(spec.data_dir(), spec.forget_split()));
@@ -237,13 +240,23 @@ absl::Status SaveModelWithTokenizer(LlamaForCausalLM& model,
                                     const std::string& tokenizer_path,
                                     const std::string& output_dir) {
   RETURN_IF_ERROR(SaveLlamaCheckpoint(model, output_dir, {}));
+  // The tokenizer file under its own name, and the tokenizer_config.json
+  // beside it (special tokens, chat template) when there is one.
+  const std::filesystem::path source(tokenizer_path);
+  std::vector<std::filesystem::path> files = {source};
+  const std::filesystem::path config =
+      source.parent_path() / "tokenizer_config.json";
   std::error_code error;
-  std::filesystem::copy_file(tokenizer_path, output_dir + "/tokenizer.model",
-                             std::filesystem::copy_options::overwrite_existing,
-                             error);
-  if (error) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        "copying ", tokenizer_path, " to ", output_dir, ": ", error.message()));
+  if (std::filesystem::exists(config, error)) files.push_back(config);
+  for (const std::filesystem::path& file : files) {
+    std::filesystem::copy_file(
+        file, std::filesystem::path(output_dir) / file.filename(),
+        std::filesystem::copy_options::overwrite_existing, error);
+    if (error) {
+      return absl::PermissionDeniedError(absl::StrCat("copying ", file.string(),
+                                                      " to ", output_dir, ": ",
+                                                      error.message()));
+    }
   }
   return absl::OkStatus();
 }

@@ -109,8 +109,9 @@ std::string EvalOutputDir(const v1::JobSpec& spec);
 // loss components.
 nlohmann::json StepRecordJson(const StepRecord& step);
 
-// Writes `model` (Hugging Face layout) and a copy of the tokenizer file it
-// was trained with, as <output_dir>/tokenizer.model.
+// Writes `model` (Hugging Face layout) and copies of the tokenizer file it
+// was trained with (tokenizer.json or tokenizer.model, under its own name)
+// and of the tokenizer_config.json beside it, when there is one.
 absl::Status SaveModelWithTokenizer(LlamaForCausalLM& model,
                                     const std::string& tokenizer_path,
                                     const std::string& output_dir);

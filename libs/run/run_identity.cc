@@ -138,6 +138,8 @@ absl::StatusOr<RunIdentity> ComputeRunIdentity(const v1::JobSpec& spec) {
         FileSha256(SplitFile(spec.data_dir(), spec.retain_split())));
   }
   f["prompt_template"] = spec.prompt_template();
+  f["system_prompt"] = spec.system_prompt();
+  f["date_string"] = spec.date_string();
   f["max_length"] = absl::StrCat(spec.max_length());
   f["precision"] = v1::Precision_Name(spec.precision());
   f["bf16_reference"] = spec.bf16_reference() ? "true" : "false";

@@ -32,8 +32,10 @@ absl::Status RunEval(const EvalCommand& command, std::ostream& out) {
   }
   at::set_num_threads(command.threads);
   // Inputs first, so that a bad one fails before the model is loaded.
-  ASSIGN_OR_RETURN(PromptTemplate prompt_template,
-                   PromptTemplateByName(command.prompt_template));
+  ASSIGN_OR_RETURN(
+      PromptTemplate prompt_template,
+      PromptTemplateForModel(command.prompt_template, command.model_dir,
+                             command.chat_args));
   ASSIGN_OR_RETURN(TofuEvalData data,
                    ReadTofuEvalData(command.data_dir, command.forget_split));
   std::optional<nlohmann::ordered_json> retain_log;
@@ -57,7 +59,7 @@ absl::Status RunEval(const EvalCommand& command, std::ostream& out) {
     }
   }
   ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer,
-                   Tokenizer::Load(command.model_dir + "/tokenizer.model"));
+                   LoadModelTokenizer(command.model_dir));
   ASSIGN_OR_RETURN(std::shared_ptr<LlamaForCausalLM> model,
                    LoadLlamaCheckpoint(command.model_dir));
   std::shared_ptr<LlamaForCausalLM> reference;

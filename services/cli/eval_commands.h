@@ -13,6 +13,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "libs/data/qa_example.h"
 
 namespace lethe {
 
@@ -20,7 +21,8 @@ struct EvalCommand {
   std::string model_dir;  // Hugging Face layout with tokenizer.model.
   std::string data_dir;   // TOFU-format split files.
   std::string forget_split = "forget10";
-  std::string prompt_template = "plain";
+  std::string prompt_template = "auto";  // As JobSpec.prompt_template.
+  ChatTemplateArgs chat_args;            // system_prompt, date_string.
   // The retain model's TOFU_EVAL.json, for forget_quality and privleak;
   // empty for none.
   std::string retain_logs;

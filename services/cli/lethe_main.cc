@@ -47,6 +47,7 @@
 #include "services/cli/job_commands.h"
 #include "services/cli/model_commands.h"
 #include "services/cli/prepare_benchmark.h"
+#include "services/cli/text_commands.h"
 
 ABSL_FLAG(std::string, coordinator, "",
           "coordinator address HOST:PORT (default: $LETHE_COORDINATOR, then "
@@ -56,8 +57,16 @@ ABSL_FLAG(double, timeout_seconds, 5,
 ABSL_FLAG(std::string, model, "", "model directory (Hugging Face layout)");
 ABSL_FLAG(std::string, data, "", "directory of TOFU-format split files");
 ABSL_FLAG(std::string, split, "", "split name, e.g. full or retain90");
-ABSL_FLAG(std::string, template, "plain",
-          "prompt template: plain, llama2_chat");
+ABSL_FLAG(std::string, template, "auto",
+          "prompt template: auto (the model's own chat template, or plain "
+          "when it has none), plain, llama2_chat, or a chat template: llama3, "
+          "llama2, qwen2.5, chatml, mistral, zephyr, phi3, gemma, gemma3");
+ABSL_FLAG(std::string, system_prompt, "",
+          "a chat template's system message (open-unlearning uses \"You are "
+          "a helpful assistant.\" for Llama 3, Qwen2.5, Phi-3.5, zephyr)");
+ABSL_FLAG(std::string, date_string, "",
+          "Llama 3's \"Today Date\" (open-unlearning: \"10 Apr 2025\"); "
+          "empty: the template's default, 26 Jul 2024");
 ABSL_FLAG(std::string, output, "",
           "output directory: the model (finetune), TOFU_EVAL.json and "
           "TOFU_SUMMARY.json (eval)");
@@ -80,6 +89,13 @@ ABSL_FLAG(bool, bf16_reference, false,
           "unlearn: keep the frozen reference of KL terms (NPO_KL, GradDiff "
           "with --retain_loss=kl, LLMU) in bfloat16");
 ABSL_FLAG(std::string, prompt, "", "question to answer (generate)");
+ABSL_FLAG(std::string, text, "", "text to tokenize (tokenize)");
+ABSL_FLAG(bool, add_bos, true,
+          "tokenize: begin with the model's BOS, as transformers' "
+          "tokenizer(text) does");
+ABSL_FLAG(std::string, question, "", "question to put in the prompt (prompt)");
+ABSL_FLAG(std::string, answer, "",
+          "prompt: an answer, to print the full training example");
 ABSL_FLAG(int, max_new_tokens, 200, "generation limit");
 ABSL_FLAG(std::string, cache_dir, ".lethe/benchmark",
           "where prepare-benchmark keeps its data and models");
@@ -166,6 +182,8 @@ constexpr char kUsage[] =
     "  prepare-benchmark  build the embedded mini-TOFU benchmark (cached)\n"
     "  finetune           fine-tune a model on a TOFU split\n"
     "  generate           answer a question greedily\n"
+    "  tokenize           print a text's token ids and pieces\n"
+    "  prompt             print the exact prompt a question becomes\n"
     "  unlearn            make a model forget a TOFU split\n"
     "  eval               TOFU evaluation (open-unlearning's metrics)\n"
     "  tofu-summary       recompute TOFU_SUMMARY.json from a TOFU_EVAL.json\n"
@@ -226,6 +244,11 @@ int LocalThreads() {
 int BatchSizeOr(int command_default) {
   const int batch_size = absl::GetFlag(FLAGS_batch_size);
   return batch_size != 0 ? batch_size : command_default;
+}
+
+ChatTemplateArgs ChatArgsFromFlags() {
+  return {.system_prompt = absl::GetFlag(FLAGS_system_prompt),
+          .date_string = absl::GetFlag(FLAGS_date_string)};
 }
 
 TrainingOptions TrainingFromFlags() {
@@ -331,6 +354,8 @@ absl::StatusOr<v1::JobSpec> JobSpecFromFlags() {
   spec.set_forget_split(absl::GetFlag(FLAGS_forget_split));
   spec.set_retain_split(absl::GetFlag(FLAGS_retain_split));
   spec.set_prompt_template(absl::GetFlag(FLAGS_template));
+  spec.set_system_prompt(absl::GetFlag(FLAGS_system_prompt));
+  spec.set_date_string(absl::GetFlag(FLAGS_date_string));
   ASSIGN_OR_RETURN(const v1::Method method,
                    MethodByName(absl::GetFlag(FLAGS_method)));
   spec.set_method(method);
@@ -527,6 +552,7 @@ int Main(int argc, char** argv) {
                           .data_dir = absl::GetFlag(FLAGS_data),
                           .split = absl::GetFlag(FLAGS_split),
                           .prompt_template = absl::GetFlag(FLAGS_template),
+                          .chat_args = ChatArgsFromFlags(),
                           .output_dir = absl::GetFlag(FLAGS_output),
                           .max_length = absl::GetFlag(FLAGS_max_length),
                           .training = TrainingFromFlags()});
@@ -534,8 +560,21 @@ int Main(int argc, char** argv) {
     status = RunGenerate({.model_dir = absl::GetFlag(FLAGS_model),
                           .question = absl::GetFlag(FLAGS_prompt),
                           .prompt_template = absl::GetFlag(FLAGS_template),
+                          .chat_args = ChatArgsFromFlags(),
                           .max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens),
                           .threads = LocalThreads()});
+  } else if (command == "tokenize") {
+    status = RunTokenize({.model_dir = absl::GetFlag(FLAGS_model),
+                          .text = absl::GetFlag(FLAGS_text),
+                          .add_bos = absl::GetFlag(FLAGS_add_bos)},
+                         std::cout);
+  } else if (command == "prompt") {
+    status = RunPrompt({.model_dir = absl::GetFlag(FLAGS_model),
+                        .prompt_template = absl::GetFlag(FLAGS_template),
+                        .chat_args = ChatArgsFromFlags(),
+                        .question = absl::GetFlag(FLAGS_question),
+                        .answer = absl::GetFlag(FLAGS_answer)},
+                       std::cout);
   } else if (command == "unlearn") {
     status = Unlearn();
   } else if (command == "eval") {
@@ -544,6 +583,7 @@ int Main(int argc, char** argv) {
                  .data_dir = absl::GetFlag(FLAGS_data),
                  .forget_split = absl::GetFlag(FLAGS_forget_split),
                  .prompt_template = absl::GetFlag(FLAGS_template),
+                 .chat_args = ChatArgsFromFlags(),
                  .retain_logs = absl::GetFlag(FLAGS_retain_logs),
                  .reference_model_dir = absl::GetFlag(FLAGS_reference_model),
                  .output_dir = absl::GetFlag(FLAGS_output),

@@ -49,9 +49,11 @@ absl::Status RunFinetune(const FinetuneCommand& command) {
     return absl::InvalidArgumentError("--output is required");
   }
   ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer,
-                   Tokenizer::Load(command.model_dir + "/tokenizer.model"));
-  ASSIGN_OR_RETURN(PromptTemplate prompt_template,
-                   PromptTemplateByName(command.prompt_template));
+                   LoadModelTokenizer(command.model_dir));
+  ASSIGN_OR_RETURN(
+      PromptTemplate prompt_template,
+      PromptTemplateForModel(command.prompt_template, command.model_dir,
+                             command.chat_args));
   ASSIGN_OR_RETURN(std::vector<TofuRecord> records,
                    ReadTofuSplit(command.data_dir, command.split));
   ASSIGN_OR_RETURN(std::vector<QaExample> examples,
@@ -73,8 +75,10 @@ absl::Status RunFinetune(const FinetuneCommand& command) {
                      if (step.step % 20 == 0) PrintStep(step);
                      return absl::OkStatus();
                    }}));
+  ASSIGN_OR_RETURN(const std::string tokenizer_file,
+                   ModelTokenizerFileName(command.model_dir));
   RETURN_IF_ERROR(SaveModelWithTokenizer(
-      *model, command.model_dir + "/tokenizer.model", command.output_dir));
+      *model, command.model_dir + "/" + tokenizer_file, command.output_dir));
   RETURN_IF_ERROR(WriteFileAtomically(command.output_dir + "/training_log.json",
                                       log.dump(1) + "\n"));
   PrintDone(summary, command.output_dir);
@@ -115,9 +119,11 @@ absl::Status RunGenerate(const GenerateCommand& command) {
   }
   at::set_num_threads(command.threads);
   ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer,
-                   Tokenizer::Load(command.model_dir + "/tokenizer.model"));
-  ASSIGN_OR_RETURN(PromptTemplate prompt_template,
-                   PromptTemplateByName(command.prompt_template));
+                   LoadModelTokenizer(command.model_dir));
+  ASSIGN_OR_RETURN(
+      PromptTemplate prompt_template,
+      PromptTemplateForModel(command.prompt_template, command.model_dir,
+                             command.chat_args));
   ASSIGN_OR_RETURN(std::shared_ptr<LlamaForCausalLM> model,
                    LoadLlamaCheckpoint(command.model_dir));
   ASSIGN_OR_RETURN(

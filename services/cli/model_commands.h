@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "lethe/v1/job.pb.h"
+#include "libs/data/qa_example.h"
 #include "libs/unlearn/trainer.h"
 
 namespace lethe {
@@ -17,7 +18,8 @@ struct FinetuneCommand {
   std::string model_dir;  // Hugging Face layout with tokenizer.model.
   std::string data_dir;
   std::string split;
-  std::string prompt_template = "plain";
+  std::string prompt_template = "auto";  // As JobSpec.prompt_template.
+  ChatTemplateArgs chat_args;            // system_prompt, date_string.
   std::string output_dir;
   int max_length = 256;
   TrainingOptions training;
@@ -39,7 +41,8 @@ absl::Status RunUnlearn(const lethe::v1::JobSpec& spec);
 struct GenerateCommand {
   std::string model_dir;
   std::string question;
-  std::string prompt_template = "plain";
+  std::string prompt_template = "auto";  // As JobSpec.prompt_template.
+  ChatTemplateArgs chat_args;            // system_prompt, date_string.
   int max_new_tokens = 200;
   int threads = 2;
 };
