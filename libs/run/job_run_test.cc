@@ -2,6 +2,8 @@
 
 #include <torch/types.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -9,7 +11,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "libs/data/qa_example.h"
 #include "libs/data/tofu_dataset.h"
+#include "libs/eval/open_unlearning_logs.h"
 #include "libs/eval/tofu_eval_fixture.h"
 #include "libs/files/file_io.h"
 #include "libs/files/generation_fence.h"
@@ -17,6 +21,7 @@
 #include "libs/model/hf_checkpoint.h"
 #include "libs/model/llama_model.h"
 #include "libs/model/tiny_llama.h"
+#include "libs/tokenizer/tokenizer.h"
 #include "libs/unlearn/checkpoint.h"
 #include "nlohmann/json.hpp"
 
@@ -215,6 +220,75 @@ TEST(RunJobSpecTest, ASupersededAttemptStopsWithoutWriting) {
   ASSERT_TRUE(current.ok()) << current.status();
   EXPECT_EQ(current->training.resumed_from_step, 2);
   EXPECT_TRUE(std::filesystem::exists(spec.output_dir() + "/model"));
+}
+
+// A Llama-3.2-shaped model (random weights, Meta's tokenizer.json and
+// tokenizer_config.json from the shared data) goes through a run with its
+// own chat template: the output keeps the tokenizer files, so it loads with
+// <|eot_id|> as EOS and the same template.
+TEST(RunJobSpecTest, ALlama3ModelRunsWithItsChatTemplate) {
+  const char* shared = std::getenv("LETHE_SHARED_DIR");
+  const std::string tokenizer_dir =
+      std::string(shared != nullptr ? shared : "../shared") +
+      "/data/tokenizers/llama3";
+  if (!std::filesystem::exists(tokenizer_dir + "/tokenizer.json")) {
+    LETHE_SKIP_WITHOUT_SHARED_DATA(
+        "Meta's Llama 3.2 tokenizer not found (LETHE_SHARED_DIR names the "
+        "folder holding data/tokenizers/llama3)");
+  }
+  const std::string root = testing::TempDir() + "/job_run_llama3";
+  std::filesystem::remove_all(root);
+  const std::string model_dir = root + "/model";
+  std::filesystem::create_directories(model_dir);
+  LlamaConfig config = TinyLlamaConfig(/*vocab_size=*/128256);
+  config.tie_word_embeddings = true;
+  config.bos_token_id = 128000;
+  config.eos_token_ids = {128001, 128008, 128009};
+  config.rope_theta = 500000;
+  config.rope_scaling.rope_type = "llama3";
+  config.rope_scaling.factor = 32;
+  torch::manual_seed(7);
+  LlamaForCausalLM model(config);
+  ASSERT_TRUE(SaveLlamaCheckpoint(model, model_dir, {}).ok());
+  for (const char* file : {"tokenizer.json", "tokenizer_config.json"}) {
+    std::filesystem::copy_file(tokenizer_dir + "/" + file,
+                               model_dir + "/" + file);
+  }
+
+  v1::JobSpec spec = TinySpec("llama3", v1::NPO_RT);
+  spec.set_model_dir(model_dir);
+  spec.clear_tokenizer_path();
+  spec.set_prompt_template("auto");
+  spec.set_system_prompt("You are a helpful assistant.");
+  spec.set_date_string("10 Apr 2025");
+  spec.set_num_epochs(1);
+  spec = JobSpecWithDefaults(spec);
+  EXPECT_EQ(spec.tokenizer_path(), model_dir + "/tokenizer.json");
+  absl::StatusOr<JobRunResult> result = ValidateAndRun(spec);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_GT(MaxAbsDifference(ModelWeights(result->model_dir),
+                             ModelWeights(model_dir)),
+            0);
+
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer =
+      LoadModelTokenizer(result->model_dir);
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  EXPECT_EQ((*tokenizer)->eos_id(), 128009);
+  absl::StatusOr<PromptTemplate> chat =
+      PromptTemplateForModel("auto", result->model_dir,
+                             {.system_prompt = spec.system_prompt(),
+                              .date_string = spec.date_string()});
+  ASSERT_TRUE(chat.ok()) << chat.status();
+  ASSERT_TRUE(chat->is_chat());
+  absl::StatusOr<QaExample> example = TokenizeQa(
+      **tokenizer, *chat, "Who wrote X?", "Y did.", /*max_length=*/256);
+  ASSERT_TRUE(example.ok()) << example.status();
+  EXPECT_EQ(example->input_ids.front(), 128000);
+  EXPECT_EQ(example->input_ids.back(), 128009) << "the template's own EOS";
+  EXPECT_EQ(
+      std::count(example->input_ids.begin(), example->input_ids.end(), 128009),
+      3)
+      << "system, user and assistant turns each end with <|eot_id|>";
 }
 
 // A run never takes over another run's checkpoints: the same spec resumes
