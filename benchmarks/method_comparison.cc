@@ -35,7 +35,7 @@
 
 ABSL_FLAG(std::string, benchmark, ".lethe/benchmark",
           "a directory prepared by `lethe prepare-benchmark`");
-ABSL_FLAG(std::string, methods, "GA,GradDiff,NPO,NPO_RT,SimNPO,OFMU",
+ABSL_FLAG(std::string, methods, "GA,GradDiff,NPO,NPO_RT,SimNPO,OFMU,IHL",
           "comma-separated unlearning methods");
 ABSL_FLAG(std::string, forget_split, "forget10", "split to forget");
 ABSL_FLAG(std::string, retain_split, "retain90", "retain split");

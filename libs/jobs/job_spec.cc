@@ -501,6 +501,8 @@ absl::Status ValidateJobSpec(const v1::JobSpec& spec) {
         "spec.precision",
         absl::StrCat("must be FP32 or BF16_AUTOCAST, got ", spec.precision()));
   }
+  RETURN_IF_ERROR(CheckOneOf("spec.weights_dtype", spec.weights_dtype(),
+                             {"", "fp32", "bf16", "fp16", "auto"}));
   if (!spec.evaluation().retain_logs_path().empty()) {
     RETURN_IF_ERROR(CheckFile("spec.evaluation.retain_logs_path",
                               spec.evaluation().retain_logs_path()));
@@ -537,6 +539,8 @@ absl::StatusOr<UnlearningMethod> MethodFromSpec(v1::Method method) {
       return UnlearningMethod::kLlmu;
     case v1::OFMU:
       return UnlearningMethod::kOfmu;
+    case v1::IHL:
+      return UnlearningMethod::kIhl;
     default:
       return Invalid("spec.method",
                      method == v1::METHOD_UNSPECIFIED

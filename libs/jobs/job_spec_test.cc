@@ -410,7 +410,8 @@ TEST(ObjectiveParamsFromSpecTest, ZeroIsAValueAndAbsenceIsTheDefault) {
   const v1::MethodParams absent;
   for (const UnlearningMethod method :
        {UnlearningMethod::kNpo, UnlearningMethod::kSimNpo,
-        UnlearningMethod::kLlmu, UnlearningMethod::kOfmu}) {
+        UnlearningMethod::kLlmu, UnlearningMethod::kOfmu,
+        UnlearningMethod::kIhl}) {
     const ObjectiveParams params = ObjectiveParamsFromSpec(method, absent);
     const ObjectiveParams defaults = DefaultObjectiveParams(method);
     EXPECT_EQ(params.beta, defaults.beta) << UnlearningMethodName(method);
@@ -470,6 +471,40 @@ TEST_F(JobSpecTest, CoefficientsAreCheckedAsTheObjectiveWillUseThem) {
       << status;
   spec.set_method(v1::GRAD_DIFF);  // Beta is unused there.
   EXPECT_TRUE(ValidateJobSpec(spec).ok()) << ValidateJobSpec(spec);
+}
+
+TEST_F(JobSpecTest, IhlIsAMethodWithForgetAndRetainWeights) {
+  v1::JobSpec spec = ValidSpec();
+  spec.set_method(v1::IHL);
+  EXPECT_TRUE(ValidateJobSpec(spec).ok()) << ValidateJobSpec(spec);
+  EXPECT_EQ(*MethodFromSpec(v1::IHL), UnlearningMethod::kIhl);
+  const ObjectiveParams defaults =
+      ObjectiveParamsFromSpec(UnlearningMethod::kIhl, spec.method_params());
+  EXPECT_EQ(defaults.gamma, 1.0) << "ReGLU: forget IHL + retain NLL";
+  EXPECT_EQ(defaults.alpha, 1.0);
+  EXPECT_TRUE(MethodNeeds(UnlearningMethod::kIhl, defaults).retain_batch);
+
+  spec.mutable_method_params()->set_gamma(0.5);
+  spec.mutable_method_params()->set_alpha(0);  // Forget term only.
+  spec.mutable_method_params()->set_beta(0);   // Unused by IHL.
+  EXPECT_TRUE(ValidateJobSpec(spec).ok()) << ValidateJobSpec(spec);
+  const ObjectiveParams chosen =
+      ObjectiveParamsFromSpec(UnlearningMethod::kIhl, spec.method_params());
+  EXPECT_EQ(chosen.gamma, 0.5);
+  EXPECT_EQ(chosen.alpha, 0.0);
+
+  spec.mutable_method_params()->set_gamma(-1);
+  absl::Status status = ValidateJobSpec(spec);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("spec.method_params.gamma"),
+            std::string::npos)
+      << status;
+  spec.mutable_method_params()->set_gamma(1);
+  spec.mutable_method_params()->set_alpha(-0.5);
+  status = ValidateJobSpec(spec);
+  EXPECT_NE(status.message().find("spec.method_params.alpha"),
+            std::string::npos)
+      << status;
 }
 
 TEST(JobSpecDefaultsTest, RetainSplitFollowsTofuNaming) {

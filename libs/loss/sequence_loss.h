@@ -29,6 +29,23 @@ struct AnswerLogProbs {
 AnswerLogProbs SequenceAnswerLogProbs(const at::Tensor& logits,
                                       const at::Tensor& labels);
 
+// Inverted hinge loss per position, [B, T-1]:
+// max(0, 1 + p(y) - max_{v != y} p(v)), p the softmax of the logits that
+// predict label y; zero where the label is ignored. Computed in fp32 (fp64
+// for fp64 logits). When several other tokens tie for the max, the gradient
+// goes to one of them (a subgradient). With softmax probabilities the hinge
+// never clips (p(y) >= 0 and max p(v) < 1), but the max(0, .) is kept as
+// defined. Needs a vocabulary of at least 2 tokens.
+at::Tensor TokenInvertedHinge(const at::Tensor& logits,
+                              const at::Tensor& labels);
+
+// IHL (DESIGN.md "Methods"): the mean of TokenInvertedHinge over every answer
+// token of the batch (not a mean of per-sequence means), as ReGLU's code
+// (sustech-nlp/ReGLU, multiclass_hinge_loss on the masked, flattened
+// positions). Zero when the batch has no answer token.
+at::Tensor InvertedHingeLoss(const at::Tensor& logits,
+                             const at::Tensor& labels);
+
 }  // namespace lethe
 
 #endif  // LETHE_LIBS_LOSS_SEQUENCE_LOSS_H_

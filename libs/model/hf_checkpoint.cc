@@ -4,15 +4,18 @@
 
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <set>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "libs/files/file_io.h"
+#include "libs/logging/logging.h"
 #include "libs/model/llama_config.h"
 #include "libs/model/safetensors.h"
 #include "libs/status/status_macros.h"
@@ -150,19 +153,57 @@ std::vector<StoredTensor> CheckpointLayout(LlamaForCausalLM& model) {
   return layout;
 }
 
-}  // namespace
+// The checkpoint's weight files, opened on first use.
+class CheckpointFiles {
+ public:
+  explicit CheckpointFiles(std::map<std::string, std::string> weight_map)
+      : weight_map_(std::move(weight_map)) {}
+  const std::map<std::string, std::string>& weight_map() const {
+    return weight_map_;
+  }
+  // The open file holding tensor `name`; DATA_LOSS when the index names a
+  // file that does not hold it.
+  absl::StatusOr<const SafetensorsFile*> FileFor(const std::string& name) {
+    const std::string& path = weight_map_.at(name);
+    std::unique_ptr<SafetensorsFile>& file = open_[path];
+    if (file == nullptr) {
+      ASSIGN_OR_RETURN(file, SafetensorsFile::Open(path));
+    }
+    if (!file->Contains(name)) {
+      return absl::DataLossError(
+          absl::StrCat(path, ": the index names this file for tensor '", name,
+                       "' but the file does not hold it"));
+    }
+    return file.get();
+  }
 
-absl::Status LoadLlamaWeights(const std::string& dir, LlamaForCausalLM& model) {
-  ASSIGN_OR_RETURN(auto weight_map, WeightMap(dir));
-  auto parameters = model.named_parameters();
-  const std::vector<StoredTensor> layout = CheckpointLayout(model);
+ private:
+  std::map<std::string, std::string> weight_map_;
+  std::map<std::string, std::unique_ptr<SafetensorsFile>> open_;
+};
+
+// One checkpoint tensor located in its file and checked against the
+// parameters it fills.
+struct LocatedTensor {
+  const StoredTensor* tensor;
+  const SafetensorsFile* file;
+  SafetensorsEntry entry;
+  std::vector<at::Tensor> targets;  // The model's parameters, in order.
+};
+
+// Checks the checkpoint's tensor names and shapes against `model` and
+// locates every tensor the model needs.
+absl::StatusOr<std::vector<LocatedTensor>> LocateTensors(
+    const std::string& dir, LlamaForCausalLM& model,
+    const std::vector<StoredTensor>& layout, CheckpointFiles& files) {
   const std::string config_path = absl::StrCat(dir, "/config.json");
-
   std::vector<std::string> missing;
   std::set<std::string> expected;
   for (const StoredTensor& tensor : layout) {
     expected.insert(tensor.name);
-    if (weight_map.count(tensor.name) == 0) missing.push_back(tensor.name);
+    if (files.weight_map().count(tensor.name) == 0) {
+      missing.push_back(tensor.name);
+    }
   }
   if (!missing.empty()) {
     const size_t shown = std::min<size_t>(missing.size(), 3);
@@ -171,7 +212,7 @@ absl::Status LoadLlamaWeights(const std::string& dir, LlamaForCausalLM& model) {
         " implies are missing from the weights, e.g. '",
         absl::StrJoin(missing.begin(), missing.begin() + shown, "', '"), "'"));
   }
-  for (const auto& [name, file] : weight_map) {
+  for (const auto& [name, file] : files.weight_map()) {
     if (expected.count(name) == 0 && !IsIgnorable(name, model.config())) {
       return absl::InvalidArgumentError(absl::StrCat(
           file, ": tensor '", name, "' has no place in the model that ",
@@ -179,39 +220,156 @@ absl::Status LoadLlamaWeights(const std::string& dir, LlamaForCausalLM& model) {
     }
   }
 
-  std::map<std::string, std::unique_ptr<SafetensorsFile>> open_files;
-  torch::NoGradGuard no_grad;
+  auto parameters = model.named_parameters();
+  std::vector<LocatedTensor> located;
+  located.reserve(layout.size());
   for (const StoredTensor& tensor : layout) {
-    const std::string& name = tensor.name;
-    const std::string& path = weight_map[name];
-    if (open_files.count(path) == 0) {
-      ASSIGN_OR_RETURN(open_files[path], SafetensorsFile::Open(path));
-    }
-    const SafetensorsFile& file = *open_files[path];
-    if (!file.Contains(name)) {
-      return absl::DataLossError(
-          absl::StrCat(path, ": the index names this file for tensor '", name,
-                       "' but the file does not hold it"));
-    }
-    ASSIGN_OR_RETURN(at::Tensor stored, file.Get(name));
-    std::vector<at::Tensor> targets;
+    LocatedTensor entry{&tensor, nullptr, {}, {}};
+    ASSIGN_OR_RETURN(entry.file, files.FileFor(tensor.name));
+    ASSIGN_OR_RETURN(entry.entry, entry.file->Entry(tensor.name));
     std::vector<int64_t> expected_shape;
     for (const std::string& part : tensor.parts) {
-      targets.push_back(parameters[part]);
+      entry.targets.push_back(parameters[part]);
       if (expected_shape.empty()) {
-        expected_shape = targets.back().sizes().vec();
+        expected_shape = entry.targets.back().sizes().vec();
       } else {
-        expected_shape[0] += targets.back().size(0);
+        expected_shape[0] += entry.targets.back().size(0);
       }
     }
-    if (stored.sizes() != at::IntArrayRef(expected_shape)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          path, ": tensor '", name, "' has shape ", ShapeString(stored.sizes()),
-          " but ", config_path, " implies ", ShapeString(expected_shape)));
+    if (entry.entry.shape != expected_shape) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(entry.file->path(), ": tensor '", tensor.name,
+                       "' has shape ", ShapeString(entry.entry.shape), " but ",
+                       config_path, " implies ", ShapeString(expected_shape)));
     }
+    located.push_back(std::move(entry));
+  }
+  return located;
+}
+
+bool IsCheckpointDtype(at::ScalarType dtype) {
+  return dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kHalf;
+}
+
+// kAsStored's dtype (see WeightsDtype).
+at::ScalarType StoredDtype(const std::vector<LocatedTensor>& located,
+                           const LlamaConfig& config) {
+  std::set<at::ScalarType> dtypes;
+  for (const LocatedTensor& tensor : located) dtypes.insert(tensor.entry.dtype);
+  if (dtypes.size() == 1 && IsCheckpointDtype(*dtypes.begin())) {
+    return *dtypes.begin();
+  }
+  if (config.torch_dtype == "bfloat16") return at::kBFloat16;
+  if (config.torch_dtype == "float16") return at::kHalf;
+  return at::kFloat;
+}
+
+std::string Megabytes(int64_t bytes) {
+  return absl::StrFormat("%.1f MB", static_cast<double>(bytes) / 1e6);
+}
+
+// Builds the model of `dir` in `dtype`, or in the stored dtype when unset.
+absl::StatusOr<std::shared_ptr<LlamaForCausalLM>> LoadCheckpoint(
+    const std::string& dir, std::optional<at::ScalarType> dtype) {
+  ASSIGN_OR_RETURN(LlamaConfig config,
+                   ReadLlamaConfig(absl::StrCat(dir, "/config.json")));
+  ASSIGN_OR_RETURN(auto weight_map, WeightMap(dir));
+  CheckpointFiles files(std::move(weight_map));
+  ASSIGN_OR_RETURN(std::shared_ptr<LlamaForCausalLM> model,
+                   CallTorch(absl::StrCat("building the model of ", dir), [&] {
+                     return std::make_shared<LlamaForCausalLM>(
+                         config, ParameterInit::kUninitialized);
+                   }));
+  const std::vector<StoredTensor> layout = CheckpointLayout(*model);
+  ASSIGN_OR_RETURN(std::vector<LocatedTensor> located,
+                   LocateTensors(dir, *model, layout, files));
+  const at::ScalarType target = dtype.value_or(StoredDtype(located, config));
+
+  int64_t mapped_bytes = 0, converted_bytes = 0;
+  int mapped_tensors = 0, converted_tensors = 0;
+  for (LocatedTensor& tensor : located) {
+    const std::string& name = tensor.tensor->name;
+    at::Tensor data;
+    if (tensor.entry.dtype == target) {
+      ASSIGN_OR_RETURN(data, tensor.file->Get(name));
+    } else {
+      ASSIGN_OR_RETURN(data, tensor.file->GetConverted(name, target));
+    }
+    const bool mapped = tensor.file->Maps(data.data_ptr());
+    (mapped ? mapped_bytes : converted_bytes) += data.nbytes();
+    ++(mapped ? mapped_tensors : converted_tensors);
+    RETURN_IF_ERROR(CallTorch(absl::StrCat("loading '", name, "'"), [&] {
+      if (tensor.targets.size() == 1) {
+        tensor.targets[0].set_data(data);
+        return;
+      }
+      int64_t offset = 0;
+      for (at::Tensor& part : tensor.targets) {
+        part.set_data(data.narrow(0, offset, part.size(0)));
+        offset += part.size(0);
+      }
+    }));
+  }
+  LETHE_LOG(INFO) << "loaded " << dir << " as "
+                  << DtypeConfigName(target).value_or(c10::toString(target))
+                  << ": " << mapped_tensors << " tensors ("
+                  << Megabytes(mapped_bytes) << ") used in place from the "
+                  << "mapped files, " << converted_tensors << " ("
+                  << Megabytes(converted_bytes) << ") converted or copied";
+  return model;
+}
+
+// Storage dtype for SaveOptions' default.
+at::ScalarType ModelDtype(LlamaForCausalLM& model) {
+  const std::vector<at::Tensor> parameters = model.parameters();
+  if (parameters.empty()) return at::kFloat;
+  const at::ScalarType dtype = parameters.front().scalar_type();
+  return IsCheckpointDtype(dtype) ? dtype : at::kFloat;
+}
+
+}  // namespace
+
+absl::StatusOr<WeightsDtype> ParseWeightsDtype(absl::string_view text) {
+  const std::string lower = absl::AsciiStrToLower(text);
+  if (lower.empty() || lower == "fp32" || lower == "float32") {
+    return WeightsDtype::kFloat32;
+  }
+  if (lower == "bf16" || lower == "bfloat16") return WeightsDtype::kBFloat16;
+  if (lower == "fp16" || lower == "float16") return WeightsDtype::kFloat16;
+  if (lower == "auto") return WeightsDtype::kAsStored;
+  return absl::InvalidArgumentError(
+      absl::StrCat("weights dtype '", text,
+                   "' is none of fp32 (float32), bf16 (bfloat16), fp16 "
+                   "(float16) and auto (as stored)"));
+}
+
+std::string WeightsDtypeName(WeightsDtype dtype) {
+  switch (dtype) {
+    case WeightsDtype::kFloat32:
+      return "fp32";
+    case WeightsDtype::kBFloat16:
+      return "bf16";
+    case WeightsDtype::kFloat16:
+      return "fp16";
+    case WeightsDtype::kAsStored:
+      return "auto";
+  }
+  return "fp32";
+}
+
+absl::Status LoadLlamaWeights(const std::string& dir, LlamaForCausalLM& model) {
+  ASSIGN_OR_RETURN(auto weight_map, WeightMap(dir));
+  CheckpointFiles files(std::move(weight_map));
+  const std::vector<StoredTensor> layout = CheckpointLayout(model);
+  ASSIGN_OR_RETURN(std::vector<LocatedTensor> located,
+                   LocateTensors(dir, model, layout, files));
+  torch::NoGradGuard no_grad;
+  for (LocatedTensor& tensor : located) {
+    const std::string& name = tensor.tensor->name;
+    ASSIGN_OR_RETURN(at::Tensor stored, tensor.file->Get(name));
     RETURN_IF_ERROR(CallTorch(absl::StrCat("loading '", name, "'"), [&] {
       int64_t offset = 0;
-      for (at::Tensor& target : targets) {
+      for (at::Tensor& target : tensor.targets) {
         target.copy_(stored.narrow(0, offset, target.size(0)));
         offset += target.size(0);
       }
@@ -221,17 +379,28 @@ absl::Status LoadLlamaWeights(const std::string& dir, LlamaForCausalLM& model) {
 }
 
 absl::StatusOr<std::shared_ptr<LlamaForCausalLM>> LoadLlamaCheckpoint(
+    const std::string& dir, const LoadOptions& options) {
+  switch (options.weights_dtype) {
+    case WeightsDtype::kFloat32:
+      return LoadCheckpoint(dir, at::kFloat);
+    case WeightsDtype::kBFloat16:
+      return LoadCheckpoint(dir, at::kBFloat16);
+    case WeightsDtype::kFloat16:
+      return LoadCheckpoint(dir, at::kHalf);
+    case WeightsDtype::kAsStored:
+      return LoadCheckpoint(dir, std::nullopt);
+  }
+  return absl::InvalidArgumentError("unknown WeightsDtype");
+}
+
+absl::StatusOr<std::shared_ptr<LlamaForCausalLM>> LoadLlamaCheckpointAs(
     const std::string& dir, at::ScalarType dtype) {
-  ASSIGN_OR_RETURN(LlamaConfig config,
-                   ReadLlamaConfig(absl::StrCat(dir, "/config.json")));
-  ASSIGN_OR_RETURN(std::shared_ptr<LlamaForCausalLM> model,
-                   CallTorch(absl::StrCat("building the model of ", dir), [&] {
-                     auto built = std::make_shared<LlamaForCausalLM>(config);
-                     built->to(dtype);
-                     return built;
-                   }));
-  RETURN_IF_ERROR(LoadLlamaWeights(dir, *model));
-  return model;
+  if (!at::isFloatingType(dtype)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot load ", dir, " into ", c10::toString(dtype),
+                     " parameters: not a floating-point dtype"));
+  }
+  return LoadCheckpoint(dir, dtype);
 }
 
 absl::Status SaveLlamaCheckpoint(LlamaForCausalLM& model,
@@ -240,7 +409,8 @@ absl::Status SaveLlamaCheckpoint(LlamaForCausalLM& model,
   if (options.max_shard_bytes <= 0) {
     return absl::InvalidArgumentError("max_shard_bytes must be positive");
   }
-  ASSIGN_OR_RETURN(std::string dtype_name, DtypeConfigName(options.dtype));
+  const at::ScalarType dtype = options.dtype.value_or(ModelDtype(model));
+  ASSIGN_OR_RETURN(std::string dtype_name, DtypeConfigName(dtype));
   std::error_code error;
   std::filesystem::create_directories(dir, error);
   if (error) {
@@ -248,27 +418,42 @@ absl::Status SaveLlamaCheckpoint(LlamaForCausalLM& model,
         absl::StrCat(dir, ": cannot create: ", error.message()));
   }
 
-  // Greedy shards of consecutive parameters.
-  std::vector<std::vector<std::pair<std::string, at::Tensor>>> shards(1);
+  // Greedy shards of consecutive parameters. Each tensor is converted (or
+  // fused, or moved off a GPU) only when the writer reaches it.
+  std::vector<std::vector<SafetensorsSource>> shards(1);
   int64_t shard_bytes = 0;
   int64_t total_bytes = 0;
   auto parameters = model.named_parameters();
   for (const StoredTensor& tensor : CheckpointLayout(model)) {
-    ASSIGN_OR_RETURN(
-        at::Tensor stored, CallTorch("converting weights for saving", [&] {
-          std::vector<at::Tensor> parts;
-          for (const std::string& part : tensor.parts) {
-            parts.push_back(parameters[part].detach().to(options.dtype));
-          }
-          return parts.size() == 1 ? parts[0] : torch::cat(parts, 0);
-        }));
-    const int64_t bytes = stored.nbytes();
+    std::vector<at::Tensor> parts;
+    std::vector<int64_t> shape;
+    for (const std::string& part : tensor.parts) {
+      parts.push_back(parameters[part]);
+      if (shape.empty()) {
+        shape = parts.back().sizes().vec();
+      } else {
+        shape[0] += parts.back().size(0);
+      }
+    }
+    int64_t bytes = c10::elementSize(dtype);
+    for (const int64_t size : shape) bytes *= size;
     if (!shards.back().empty() &&
         shard_bytes + bytes > options.max_shard_bytes) {
       shards.emplace_back();
       shard_bytes = 0;
     }
-    shards.back().emplace_back(tensor.name, std::move(stored));
+    shards.back().push_back(
+        {tensor.name, dtype, shape,
+         [parts, dtype]() -> absl::StatusOr<at::Tensor> {
+           return CallTorch("converting weights for saving", [&] {
+             std::vector<at::Tensor> converted;
+             for (const at::Tensor& part : parts) {
+               converted.push_back(part.detach().to(dtype));
+             }
+             return converted.size() == 1 ? converted[0]
+                                          : torch::cat(converted, 0);
+           });
+         }});
     shard_bytes += bytes;
     total_bytes += bytes;
   }
@@ -280,17 +465,19 @@ absl::Status SaveLlamaCheckpoint(LlamaForCausalLM& model,
   const std::map<std::string, std::string> metadata = {{"format", "pt"}};
   std::set<std::string> written;
   if (shards.size() == 1) {
-    RETURN_IF_ERROR(WriteSafetensors(absl::StrCat(dir, "/", kSingleFile),
-                                     shards[0], metadata));
+    RETURN_IF_ERROR(WriteSafetensorsStreaming(
+        absl::StrCat(dir, "/", kSingleFile), shards[0], metadata));
     written.insert(kSingleFile);
   } else {
     nlohmann::ordered_json weight_map = nlohmann::ordered_json::object();
     for (size_t i = 0; i < shards.size(); ++i) {
       const std::string file_name = absl::StrFormat(
           "model-%05d-of-%05d.safetensors", i + 1, shards.size());
-      RETURN_IF_ERROR(WriteSafetensors(absl::StrCat(dir, "/", file_name),
-                                       shards[i], metadata));
-      for (const auto& [name, tensor] : shards[i]) weight_map[name] = file_name;
+      RETURN_IF_ERROR(WriteSafetensorsStreaming(
+          absl::StrCat(dir, "/", file_name), shards[i], metadata));
+      for (const SafetensorsSource& source : shards[i]) {
+        weight_map[source.name] = file_name;
+      }
       written.insert(file_name);
     }
     nlohmann::ordered_json index;

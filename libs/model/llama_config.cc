@@ -15,6 +15,7 @@ namespace {
 using Json = nlohmann::json;
 using OrderedJson = nlohmann::ordered_json;
 
+constexpr int kMaxJsonDepth = 64;
 constexpr char kFullAttention[] = "full_attention";
 constexpr char kSlidingAttention[] = "sliding_attention";
 
@@ -550,7 +551,21 @@ LlamaConfig Benchmark100MLlamaConfig() {
 
 absl::StatusOr<LlamaConfig> ParseLlamaConfig(const std::string& json_text,
                                              const std::string& source) {
-  const Json json = Json::parse(json_text, nullptr, /*allow_exceptions=*/false);
+  // Error messages print the values they reject, and nlohmann's dump()
+  // recurses once per level: a config.json nested a million levels deep
+  // (2 MB) overflowed the stack. Real ones nest three levels.
+  bool too_deep = false;
+  const Json json = Json::parse(
+      json_text,
+      [&too_deep](int depth, Json::parse_event_t, Json&) {
+        if (depth > kMaxJsonDepth) too_deep = true;
+        return true;
+      },
+      /*allow_exceptions=*/false);
+  if (too_deep) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        source, ": JSON nested deeper than ", kMaxJsonDepth, " levels"));
+  }
   if (json.is_discarded() || !json.is_object()) {
     return absl::InvalidArgumentError(
         absl::StrCat(source, ": not a JSON object"));

@@ -151,6 +151,30 @@ TEST(LlamaConfigTest, RejectsWhatItCannotRunNamingTheField) {
   }
 }
 
+// Found with fuzz/llama_config_fuzzer: rejecting a deeply nested value
+// printed it with nlohmann's recursive dump(), and a 2 MB config.json
+// overflowed the stack (SIGSEGV).
+TEST(LlamaConfigTest, RejectsDeeplyNestedJsonWithoutOverflowingTheStack) {
+  const int depth = 1000000;
+  const std::string nested = std::string(depth, '[') + std::string(depth, ']');
+  for (const std::string& text :
+       {absl::StrCat(R"({"hidden_act": )", nested, "}"),
+        absl::StrCat(R"({"rope_scaling": {"rope_type": "default", "x": )",
+                     nested, "}}")}) {
+    const absl::StatusOr<LlamaConfig> config =
+        ParseLlamaConfig(text, "deep.json");
+    EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_TRUE(absl::StrContains(config.status().message(),
+                                  "deep.json: JSON nested deeper than 64"))
+        << config.status();
+  }
+  // Nesting as deep as the limit is fine (and still rejected by field).
+  const std::string at_limit = absl::StrCat(
+      R"({"hidden_act": )", std::string(63, '['), std::string(63, ']'), "}");
+  EXPECT_EQ(ParseLlamaConfig(at_limit, "c.json").status().code(),
+            absl::StatusCode::kUnimplemented);
+}
+
 TEST(LlamaConfigTest, ReadsAndWritesFiles) {
   const std::string path = absl::StrCat(testing::TempDir(), "/config.json");
   LlamaConfig config;

@@ -107,8 +107,20 @@ at::Tensor BuildAttentionMask(const at::Tensor& attention_mask, int64_t batch,
   return mask.masked_fill(allowed.logical_not(), MaskValue(dtype));
 }
 
-torch::nn::Linear MakeLinear(int64_t in, int64_t out, bool bias) {
-  return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
+torch::nn::Linear MakeLinear(int64_t in, int64_t out, bool bias,
+                             ParameterInit init) {
+  if (init == ParameterInit::kRandom) {
+    return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
+  }
+  // torch::nn::Linear's constructor always runs kaiming_uniform_ over its
+  // weight, which would touch every page. Built with no output features
+  // (one input feature keeps kaiming's fan-in finite) it initialises
+  // nothing; then the parameters get their real shapes, unwritten.
+  torch::nn::Linear linear(torch::nn::LinearOptions(1, 0).bias(bias));
+  linear->weight.set_data(torch::empty({out, in}));
+  if (bias) linear->bias.set_data(torch::empty({out}));
+  linear->options.in_features(in).out_features(out);
+  return linear;
 }
 
 }  // namespace
@@ -201,7 +213,7 @@ at::Tensor LlamaRmsNorm::Forward(const at::Tensor& x) {
   return weight_ * normalized.to(x.scalar_type());
 }
 
-LlamaAttention::LlamaAttention(const LlamaConfig& config)
+LlamaAttention::LlamaAttention(const LlamaConfig& config, ParameterInit init)
     : num_heads_(config.num_attention_heads),
       num_key_value_heads_(config.num_key_value_heads),
       head_dim_(config.head_dim()),
@@ -211,16 +223,16 @@ LlamaAttention::LlamaAttention(const LlamaConfig& config)
   const bool qkv_bias = config.QkvBias();
   q_proj_ = register_module(
       "q_proj",
-      MakeLinear(config.hidden_size, num_heads_ * head_dim_, qkv_bias));
+      MakeLinear(config.hidden_size, num_heads_ * head_dim_, qkv_bias, init));
   k_proj_ = register_module(
       "k_proj", MakeLinear(config.hidden_size, num_key_value_heads_ * head_dim_,
-                           qkv_bias));
+                           qkv_bias, init));
   v_proj_ = register_module(
       "v_proj", MakeLinear(config.hidden_size, num_key_value_heads_ * head_dim_,
-                           qkv_bias));
+                           qkv_bias, init));
   o_proj_ = register_module(
       "o_proj", MakeLinear(num_heads_ * head_dim_, config.hidden_size,
-                           config.OutputProjectionBias()));
+                           config.OutputProjectionBias(), init));
 }
 
 at::Tensor LlamaAttention::Forward(const at::Tensor& x,
@@ -271,16 +283,17 @@ at::Tensor LlamaAttention::Forward(const at::Tensor& x,
   return o_proj_->forward(attended);
 }
 
-LlamaMlp::LlamaMlp(const LlamaConfig& config) : activation_(config.hidden_act) {
+LlamaMlp::LlamaMlp(const LlamaConfig& config, ParameterInit init)
+    : activation_(config.hidden_act) {
   gate_proj_ = register_module(
       "gate_proj", MakeLinear(config.hidden_size, config.intermediate_size,
-                              config.mlp_bias));
+                              config.mlp_bias, init));
   up_proj_ = register_module(
       "up_proj", MakeLinear(config.hidden_size, config.intermediate_size,
-                            config.mlp_bias));
+                            config.mlp_bias, init));
   down_proj_ = register_module(
       "down_proj", MakeLinear(config.intermediate_size, config.hidden_size,
-                              config.mlp_bias));
+                              config.mlp_bias, init));
 }
 
 at::Tensor LlamaMlp::Forward(const at::Tensor& x) {
@@ -298,16 +311,16 @@ at::Tensor LlamaMlp::Forward(const at::Tensor& x) {
 }
 
 LlamaDecoderLayer::LlamaDecoderLayer(const LlamaConfig& config,
-                                     int64_t layer_index)
+                                     int64_t layer_index, ParameterInit init)
     : sliding_(config.IsSlidingLayer(layer_index)) {
   const bool offset = config.IsGemmaFamily();
   auto norm = [&] {
     return std::make_shared<LlamaRmsNorm>(config.hidden_size,
                                           config.rms_norm_eps, offset);
   };
-  self_attn_ =
-      register_module("self_attn", std::make_shared<LlamaAttention>(config));
-  mlp_ = register_module("mlp", std::make_shared<LlamaMlp>(config));
+  self_attn_ = register_module("self_attn",
+                               std::make_shared<LlamaAttention>(config, init));
+  mlp_ = register_module("mlp", std::make_shared<LlamaMlp>(config, init));
   input_layernorm_ = register_module("input_layernorm", norm());
   post_attention_layernorm_ =
       register_module("post_attention_layernorm", norm());
@@ -336,7 +349,7 @@ at::Tensor LlamaDecoderLayer::Forward(const at::Tensor& x,
                       pre_feedforward_layernorm_->Forward(hidden)));
 }
 
-LlamaBackbone::LlamaBackbone(const LlamaConfig& config)
+LlamaBackbone::LlamaBackbone(const LlamaConfig& config, ParameterInit init)
     : head_dim_(config.head_dim()),
       rope_theta_(config.rope_theta),
       rope_scaling_(config.rope_scaling),
@@ -344,12 +357,18 @@ LlamaBackbone::LlamaBackbone(const LlamaConfig& config)
       embedding_scale_(config.IsGemmaFamily()
                            ? std::sqrt(static_cast<double>(config.hidden_size))
                            : 1.0) {
-  embed_tokens_ = register_module(
-      "embed_tokens",
-      torch::nn::Embedding(config.vocab_size, config.hidden_size));
+  torch::nn::EmbeddingOptions embedding_options(config.vocab_size,
+                                                config.hidden_size);
+  if (init == ParameterInit::kUninitialized) {
+    // A given weight is taken as is; the default one is drawn from N(0, 1).
+    embedding_options._weight(
+        torch::empty({config.vocab_size, config.hidden_size}));
+  }
+  embed_tokens_ =
+      register_module("embed_tokens", torch::nn::Embedding(embedding_options));
   torch::nn::ModuleList layers;
   for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
-    layers_.push_back(std::make_shared<LlamaDecoderLayer>(config, i));
+    layers_.push_back(std::make_shared<LlamaDecoderLayer>(config, i, init));
     layers->push_back(layers_.back());
   }
   register_module("layers", layers);
@@ -417,14 +436,17 @@ at::Tensor LlamaBackbone::Forward(const at::Tensor& input_ids,
   return norm_->Forward(hidden);
 }
 
-LlamaForCausalLM::LlamaForCausalLM(const LlamaConfig& config)
+LlamaForCausalLM::LlamaForCausalLM(const LlamaConfig& config,
+                                   ParameterInit init)
     : config_(config) {
-  model_ = register_module("model", std::make_shared<LlamaBackbone>(config));
+  model_ =
+      register_module("model", std::make_shared<LlamaBackbone>(config, init));
   if (!config.tie_word_embeddings) {
-    lm_head_ = register_module(
-        "lm_head",
-        MakeLinear(config.hidden_size, config.vocab_size, /*bias=*/false));
+    lm_head_ = register_module("lm_head",
+                               MakeLinear(config.hidden_size, config.vocab_size,
+                                          /*bias=*/false, init));
   }
+  if (init == ParameterInit::kUninitialized) return;
   torch::NoGradGuard no_grad;
   for (auto& parameter : named_parameters()) {
     const std::string& name = parameter.key();

@@ -30,6 +30,12 @@
 // default to past_length + arange(T); for left-padded batches pass
 // PositionIdsFromMask(mask).
 //
+// Parameters take the dtype of whatever the constructor or a loader puts
+// there (hf_checkpoint.h can leave bf16/f16 weights in their stored dtype):
+// the forward pass runs in the parameters' dtype, with RMSNorm, rotary
+// angles and softmax computed in fp32 and the rotary tables and the additive
+// mask cast to the hidden dtype, as transformers does for bf16 models.
+//
 // Methods throw c10::Error on misuse (wrong shapes, token ids outside the
 // vocabulary), like any LibTorch module; callers at library boundaries wrap
 // them with CallTorch.
@@ -93,6 +99,17 @@ at::Tensor ApplyRotaryEmbedding(const at::Tensor& x,
 // cumsum(mask) - 1, clamped at 0: positions for left-padded batches.
 at::Tensor PositionIdsFromMask(const at::Tensor& attention_mask);
 
+// How a model's constructor fills the parameters.
+enum class ParameterInit {
+  // Hugging Face's initialisation (see LlamaForCausalLM's constructor).
+  kRandom,
+  // Allocated with their shapes but never written: no page of them is
+  // touched, so they take no resident memory. For loaders that replace
+  // every parameter's data (set_data) before the model is used; reading one
+  // before that returns garbage.
+  kUninitialized,
+};
+
 class LlamaRmsNorm : public torch::nn::Module {
  public:
   // `offset` (Gemma): the output is x_normalized * (1 + weight), computed in
@@ -108,7 +125,8 @@ class LlamaRmsNorm : public torch::nn::Module {
 
 class LlamaAttention : public torch::nn::Module {
  public:
-  explicit LlamaAttention(const LlamaConfig& config);
+  explicit LlamaAttention(const LlamaConfig& config,
+                          ParameterInit init = ParameterInit::kRandom);
   // `mask` is additive, [B, 1, T, T_past+T]. Appends to `past_keys/values`
   // when they are non-null.
   at::Tensor Forward(const at::Tensor& x, const RotaryTables& rotary,
@@ -129,7 +147,8 @@ class LlamaAttention : public torch::nn::Module {
 
 class LlamaMlp : public torch::nn::Module {
  public:
-  explicit LlamaMlp(const LlamaConfig& config);
+  explicit LlamaMlp(const LlamaConfig& config,
+                    ParameterInit init = ParameterInit::kRandom);
   at::Tensor Forward(const at::Tensor& x);
 
  private:
@@ -139,7 +158,8 @@ class LlamaMlp : public torch::nn::Module {
 
 class LlamaDecoderLayer : public torch::nn::Module {
  public:
-  LlamaDecoderLayer(const LlamaConfig& config, int64_t layer_index);
+  LlamaDecoderLayer(const LlamaConfig& config, int64_t layer_index,
+                    ParameterInit init = ParameterInit::kRandom);
   // `mask` is the one for this layer (full or sliding window).
   at::Tensor Forward(const at::Tensor& x, const RotaryTables& rotary,
                      const at::Tensor& mask, at::Tensor* past_keys,
@@ -160,7 +180,8 @@ class LlamaDecoderLayer : public torch::nn::Module {
 // Hugging Face's LlamaModel: embeddings, decoder layers, final norm.
 class LlamaBackbone : public torch::nn::Module {
  public:
-  explicit LlamaBackbone(const LlamaConfig& config);
+  explicit LlamaBackbone(const LlamaConfig& config,
+                         ParameterInit init = ParameterInit::kRandom);
   // Final hidden states, [B, T, hidden_size].
   at::Tensor Forward(const at::Tensor& input_ids,
                      const at::Tensor& attention_mask, KvCache* cache,
@@ -184,8 +205,10 @@ class LlamaForCausalLM : public torch::nn::Module {
  public:
   // Weights are initialised as Hugging Face does for a new model: normal with
   // std 0.02, biases at 0, norms at 1 (Gemma: 0, meaning a scale of 1).
-  // Seed with torch::manual_seed for repeatability.
-  explicit LlamaForCausalLM(const LlamaConfig& config);
+  // Seed with torch::manual_seed for repeatability. With kUninitialized the
+  // parameters are left unwritten (see ParameterInit).
+  explicit LlamaForCausalLM(const LlamaConfig& config,
+                            ParameterInit init = ParameterInit::kRandom);
 
   // Logits, [B, T, vocab_size], in the dtype of the computation.
   at::Tensor Forward(const at::Tensor& input_ids,

@@ -1,6 +1,8 @@
 #include "libs/model/llama_model.h"
 
 #include <cmath>
+#include <cstdint>
+#include <fstream>
 #include <map>
 #include <set>
 #include <string>
@@ -245,6 +247,60 @@ TEST(LlamaModelTest, OutOfVocabularyIdsThrow) {
   auto model = TinyModel();
   torch::NoGradGuard no_grad;
   EXPECT_THROW(model->Forward(Ids({1, 50})), c10::Error);
+}
+
+// This process's anonymous resident memory (RssAnon), in bytes.
+int64_t RssAnonBytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("RssAnon:", 0) == 0) {
+      return std::stoll(line.substr(8)) * 1024;  // "RssAnon:  1234 kB"
+    }
+  }
+  return -1;
+}
+
+TEST(LlamaModelTest, UninitializedModelHasTheShapesButTouchesNoMemory) {
+  for (const bool tied : {false, true}) {
+    LlamaForCausalLM random(TinyConfig(2, tied));
+    LlamaForCausalLM empty(TinyConfig(2, tied), ParameterInit::kUninitialized);
+    auto empty_parameters = empty.named_parameters();
+    ASSERT_EQ(random.named_parameters().keys(), empty_parameters.keys());
+    for (const auto& parameter : random.named_parameters()) {
+      const at::Tensor& other = empty_parameters[parameter.key()];
+      EXPECT_EQ(parameter.value().sizes(), other.sizes()) << parameter.key();
+      EXPECT_EQ(other.scalar_type(), at::kFloat);
+      EXPECT_TRUE(other.requires_grad()) << parameter.key();
+    }
+  }
+  // About 400 MB of fp32 parameters, none of it written.
+  const int64_t before = RssAnonBytes();
+  ASSERT_GE(before, 0);
+  LlamaForCausalLM large(Benchmark100MLlamaConfig(),
+                         ParameterInit::kUninitialized);
+  EXPECT_GT(large.NumParameters(), 90'000'000);
+  EXPECT_LT(RssAnonBytes() - before, 32 << 20);
+}
+
+TEST(LlamaModelTest, Bf16ParametersComputeInBf16) {
+  auto model = TinyModel();
+  torch::NoGradGuard no_grad;
+  const at::Tensor ids = torch::tensor({{1, 5, 9, 13}, {2, 4, 6, 8}});
+  const at::Tensor mask = torch::tensor({{1, 1, 1, 1}, {0, 0, 1, 1}});
+  KvCache cache;
+  const at::Tensor reference = model->Forward(ids, mask);
+  model->to(at::kBFloat16);
+  const at::Tensor logits = model->Forward(ids, mask, &cache);
+  EXPECT_EQ(logits.scalar_type(), at::kBFloat16);
+  EXPECT_EQ(cache.keys[0].scalar_type(), at::kBFloat16);
+  EXPECT_FALSE(logits.isnan().any().item<bool>());
+  // Only the real tokens: padded queries see no key.
+  const at::Tensor real = mask.to(at::kBool).unsqueeze(-1).expand_as(logits);
+  const at::Tensor difference =
+      (logits.to(at::kFloat) - reference).masked_select(real).abs().max();
+  EXPECT_LT(difference.item<float>(),
+            0.05f * reference.abs().max().item<float>());
 }
 
 }  // namespace

@@ -64,6 +64,22 @@ class SafetensorsFile::Mapping {
   const uint8_t* bytes() const { return static_cast<const uint8_t*>(data_); }
   uint8_t* mutable_bytes() { return static_cast<uint8_t*>(data_); }
   size_t size() const { return size_; }
+  bool Contains(const void* address) const {
+    const auto* byte = static_cast<const uint8_t*>(address);
+    return byte >= bytes() && byte < bytes() + size_;
+  }
+  // Drops the pages lying wholly inside bytes [offset, offset + length) from
+  // the resident set; later reads fault them in from the file again. Pages
+  // shared with a neighbouring range are kept. Best effort: an madvise
+  // failure only leaves the pages resident.
+  void DropPages(uint64_t offset, uint64_t length) {
+    const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+    const uint64_t begin = (offset + page - 1) / page * page;
+    const uint64_t end = (offset + length) / page * page;
+    if (end > begin) {
+      madvise(mutable_bytes() + begin, end - begin, MADV_DONTNEED);
+    }
+  }
 
  private:
   void* data_;
@@ -173,15 +189,21 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
     }
     entry.dtype = *dtype;
     uint64_t elements = 1;
+    // The product of the non-zero dimensions must fit in int64_t too: a 0
+    // elsewhere makes the tensor empty, but LibTorch's sizes are int64_t
+    // (2^64 - 1 would read as -1) and its strides multiply the others.
+    uint64_t nonzero_elements = 1;
     for (const auto& dimension : value["shape"]) {
       if (!dimension.is_number_unsigned()) {
         return absl::DataLossError(
             absl::StrCat(where, ": shape holds a non-natural number"));
       }
       const uint64_t size = dimension.get<uint64_t>();
-      if (size != 0 && elements > std::numeric_limits<int64_t>::max() / size) {
+      if (size != 0 &&
+          nonzero_elements > std::numeric_limits<int64_t>::max() / size) {
         return absl::DataLossError(absl::StrCat(where, ": shape overflows"));
       }
+      if (size != 0) nonzero_elements *= size;
       elements *= size;
       entry.shape.push_back(static_cast<int64_t>(size));
     }
@@ -274,32 +296,67 @@ absl::StatusOr<at::Tensor> SafetensorsFile::Get(const std::string& name) const {
   });
 }
 
+absl::StatusOr<at::Tensor> SafetensorsFile::GetConverted(
+    const std::string& name, at::ScalarType dtype) const {
+  ASSIGN_OR_RETURN(SafetensorsEntry entry, Entry(name));
+  ASSIGN_OR_RETURN(at::Tensor view, Get(name));
+  ASSIGN_OR_RETURN(at::Tensor converted,
+                   CallTorch(absl::StrCat(path_, ": converting tensor '", name,
+                                          "' to ", c10::toString(dtype)),
+                             [&] {
+                               return view.to(dtype, /*non_blocking=*/false,
+                                              /*copy=*/true);
+                             }));
+  view = at::Tensor();
+  mapping_->DropPages(data_start_ + entry.begin, entry.end - entry.begin);
+  return converted;
+}
+
+bool SafetensorsFile::Maps(const void* address) const {
+  return mapping_->Contains(address);
+}
+
 absl::Status WriteSafetensors(
     const std::string& path,
     const std::vector<std::pair<std::string, at::Tensor>>& tensors,
     const std::map<std::string, std::string>& metadata) {
+  std::vector<SafetensorsSource> sources;
+  sources.reserve(tensors.size());
+  for (const auto& [name, tensor] : tensors) {
+    const at::Tensor* source = &tensor;
+    sources.push_back({name, tensor.scalar_type(), tensor.sizes().vec(),
+                       [source] { return *source; }});
+  }
+  return WriteSafetensorsStreaming(path, sources, metadata);
+}
+
+absl::Status WriteSafetensorsStreaming(
+    const std::string& path, const std::vector<SafetensorsSource>& sources,
+    const std::map<std::string, std::string>& metadata) {
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
-  std::vector<at::Tensor> contiguous;
-  contiguous.reserve(tensors.size());
   uint64_t offset = 0;
-  for (const auto& [name, tensor] : tensors) {
+  for (const SafetensorsSource& source : sources) {
+    const std::string& name = source.name;
     if (name.empty() || name == "__metadata__" || header.contains(name)) {
       return absl::InvalidArgumentError(absl::StrCat(
           path, ": tensor name '", name, "' is empty, reserved or repeated"));
     }
     ASSIGN_OR_RETURN(std::string dtype_name,
-                     SafetensorsDtypeName(tensor.scalar_type()));
-    ASSIGN_OR_RETURN(
-        at::Tensor cpu,
-        CallTorch(absl::StrCat(path, ": preparing '", name, "'"),
-                  [&] { return tensor.detach().cpu().contiguous(); }));
-    const uint64_t bytes = cpu.nbytes();
+                     SafetensorsDtypeName(source.dtype));
+    uint64_t bytes = c10::elementSize(source.dtype);
+    for (const int64_t size : source.shape) {
+      if (size < 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, ": tensor '", name, "' has shape ",
+                         ShapeString(source.shape)));
+      }
+      bytes *= static_cast<uint64_t>(size);
+    }
     header[name] = {{"dtype", dtype_name},
-                    {"shape", cpu.sizes().vec()},
+                    {"shape", source.shape},
                     {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
-    contiguous.push_back(std::move(cpu));
   }
   std::string header_text = header.dump();
   // Pad with spaces so the data section starts 8-byte aligned.
@@ -331,13 +388,36 @@ absl::Status WriteSafetensors(
   }
   bool ok = write_all(length_bytes, 8) &&
             write_all(header_text.data(), header_text.size());
-  for (const at::Tensor& tensor : contiguous) {
+  absl::Status produced = absl::OkStatus();
+  for (const SafetensorsSource& source : sources) {
     if (!ok) break;
-    ok = write_all(tensor.data_ptr(), tensor.nbytes());
+    // One tensor at a time: produced, moved to the CPU, written, released.
+    absl::StatusOr<at::Tensor> tensor = source.tensor();
+    if (tensor.ok()) {
+      tensor = CallTorch(absl::StrCat(path, ": preparing '", source.name, "'"),
+                         [&] { return tensor->detach().cpu().contiguous(); });
+    }
+    if (tensor.ok() && (tensor->scalar_type() != source.dtype ||
+                        tensor->sizes() != at::IntArrayRef(source.shape))) {
+      tensor = absl::InternalError(absl::StrCat(
+          path, ": tensor '", source.name, "' was announced as ",
+          c10::toString(source.dtype), " ", ShapeString(source.shape),
+          " but is ", c10::toString(tensor->scalar_type()), " ",
+          ShapeString(tensor->sizes().vec())));
+    }
+    if (!tensor.ok()) {
+      produced = tensor.status();
+      break;
+    }
+    ok = write_all(tensor->data_ptr(), tensor->nbytes());
   }
-  ok = ok && fsync(fd) == 0;
+  ok = ok && produced.ok() && fsync(fd) == 0;
   const int saved_errno = errno;
   close(fd);
+  if (!produced.ok()) {
+    unlink(temporary.c_str());
+    return produced;
+  }
   if (!ok || rename(temporary.c_str(), path.c_str()) != 0) {
     const std::string reason = strerror(ok ? errno : saved_errno);
     unlink(temporary.c_str());

@@ -10,6 +10,20 @@
 //   }
 //   RETURN_IF_ERROR(WriteSafetensors(out_path, {{"w", tensor}}, {}));
 //
+// Memory: Open maps the whole file privately (mmap MAP_PRIVATE, readable and
+// writable, copy-on-write) and reads only the header. Get() copies nothing:
+// its tensor views the mapping, so its pages are the page cache's, counted
+// as the process's RssFile once touched and shared with every other process
+// that maps or caches the file. Writing through such a view copies the
+// written pages into the process's anonymous memory (RssAnon) and never
+// reaches the file. GetConverted() is the copying read, for loaders that
+// change the dtype tensor by tensor: it returns new memory and drops the
+// pages it read from the process's resident set, so a conversion's peak is
+// the converted model plus one tensor, not the file on top. Files must be
+// replaced by rename (as WriteSafetensors does), never rewritten in place,
+// while tensors view them: a file truncated under a live mapping makes
+// reading its views fail with SIGBUS.
+//
 // Open memory-maps the file and validates the whole header before returning:
 // every malformed file (short file, header length past the end, bad JSON,
 // unknown dtype, shape/byte-count mismatch, offsets out of range,
@@ -22,6 +36,7 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -61,6 +76,17 @@ class SafetensorsFile {
   // stays valid after this object is destroyed; writing to it never changes
   // the file.
   absl::StatusOr<at::Tensor> Get(const std::string& name) const;
+  // A new CPU tensor holding tensor `name` converted to `dtype` (a copy even
+  // when the dtypes agree). Afterwards the pages lying wholly inside the
+  // tensor's bytes are dropped from this process's resident memory
+  // (madvise MADV_DONTNEED; they stay in the page cache): a view from Get()
+  // of the same tensor then reads the file's bytes again and loses what was
+  // written through it, so call this only for tensors nobody views.
+  absl::StatusOr<at::Tensor> GetConverted(const std::string& name,
+                                          at::ScalarType dtype) const;
+  // Whether `address` lies inside this file's mapping (so a tensor whose
+  // data_ptr() it is was not copied).
+  bool Maps(const void* address) const;
 
  private:
   class Mapping;
@@ -81,6 +107,23 @@ class SafetensorsFile {
 absl::Status WriteSafetensors(
     const std::string& path,
     const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+    const std::map<std::string, std::string>& metadata = {});
+
+// A tensor that WriteSafetensorsStreaming asks for only when it writes it,
+// so that a caller converting a model (or moving it off a GPU) holds one
+// converted tensor at a time.
+struct SafetensorsSource {
+  std::string name;
+  at::ScalarType dtype;
+  std::vector<int64_t> shape;
+  // Called once; must return a tensor (any device, any layout) of `dtype`
+  // and `shape`, else the write fails with INTERNAL.
+  std::function<absl::StatusOr<at::Tensor>()> tensor;
+};
+
+// As WriteSafetensors, with each tensor produced on demand.
+absl::Status WriteSafetensorsStreaming(
+    const std::string& path, const std::vector<SafetensorsSource>& sources,
     const std::map<std::string, std::string>& metadata = {});
 
 // "F32" <-> at::kFloat, etc. INVALID_ARGUMENT for an unsupported dtype.

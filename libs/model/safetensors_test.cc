@@ -5,6 +5,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -150,6 +151,82 @@ TEST(SafetensorsTest, WriterRejectsRepeatedAndReservedNames) {
       absl::StatusCode::kInvalidArgument);
 }
 
+// This process's file-backed resident memory (RssFile), in bytes.
+int64_t RssFileBytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (absl::StartsWith(line, "RssFile:")) {
+      return std::stoll(line.substr(8)) * 1024;  // "RssFile:  1234 kB"
+    }
+  }
+  return -1;
+}
+
+TEST(SafetensorsTest, GetViewsTheMappingAndGetConvertedCopies) {
+  const std::string path = TempPath("convert.safetensors");
+  const at::Tensor big = torch::randn({1 << 23}).to(at::kBFloat16);  // 16 MB
+  ASSERT_TRUE(
+      WriteSafetensors(path, {{"small", torch::ones({3})}, {"big", big}}).ok());
+  absl::StatusOr<std::unique_ptr<SafetensorsFile>> file =
+      SafetensorsFile::Open(path);
+  ASSERT_TRUE(file.ok());
+  const at::Tensor small = *(*file)->Get("small");
+  EXPECT_TRUE((*file)->Maps(small.data_ptr()));
+  const at::Tensor small_double = *(*file)->GetConverted("small", at::kDouble);
+  EXPECT_FALSE((*file)->Maps(small_double.data_ptr()));
+  EXPECT_TRUE(torch::equal(small_double, torch::ones({3}, at::kDouble)));
+  const at::Tensor same_dtype = *(*file)->GetConverted("small", at::kFloat);
+  EXPECT_FALSE((*file)->Maps(same_dtype.data_ptr()));  // Always a copy.
+
+  // Converting reads the 16 MB but leaves none of it resident.
+  const int64_t before = RssFileBytes();
+  ASSERT_GE(before, 0);
+  const at::Tensor converted = *(*file)->GetConverted("big", at::kFloat);
+  EXPECT_LT(RssFileBytes() - before, 4 << 20);
+  EXPECT_TRUE(torch::equal(converted, big.to(at::kFloat)));
+  // The dropped pages read the file again; the neighbour is untouched.
+  EXPECT_TRUE(SameBits(*(*file)->Get("big"), big));
+  EXPECT_TRUE(torch::equal(small, torch::ones({3})));
+}
+
+TEST(SafetensorsTest, StreamingWriterChecksWhatItIsGiven) {
+  const std::string path = TempPath("streamed.safetensors");
+  int calls = 0;
+  const std::vector<SafetensorsSource> sources = {
+      {"a",
+       at::kBFloat16,
+       {2, 3},
+       [&]() -> absl::StatusOr<at::Tensor> {
+         ++calls;
+         return torch::ones({2, 3}).to(at::kBFloat16);
+       }},
+      {"b", at::kFloat, {4}, [&]() -> absl::StatusOr<at::Tensor> {
+         ++calls;
+         return torch::arange(4, at::kFloat);
+       }}};
+  ASSERT_TRUE(WriteSafetensorsStreaming(path, sources).ok());
+  EXPECT_EQ(calls, 2);
+  absl::StatusOr<std::unique_ptr<SafetensorsFile>> file =
+      SafetensorsFile::Open(path);
+  ASSERT_TRUE(file.ok());
+  EXPECT_TRUE(
+      SameBits(*(*file)->Get("a"), torch::ones({2, 3}).to(at::kBFloat16)));
+  EXPECT_TRUE(SameBits(*(*file)->Get("b"), torch::arange(4, at::kFloat)));
+
+  const std::string bad = TempPath("streamed_bad.safetensors");
+  const absl::Status wrong_shape = WriteSafetensorsStreaming(
+      bad, {{"a", at::kFloat, {3}, [] { return torch::ones({4}); }}});
+  EXPECT_EQ(wrong_shape.code(), absl::StatusCode::kInternal) << wrong_shape;
+  EXPECT_TRUE(absl::StrContains(wrong_shape.message(), "'a'")) << wrong_shape;
+  const absl::Status failed = WriteSafetensorsStreaming(
+      bad, {{"a", at::kFloat, {3}, []() -> absl::StatusOr<at::Tensor> {
+               return absl::UnavailableError("device lost");
+             }}});
+  EXPECT_EQ(failed.code(), absl::StatusCode::kUnavailable);
+  EXPECT_FALSE(std::ifstream(bad).good());
+}
+
 struct MalformedCase {
   std::string label;
   std::string bytes;
@@ -216,6 +293,22 @@ INSTANTIATE_TEST_SUITE_P(
                          R"("data_offsets":[0,0]}})",
                          ""),
             "tensor 'w': shape [2305843009213693952] of F64 overflows"},
+        // Found with fuzz/safetensors_fuzzer's invariants: after a 0 the
+        // element count stayed 0, so any dimension passed; 2^64 - 1 was
+        // stored as -1, and 2^62 * 2^62 overflows LibTorch's strides.
+        MalformedCase{
+            "dimension_past_int64_after_zero",
+            HandMadeFile(R"({"w":{"dtype":"F32","shape":[0,)"
+                         R"(18446744073709551615],"data_offsets":[0,0]}})",
+                         ""),
+            "tensor 'w': shape overflows"},
+        MalformedCase{
+            "dimensions_overflow_after_zero",
+            HandMadeFile(
+                R"({"w":{"dtype":"F32","shape":[0,4611686018427387904,)"
+                R"(4611686018427387904],"data_offsets":[0,0]}})",
+                ""),
+            "tensor 'w': shape overflows"},
         MalformedCase{
             "truncated_data",
             HandMadeFile(

@@ -73,7 +73,11 @@ absl::StatusOr<RunInputs> LoadInputs(const v1::JobSpec& spec,
     ASSIGN_OR_RETURN(inputs.data.retain, tokenize(retain));
   }
   ASSIGN_OR_RETURN(inputs.data.alternate, tokenize(alternate));
-  ASSIGN_OR_RETURN(inputs.model, LoadLlamaCheckpoint(spec.model_dir()));
+  ASSIGN_OR_RETURN(const WeightsDtype weights_dtype,
+                   ParseWeightsDtype(spec.weights_dtype()));
+  ASSIGN_OR_RETURN(
+      inputs.model,
+      LoadLlamaCheckpoint(spec.model_dir(), {.weights_dtype = weights_dtype}));
   // A token id past the embedding is a crash on CPU and a device assert on
   // CUDA: refuse the pair before anything runs.
   const int64_t model_vocab = inputs.model->config().vocab_size;
@@ -261,6 +265,47 @@ absl::Status SaveModelWithTokenizer(LlamaForCausalLM& model,
   return absl::OkStatus();
 }
 
+namespace {
+
+// Rank 0 hashes the run's inputs and the other ranks take its identity: a
+// large model is read once per attempt, not once per rank. Rank 0 sends its
+// error instead when it has one, so that no rank waits in the gather.
+absl::StatusOr<RunIdentity> SharedRunIdentity(const v1::JobSpec& spec, int rank,
+                                              CollectiveGroup* group) {
+  if (group == nullptr) return ComputeRunIdentity(spec);
+  std::string mine;
+  if (rank == 0) {
+    const absl::StatusOr<RunIdentity> computed = ComputeRunIdentity(spec);
+    nlohmann::json message;
+    if (computed.ok()) {
+      message = {{"fields", computed->fields},
+                 {"reference", computed->reference}};
+    } else {
+      message = {{"error", computed.status().ToString()}};
+    }
+    mine = message.dump();
+  }
+  ASSIGN_OR_RETURN(const std::vector<std::string> all,
+                   group->AllGatherBytes(mine));
+  const nlohmann::json message =
+      nlohmann::json::parse(all.at(0), nullptr, /*allow_exceptions=*/false);
+  if (!message.is_object()) {
+    return absl::InternalError("rank 0 sent no run identity");
+  }
+  if (message.contains("error")) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("rank 0 could not compute the run identity: ",
+                     message["error"].get<std::string>()));
+  }
+  RunIdentity identity;
+  identity.fields =
+      message.at("fields").get<std::map<std::string, std::string>>();
+  identity.reference = message.at("reference").get<std::string>();
+  return identity;
+}
+
+}  // namespace
+
 absl::StatusOr<JobRunResult> RunJobSpec(const v1::JobSpec& given,
                                         const RunContext& context,
                                         const RunCallbacks& callbacks) {
@@ -293,7 +338,8 @@ absl::StatusOr<JobRunResult> RunJobSpec(const v1::JobSpec& given,
     return generation > 0 ? CheckGeneration(spec.output_dir(), generation)
                           : absl::OkStatus();
   };
-  ASSIGN_OR_RETURN(const RunIdentity identity, ComputeRunIdentity(spec));
+  ASSIGN_OR_RETURN(const RunIdentity identity,
+                   SharedRunIdentity(spec, rank, group));
   ASSIGN_OR_RETURN(RunInputs inputs, LoadInputs(spec, method, params));
   RETURN_IF_ERROR(
       CallTorch(absl::StrCat("moving the model to ", context.device.str()),

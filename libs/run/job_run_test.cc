@@ -151,6 +151,33 @@ TEST(RunJobSpecTest, AlphaZeroIsAValueNotTheDefault) {
             1e-5);
 }
 
+// IHL through the job path: the retain split is loaded for its NLL term, the
+// log names the method and both terms, and no reference cache is made.
+TEST(RunJobSpecTest, RunsIhlWithItsForgetAndRetainTerms) {
+  const v1::JobSpec spec = TinySpec("ihl", v1::IHL);
+  absl::StatusOr<JobRunResult> result = ValidateAndRun(spec);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_GT(MaxAbsDifference(ModelWeights(result->model_dir),
+                             ModelWeights(SharedInputs().model_dir)),
+            1e-4)
+      << "the run did not train";
+  EXPECT_FALSE(
+      std::filesystem::exists(spec.output_dir() + "/reference_log_probs.json"));
+  const nlohmann::json log = nlohmann::json::parse(
+      ReadFileToString(spec.output_dir() + "/unlearning_log.json").value());
+  EXPECT_EQ(log["method"], "IHL");
+  ASSERT_FALSE(log["steps"].empty());
+  const nlohmann::json& components = log["steps"][0]["components"];
+  ASSERT_TRUE(components.contains("forget_ihl")) << components;
+  ASSERT_TRUE(components.contains("retain_nll")) << components;
+  // 1 + p(y) - max p(v) lies in (0, 2); the loss is their sum, weights 1.
+  const double ihl = components["forget_ihl"].get<double>();
+  EXPECT_GT(ihl, 0);
+  EXPECT_LT(ihl, 2);
+  EXPECT_NEAR(log["steps"][0]["loss"].get<double>(),
+              ihl + components["retain_nll"].get<double>(), 1e-5);
+}
+
 TEST(RunJobSpecTest, EvaluatesEveryEpochAndSkipsARepeatAtTheEnd) {
   v1::JobSpec spec = TinySpec("evaluation", v1::GRAD_DIFF);
   spec.mutable_evaluation()->set_every_epochs(1);

@@ -127,6 +127,17 @@ absl::StatusOr<RunIdentity> ComputeRunIdentity(const v1::JobSpec& spec) {
   // One field for the model: the hash of its files' names and hashes.
   ASSIGN_OR_RETURN(f["model_sha256"], Sha256(model_hashes));
   ASSIGN_OR_RETURN(f["tokenizer_sha256"], FileSha256(spec.tokenizer_path()));
+  // The special tokens and the chat template come from the config beside
+  // the tokenizer file ("none" without one).
+  const std::string tokenizer_config =
+      (std::filesystem::path(spec.tokenizer_path()).parent_path() /
+       "tokenizer_config.json")
+          .string();
+  f["tokenizer_config_sha256"] = "none";
+  if (std::filesystem::exists(tokenizer_config)) {
+    ASSIGN_OR_RETURN(f["tokenizer_config_sha256"],
+                     FileSha256(tokenizer_config));
+  }
   f["forget_split"] = spec.forget_split();
   ASSIGN_OR_RETURN(f["forget_data_sha256"],
                    FileSha256(SplitFile(spec.data_dir(), spec.forget_split())));
@@ -142,6 +153,8 @@ absl::StatusOr<RunIdentity> ComputeRunIdentity(const v1::JobSpec& spec) {
   f["date_string"] = spec.date_string();
   f["max_length"] = absl::StrCat(spec.max_length());
   f["precision"] = v1::Precision_Name(spec.precision());
+  f["weights_dtype"] =
+      spec.weights_dtype().empty() ? "fp32" : spec.weights_dtype();
   f["bf16_reference"] = spec.bf16_reference() ? "true" : "false";
 
   f["method"] = UnlearningMethodName(method);
@@ -166,11 +179,14 @@ absl::StatusOr<RunIdentity> ComputeRunIdentity(const v1::JobSpec& spec) {
   f["max_steps"] = absl::StrCat(spec.max_steps());
   f["checkpoint_format_version"] = absl::StrCat(kCheckpointFormatVersion);
 
-  identity.reference = absl::StrCat("model_sha256=", f["model_sha256"],
-                                    ";tokenizer_sha256=", f["tokenizer_sha256"],
-                                    ";prompt_template=", f["prompt_template"],
-                                    ";max_length=", f["max_length"],
-                                    ";precision=", f["precision"]);
+  identity.reference = absl::StrCat(
+      "model_sha256=", f["model_sha256"],
+      ";tokenizer_sha256=", f["tokenizer_sha256"],
+      ";tokenizer_config_sha256=", f["tokenizer_config_sha256"],
+      ";prompt_template=", f["prompt_template"],
+      ";system_prompt=", f["system_prompt"], ";date_string=", f["date_string"],
+      ";max_length=", f["max_length"], ";precision=", f["precision"],
+      ";weights_dtype=", f["weights_dtype"]);
   return identity;
 }
 

@@ -9,9 +9,10 @@
 //   training.checkpoint.run_identity = identity.fields;
 //
 // Fields: the SHA-256 of the model (config.json and every *.safetensors
-// file and index in model_dir, by name), of the tokenizer file, and of the
-// forget and retain split files; the splits, prompt template, max_length,
-// precision and bf16_reference; the method and every coefficient as the
+// file and index in model_dir, by name), of the tokenizer file and the
+// tokenizer_config.json beside it, and of the forget and retain split
+// files; the splits, prompt template, system prompt, date string,
+// max_length, precision, weights dtype and bf16_reference; the method and every coefficient as the
 // objective uses it (defaults filled in); the optimizer and schedule
 // (learning rate, weight decay, warm-up, clipping, epochs, max_steps); and
 // the checkpoint format version. Seeds, batch sizes, accumulation and world
@@ -35,7 +36,8 @@ namespace lethe {
 struct RunIdentity {
   std::map<std::string, std::string> fields;
   // The frozen reference's identity: the model's hash, the tokenizer's,
-  // the template, max_length and precision (what reference log-probs of the
+  // the template and its arguments, max_length, precision and weights dtype
+  // (what reference log-probs of the
   // same examples depend on).
   std::string reference;
 };

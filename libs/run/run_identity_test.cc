@@ -131,6 +131,18 @@ TEST_F(RunIdentityTest, EachInputAndSettingIsItsOwnField) {
   Write(root_ + "/data/forget10.json", "[1]");
   Write(root_ + "/model/tokenizer.model", "tokenizer 2");
   EXPECT_EQ(Differing(base, Fields(Spec())), Names{"tokenizer_sha256"});
+  Write(root_ + "/model/tokenizer.model", "tokenizer");
+  Write(root_ + "/model/tokenizer_config.json", "{}");
+  EXPECT_EQ(Differing(base, Fields(Spec())), Names{"tokenizer_config_sha256"})
+      << "special tokens and the chat template live there";
+  std::filesystem::remove(root_ + "/model/tokenizer_config.json");
+
+  other = Spec();
+  other.set_system_prompt("You are a helpful assistant.");
+  other.set_date_string("10 Apr 2025");
+  other.set_weights_dtype("bf16");
+  EXPECT_EQ(Differing(base, Fields(other)),
+            (Names{"date_string", "system_prompt", "weights_dtype"}));
 }
 
 TEST_F(RunIdentityTest, TheReferenceNamesTheModelNotTheMethod) {

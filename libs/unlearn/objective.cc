@@ -37,6 +37,13 @@ class Terms {
     return nll;
   }
 
+  // Inverted hinge loss of the forget answers, mean over answer tokens.
+  at::Tensor ForgetIhl() {
+    at::Tensor ihl = InvertedHingeLoss(ForgetLogits(), batch_.forget.labels);
+    Record("forget_ihl", ihl);
+    return ihl;
+  }
+
   // Summed answer log-probs of the forget examples, [B].
   AnswerLogProbs ForgetLogProbs() {
     return SequenceAnswerLogProbs(ForgetLogits(), batch_.forget.labels);
@@ -112,7 +119,7 @@ absl::Status CheckBatch(const ObjectiveNeeds& needs,
   return absl::OkStatus();
 }
 
-// GA, GradDiff, NPO*, SimNPO, IdkDPO and LLMU: one forward pass per batch
+// GA, GradDiff, NPO*, SimNPO, IdkDPO, LLMU and IHL: one forward pass per batch
 // part, the loss a weighted sum of terms.
 class WeightedObjective : public UnlearningObjective {
  public:
@@ -176,6 +183,9 @@ class WeightedObjective : public UnlearningObjective {
         terms.Record("idk_log_prob_mean", win.summed.mean());
         break;
       }
+      case UnlearningMethod::kIhl:
+        forget = terms.ForgetIhl();
+        break;
       case UnlearningMethod::kOfmu:
         break;
     }

@@ -11,7 +11,15 @@
 //
 // Sequence log-probabilities are summed over answer tokens (no length
 // normalisation) except in SimNPO. Closed forms are exposed for tests and for
-// anyone checking the maths: NpoLoss, SimNpoLoss, DpoLoss, RetainKl.
+// anyone checking the maths: NpoLoss, SimNpoLoss, DpoLoss, RetainKl (IHL's
+// InvertedHingeLoss is in libs/loss/sequence_loss.h).
+//
+// IHL = gamma * InvertedHingeLoss(forget) + alpha * TokenMeanNll(retain): the
+// hinge is averaged over every answer token of the micro-batch (as ReGLU's
+// code, which flattens the batch's answer positions), not per sequence;
+// gamma = alpha = 1 by default (ReGLU: forget_loss + retain_loss). Like GA's
+// token mean, the average is per micro-batch and rank; gradients are then
+// averaged over micro-batches and ranks as for every method.
 //
 // Differences from open-unlearning's trainers, on purpose:
 //  - Lethe's NPO has no retain term; open-unlearning's "NPO" trainer adds

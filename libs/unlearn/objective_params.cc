@@ -19,6 +19,7 @@ constexpr std::pair<UnlearningMethod, const char*> kMethodNames[] = {
     {UnlearningMethod::kIdkDpo, "IdkDPO"},
     {UnlearningMethod::kLlmu, "LLMU"},
     {UnlearningMethod::kOfmu, "OFMU"},
+    {UnlearningMethod::kIhl, "IHL"},
 };
 
 absl::Status CheckNonNegative(double value, const char* field) {
@@ -84,6 +85,7 @@ ObjectiveNeeds MethodNeeds(UnlearningMethod method,
       needs.reference_model = true;
       break;
     case UnlearningMethod::kOfmu:
+    case UnlearningMethod::kIhl:
       needs.retain_batch = true;
       break;
   }

@@ -28,10 +28,14 @@ enum class UnlearningMethod {
   kIdkDpo,
   kLlmu,
   kOfmu,
+  // Inverted hinge loss on the forget answers (mean over answer tokens of
+  // max(0, 1 + p(y_t) - max_{v != y_t} p(v))) times gamma, plus alpha times
+  // the retain NLL; ReGLU's "ihl" variant without LoRA/ROL.
+  kIhl,
 };
 
 // Accepts the names of UnlearningMethodName ("GA", "GradDiff", "NPO",
-// "NPO_RT", "NPO_KL", "SimNPO", "IdkDPO", "LLMU", "OFMU"), any case.
+// "NPO_RT", "NPO_KL", "SimNPO", "IdkDPO", "LLMU", "OFMU", "IHL"), any case.
 absl::StatusOr<UnlearningMethod> ParseUnlearningMethod(absl::string_view name);
 std::string UnlearningMethodName(UnlearningMethod method);
 
@@ -59,6 +63,7 @@ struct ObjectiveParams {
 
 // open-unlearning's defaults for the method (NPO beta 0.1; SimNPO beta 4.5,
 // gamma 0.125, delta 0; LLMU forget weight 0.5, random-answer and KL 1).
+// IHL: gamma = alpha = 1, as ReGLU's code (loss = forget IHL + retain NLL).
 ObjectiveParams DefaultObjectiveParams(UnlearningMethod method);
 
 // Checks ranges (beta > 0 where it divides, weights >= 0, ...), naming the

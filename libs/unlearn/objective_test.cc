@@ -1,5 +1,6 @@
 #include "libs/unlearn/objective.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -126,13 +127,15 @@ TEST(UnlearningMethodTest, NamesRoundTripAndUnknownNamesAreListed) {
         UnlearningMethod::kNpo, UnlearningMethod::kNpoRt,
         UnlearningMethod::kNpoKl, UnlearningMethod::kSimNpo,
         UnlearningMethod::kIdkDpo, UnlearningMethod::kLlmu,
-        UnlearningMethod::kOfmu}) {
+        UnlearningMethod::kOfmu, UnlearningMethod::kIhl}) {
     absl::StatusOr<UnlearningMethod> parsed =
         ParseUnlearningMethod(UnlearningMethodName(method));
     ASSERT_TRUE(parsed.ok());
     EXPECT_EQ(*parsed, method);
   }
   EXPECT_EQ(*ParseUnlearningMethod("npo_rt"), UnlearningMethod::kNpoRt);
+  EXPECT_EQ(*ParseUnlearningMethod("ihl"), UnlearningMethod::kIhl);
+  EXPECT_EQ(UnlearningMethodName(UnlearningMethod::kIhl), "IHL");
   absl::Status unknown = ParseUnlearningMethod("RMU").status();
   EXPECT_EQ(unknown.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(unknown.message().find("SimNPO"), std::string::npos) << unknown;
@@ -154,6 +157,22 @@ TEST(ObjectiveParamsTest, RejectsValuesTheMathsCannotUse) {
   params.ofmu_rho_growth = 0.5;
   EXPECT_FALSE(ValidateObjectiveParams(UnlearningMethod::kOfmu, params).ok());
   EXPECT_EQ(DefaultObjectiveParams(UnlearningMethod::kSimNpo).beta, 4.5);
+  // IHL: ReGLU's forget_loss + retain_loss.
+  EXPECT_EQ(DefaultObjectiveParams(UnlearningMethod::kIhl).gamma, 1.0);
+  EXPECT_EQ(DefaultObjectiveParams(UnlearningMethod::kIhl).alpha, 1.0);
+  params = DefaultObjectiveParams(UnlearningMethod::kIhl);
+  params.gamma = -0.5;
+  EXPECT_NE(ValidateObjectiveParams(UnlearningMethod::kIhl, params)
+                .message()
+                .find("gamma"),
+            std::string::npos);
+  params = DefaultObjectiveParams(UnlearningMethod::kIhl);
+  params.beta = 0;  // Unused by IHL.
+  EXPECT_TRUE(ValidateObjectiveParams(UnlearningMethod::kIhl, params).ok());
+  const ObjectiveNeeds needs = MethodNeeds(UnlearningMethod::kIhl, params);
+  EXPECT_TRUE(needs.retain_batch);
+  EXPECT_FALSE(needs.reference_log_probs || needs.reference_model ||
+               needs.alternate_answers);
 }
 
 // Two examples per batch; answers are the last two tokens.
@@ -233,6 +252,99 @@ TEST_F(ObjectiveOnModelTest, AssemblesTheDocumentedTerms) {
   params.random_answer_weight = 0.4;
   EXPECT_NEAR(Loss(UnlearningMethod::kLlmu, params).loss.item<double>(),
               -1.3 * forget_nll + 0.4 * alternate_nll, 1e-9);
+}
+
+// IHL of the model's forget answers by a plain loop in double: for every
+// answer token y at position t+1, 1 + p(y) - max_{v != y} p(v) with p the
+// softmax of the logits at t, clipped at 0; the mean over all answer tokens
+// of the batch.
+double LoopIhl(const at::Tensor& logits, const at::Tensor& labels) {
+  double total = 0;
+  int count = 0;
+  for (int64_t b = 0; b < logits.size(0); ++b) {
+    for (int64_t t = 0; t + 1 < logits.size(1); ++t) {
+      const int64_t y = labels[b][t + 1].item<int64_t>();
+      if (y == kIgnoreIndex) continue;
+      std::vector<double> z;
+      for (int64_t v = 0; v < logits.size(2); ++v) {
+        z.push_back(logits[b][t][v].item<double>());
+      }
+      double max = z[0], sum = 0;
+      for (double value : z) max = std::max(max, value);
+      for (double value : z) sum += std::exp(value - max);
+      double other = 0;
+      for (size_t v = 0; v < z.size(); ++v) {
+        if (static_cast<int64_t>(v) != y) {
+          other = std::max(other, std::exp(z[v] - max) / sum);
+        }
+      }
+      total += std::max(0.0, 1 + std::exp(z[y] - max) / sum - other);
+      ++count;
+    }
+  }
+  return total / count;
+}
+
+TEST_F(ObjectiveOnModelTest, IhlIsTheHingeOfTheForgetAnswersPlusRetainNll) {
+  at::Tensor forget_logits;
+  {
+    torch::NoGradGuard no_grad;
+    forget_logits =
+        model_->Forward(batch_.forget.input_ids, batch_.forget.attention_mask);
+  }
+  const double ihl = LoopIhl(forget_logits, batch_.forget.labels);
+  const double retain_nll = Nll(*batch_.retain);
+  ObjectiveParams params = DefaultObjectiveParams(UnlearningMethod::kIhl);
+  params.gamma = 1.3;
+  params.alpha = 0.7;
+  const MicroBatchLoss loss = Loss(UnlearningMethod::kIhl, params);
+  EXPECT_NEAR(loss.loss.item<double>(), 1.3 * ihl + 0.7 * retain_nll, 1e-12);
+  EXPECT_NEAR(loss.components.at("forget_ihl"), ihl, 1e-12);
+  EXPECT_NEAR(loss.components.at("forget_loss"), ihl, 1e-12);
+  EXPECT_NEAR(loss.components.at("retain_nll"), retain_nll, 1e-12);
+  EXPECT_EQ(loss.tokens,
+            batch_.forget.real_tokens() + batch_.retain->real_tokens());
+  params.alpha = 0;
+  EXPECT_NEAR(Loss(UnlearningMethod::kIhl, params).loss.item<double>(),
+              1.3 * ihl, 1e-12);
+}
+
+TEST_F(ObjectiveOnModelTest, IhlGradientMatchesFiniteDifferences) {
+  // d/dh of the objective at theta + h * d, by central differences, against
+  // the autograd gradient's projection on d (every parameter, fp64).
+  ObjectiveParams params = DefaultObjectiveParams(UnlearningMethod::kIhl);
+  params.alpha = 0.7;
+  auto objective = MakeObjective(UnlearningMethod::kIhl, params, nullptr);
+  ASSERT_TRUE(objective.ok()) << objective.status();
+  std::vector<at::Tensor> parameters = model_->parameters();
+  for (at::Tensor& parameter : parameters) parameter.mutable_grad() = at::Tensor();
+  absl::StatusOr<MicroBatchLoss> loss = (*objective)->Loss(*model_, batch_);
+  ASSERT_TRUE(loss.ok()) << loss.status();
+  loss->loss.backward();
+  torch::manual_seed(11);
+  std::vector<at::Tensor> directions;
+  double projected = 0;
+  for (at::Tensor& parameter : parameters) {
+    directions.push_back(at::randn_like(parameter));
+    ASSERT_TRUE(parameter.grad().defined());
+    projected += (parameter.grad() * directions.back()).sum().item<double>();
+  }
+  auto shifted_loss = [&](double h) {
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < parameters.size(); ++i) {
+      parameters[i].add_(directions[i], h);
+    }
+    const double value =
+        (*objective)->Loss(*model_, batch_)->loss.item<double>();
+    for (size_t i = 0; i < parameters.size(); ++i) {
+      parameters[i].sub_(directions[i], h);
+    }
+    return value;
+  };
+  const double h = 1e-6;
+  const double numeric = (shifted_loss(h) - shifted_loss(-h)) / (2 * h);
+  EXPECT_NEAR(projected, numeric, 1e-6 * std::max(1.0, std::abs(numeric)));
+  EXPECT_GT(std::abs(projected), 1e-4) << "a degenerate direction";
 }
 
 TEST_F(ObjectiveOnModelTest, MissingInputsAreClearErrors) {

@@ -127,7 +127,10 @@ absl::Status ValidateData(const ObjectiveNeeds& needs,
 absl::StatusOr<std::shared_ptr<LlamaForCausalLM>> FrozenCopy(
     LlamaForCausalLM& model, at::ScalarType dtype) {
   return CallTorch("copying the reference model", [&] {
-    auto copy = std::make_shared<LlamaForCausalLM>(model.config());
+    // Every parameter is replaced below: no random initialisation (of
+    // possibly billions of weights) to throw away.
+    auto copy = std::make_shared<LlamaForCausalLM>(
+        model.config(), ParameterInit::kUninitialized);
     copy->to(model.device());
     torch::NoGradGuard no_grad;
     auto source = model.named_parameters();

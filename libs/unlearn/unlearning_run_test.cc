@@ -82,7 +82,7 @@ TEST_F(UnlearningRunTest, EveryMethodRaisesTheForgetLoss) {
         UnlearningMethod::kNpo, UnlearningMethod::kNpoRt,
         UnlearningMethod::kNpoKl, UnlearningMethod::kSimNpo,
         UnlearningMethod::kIdkDpo, UnlearningMethod::kLlmu,
-        UnlearningMethod::kOfmu}) {
+        UnlearningMethod::kOfmu, UnlearningMethod::kIhl}) {
     auto model = FrozenCopy(**original, at::kFloat);
     ASSERT_TRUE(model.ok());
     for (auto& parameter : (*model)->parameters()) {
@@ -235,6 +235,37 @@ TEST_F(UnlearningRunTest, Bf16ReferenceCopyServesKlTerms) {
   options.bf16_reference = true;
   ASSERT_TRUE(RunUnlearning(**model, data_, options).ok());
   EXPECT_GT(MeanNll(**model, data_.forget), before + 0.1);
+}
+
+TEST_F(UnlearningRunTest, IhlLowersTheForgetAnswersProbability) {
+  // The same run with the forget term switched off (gamma 0: retain NLL
+  // only) is the control: the forget answers' probability exp(-mean NLL)
+  // must fall below it and below the start, while the retain set's stays
+  // close to the control's.
+  auto original = FrozenCopy(*model_, at::kFloat);
+  ASSERT_TRUE(original.ok());
+  const double forget_before = MeanNll(*model_, data_.forget);
+  double forget_after[2], retain_after[2];
+  for (int with_forget_term : {0, 1}) {
+    auto model = FrozenCopy(**original, at::kFloat);
+    ASSERT_TRUE(model.ok());
+    for (auto& parameter : (*model)->parameters()) {
+      parameter.set_requires_grad(true);
+    }
+    (*model)->train();
+    UnlearningOptions options = Options(UnlearningMethod::kIhl);
+    options.params.gamma = with_forget_term;
+    absl::StatusOr<TrainingSummary> summary =
+        RunUnlearning(**model, data_, options);
+    ASSERT_TRUE(summary.ok()) << summary.status();
+    ASSERT_TRUE(summary->steps.front().components.count("forget_ihl"));
+    forget_after[with_forget_term] = MeanNll(**model, data_.forget);
+    retain_after[with_forget_term] = MeanNll(**model, data_.retain);
+  }
+  const auto probability = [](double nll) { return std::exp(-nll); };
+  EXPECT_LT(probability(forget_after[1]), 0.8 * probability(forget_before));
+  EXPECT_LT(probability(forget_after[1]), 0.8 * probability(forget_after[0]));
+  EXPECT_LT(retain_after[1], retain_after[0] + 0.2);
 }
 
 TEST_F(UnlearningRunTest, MissingDataIsAClearError) {

@@ -60,12 +60,16 @@ absl::Status RunEval(const EvalCommand& command, std::ostream& out) {
   }
   ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer,
                    LoadModelTokenizer(command.model_dir));
-  ASSIGN_OR_RETURN(std::shared_ptr<LlamaForCausalLM> model,
-                   LoadLlamaCheckpoint(command.model_dir));
+  ASSIGN_OR_RETURN(const WeightsDtype weights_dtype,
+                   ParseWeightsDtype(command.weights_dtype));
+  ASSIGN_OR_RETURN(
+      std::shared_ptr<LlamaForCausalLM> model,
+      LoadLlamaCheckpoint(command.model_dir, {.weights_dtype = weights_dtype}));
   std::shared_ptr<LlamaForCausalLM> reference;
   if (!command.reference_model_dir.empty()) {
     ASSIGN_OR_RETURN(reference,
-                     LoadLlamaCheckpoint(command.reference_model_dir));
+                     LoadLlamaCheckpoint(command.reference_model_dir,
+                                         {.weights_dtype = weights_dtype}));
   }
   out << "evaluating " << command.model_dir << " on " << command.data_dir
       << " (" << command.forget_split << ", " << data.forget.size()

@@ -18,11 +18,12 @@
 namespace lethe {
 
 struct EvalCommand {
-  std::string model_dir;  // Hugging Face layout with tokenizer.model.
+  std::string model_dir;  // Hugging Face layout with its tokenizer files.
   std::string data_dir;   // TOFU-format split files.
   std::string forget_split = "forget10";
   std::string prompt_template = "auto";  // As JobSpec.prompt_template.
   ChatTemplateArgs chat_args;            // system_prompt, date_string.
+  std::string weights_dtype = "fp32";    // As JobSpec.weights_dtype.
   // The retain model's TOFU_EVAL.json, for forget_quality and privleak;
   // empty for none.
   std::string retain_logs;

@@ -61,6 +61,10 @@ ABSL_FLAG(std::string, template, "auto",
           "prompt template: auto (the model's own chat template, or plain "
           "when it has none), plain, llama2_chat, or a chat template: llama3, "
           "llama2, qwen2.5, chatml, mistral, zephyr, phi3, gemma, gemma3");
+ABSL_FLAG(std::string, weights_dtype, "fp32",
+          "dtype the model's weights are loaded in: fp32, bf16, fp16, or auto "
+          "(as stored: a bf16 checkpoint stays bf16, memory-mapped, never "
+          "copied; bf16/fp16 train without fp32 master weights)");
 ABSL_FLAG(std::string, system_prompt, "",
           "a chat template's system message (open-unlearning uses \"You are "
           "a helpful assistant.\" for Llama 3, Qwen2.5, Phi-3.5, zephyr)");
@@ -119,8 +123,8 @@ ABSL_FLAG(std::string, retain, "",
 ABSL_FLAG(std::string, retain_split, "retain90",
           "unlearn: the split whose knowledge must survive");
 ABSL_FLAG(std::string, method, "NPO",
-          "unlearn: GA, GradDiff, NPO, NPO_RT, NPO_KL, SimNPO, IdkDPO, LLMU or "
-          "OFMU");
+          "unlearn: GA, GradDiff, NPO, NPO_RT, NPO_KL, SimNPO, IdkDPO, LLMU, "
+          "OFMU or IHL");
 // Method coefficients: NaN (the default) leaves the spec's field absent, so
 // the method's own default applies; any value given, 0 included, is used.
 ABSL_FLAG(double, beta, NAN,
@@ -128,7 +132,8 @@ ABSL_FLAG(double, beta, NAN,
           "OFMU cosine weight (0.1)");
 ABSL_FLAG(double, alpha, NAN, "unlearn: weight of the retain term (1)");
 ABSL_FLAG(double, gamma, NAN,
-          "unlearn: weight of the forget term (1; SimNPO 0.125, LLMU 0.5)");
+          "unlearn: weight of the forget term (1; SimNPO 0.125, LLMU 0.5; "
+          "IHL: of the inverted hinge loss, 1)");
 ABSL_FLAG(double, delta, NAN, "unlearn: SimNPO margin (0)");
 ABSL_FLAG(std::string, retain_loss, "nll",
           "unlearn: GradDiff's retain term, nll or kl");
@@ -330,7 +335,8 @@ absl::StatusOr<v1::Method> MethodByName(const std::string& name) {
   }
   return absl::InvalidArgumentError(absl::StrCat(
       "--method: unknown method '", name,
-      "' (GA, GradDiff, NPO, NPO_RT, NPO_KL, SimNPO, IdkDPO, LLMU, OFMU)"));
+      "' (GA, GradDiff, NPO, NPO_RT, NPO_KL, SimNPO, IdkDPO, LLMU, OFMU, "
+      "IHL)"));
 }
 
 // A method coefficient flag goes into the spec only when it was given
@@ -392,6 +398,7 @@ absl::StatusOr<v1::JobSpec> JobSpecFromFlags() {
   spec.set_max_length(absl::GetFlag(FLAGS_max_length));
   spec.set_precision(absl::GetFlag(FLAGS_bf16) ? v1::BF16_AUTOCAST : v1::FP32);
   spec.set_bf16_reference(absl::GetFlag(FLAGS_bf16_reference));
+  spec.set_weights_dtype(absl::GetFlag(FLAGS_weights_dtype));
   if (absl::GetFlag(FLAGS_evaluate) ||
       !absl::GetFlag(FLAGS_retain_logs).empty()) {
     spec.mutable_evaluation()->set_every_epochs(
@@ -561,6 +568,7 @@ int Main(int argc, char** argv) {
                           .question = absl::GetFlag(FLAGS_prompt),
                           .prompt_template = absl::GetFlag(FLAGS_template),
                           .chat_args = ChatArgsFromFlags(),
+                          .weights_dtype = absl::GetFlag(FLAGS_weights_dtype),
                           .max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens),
                           .threads = LocalThreads()});
   } else if (command == "tokenize") {
@@ -584,6 +592,7 @@ int Main(int argc, char** argv) {
                  .forget_split = absl::GetFlag(FLAGS_forget_split),
                  .prompt_template = absl::GetFlag(FLAGS_template),
                  .chat_args = ChatArgsFromFlags(),
+                 .weights_dtype = absl::GetFlag(FLAGS_weights_dtype),
                  .retain_logs = absl::GetFlag(FLAGS_retain_logs),
                  .reference_model_dir = absl::GetFlag(FLAGS_reference_model),
                  .output_dir = absl::GetFlag(FLAGS_output),

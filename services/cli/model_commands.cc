@@ -124,8 +124,11 @@ absl::Status RunGenerate(const GenerateCommand& command) {
       PromptTemplate prompt_template,
       PromptTemplateForModel(command.prompt_template, command.model_dir,
                              command.chat_args));
-  ASSIGN_OR_RETURN(std::shared_ptr<LlamaForCausalLM> model,
-                   LoadLlamaCheckpoint(command.model_dir));
+  ASSIGN_OR_RETURN(const WeightsDtype weights_dtype,
+                   ParseWeightsDtype(command.weights_dtype));
+  ASSIGN_OR_RETURN(
+      std::shared_ptr<LlamaForCausalLM> model,
+      LoadLlamaCheckpoint(command.model_dir, {.weights_dtype = weights_dtype}));
   ASSIGN_OR_RETURN(
       std::vector<int> prompt,
       TokenizePrompt(

@@ -15,7 +15,7 @@
 namespace lethe {
 
 struct FinetuneCommand {
-  std::string model_dir;  // Hugging Face layout with tokenizer.model.
+  std::string model_dir;  // Hugging Face layout with its tokenizer files.
   std::string data_dir;
   std::string split;
   std::string prompt_template = "auto";  // As JobSpec.prompt_template.
@@ -25,7 +25,7 @@ struct FinetuneCommand {
   TrainingOptions training;
 };
 
-// Trains and writes output_dir (weights, config.json, tokenizer.model) and
+// Trains and writes output_dir (weights, config.json, tokenizer files) and
 // output_dir/training_log.json (one record per optimizer step).
 absl::Status RunFinetune(const FinetuneCommand& command);
 
@@ -43,6 +43,7 @@ struct GenerateCommand {
   std::string question;
   std::string prompt_template = "auto";  // As JobSpec.prompt_template.
   ChatTemplateArgs chat_args;            // system_prompt, date_string.
+  std::string weights_dtype = "fp32";    // As JobSpec.weights_dtype.
   int max_new_tokens = 200;
   int threads = 2;
 };
