@@ -8,7 +8,7 @@
 #
 # writes CARRY/service (CARRY defaults to .device_carry, git-ignored):
 #   include/     Debian's headers of gRPC, protobuf, Abseil, prometheus-cpp,
-#                nlohmann-json, glog, gflags, OpenSSL, libyaml, SQLite, zlib
+#                nlohmann-json, glog, gflags, OpenSSL, libyaml, PCRE2, SQLite, zlib
 #                and Gloo
 #   lib/         the shared libraries the three binaries need besides glibc,
 #                libstdc++ and LibTorch, with their own dependencies, each
@@ -38,7 +38,7 @@ mkdir -p "$carry"/{include,lib,generated,benchmark}
 
 # Headers: whole folders, or single files, of /usr/include.
 for h in grpc grpc++ grpcpp absl prometheus nlohmann gloo glog gflags openssl \
-         yaml.h \
+         yaml.h pcre2.h \
          sqlite3.h sqlite3ext.h zlib.h zconf.h sentencepiece_processor.h \
          sentencepiece_trainer.h; do
   cp -r "/usr/include/$h" "$carry/include/"
