@@ -6,9 +6,17 @@
 // coordinator's serves, and a worker with the worker container's flags
 // registers with it. Only what cannot work on one machine is replaced:
 // addresses and ports (free loopback ones), the pod IP and the SQLite path.
+// The GPU workers (gpu-workers.yaml) request one GPU each and run
+// lethe-worker with --device=cuda[:N]; here, with Debian's CPU-only LibTorch,
+// that command line must get as far as the worker's CUDA check (every flag
+// known), and with --device=cpu instead it must register. Each container's
+// image is built by a Dockerfile in docker/ (lethe:TAG by
+// docker/Dockerfile.TAG) whose last stage puts the container's command in
+// /usr/local/bin.
 //
 // Usage: kubernetes_manifests_test COORDINATOR_BINARY WORKER_BINARY
 //                                  MANIFEST_DIR
+// (the Dockerfiles are read from MANIFEST_DIR/../../docker).
 #include <algorithm>
 #include <filesystem>
 #include <iostream>
@@ -18,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -113,16 +122,50 @@ const Json& PodSpec(const Json& workload) {
   return workload["spec"]["template"]["spec"];
 }
 
-// The first container, in any workload's pods, whose command[0] is `binary`;
-// null when none is.
-const Json* ContainerRunning(const std::string& binary) {
+// Every container, in any workload's pods, whose command[0] is `binary`.
+std::vector<const Json*> ContainersRunning(const std::string& binary) {
+  std::vector<const Json*> containers;
   for (const Json* workload : Workloads()) {
     for (const Json& container : PodSpec(*workload)["containers"]) {
       if (container.contains("command") &&
           container["command"][0].get<std::string>() == binary) {
-        return &container;
+        containers.push_back(&container);
       }
     }
+  }
+  return containers;
+}
+
+// The value of the container's --`flag`=VALUE argument, if it has one.
+std::optional<std::string> FlagValue(const Json& container,
+                                     const std::string& flag) {
+  std::optional<std::string> value;
+  for (const Json& arg : container.value("args", Json::array())) {
+    const std::string whole = arg;
+    absl::string_view text = whole;
+    if (absl::ConsumePrefix(&text, "--" + flag + "=")) {
+      value = std::string(text);
+    }
+  }
+  return value;
+}
+
+// The first container running `binary` with --device=`device`, or (empty
+// `device`) the first running it; null when none is.
+const Json* ContainerRunning(const std::string& binary,
+                             const std::string& device = "") {
+  for (const Json* container : ContainersRunning(binary)) {
+    if (device.empty() || FlagValue(*container, "device") == device) {
+      return container;
+    }
+  }
+  return nullptr;
+}
+
+// The one Deployment named `name`; null when there is none.
+const Json* DeploymentNamed(const std::string& name) {
+  for (const Json* deployment : OfKind("Deployment")) {
+    if ((*deployment)["metadata"].value("name", "") == name) return deployment;
   }
   return nullptr;
 }
@@ -156,7 +199,8 @@ TEST(KubernetesManifestsTest, EveryDocumentIsAKubernetesObjectOfLethe) {
   }
   for (const char* expected :
        {"Service/lethe-coordinator", "StatefulSet/lethe-coordinator",
-        "Deployment/lethe-worker-cpu", "PersistentVolumeClaim/lethe-data"}) {
+        "Deployment/lethe-worker-cpu", "Deployment/lethe-worker-cuda",
+        "PersistentVolumeClaim/lethe-data"}) {
     EXPECT_EQ(seen.count(expected), 1u) << expected;
   }
 }
@@ -256,22 +300,138 @@ TEST(KubernetesManifestsTest,
     EXPECT_EQ(service_ports.count((*set)["spec"]["serviceName"]), 1u)
         << Describe(*set) << ": its serviceName is no Service";
   }
-  const Json* worker = ContainerRunning("lethe-worker");
-  ASSERT_NE(worker, nullptr);
-  std::optional<std::string> coordinator;
-  for (const Json& arg : (*worker)["args"]) {
-    const std::string whole = arg;
-    absl::string_view text = whole;
-    if (absl::ConsumePrefix(&text, "--coordinator=")) {
-      coordinator = std::string(text);
+  const std::vector<const Json*> workers = ContainersRunning("lethe-worker");
+  ASSERT_FALSE(workers.empty());
+  for (const Json* worker : workers) {
+    const std::optional<std::string> coordinator =
+        FlagValue(*worker, "coordinator");
+    ASSERT_TRUE(coordinator.has_value()) << "workers need --coordinator";
+    std::string host;
+    int port = 0;
+    ASSERT_TRUE(ParseHostPort(*coordinator, &host, &port).ok()) << *coordinator;
+    EXPECT_EQ(service_ports[host].count(port), 1u)
+        << "workers dial " << *coordinator << ", no Service port";
+  }
+}
+
+TEST(KubernetesManifestsTest, DeploymentsSelectOnlyTheirOwnPods) {
+  // Two Deployments whose selectors overlap fight over each other's pods.
+  for (const Json* deployment : OfKind("Deployment")) {
+    for (const Json* other : OfKind("Deployment")) {
+      if (deployment == other) continue;
+      EXPECT_FALSE(
+          LabelsInclude((*other)["spec"]["template"]["metadata"]["labels"],
+                        (*deployment)["spec"]["selector"]["matchLabels"]))
+          << Describe(*deployment) << " selects the pods of "
+          << Describe(*other);
     }
   }
-  ASSERT_TRUE(coordinator.has_value()) << "workers need --coordinator";
-  std::string host;
-  int port = 0;
-  ASSERT_TRUE(ParseHostPort(*coordinator, &host, &port).ok()) << *coordinator;
-  EXPECT_EQ(service_ports[host].count(port), 1u)
-      << "workers dial " << *coordinator << ", no Service port";
+}
+
+// A resource quantity that is the whole number 1 (YAML's 1 or "1").
+bool IsOne(const Json& quantity) {
+  return (quantity.is_number_integer() && quantity.get<int>() == 1) ||
+         (quantity.is_string() && quantity.get<std::string>() == "1");
+}
+
+TEST(KubernetesManifestsTest, GpuWorkersRequestOneGpuAndComputeOnIt) {
+  const Json* deployment = DeploymentNamed("lethe-worker-cuda");
+  ASSERT_NE(deployment, nullptr);
+  const Json& containers = PodSpec(*deployment)["containers"];
+  ASSERT_EQ(containers.size(), 1u);
+  const Json& container = containers[0];
+  EXPECT_EQ(container["command"], Json::array({"lethe-worker"}));
+  const std::optional<std::string> device = FlagValue(container, "device");
+  ASSERT_TRUE(device.has_value()) << "GPU workers need --device";
+  absl::string_view index = *device;
+  EXPECT_TRUE(*device == "cuda" ||
+              (absl::ConsumePrefix(&index, "cuda:") && !index.empty() &&
+               std::all_of(index.begin(), index.end(),
+                           [](char c) { return c >= '0' && c <= '9'; })))
+      << "--device=" << *device;
+  // Extended resources go in limits; a request, when given, must equal it.
+  const Json& resources = container.value("resources", Json::object());
+  const Json& limits = resources.value("limits", Json::object());
+  const Json& requests = resources.value("requests", Json::object());
+  ASSERT_TRUE(limits.contains("nvidia.com/gpu")) << resources;
+  EXPECT_TRUE(IsOne(limits["nvidia.com/gpu"])) << resources;
+  ASSERT_TRUE(requests.contains("nvidia.com/gpu")) << resources;
+  EXPECT_TRUE(IsOne(requests["nvidia.com/gpu"])) << resources;
+  EXPECT_EQ((*deployment)["spec"]["selector"]["matchLabels"].value(
+                "lethe.dev/device", ""),
+            "cuda");
+  // No CPU worker asks for a GPU.
+  for (const Json* worker : ContainersRunning("lethe-worker")) {
+    if (FlagValue(*worker, "device").value_or("cpu") != "cpu") continue;
+    EXPECT_FALSE(worker->value("resources", Json::object())
+                     .value("limits", Json::object())
+                     .contains("nvidia.com/gpu"))
+        << "a CPU worker holds a GPU";
+  }
+}
+
+// `text` with its Dockerfile line continuations joined and comments dropped:
+// one instruction a line.
+std::vector<std::string> DockerfileInstructions(const std::string& text) {
+  std::vector<std::string> instructions;
+  std::string current;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (absl::StartsWith(absl::StripLeadingAsciiWhitespace(line), "#")) {
+      continue;
+    }
+    const bool continued = absl::ConsumeSuffix(&line, "\\");
+    absl::StrAppend(&current, line, " ");
+    if (!continued) {
+      if (!absl::StripAsciiWhitespace(current).empty()) {
+        instructions.push_back(current);
+      }
+      current.clear();
+    }
+  }
+  return instructions;
+}
+
+TEST(KubernetesManifestsTest, EachImageIsBuiltWithItsContainersBinary) {
+  const std::filesystem::path docker_dir =
+      (std::filesystem::path(manifest_dir) / ".." / ".." / "docker")
+          .lexically_normal();
+  int checked = 0;
+  for (const Json* workload : Workloads()) {
+    for (const Json& container : PodSpec(*workload)["containers"]) {
+      const std::string image = container["image"];
+      absl::string_view tag = image;
+      ASSERT_TRUE(absl::ConsumePrefix(&tag, "lethe:"))
+          << Describe(*workload) << ": image " << image << " is not lethe:TAG";
+      const std::string dockerfile =
+          (docker_dir / absl::StrCat("Dockerfile.", tag)).string();
+      const absl::StatusOr<std::string> text = ReadFileToString(dockerfile);
+      ASSERT_TRUE(text.ok()) << Describe(*workload) << ": no " << dockerfile
+                             << " builds " << image << ": " << text.status();
+      // The last stage (the image itself) installs or copies the container's
+      // command into /usr/local/bin (the containers name it, not a path).
+      std::vector<std::string> instructions = DockerfileInstructions(*text);
+      const auto last_from =
+          std::find_if(instructions.rbegin(), instructions.rend(),
+                       [](const std::string& line) {
+                         return absl::StartsWith(line, "FROM ");
+                       });
+      ASSERT_NE(last_from, instructions.rend()) << dockerfile;
+      const std::string binary = container["command"][0];
+      bool installed = false;
+      for (auto it = last_from.base(); it != instructions.end(); ++it) {
+        if (!absl::StrContains(*it, "/usr/local/bin")) continue;
+        for (absl::string_view word :
+             absl::StrSplit(*it, absl::ByAnyChar(" \t"), absl::SkipEmpty())) {
+          installed |= word == binary || absl::EndsWith(word, "/" + binary);
+        }
+      }
+      EXPECT_TRUE(installed)
+          << dockerfile << " puts no " << binary << " in /usr/local/bin for "
+          << Describe(*workload);
+      ++checked;
+    }
+  }
+  EXPECT_GE(checked, 3);
 }
 
 // The container's arguments with each flag in `replace` given that value
@@ -313,71 +473,155 @@ bool StillRunning(Subprocess& process, absl::Duration wait) {
   return exit.ok() && !exit->has_value();
 }
 
-TEST(KubernetesManifestsTest, ContainerCommandLinesStartTheBinaries) {
-  const Json* coordinator_container = ContainerRunning("lethe-coordinator");
-  const Json* worker_container = ContainerRunning("lethe-worker");
-  ASSERT_NE(coordinator_container, nullptr);
-  ASSERT_NE(worker_container, nullptr);
-  const std::string dir = testing::TempDir() + "/kubernetes";
+// A coordinator started from its container's command line on loopback.
+struct LocalCoordinator {
+  std::optional<Subprocess> process;
+  std::string log;
+  std::string grpc_address;
+  std::string metrics_host;
+  int metrics_port = 0;
+};
+
+// Starts the coordinator container's command line with its files in `dir`
+// (created afresh); fails the test when it does not get ready.
+void StartCoordinator(const std::string& dir, LocalCoordinator* coordinator) {
+  const Json* container = ContainerRunning("lethe-coordinator");
+  ASSERT_NE(container, nullptr);
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
-
-  std::vector<std::string> argv = LocalCommandLine(
-      *coordinator_container, {{"--listen", "127.0.0.1:0"},
-                               {"--metrics_address", "127.0.0.1:0"},
-                               {"--database", dir + "/jobs.sqlite"}});
+  std::vector<std::string> argv =
+      LocalCommandLine(*container, {{"--listen", "127.0.0.1:0"},
+                                    {"--metrics_address", "127.0.0.1:0"},
+                                    {"--database", dir + "/jobs.sqlite"}});
   argv[0] = coordinator_binary;
   argv.push_back("--ready_file=" + dir + "/ready.json");
-  const std::string coordinator_log = dir + "/coordinator.log";
-  absl::StatusOr<Subprocess> coordinator = Subprocess::Start(
+  coordinator->log = dir + "/coordinator.log";
+  absl::StatusOr<Subprocess> process = Subprocess::Start(
       argv, {},
-      {.stdout_path = coordinator_log, .stderr_path = coordinator_log});
-  ASSERT_TRUE(coordinator.ok()) << coordinator.status();
+      {.stdout_path = coordinator->log, .stderr_path = coordinator->log});
+  ASSERT_TRUE(process.ok()) << process.status();
+  coordinator->process = std::move(*process);
   std::string ready;
   const absl::Time deadline = absl::Now() + absl::Seconds(30);
-  while (ready.empty() && StillRunning(*coordinator, absl::Milliseconds(20)) &&
+  while (ready.empty() &&
+         StillRunning(*coordinator->process, absl::Milliseconds(20)) &&
          absl::Now() < deadline) {
     ready = ReadFileToString(dir + "/ready.json").value_or("");
   }
-  ASSERT_FALSE(ready.empty()) << absl::StrJoin(argv, " ") << "\n"
-                              << ReadFileToString(coordinator_log).value_or("");
+  ASSERT_FALSE(ready.empty())
+      << absl::StrJoin(argv, " ") << "\n"
+      << ReadFileToString(coordinator->log).value_or("");
   const Json addresses = Json::parse(ready);
-  std::string metrics_host;
-  int metrics_port = 0;
-  ASSERT_TRUE(ParseHostPort(std::string(absl::StripSuffix(
-                                absl::StripPrefix(
-                                    addresses["metrics_url"].get<std::string>(),
-                                    "http://"),
-                                "/metrics")),
-                            &metrics_host, &metrics_port)
-                  .ok())
+  coordinator->grpc_address = addresses["grpc_address"];
+  ASSERT_TRUE(
+      ParseHostPort(
+          std::string(absl::StripSuffix(
+              absl::StripPrefix(addresses["metrics_url"].get<std::string>(),
+                                "http://"),
+              "/metrics")),
+          &coordinator->metrics_host, &coordinator->metrics_port)
+          .ok())
       << addresses;
+}
 
-  argv = LocalCommandLine(*worker_container,
-                          {{"--coordinator", addresses["grpc_address"]},
-                           {"--store_port", "0"},
-                           {"--metrics_address", "127.0.0.1:0"}});
-  argv[0] = worker_binary;
-  const std::string worker_log = dir + "/worker.log";
-  absl::StatusOr<Subprocess> worker = Subprocess::Start(
-      argv, {}, {.stdout_path = worker_log, .stderr_path = worker_log});
-  ASSERT_TRUE(worker.ok()) << worker.status();
+// Starts `container`'s worker command line against `coordinator`, with
+// --device=`device` instead of the container's when `device` is given.
+absl::StatusOr<Subprocess> StartWorker(const Json& container,
+                                       const LocalCoordinator& coordinator,
+                                       const std::string& log,
+                                       std::vector<std::string>* argv,
+                                       const std::string& device = "") {
+  std::map<std::string, std::string> replace = {
+      {"--coordinator", coordinator.grpc_address},
+      {"--store_port", "0"},
+      {"--metrics_address", "127.0.0.1:0"}};
+  if (!device.empty()) replace["--device"] = device;
+  *argv = LocalCommandLine(container, replace);
+  (*argv)[0] = worker_binary;
+  return Subprocess::Start(*argv, {}, {.stdout_path = log, .stderr_path = log});
+}
+
+// Waits (up to a minute) until the coordinator counts `count` registered
+// workers, or `worker` ends; returns the last count read.
+double WaitForRegistered(const LocalCoordinator& coordinator,
+                         Subprocess& worker, double count) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
   std::optional<double> registered;
-  while (registered.value_or(0) < 1 &&
-         StillRunning(*worker, absl::Milliseconds(200)) &&
-         absl::Now() < deadline + absl::Seconds(30)) {
+  while (registered.value_or(0) < count &&
+         StillRunning(worker, absl::Milliseconds(200)) &&
+         absl::Now() < deadline) {
     const absl::StatusOr<HttpResponse> metrics =
-        HttpGet(metrics_host, metrics_port, "/metrics");
+        HttpGet(coordinator.metrics_host, coordinator.metrics_port, "/metrics");
     if (metrics.ok()) {
       registered = GaugeValue(metrics->body, "lethe_workers_registered");
     }
   }
-  EXPECT_EQ(registered.value_or(0), 1)
+  return registered.value_or(0);
+}
+
+TEST(KubernetesManifestsTest, ContainerCommandLinesStartTheBinaries) {
+  const Json* worker_container = ContainerRunning("lethe-worker", "cpu");
+  ASSERT_NE(worker_container, nullptr) << "no CPU worker";
+  const std::string dir = testing::TempDir() + "/kubernetes";
+  LocalCoordinator coordinator;
+  StartCoordinator(dir, &coordinator);
+  if (HasFatalFailure()) return;
+
+  std::vector<std::string> argv;
+  const std::string worker_log = dir + "/worker.log";
+  absl::StatusOr<Subprocess> worker =
+      StartWorker(*worker_container, coordinator, worker_log, &argv);
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  EXPECT_EQ(WaitForRegistered(coordinator, *worker, 1), 1)
       << absl::StrJoin(argv, " ") << "\n"
       << ReadFileToString(worker_log).value_or("")
-      << ReadFileToString(coordinator_log).value_or("");
+      << ReadFileToString(coordinator.log).value_or("");
   EXPECT_TRUE(StillRunning(*worker, absl::ZeroDuration()))
       << ReadFileToString(worker_log).value_or("");
+}
+
+TEST(KubernetesManifestsTest, GpuWorkerCommandLineReachesTheDeviceCheck) {
+  const Json* deployment = DeploymentNamed("lethe-worker-cuda");
+  ASSERT_NE(deployment, nullptr);
+  const Json& container = PodSpec(*deployment)["containers"][0];
+  const std::string dir = testing::TempDir() + "/kubernetes_gpu";
+  LocalCoordinator coordinator;
+  StartCoordinator(dir, &coordinator);
+  if (HasFatalFailure()) return;
+
+  // As written: with a CUDA LibTorch and a GPU the worker registers; with
+  // Debian's LibTorch it parses every flag and then refuses CUDA.
+  std::vector<std::string> argv;
+  const std::string cuda_log = dir + "/worker-cuda.log";
+  absl::StatusOr<Subprocess> cuda_worker =
+      StartWorker(container, coordinator, cuda_log, &argv);
+  ASSERT_TRUE(cuda_worker.ok()) << cuda_worker.status();
+  const double registered = WaitForRegistered(coordinator, *cuda_worker, 1);
+  const std::string cuda_output = ReadFileToString(cuda_log).value_or("");
+  if (registered < 1) {
+    const absl::StatusOr<std::optional<ExitStatus>> exit =
+        cuda_worker->WaitFor(absl::Seconds(10));
+    ASSERT_TRUE(exit.ok() && exit->has_value())
+        << "neither registered nor ended: " << absl::StrJoin(argv, " ") << "\n"
+        << cuda_output;
+    EXPECT_FALSE((*exit)->success());
+    EXPECT_TRUE(absl::StrContains(cuda_output, "has no CUDA"))
+        << absl::StrJoin(argv, " ") << "\n"
+        << cuda_output;
+  }
+
+  // The same command line on the CPU registers: every other flag works.
+  const std::string cpu_log = dir + "/worker-cpu.log";
+  absl::StatusOr<Subprocess> cpu_worker =
+      StartWorker(container, coordinator, cpu_log, &argv, "cpu");
+  ASSERT_TRUE(cpu_worker.ok()) << cpu_worker.status();
+  EXPECT_EQ(WaitForRegistered(coordinator, *cpu_worker, registered + 1),
+            registered + 1)
+      << absl::StrJoin(argv, " ") << "\n"
+      << ReadFileToString(cpu_log).value_or("")
+      << ReadFileToString(coordinator.log).value_or("");
+  EXPECT_TRUE(StillRunning(*cpu_worker, absl::ZeroDuration()))
+      << ReadFileToString(cpu_log).value_or("");
 }
 
 }  // namespace
