@@ -289,10 +289,15 @@ TEST(RunJobSpecTest, ALlama3ModelRunsWithItsChatTemplate) {
   spec.set_system_prompt("You are a helpful assistant.");
   spec.set_date_string("10 Apr 2025");
   spec.set_num_epochs(1);
+  spec.mutable_evaluation()->set_every_epochs(0);  // At the end.
   spec = JobSpecWithDefaults(spec);
   EXPECT_EQ(spec.tokenizer_path(), model_dir + "/tokenizer.json");
   absl::StatusOr<JobRunResult> result = ValidateAndRun(spec);
   ASSERT_TRUE(result.ok()) << result.status();
+  // TOFU's evaluation (scoring and greedy generation) through the template.
+  EXPECT_TRUE(result->evaluation.count("model_utility"));
+  EXPECT_TRUE(
+      std::filesystem::exists(spec.output_dir() + "/eval/TOFU_EVAL.json"));
   EXPECT_GT(MaxAbsDifference(ModelWeights(result->model_dir),
                              ModelWeights(model_dir)),
             0);
