@@ -132,6 +132,9 @@ void PrintJob(const v1::Job& job, OutputFormat format, std::ostream& out) {
                              " from ", spec.model_dir()));
   row("workers", absl::StrCat(spec.world_size(), " x ",
                               spec.per_device_batch_size(), " examples"));
+  if (job.attempt_generation() > 0) {
+    row("attempt", absl::StrCat("generation ", job.attempt_generation()));
+  }
   if (job.progress().total_steps() > 0) row("progress", ProgressLine(job));
   row("losses", FormatValues(job.progress().loss_components()));
   row("evaluation", FormatValues(job.evaluation_summary()));
