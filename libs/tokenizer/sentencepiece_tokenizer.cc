@@ -6,6 +6,9 @@
 #include <queue>
 #include <utility>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
@@ -256,11 +259,21 @@ SentencePieceTokenizer::FromSerialized(absl::string_view bytes,
         tokenizer->user_defined_.push_back(piece.text);
         break;
       case PieceType::kByte: {
-        unsigned int byte;
-        if (piece.text.size() == 6 &&
-            std::sscanf(piece.text.c_str(), "<0x%02X>", &byte) == 1) {
-          tokenizer->byte_ids_[byte] = id;
+        // Exactly "<0xHH>": sscanf's %X would take "<0x-7>" as a huge
+        // index (found by fuzz/tokenizer_model_fuzzer).
+        const std::string& text = piece.text;
+        int byte = -1;
+        if (text.size() == 6 && absl::StartsWith(text, "<0x") &&
+            text[5] == '>' && absl::ascii_isxdigit(text[3]) &&
+            absl::ascii_isxdigit(text[4])) {
+          byte = std::stoi(text.substr(3, 2), nullptr, 16);
         }
+        if (byte < 0 || byte > 255) {
+          return malformed(absl::StrCat("byte piece ", id, " is \"",
+                                        absl::CHexEscape(text),
+                                        "\", not <0xHH>"));
+        }
+        tokenizer->byte_ids_[byte] = id;
         break;
       }
       default:

@@ -254,6 +254,19 @@ TEST(TokenizerLoadTest, MissingCorruptAndUnsupportedFilesNameThePath) {
             absl::StatusCode::kUnimplemented);
 }
 
+// A byte piece whose text is not <0xHH> is refused, not used as an index
+// (fuzz/tokenizer_model_fuzzer found "<0x-7>" written far outside the byte
+// table).
+TEST_F(TrainedTokenizerTest, ABytePieceMustBeHexadecimal) {
+  std::string model = *serialized_;
+  const size_t at = model.find("<0x41>");
+  ASSERT_NE(at, std::string::npos) << "the model has byte pieces";
+  model.replace(at, 6, "<0x-7>");
+  const absl::Status status = Tokenizer::FromSerialized(model).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("<0x-7>"), std::string::npos) << status;
+}
+
 TEST(TrainTokenizerTest, RejectsEmptyCorpusAndTinyVocabulary) {
   EXPECT_EQ(TrainTokenizer({}, {}).status().code(),
             absl::StatusCode::kInvalidArgument);
