@@ -238,10 +238,18 @@ SentencePieceTokenizer::FromSerialized(absl::string_view bytes,
         "' uses a character map; Lethe supports identity normalisation"));
   }
   const int size = tokenizer->vocab_size();
-  for (int id : {tokenizer->special_.unk, tokenizer->special_.bos,
-                 tokenizer->special_.eos}) {
-    if (id >= size)
-      return malformed(absl::StrCat("special id ", id, " >= ", size));
+  // -1 means "none"; anything else must be a piece (an id past the end was
+  // an embedding lookup out of range once it padded a batch: found by
+  // fuzz/tokenizer_model_fuzzer).
+  for (const auto& [name, id] :
+       {std::pair<const char*, int>{"unk_id", tokenizer->special_.unk},
+        {"bos_id", tokenizer->special_.bos},
+        {"eos_id", tokenizer->special_.eos},
+        {"pad_id", tokenizer->special_.pad}}) {
+    if (id < -1 || id >= size) {
+      return malformed(
+          absl::StrCat(name, " ", id, " is not in [-1, ", size, ")"));
+    }
   }
   if (tokenizer->special_.unk < 0) return malformed("no unknown-token id");
   std::fill(std::begin(tokenizer->byte_ids_), std::end(tokenizer->byte_ids_),

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "libs/data/sharding.h"
@@ -265,6 +266,18 @@ TEST_F(TrainedTokenizerTest, ABytePieceMustBeHexadecimal) {
   const absl::Status status = Tokenizer::FromSerialized(model).status();
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(status.message().find("<0x-7>"), std::string::npos) << status;
+}
+
+// Special ids are -1 (none) or a piece: a pad_id past the end padded
+// batches with an out-of-range embedding index (found by the fuzz target;
+// these bytes are its input: pieces <unk>, <s>, </s>, BPE, pad_id 383).
+TEST(TokenizerLoadTest, SpecialIdsMustBePiecesOrMinusOne) {
+  const std::string pad_383 = absl::HexStringToBytes(
+      "0a090a053c756e6b3e18020a070a033c733e18030a080a043c2f733e18031206180"
+      "2d802ff02");
+  const absl::Status status = Tokenizer::FromSerialized(pad_383).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("pad_id 383"), std::string::npos) << status;
 }
 
 TEST(TrainTokenizerTest, RejectsEmptyCorpusAndTinyVocabulary) {
