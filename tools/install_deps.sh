@@ -9,6 +9,8 @@ packages=(
   # Toolchain and builds: Bazel (primary, offline) and the CMake mirror.
   g++ make cmake ninja-build pkg-config git
   bazel-bootstrap bazel-rules-java bazel-platforms
+  # Fuzzing (tools/fuzz.sh): clang and libFuzzer's runtime.
+  clang libclang-rt-14-dev
   clang-format
   # LibTorch (CPU, c10d with Gloo) and the BLAS it must use: without
   # OpenBLAS, Debian's LibTorch falls back to reference BLAS, ~50x slower.

@@ -4,7 +4,7 @@
 # with Bazel (offline) and runs every test, then prints one closing line:
 #   N passed, N failed[, N skipped]
 # counting individual test cases (GoogleTest cases; one per non-gtest target),
-# with the lint check counted as one more case. Exits non-zero on any failure.
+# with the lint check and the fuzz smoke run counted as one more case each. Exits non-zero on any failure.
 #
 # Extra arguments go to `bazel test`, e.g. tools/test.sh --test_filter=Npo*
 set -uo pipefail
@@ -14,6 +14,9 @@ tools/install_deps.sh || { echo "0 passed, 1 failed"; exit 1; }
 
 lint_failed=0
 tools/lint.sh || lint_failed=1
+# Every parser's fuzz target over its seed corpus (fuzz/, about a minute).
+fuzz_failed=0
+LETHE_FUZZ_BUILD_JOBS="$(nproc)" tools/fuzz.sh smoke || fuzz_failed=1
 
 bazel_flags=(--keep_going)
 # Tests that use the workspace's reference data (TOFU, MUSE) read it from
@@ -31,8 +34,8 @@ bazel test "${bazel_flags[@]}" "$@" //...
 bazel_status=$?
 
 mapfile -t targets < <(bazel query --noshow_progress 'tests(//...)' 2>/dev/null)
-passed=$((1 - lint_failed))
-failed=$lint_failed
+passed=$((2 - lint_failed - fuzz_failed))
+failed=$((lint_failed + fuzz_failed))
 skipped=0
 missing=()
 for target in "${targets[@]}"; do

@@ -731,8 +731,13 @@ std::string LlamaConfigToJson(const LlamaConfig& config) {
   json["num_hidden_layers"] = config.num_hidden_layers;
   json["num_attention_heads"] = config.num_attention_heads;
   json["num_key_value_heads"] = config.num_key_value_heads;
-  if (config.explicit_head_dim.has_value()) {
-    json["head_dim"] = *config.explicit_head_dim;
+  // Without head_dim, a family whose config class has a head_dim default
+  // of its own (Gemma's 256) would read that back instead of hidden_size /
+  // num_attention_heads: a different model.
+  const absl::StatusOr<LlamaConfig> defaults = DefaultConfigFor(type);
+  if (config.explicit_head_dim.has_value() ||
+      (defaults.ok() && defaults->explicit_head_dim.has_value())) {
+    json["head_dim"] = config.head_dim();
   }
   json["max_position_embeddings"] = config.max_position_embeddings;
   if (type == "phi3") {

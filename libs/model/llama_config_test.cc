@@ -98,6 +98,28 @@ TEST(LlamaConfigTest, JsonRoundTripPreservesEveryField) {
   EXPECT_DOUBLE_EQ(parsed->rope_theta, 500000);
 }
 
+// Found by fuzz/llama_config_fuzzer (written config.json read back
+// differently): a Gemma config with "head_dim": null uses hidden_size /
+// num_attention_heads, but the written config.json left head_dim out, which
+// reads back as Gemma's default of 256.
+TEST(LlamaConfigTest, GemmaWithoutHeadDimRoundTrips) {
+  for (const std::string type : {"gemma", "gemma2"}) {
+    const absl::StatusOr<LlamaConfig> config = ParseLlamaConfig(
+        absl::StrCat(R"({"model_type": ")", type,
+                     R"(", "hidden_size": 64, "num_attention_heads": 8,
+                     "num_key_value_heads": 2, "head_dim": null})"),
+        "c.json");
+    ASSERT_TRUE(config.ok()) << config.status();
+    EXPECT_EQ(config->head_dim(), 8);
+    const std::string written = LlamaConfigToJson(*config);
+    const absl::StatusOr<LlamaConfig> again =
+        ParseLlamaConfig(written, "written.json");
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_EQ(again->head_dim(), 8) << written;
+    EXPECT_EQ(LlamaConfigToJson(*again), written);
+  }
+}
+
 struct BadConfig {
   std::string json;
   absl::StatusCode code;

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <system_error>
 #include <utility>
@@ -154,6 +155,37 @@ absl::StatusOr<FileDigest> WriteOptimizer(
   return accumulator.digest();
 }
 
+constexpr int64_t kMinInt64 = std::numeric_limits<int64_t>::min();
+constexpr int64_t kMaxInt64 = std::numeric_limits<int64_t>::max();
+
+// `object[field]` as an integer in [min, max]; DATA_LOSS naming `where` and
+// the field when it is missing, not an integer (1.0 and 1e3 are not) or out
+// of range. (nlohmann's get<int>() would truncate 1.5 and wrap 2^32 + 1 to
+// 1, and converting an out-of-range float is undefined behaviour.)
+absl::StatusOr<int64_t> IntegerField(const nlohmann::json& object,
+                                     const char* field, int64_t min,
+                                     int64_t max, const std::string& where) {
+  if (!object.contains(field)) {
+    return absl::DataLossError(absl::StrCat(where, ": ", field, " is missing"));
+  }
+  const nlohmann::json& value = object[field];
+  bool in_range = false;
+  if (value.is_number_unsigned()) {
+    const uint64_t number = value.get<uint64_t>();
+    in_range = max >= 0 && number <= static_cast<uint64_t>(max) &&
+               (min <= 0 || number >= static_cast<uint64_t>(min));
+  } else if (value.is_number_integer()) {
+    const int64_t number = value.get<int64_t>();
+    in_range = number >= min && number <= max;
+  }
+  if (!in_range) {
+    return absl::DataLossError(absl::StrCat(
+        where, ": ", field, " must be an integer in [", min, ", ", max,
+        "], got ", value.is_number() ? value.dump() : value.type_name()));
+  }
+  return value.get<int64_t>();
+}
+
 // The step of a checkpoint directory name, or -1.
 int64_t StepOfName(const std::string& name) {
   if (!absl::StartsWith(name, kPrefix)) return -1;
@@ -165,15 +197,6 @@ int64_t StepOfName(const std::string& name) {
   }
   int64_t step = -1;
   return absl::SimpleAtoi(digits, &step) ? step : -1;
-}
-
-absl::StatusOr<nlohmann::json> ReadStateJson(const std::string& path) {
-  ASSIGN_OR_RETURN(const std::string text, ReadFileToString(path));
-  nlohmann::json json = nlohmann::json::parse(text, nullptr, false);
-  if (json.is_discarded() || !json.is_object()) {
-    return absl::DataLossError(absl::StrCat(path, ": not a JSON object"));
-  }
-  return json;
 }
 
 std::string ShapeText(at::IntArrayRef shape) {
@@ -304,59 +327,97 @@ std::vector<int64_t> ListCheckpointSteps(const std::string& root) {
   return steps;
 }
 
+absl::StatusOr<CheckpointStateFile> ParseCheckpointState(
+    const std::string& text, const std::string& source) {
+  const nlohmann::json json = nlohmann::json::parse(text, nullptr, false);
+  if (json.is_discarded() || !json.is_object()) {
+    return absl::DataLossError(absl::StrCat(source, ": not a JSON object"));
+  }
+  CheckpointStateFile parsed;
+  ASSIGN_OR_RETURN(
+      const int64_t version,
+      IntegerField(json, "format_version", kMinInt64, kMaxInt64, source));
+  if (version != kCheckpointFormatVersion) {
+    return absl::DataLossError(absl::StrCat(
+        source, ": format_version ", version, " is not ",
+        kCheckpointFormatVersion, ", the version this program reads"));
+  }
+  ASSIGN_OR_RETURN(parsed.state.step,
+                   IntegerField(json, "step", 0, kMaxInt64, source));
+  ASSIGN_OR_RETURN(parsed.state.epoch,
+                   IntegerField(json, "epoch", 0, kMaxInt64, source));
+  if (json.contains("run")) {
+    const nlohmann::json& run = json["run"];
+    if (!run.is_object()) {
+      return absl::DataLossError(absl::StrCat(source, ": run is a ",
+                                              run.type_name(),
+                                              ", not an object of strings"));
+    }
+    for (const auto& [key, value] : run.items()) {
+      if (!value.is_string()) {
+        return absl::DataLossError(absl::StrCat(source, ": run.", key, " is a ",
+                                                value.type_name(),
+                                                ", not a string"));
+      }
+      parsed.state.run[key] = value.get<std::string>();
+    }
+  }
+  if (!json.contains("files") || !json["files"].is_object()) {
+    return absl::DataLossError(
+        absl::StrCat(source, ": files is missing or not an object"));
+  }
+  const nlohmann::json& files = json["files"];
+  for (const char* required : {kModelFile, kOptimizerFile}) {
+    if (!files.contains(required)) {
+      return absl::DataLossError(absl::StrCat(source, ": lists no ", required));
+    }
+  }
+  for (const auto& [name, expected] : files.items()) {
+    if (name.empty() || name.find('/') != std::string::npos || name == "." ||
+        name == "..") {
+      return absl::DataLossError(
+          absl::StrCat(source, ": bad file name \"", name, "\""));
+    }
+    const std::string where = absl::StrCat(source, ": files.", name);
+    if (!expected.is_object()) {
+      return absl::DataLossError(absl::StrCat(where, " is not an object"));
+    }
+    CheckpointFileRecord& record = parsed.files[name];
+    ASSIGN_OR_RETURN(const int64_t bytes,
+                     IntegerField(expected, "bytes", 0, kMaxInt64, where));
+    ASSIGN_OR_RETURN(const int64_t crc32,
+                     IntegerField(expected, "crc32", 0, 0xFFFFFFFF, where));
+    record.bytes = static_cast<uint64_t>(bytes);
+    record.crc32 = static_cast<uint32_t>(crc32);
+  }
+  return parsed;
+}
+
 absl::StatusOr<CheckpointState> VerifyCheckpoint(const std::string& dir) {
   const std::string state_path = absl::StrCat(dir, "/", kStateFile);
-  ASSIGN_OR_RETURN(const nlohmann::json json, ReadStateJson(state_path));
-  CheckpointState state;
-  try {
-    const int version = json.at("format_version").get<int>();
-    if (version != kCheckpointFormatVersion) {
-      return absl::DataLossError(absl::StrCat(
-          state_path, ": format_version ", version, " is not ",
-          kCheckpointFormatVersion, ", the version this program reads"));
+  ASSIGN_OR_RETURN(const std::string text, ReadFileToString(state_path));
+  ASSIGN_OR_RETURN(CheckpointStateFile parsed,
+                   ParseCheckpointState(text, state_path));
+  for (const auto& [name, expected] : parsed.files) {
+    const std::string path = absl::StrCat(dir, "/", name);
+    ASSIGN_OR_RETURN(const FileDigest digest, DigestFile(path));
+    if (digest.bytes != expected.bytes) {
+      return absl::DataLossError(absl::StrCat(path, ": ", digest.bytes,
+                                              " bytes, ", expected.bytes,
+                                              " expected (truncated?)"));
     }
-    state.step = json.at("step").get<int64_t>();
-    state.epoch = json.at("epoch").get<int64_t>();
-    if (json.contains("run")) {
-      state.run = json.at("run").get<std::map<std::string, std::string>>();
+    if (digest.crc32 != expected.crc32) {
+      return absl::DataLossError(
+          absl::StrFormat("%s: CRC32 %08x, %08x expected (corrupted)", path,
+                          digest.crc32, expected.crc32));
     }
-    const nlohmann::json& files = json.at("files");
-    for (const char* required : {kModelFile, kOptimizerFile}) {
-      if (!files.contains(required)) {
-        return absl::DataLossError(
-            absl::StrCat(state_path, ": lists no ", required));
-      }
-    }
-    for (const auto& [name, expected] : files.items()) {
-      if (name.empty() || name.find('/') != std::string::npos || name == "." ||
-          name == "..") {
-        return absl::DataLossError(
-            absl::StrCat(state_path, ": bad file name \"", name, "\""));
-      }
-      const std::string path = absl::StrCat(dir, "/", name);
-      ASSIGN_OR_RETURN(const FileDigest digest, DigestFile(path));
-      const uint64_t bytes = expected.at("bytes").get<uint64_t>();
-      const uint32_t crc = expected.at("crc32").get<uint32_t>();
-      if (digest.bytes != bytes) {
-        return absl::DataLossError(absl::StrCat(path, ": ", digest.bytes,
-                                                " bytes, ", bytes,
-                                                " expected (truncated?)"));
-      }
-      if (digest.crc32 != crc) {
-        return absl::DataLossError(
-            absl::StrFormat("%s: CRC32 %08x, %08x expected (corrupted)", path,
-                            digest.crc32, crc));
-      }
-    }
-  } catch (const nlohmann::json::exception& error) {
-    return absl::DataLossError(
-        absl::StrCat(state_path, ": malformed: ", error.what()));
   }
-  if (StepOfName(fs::path(dir).filename().string()) != state.step) {
-    return absl::DataLossError(absl::StrCat(state_path, ": step ", state.step,
+  if (StepOfName(fs::path(dir).filename().string()) != parsed.state.step) {
+    return absl::DataLossError(absl::StrCat(state_path, ": step ",
+                                            parsed.state.step,
                                             " does not match its directory"));
   }
-  return state;
+  return std::move(parsed.state);
 }
 
 absl::StatusOr<std::string> WriteCheckpoint(

@@ -56,6 +56,27 @@ struct CheckpointState {
   std::map<std::string, std::string> run;
 };
 
+// What a checkpoint's trainer_state.json records: the state, and the size
+// and CRC32 of each of its files (file names as written in the JSON).
+struct CheckpointFileRecord {
+  uint64_t bytes = 0;
+  uint32_t crc32 = 0;
+};
+struct CheckpointStateFile {
+  CheckpointState state;
+  std::map<std::string, CheckpointFileRecord> files;
+};
+
+// Parses the text of a trainer_state.json; `source` (its path) names it in
+// errors. DATA_LOSS when it is malformed: not a JSON object, another
+// format_version, step, epoch, sizes or CRC32s that are not integers in
+// range (a negative step, a CRC32 above 2^32 - 1), run values that are not
+// strings, files that are not objects, a file name that is empty, "." or
+// ".." or holds '/', or no model.safetensors or optimizer.pt. The files
+// themselves are not read (VerifyCheckpoint checks them).
+absl::StatusOr<CheckpointStateFile> ParseCheckpointState(
+    const std::string& text, const std::string& source);
+
 // "<root>/checkpoint-00000042" for step 42.
 std::string CheckpointDirectory(const std::string& root, int64_t step);
 

@@ -7,8 +7,10 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -297,6 +299,96 @@ TEST(CheckpointTest, OtherRunSettingsAreAFailedPrecondition) {
   EXPECT_NE(status.message().find("seed"), std::string::npos) << status;
   EXPECT_NE(status.message().find("trainer_state.json"), std::string::npos)
       << status;
+}
+
+// A trainer_state.json as WriteCheckpoint writes it, with `replace` applied
+// to its text (each pair: the first occurrence of .first becomes .second).
+std::string StateText(
+    const std::vector<std::pair<std::string, std::string>>& replace = {}) {
+  std::string text = R"({
+ "epoch": 3,
+ "files": {
+  "model.safetensors": {"bytes": 32104, "crc32": 2914563190},
+  "optimizer.pt": {"bytes": 70211, "crc32": 12345}
+ },
+ "format_version": 1,
+ "run": {"seed": "1"},
+ "step": 40
+})";
+  for (const auto& [from, to] : replace) {
+    const size_t at = text.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    if (at != std::string::npos) text.replace(at, from.size(), to);
+  }
+  return text;
+}
+
+TEST(CheckpointStateTest, ParsesWhatWriteCheckpointWrites) {
+  const absl::StatusOr<CheckpointStateFile> parsed =
+      ParseCheckpointState(StateText(), "s.json");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->state.step, 40);
+  EXPECT_EQ(parsed->state.epoch, 3);
+  EXPECT_EQ(parsed->state.run,
+            (std::map<std::string, std::string>{{"seed", "1"}}));
+  ASSERT_EQ(parsed->files.size(), 2u);
+  EXPECT_EQ(parsed->files.at("model.safetensors").bytes, 32104u);
+  EXPECT_EQ(parsed->files.at("model.safetensors").crc32, 2914563190u);
+  EXPECT_EQ(parsed->files.at("optimizer.pt").crc32, 12345u);
+}
+
+// Found by fuzz/checkpoint_state_fuzzer: numbers were read with
+// nlohmann's get<int>() and friends, which truncate 1.5 to 1, wrap
+// 2^32 + 1 to 1 and 2^32 + 12345 to 12345, turn -1 bytes into 2^64 - 1,
+// and convert out-of-range floats (1e300) with undefined behaviour.
+TEST(CheckpointStateTest, NumbersMustBeIntegersInRange) {
+  for (const auto& [from, to] :
+       std::vector<std::pair<std::string, std::string>>{
+           {R"("format_version": 1)", R"("format_version": 4294967297)"},
+           {R"("format_version": 1)", R"("format_version": 1.5)"},
+           {R"("format_version": 1)", R"("format_version": 1e300)"},
+           {R"("format_version": 1)",
+            R"("format_version": 92233720368547758080)"},
+           {R"("step": 40)", R"("step": -1)"},
+           {R"("step": 40)", R"("step": 40.0)"},
+           {R"("step": 40)", R"("step": 1e300)"},
+           {R"("epoch": 3)", R"("epoch": -1e80)"},
+           {R"("epoch": 3)", R"("epoch": "3")"},
+           {R"("bytes": 32104)", R"("bytes": -1)"},
+           {R"("bytes": 32104)", R"("bytes": -1.5)"},
+           {R"("bytes": 32104)", R"("bytes": 18446744073709551615)"},
+           {R"("crc32": 12345)", R"("crc32": 4294979641)"},
+           {R"("crc32": 12345)", R"("crc32": -1)"},
+           {R"("crc32": 12345)", R"("crc32": 1e20)"},
+       }) {
+    const absl::StatusOr<CheckpointStateFile> parsed =
+        ParseCheckpointState(StateText({{from, to}}), "s.json");
+    EXPECT_EQ(parsed.status().code(), absl::StatusCode::kDataLoss)
+        << to << ": " << parsed.status();
+    EXPECT_NE(parsed.status().message().find("s.json"), std::string::npos)
+        << parsed.status();
+  }
+}
+
+TEST(CheckpointStateTest, MalformedFilesAndRunAreDataLoss) {
+  for (const std::string& text : {
+           std::string("[]"),
+           std::string("{\"format_version\": 1"),
+           StateText({{R"("run": {"seed": "1"})", R"("run": {"seed": 1})"}}),
+           StateText({{R"("run": {"seed": "1"})", R"("run": null)"}}),
+           StateText({{R"("files": {)", R"("files": [{)"},
+                      {"12345}\n }", "12345}\n }]"}}),
+           StateText({{R"({"bytes": 70211, "crc32": 12345})", "7"}}),
+           StateText({{R"("optimizer.pt")", R"("../optimizer.pt")"}}),
+           StateText({{R"("optimizer.pt")", R"("optimizer.bin")"}}),
+           StateText({{R"(, "crc32": 12345)", ""}}),
+       }) {
+    const absl::StatusOr<CheckpointStateFile> parsed =
+        ParseCheckpointState(text, "s.json");
+    EXPECT_EQ(parsed.status().code(), absl::StatusCode::kDataLoss)
+        << text << "\n"
+        << parsed.status();
+  }
 }
 
 }  // namespace
