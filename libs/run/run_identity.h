@@ -12,10 +12,10 @@
 // file and index in model_dir, by name), of the tokenizer file and the
 // tokenizer_config.json beside it, and of the forget and retain split
 // files; the splits, prompt template, system prompt, date string,
-// max_length, precision, weights dtype and bf16_reference; the method and every coefficient as the
-// objective uses it (defaults filled in); the optimizer and schedule
-// (learning rate, weight decay, warm-up, clipping, epochs, max_steps); and
-// the checkpoint format version. Seeds, batch sizes, accumulation and world
+// max_length, precision, weights dtype and bf16_reference; the method and every
+// coefficient as the objective uses it (defaults filled in); the optimizer and
+// schedule (learning rate, weight decay, warm-up, clipping, epochs, max_steps);
+// and the checkpoint format version. Seeds, batch sizes, accumulation and world
 // size are recorded by the trainer itself. Numbers are printed exactly
 // (%.17g), so 1e-3 and 0.001 are the same field.
 //

@@ -317,7 +317,8 @@ TEST_F(ObjectiveOnModelTest, IhlGradientMatchesFiniteDifferences) {
   auto objective = MakeObjective(UnlearningMethod::kIhl, params, nullptr);
   ASSERT_TRUE(objective.ok()) << objective.status();
   std::vector<at::Tensor> parameters = model_->parameters();
-  for (at::Tensor& parameter : parameters) parameter.mutable_grad() = at::Tensor();
+  for (at::Tensor& parameter : parameters)
+    parameter.mutable_grad() = at::Tensor();
   absl::StatusOr<MicroBatchLoss> loss = (*objective)->Loss(*model_, batch_);
   ASSERT_TRUE(loss.ok()) << loss.status();
   loss->loss.backward();

@@ -23,10 +23,11 @@
 // Workers heartbeat; one silent for `worker_timeout` (on the monotonic
 // clock) is dropped and its attempt aborted; a worker stops its own attempt
 // after half of that without an answer. Each attempt carries the job's new
-// attempt_generation, which fences out the files of any older attempt. An attempt whose rank fails or is lost is stopped on
-// every rank, then the job is queued again (resuming from its checkpoint)
-// while its restart budget lasts, else FAILED with the reason. Cancellation
-// stops every rank; the job ends CANCELLED once all have stopped.
+// attempt_generation, which fences out the files of any older attempt. An
+// attempt whose rank fails or is lost is stopped on every rank, then the job is
+// queued again (resuming from its checkpoint) while its restart budget lasts,
+// else FAILED with the reason. Cancellation stops every rank; the job ends
+// CANCELLED once all have stopped.
 #ifndef LETHE_SERVICES_COORDINATOR_COORDINATOR_H_
 #define LETHE_SERVICES_COORDINATOR_COORDINATOR_H_
 
