@@ -17,12 +17,15 @@
 namespace lethe {
 
 // Equal field for field, NaN equal to NaN ("NaN" is a valid proto3 JSON
-// double).
+// double), and a field left unset equal to one set to its default: -0.0
+// counts as set and prints as -0, which reads back as an unset 0.
 inline bool SameSpec(const v1::JobSpec& a, const v1::JobSpec& b) {
+  using google::protobuf::util::MessageDifferencer;
   google::protobuf::util::DefaultFieldComparator comparator;
   comparator.set_treat_nan_as_equal(true);
-  google::protobuf::util::MessageDifferencer differencer;
+  MessageDifferencer differencer;
   differencer.set_field_comparator(&comparator);
+  differencer.set_message_field_comparison(MessageDifferencer::EQUIVALENT);
   return differencer.Compare(a, b);
 }
 
