@@ -395,6 +395,56 @@ v1::JobSpec JobSpecWithDefaults(v1::JobSpec spec) {
   return spec;
 }
 
+namespace {
+
+// spec.memory and spec.lora: sizes in range, known PEFT module names, and no
+// activation checkpointing under OFMU.
+absl::Status CheckMemoryAndLora(const v1::JobSpec& spec) {
+  const v1::MemorySpec& memory = spec.memory();
+  if (memory.loss_chunk_tokens() < 0 ||
+      memory.loss_chunk_tokens() > (1 << 20)) {
+    return Invalid("spec.memory.loss_chunk_tokens",
+                   absl::StrCat("must be in [0, 1048576], got ",
+                                memory.loss_chunk_tokens()));
+  }
+  if (memory.activation_checkpointing() && spec.method() == v1::OFMU) {
+    return Invalid("spec.memory.activation_checkpointing",
+                   "is not available with OFMU: its Hessian-vector products "
+                   "differentiate twice through the recomputed layers");
+  }
+  const v1::LoraSpec& lora = spec.lora();
+  if (lora.rank() < 0 || lora.rank() > 4096) {
+    return Invalid("spec.lora.rank",
+                   absl::StrCat("must be in [0, 4096], got ", lora.rank()));
+  }
+  if (lora.rank() == 0) {
+    if (lora.alpha() != 0 || lora.dropout() != 0 ||
+        lora.target_modules_size() > 0) {
+      return Invalid("spec.lora.rank",
+                     "is 0 (no adapters) but other spec.lora fields are set");
+    }
+    return absl::OkStatus();
+  }
+  if (!(lora.alpha() >= 0 && lora.alpha() <= 1e6)) {
+    return Invalid("spec.lora.alpha",
+                   absl::StrCat("must be in [0, 1e6], got ", lora.alpha()));
+  }
+  if (!(lora.dropout() >= 0 && lora.dropout() < 1)) {
+    return Invalid("spec.lora.dropout",
+                   absl::StrCat("must be in [0, 1), got ", lora.dropout()));
+  }
+  for (int i = 0; i < lora.target_modules_size(); ++i) {
+    RETURN_IF_ERROR(
+        CheckOneOf(absl::StrCat("spec.lora.target_modules[", i, "]"),
+                   lora.target_modules(i),
+                   {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                    "up_proj", "down_proj"}));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status ValidateJobSpec(const v1::JobSpec& spec) {
   // Inputs on disk, in field order.
   RETURN_IF_ERROR(CheckDirectory("spec.model_dir", spec.model_dir()));
@@ -503,6 +553,7 @@ absl::Status ValidateJobSpec(const v1::JobSpec& spec) {
   }
   RETURN_IF_ERROR(CheckOneOf("spec.weights_dtype", spec.weights_dtype(),
                              {"", "fp32", "bf16", "fp16", "auto"}));
+  RETURN_IF_ERROR(CheckMemoryAndLora(spec));
   if (!spec.evaluation().retain_logs_path().empty()) {
     RETURN_IF_ERROR(CheckFile("spec.evaluation.retain_logs_path",
                               spec.evaluation().retain_logs_path()));

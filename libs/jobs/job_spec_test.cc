@@ -88,6 +88,15 @@ TEST_F(JobSpecTest, FullySpecifiedSpecIsValid) {
   spec.mutable_run_policy()->mutable_deadline()->set_seconds(3600);
   spec.set_priority(-1000);
   spec.set_display_name(std::string(200, 'x'));
+  spec.mutable_memory()->set_loss_chunk_tokens(1024);
+  spec.mutable_memory()->set_activation_checkpointing(true);
+  spec.mutable_lora()->set_rank(16);
+  spec.mutable_lora()->set_alpha(32);
+  spec.mutable_lora()->set_dropout(0.05);
+  for (const char* module : {"q_proj", "k_proj", "v_proj", "o_proj",
+                             "gate_proj", "up_proj", "down_proj"}) {
+    spec.mutable_lora()->add_target_modules(module);
+  }
   const absl::Status status = ValidateJobSpec(spec);
   EXPECT_TRUE(status.ok()) << status;
 }
@@ -109,6 +118,39 @@ TEST_F(JobSpecTest, EachBadFieldIsRejectedNamingTheField) {
   const std::vector<BadSpecCase> cases = {
       {"empty model_dir", [](Spec& s, R) { s.clear_model_dir(); }, kInvalid,
        "spec.model_dir"},
+      {"negative loss chunk",
+       [](Spec& s, R) { s.mutable_memory()->set_loss_chunk_tokens(-1); },
+       kInvalid, "spec.memory.loss_chunk_tokens"},
+      {"checkpointing under OFMU",
+       [](Spec& s, R) {
+         s.set_method(v1::OFMU);
+         s.mutable_memory()->set_activation_checkpointing(true);
+       },
+       kInvalid, "spec.memory.activation_checkpointing"},
+      {"negative LoRA rank", [](Spec& s, R) { s.mutable_lora()->set_rank(-2); },
+       kInvalid, "spec.lora.rank"},
+      {"LoRA fields without a rank",
+       [](Spec& s, R) { s.mutable_lora()->set_alpha(16); }, kInvalid,
+       "spec.lora.rank"},
+      {"LoRA dropout of 1",
+       [](Spec& s, R) {
+         s.mutable_lora()->set_rank(8);
+         s.mutable_lora()->set_dropout(1);
+       },
+       kInvalid, "spec.lora.dropout"},
+      {"NaN LoRA alpha",
+       [](Spec& s, R) {
+         s.mutable_lora()->set_rank(8);
+         s.mutable_lora()->set_alpha(std::nan(""));
+       },
+       kInvalid, "spec.lora.alpha"},
+      {"unknown LoRA module",
+       [](Spec& s, R) {
+         s.mutable_lora()->set_rank(8);
+         s.mutable_lora()->add_target_modules("q_proj");
+         s.mutable_lora()->add_target_modules("qkv_proj");
+       },
+       kInvalid, "spec.lora.target_modules[1]"},
       {"missing model_dir", [](Spec& s, R r) { s.set_model_dir(r + "/nope"); },
        kNotFound, "spec.model_dir"},
       {"model_dir is a file",

@@ -11,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "libs/jobs/job_spec.h"
 #include "libs/status/status_macros.h"
 #include "libs/unlearn/checkpoint.h"
@@ -156,6 +157,18 @@ absl::StatusOr<RunIdentity> ComputeRunIdentity(const v1::JobSpec& spec) {
   f["weights_dtype"] =
       spec.weights_dtype().empty() ? "fp32" : spec.weights_dtype();
   f["bf16_reference"] = spec.bf16_reference() ? "true" : "false";
+  f["lora"] = "none";
+  if (spec.lora().rank() > 0) {
+    std::vector<std::string> targets(spec.lora().target_modules().begin(),
+                                     spec.lora().target_modules().end());
+    if (targets.empty()) targets = {"q_proj", "v_proj"};
+    std::sort(targets.begin(), targets.end());
+    f["lora"] = absl::StrCat(
+        "rank=", spec.lora().rank(),
+        ",alpha=", Exact(spec.lora().alpha() == 0 ? 8 : spec.lora().alpha()),
+        ",dropout=", Exact(spec.lora().dropout()),
+        ",target_modules=", absl::StrJoin(targets, "+"));
+  }
 
   f["method"] = UnlearningMethodName(method);
   f["beta"] = Exact(params.beta);

@@ -143,6 +143,22 @@ TEST_F(RunIdentityTest, EachInputAndSettingIsItsOwnField) {
   other.set_weights_dtype("bf16");
   EXPECT_EQ(Differing(base, Fields(other)),
             (Names{"date_string", "system_prompt", "weights_dtype"}));
+
+  // Adapters change what is trained; memory savers only where rounding falls.
+  other = Spec();
+  other.mutable_lora()->set_rank(8);
+  EXPECT_EQ(Differing(base, Fields(other)), Names{"lora"});
+  v1::JobSpec explicit_defaults = other;
+  explicit_defaults.mutable_lora()->set_alpha(8);
+  explicit_defaults.mutable_lora()->add_target_modules("v_proj");
+  explicit_defaults.mutable_lora()->add_target_modules("q_proj");
+  EXPECT_TRUE(Differing(Fields(other), Fields(explicit_defaults)).empty());
+  explicit_defaults.mutable_lora()->add_target_modules("o_proj");
+  EXPECT_EQ(Differing(Fields(other), Fields(explicit_defaults)), Names{"lora"});
+  other = Spec();
+  other.mutable_memory()->set_loss_chunk_tokens(64);
+  other.mutable_memory()->set_activation_checkpointing(true);
+  EXPECT_TRUE(Differing(base, Fields(other)).empty());
 }
 
 TEST_F(RunIdentityTest, TheReferenceNamesTheModelNotTheMethod) {

@@ -65,6 +65,22 @@ ABSL_FLAG(std::string, weights_dtype, "fp32",
           "dtype the model's weights are loaded in: fp32, bf16, fp16, or auto "
           "(as stored: a bf16 checkpoint stays bf16, memory-mapped, never "
           "copied; bf16/fp16 train without fp32 master weights)");
+ABSL_FLAG(int, loss_chunk_tokens, 0,
+          "unlearn/submit: compute answer-token log-probabilities this many "
+          "tokens at a time from hidden states, never the whole batch's "
+          "logits (0: all at once)");
+ABSL_FLAG(bool, activation_checkpointing, false,
+          "unlearn/submit: recompute each decoder layer in the backward pass "
+          "instead of keeping its activations (not with OFMU)");
+ABSL_FLAG(int, lora_rank, 0,
+          "unlearn/submit: train LoRA adapters of this rank instead of the "
+          "whole model (0: full training)");
+ABSL_FLAG(double, lora_alpha, 0, "LoRA scale numerator (0: PEFT's 8)");
+ABSL_FLAG(double, lora_dropout, 0, "dropout on the LoRA adapters' input");
+ABSL_FLAG(std::vector<std::string>, lora_target_modules, {},
+          "comma-separated PEFT module names to adapt (q_proj, k_proj, "
+          "v_proj, o_proj, gate_proj, up_proj, down_proj; empty: q_proj,"
+          "v_proj)");
 ABSL_FLAG(std::string, system_prompt, "",
           "a chat template's system message (open-unlearning uses \"You are "
           "a helpful assistant.\" for Llama 3, Qwen2.5, Phi-3.5, zephyr)");
@@ -399,6 +415,18 @@ absl::StatusOr<v1::JobSpec> JobSpecFromFlags() {
   spec.set_precision(absl::GetFlag(FLAGS_bf16) ? v1::BF16_AUTOCAST : v1::FP32);
   spec.set_bf16_reference(absl::GetFlag(FLAGS_bf16_reference));
   spec.set_weights_dtype(absl::GetFlag(FLAGS_weights_dtype));
+  spec.mutable_memory()->set_loss_chunk_tokens(
+      absl::GetFlag(FLAGS_loss_chunk_tokens));
+  spec.mutable_memory()->set_activation_checkpointing(
+      absl::GetFlag(FLAGS_activation_checkpointing));
+  // Set as given: LoRA fields without --lora_rank are refused by validation.
+  v1::LoraSpec& lora = *spec.mutable_lora();
+  lora.set_rank(absl::GetFlag(FLAGS_lora_rank));
+  lora.set_alpha(absl::GetFlag(FLAGS_lora_alpha));
+  lora.set_dropout(absl::GetFlag(FLAGS_lora_dropout));
+  for (const std::string& module : absl::GetFlag(FLAGS_lora_target_modules)) {
+    lora.add_target_modules(module);
+  }
   if (absl::GetFlag(FLAGS_evaluate) ||
       !absl::GetFlag(FLAGS_retain_logs).empty()) {
     spec.mutable_evaluation()->set_every_epochs(
