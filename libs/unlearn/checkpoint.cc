@@ -122,16 +122,20 @@ absl::StatusOr<FileDigest> WriteOptimizer(
   absl::Status serialized = CallTorch("serializing the optimizer state", [&] {
     torch::serialize::OutputArchive archive;
     optimizer.save(archive);
+    // After a failed write the callback still claims every byte: LibTorch's
+    // archive writer checks the count in its destructor and a short count
+    // there throws from a destructor, which terminates the process (found
+    // with a full disk). The error is reported once the archive is done.
     archive.save_to([&](const void* data, size_t size) -> size_t {
-      if (!write_error.empty()) return 0;
+      if (!write_error.empty()) return size;
       const char* cursor = static_cast<const char*>(data);
       size_t left = size;
       while (left > 0) {
         const ssize_t written = write(fd, cursor, left);
         if (written < 0 && errno == EINTR) continue;
         if (written <= 0) {
-          write_error = ErrnoText();
-          return 0;
+          write_error = written < 0 ? ErrnoText() : "wrote nothing";
+          return size;
         }
         cursor += written;
         left -= written;

@@ -1,9 +1,14 @@
 #include "libs/unlearn/checkpoint.h"
 
+#include <sys/mount.h>
+#include <sys/resource.h>
 #include <torch/optim/adamw.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <csignal>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -229,6 +234,120 @@ TEST(CheckpointTest, LeftoverTemporaryDirectoryIsIgnoredThenRemoved) {
       WriteCheckpoint(root, {.step = 2}, *trained.model, *trained.optimizer)
           .ok());
   EXPECT_FALSE(fs::exists(leftover));
+}
+
+// What a failed write must leave: no temporary directory, the newest intact
+// checkpoint still `step`, loadable, holding `expected`'s parameters.
+void ExpectOnlyIntactCheckpoint(const std::string& root, int64_t step,
+                                torch::nn::Module& expected, int hidden_size) {
+  for (const auto& entry : fs::directory_iterator(root)) {
+    const std::string name = entry.path().filename().string();
+    EXPECT_FALSE(name.rfind(".tmp-", 0) == 0) << "debris left: " << name;
+  }
+  EXPECT_EQ(ListCheckpointSteps(root), (std::vector<int64_t>{step}));
+  Trained restored(9, hidden_size);
+  absl::StatusOr<LoadedCheckpoint> loaded =
+      LoadLatestCheckpoint(root, *restored.model, *restored.optimizer);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->state.step, step);
+  EXPECT_TRUE(loaded->warnings.empty());
+  ExpectSameParameters(*restored.model, expected);
+}
+
+// Unmounts on scope exit.
+struct TmpfsMount {
+  std::string dir;
+  ~TmpfsMount() {
+    if (!dir.empty()) umount2(dir.c_str(), MNT_DETACH);
+  }
+};
+
+// A real full disk: a small tmpfs, filled up by another file, then freed.
+TEST(CheckpointTest, AFullDiskFailsTheWriteAndKeepsThePreviousCheckpoint) {
+  const std::string mount_point = FreshDir("full_disk");
+  fs::create_directories(mount_point);
+  TmpfsMount mounted;
+  if (mount("tmpfs", mount_point.c_str(), "tmpfs", 0, "size=8m") != 0) {
+    GTEST_SKIP() << "cannot mount a tmpfs at " << mount_point << " ("
+                 << std::strerror(errno)
+                 << "; needs root or CAP_SYS_ADMIN): the write-limit test "
+                    "below covers the same failure without it";
+  }
+  mounted.dir = mount_point;
+  const std::string root = mount_point + "/checkpoints";
+  Trained trained(1, /*hidden_size=*/64);
+  trained.Step(1);
+  Trained at_step_1(1, 64);
+  at_step_1.Step(1);
+  ASSERT_TRUE(WriteCheckpoint(root, {.step = 1}, *trained.model,
+                              *trained.optimizer, /*keep_last=*/1)
+                  .ok());
+
+  // Fill what is left of the file system.
+  const std::string filler = mount_point + "/filler";
+  {
+    std::ofstream out(filler, std::ios::binary);
+    const std::string block(1 << 16, 'x');
+    while (out.write(block.data(), block.size())) {
+    }
+  }
+  trained.Step(1);
+  absl::StatusOr<std::string> failed =
+      WriteCheckpoint(root, {.step = 2}, *trained.model, *trained.optimizer, 1);
+  ASSERT_FALSE(failed.ok());
+  EXPECT_NE(failed.status().message().find("No space left on device"),
+            std::string::npos)
+      << failed.status();
+  EXPECT_NE(failed.status().message().find(root), std::string::npos)
+      << "the error names the file: " << failed.status();
+  ExpectOnlyIntactCheckpoint(root, 1, *at_step_1.model, 64);
+
+  // Space comes back: the next write succeeds and prunes step 1.
+  fs::remove(filler);
+  absl::StatusOr<std::string> written =
+      WriteCheckpoint(root, {.step = 2}, *trained.model, *trained.optimizer, 1);
+  ASSERT_TRUE(written.ok()) << written.status();
+  ExpectOnlyIntactCheckpoint(root, 2, *trained.model, 64);
+}
+
+// Write limits that fail the model file at its start, half way, and the
+// optimizer state half way (it is the larger file); each leaves the previous
+// checkpoint as it was. RLIMIT_FSIZE makes writes past the limit fail (EFBIG)
+// without privileges.
+TEST(CheckpointTest, AWriteFailingPartWayKeepsThePreviousCheckpoint) {
+  const std::string root = FreshDir("write_limit");
+  Trained trained(1, /*hidden_size=*/64);
+  trained.Step(1);
+  Trained at_step_1(1, 64);
+  at_step_1.Step(1);
+  ASSERT_TRUE(WriteCheckpoint(root, {.step = 1}, *trained.model,
+                              *trained.optimizer, /*keep_last=*/1)
+                  .ok());
+  const std::string dir = CheckpointDirectory(root, 1);
+  const uintmax_t model_bytes = fs::file_size(dir + "/model.safetensors");
+  const uintmax_t optimizer_bytes = fs::file_size(dir + "/optimizer.pt");
+  ASSERT_GT(model_bytes, 4096u);
+  ASSERT_GT(optimizer_bytes, model_bytes);
+  trained.Step(1);
+
+  struct rlimit original;
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &original), 0);
+  const sighandler_t previous = std::signal(SIGXFSZ, SIG_IGN);
+  for (const uintmax_t limit : {uintmax_t{1000}, model_bytes / 2,
+                                (model_bytes + optimizer_bytes) / 2}) {
+    struct rlimit lowered = original;
+    lowered.rlim_cur = limit;
+    ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &lowered), 0);
+    absl::StatusOr<std::string> failed = WriteCheckpoint(
+        root, {.step = 2}, *trained.model, *trained.optimizer, 1);
+    setrlimit(RLIMIT_FSIZE, &original);
+    ASSERT_FALSE(failed.ok()) << "limit " << limit;
+    EXPECT_NE(failed.status().message().find("File too large"),
+              std::string::npos)
+        << failed.status();
+    ExpectOnlyIntactCheckpoint(root, 1, *at_step_1.model, 64);
+  }
+  std::signal(SIGXFSZ, previous);
 }
 
 TEST(CheckpointTest, RewritingAStepReplacesIt) {
