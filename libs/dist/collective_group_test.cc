@@ -5,10 +5,12 @@
 
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <map>
 #include <string>
 #include <vector>
@@ -161,6 +163,17 @@ int RunDyingRank() {
   _exit(0);
 }
 
+// Rank 1 of the cut-off scenario: joins, then stops itself (SIGSTOP). Its
+// connections stay open and nothing more comes through them, as in a network
+// partition between workers whose coordinator still sees both.
+int RunSilentRank() {
+  absl::StatusOr<std::unique_ptr<CollectiveGroup>> group =
+      CollectiveGroup::Join(SpecFromEnvironment());
+  if (!group.ok()) return 1;
+  raise(SIGSTOP);
+  return 0;
+}
+
 // Rank 0 of the peer-death scenario: its all-reduce must fail, not hang.
 int RunSurvivingRank() {
   absl::StatusOr<std::unique_ptr<CollectiveGroup>> group =
@@ -255,6 +268,34 @@ TEST_F(CollectiveGroupTest, PeerDeathTurnsIntoAnErrorNotAHang) {
   ExpectSuccessWithin(survivor, kCollectiveTimeout / 2, "surviving rank");
 }
 
+// Whether `pid` is stopped (state T in /proc/<pid>/stat).
+bool IsStopped(pid_t pid) {
+  std::ifstream stat(absl::StrCat("/proc/", pid, "/stat"));
+  std::string text((std::istreambuf_iterator<char>(stat)),
+                   std::istreambuf_iterator<char>());
+  const size_t name_end = text.rfind(')');
+  return name_end != std::string::npos && name_end + 2 < text.size() &&
+         text[name_end + 2] == 'T';
+}
+
+TEST_F(CollectiveGroupTest, APeerCutOffEndsTheCollectiveAtItsTimeout) {
+  const std::string peer_gone = testing::TempDir() + "/cut_off_peer_gone";
+  std::filesystem::remove(peer_gone);
+  Subprocess survivor =
+      StartRank("survivor", 0, "cut_off/attempt-0", peer_gone);
+  Subprocess silent = StartRank("silent", 1, "cut_off/attempt-0");
+  const absl::Time joined_by = absl::Now() + absl::Seconds(60);
+  while (!IsStopped(silent.pid())) {
+    ASSERT_LT(absl::Now(), joined_by) << "the silent rank never joined";
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  ASSERT_TRUE(std::ofstream(peer_gone).good()) << peer_gone;
+  // Nothing tells the survivor its peer is gone: only the timeout can end
+  // the all-reduce, and it must.
+  ExpectSuccessWithin(survivor, kCollectiveTimeout * 3, "surviving rank");
+  ASSERT_TRUE(silent.Signal(SIGKILL).ok());
+}
+
 TEST_F(CollectiveGroupTest, MissingPeerMakesJoinFailWithinTimeout) {
   RendezvousSpec spec;
   spec.store_host = "127.0.0.1";
@@ -339,6 +380,7 @@ int main(int argc, char** argv) {
     if (name == "gather") return lethe::RunGatherRank();
     if (name == "dying") return lethe::RunDyingRank();
     if (name == "survivor") return lethe::RunSurvivingRank();
+    if (name == "silent") return lethe::RunSilentRank();
     std::cerr << "unknown role " << name << "\n";
     return 2;
   }
