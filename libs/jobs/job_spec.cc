@@ -225,9 +225,12 @@ bool IsWithin(const std::string& inner, const std::string& outer) {
 // A run writes checkpoints, models and logs into output_dir: never into
 // the model or the data it reads, nor around them.
 absl::Status CheckOutputApart(const v1::JobSpec& spec) {
-  for (const auto& [field, input] : {std::pair<const char*, const std::string*>{
-                                         "model_dir", &spec.model_dir()},
-                                     {"data_dir", &spec.data_dir()}}) {
+  for (const auto& [field, input] :
+       {std::pair<const char*, const std::string*>{"model_dir",
+                                                   &spec.model_dir()},
+        {"data_dir", &spec.data_dir()},
+        {"base_model_dir", &spec.base_model_dir()}}) {
+    if (input->empty()) continue;
     if (IsWithin(spec.output_dir(), *input) ||
         IsWithin(*input, spec.output_dir())) {
       return Invalid("spec.output_dir",
@@ -517,6 +520,25 @@ absl::Status ValidateJobSpec(const v1::JobSpec& spec) {
   if (!objective.ok()) {
     return Invalid("spec.method_params", objective.message());
   }
+  if (method == UnlearningMethod::kMsa) {
+    RETURN_IF_ERROR(
+        CheckDirectory("spec.base_model_dir", spec.base_model_dir()));
+    if (KindOf(JoinPath(spec.base_model_dir(), "config.json")) !=
+        PathKind::kFile) {
+      return NotFound("spec.base_model_dir",
+                      absl::StrCat(spec.base_model_dir(),
+                                   "/config.json not found (MSA's theta_0 is "
+                                   "a model in Hugging Face layout)"));
+    }
+    if (spec.lora().rank() > 0) {
+      return Invalid("spec.lora.rank",
+                     "MSA fine-tunes and combines whole models; LoRA is not "
+                     "available with it");
+    }
+  } else if (!spec.base_model_dir().empty()) {
+    return Invalid("spec.base_model_dir",
+                   "is MSA's theta_0 and only used by method MSA");
+  }
 
   const IntCheck int_checks[] = {
       {"spec.method_params.ofmu_inner_steps", params.ofmu_inner_steps(), 0,
@@ -592,6 +614,8 @@ absl::StatusOr<UnlearningMethod> MethodFromSpec(v1::Method method) {
       return UnlearningMethod::kOfmu;
     case v1::IHL:
       return UnlearningMethod::kIhl;
+    case v1::MSA:
+      return UnlearningMethod::kMsa;
     default:
       return Invalid("spec.method",
                      method == v1::METHOD_UNSPECIFIED

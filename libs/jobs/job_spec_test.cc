@@ -515,6 +515,55 @@ TEST_F(JobSpecTest, CoefficientsAreCheckedAsTheObjectiveWillUseThem) {
   EXPECT_TRUE(ValidateJobSpec(spec).ok()) << ValidateJobSpec(spec);
 }
 
+TEST_F(JobSpecTest, MsaNeedsItsBaseModelAndNonNegativeWeights) {
+  std::filesystem::create_directories(root_ + "/base");
+  WriteFile(root_ + "/base/config.json", "{}");
+  v1::JobSpec spec = ValidSpec();
+  spec.set_method(v1::MSA);
+  auto expect_invalid = [&](absl::StatusCode code, const std::string& field) {
+    const absl::Status status = ValidateJobSpec(spec);
+    EXPECT_EQ(status.code(), code) << status;
+    EXPECT_TRUE(absl::StartsWith(status.message(), field + ": ")) << status;
+  };
+  expect_invalid(absl::StatusCode::kInvalidArgument, "spec.base_model_dir");
+  spec.set_base_model_dir(root_ + "/nope");
+  expect_invalid(absl::StatusCode::kNotFound, "spec.base_model_dir");
+  spec.set_base_model_dir(root_ + "/data");  // No config.json there.
+  expect_invalid(absl::StatusCode::kNotFound, "spec.base_model_dir");
+  spec.set_base_model_dir(root_ + "/base");
+  EXPECT_TRUE(ValidateJobSpec(spec).ok()) << ValidateJobSpec(spec);
+  EXPECT_EQ(*MethodFromSpec(v1::MSA), UnlearningMethod::kMsa);
+  const ObjectiveParams defaults =
+      ObjectiveParamsFromSpec(UnlearningMethod::kMsa, spec.method_params());
+  EXPECT_EQ(defaults.alpha, 1.0);
+  EXPECT_EQ(defaults.beta, 1.0);
+  EXPECT_TRUE(MethodNeeds(UnlearningMethod::kMsa, defaults).retain_batch);
+
+  spec.mutable_method_params()->set_beta(0);  // Forget vector only.
+  EXPECT_TRUE(ValidateJobSpec(spec).ok()) << ValidateJobSpec(spec);
+  EXPECT_FALSE(MethodNeeds(UnlearningMethod::kMsa,
+                           ObjectiveParamsFromSpec(UnlearningMethod::kMsa,
+                                                   spec.method_params()))
+                   .retain_batch);
+  spec.mutable_method_params()->set_beta(-0.5);
+  expect_invalid(absl::StatusCode::kInvalidArgument,
+                 "spec.method_params.beta");
+  spec.mutable_method_params()->set_beta(1);
+  spec.mutable_method_params()->set_alpha(-1);
+  expect_invalid(absl::StatusCode::kInvalidArgument,
+                 "spec.method_params.alpha");
+  spec.mutable_method_params()->set_alpha(2);
+  spec.mutable_lora()->set_rank(8);
+  expect_invalid(absl::StatusCode::kInvalidArgument, "spec.lora.rank");
+  spec.mutable_lora()->set_rank(0);
+  spec.set_output_dir(root_ + "/base/out");
+  expect_invalid(absl::StatusCode::kInvalidArgument, "spec.output_dir");
+
+  spec = ValidSpec();  // NPO_RT.
+  spec.set_base_model_dir(root_ + "/base");
+  expect_invalid(absl::StatusCode::kInvalidArgument, "spec.base_model_dir");
+}
+
 TEST_F(JobSpecTest, IhlIsAMethodWithForgetAndRetainWeights) {
   v1::JobSpec spec = ValidSpec();
   spec.set_method(v1::IHL);

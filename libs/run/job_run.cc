@@ -24,6 +24,7 @@
 #include "libs/status/status_macros.h"
 #include "libs/status/torch_status.h"
 #include "libs/tokenizer/tokenizer.h"
+#include "libs/unlearn/msa.h"
 #include "libs/unlearn/reference_cache.h"
 #include "libs/unlearn/unlearning_run.h"
 #include "nlohmann/json.hpp"
@@ -96,16 +97,18 @@ absl::StatusOr<RunInputs> LoadInputs(const v1::JobSpec& spec,
 absl::Status PrepareReferenceCache(LlamaForCausalLM& model,
                                    const UnlearningData& data,
                                    const std::string& path,
-                                   const std::string& reference) {
+                                   const std::string& reference,
+                                   int64_t loss_chunk_tokens) {
   auto ensure = [&](const std::vector<QaExample>& examples,
                     const std::string& file) -> absl::Status {
     // A cache of other examples or another reference model is replaced.
     if (ReferenceLogProbCache::Load(file, examples, reference).ok()) {
       return absl::OkStatus();
     }
-    ASSIGN_OR_RETURN(ReferenceLogProbCache cache,
-                     ReferenceLogProbCache::Compute(
-                         model, examples, data.pad_id, 16, reference));
+    ASSIGN_OR_RETURN(
+        ReferenceLogProbCache cache,
+        ReferenceLogProbCache::Compute(model, examples, data.pad_id, 16,
+                                       reference, loss_chunk_tokens));
     return cache.Save(file);
   };
   RETURN_IF_ERROR(ensure(data.forget, path));
@@ -168,6 +171,7 @@ TrainingOptions TrainingFromSpec(const v1::JobSpec& spec,
   training.gradient_accumulation_steps = spec.gradient_accumulation_steps();
   training.threads = spec.threads_per_worker();
   training.bf16_autocast = spec.precision() == v1::BF16_AUTOCAST;
+  training.loss_chunk_tokens = spec.memory().loss_chunk_tokens();
   training.rank = context.rank;
   training.world_size = context.world_size;
   training.checkpoint.dir = CheckpointDir(spec);
@@ -304,6 +308,35 @@ absl::StatusOr<RunIdentity> SharedRunIdentity(const v1::JobSpec& spec, int rank,
   return identity;
 }
 
+// MSA (libs/unlearn/msa.h): fine-tunes copies of theta_0
+// (spec.base_model_dir, loaded like the model) and combines them into
+// `model`. The periodic evaluation is dropped (its epochs are fine-tunes of
+// theta_0, not of the model), and the stages' checkpoints leave alpha and
+// beta out of their identity: the fine-tunes do not depend on them, so a
+// job rerun with other weights reuses them.
+absl::StatusOr<TrainingSummary> RunMsa(
+    const v1::JobSpec& spec, const RunContext& context,
+    const ObjectiveParams& params, TrainingOptions training,
+    TrainingHooks hooks, LlamaForCausalLM& model, const UnlearningData& data) {
+  hooks.on_epoch_end = nullptr;
+  training.checkpoint.run_identity.erase("alpha");
+  training.checkpoint.run_identity.erase("beta");
+  ASSIGN_OR_RETURN(const WeightsDtype weights_dtype,
+                   ParseWeightsDtype(spec.weights_dtype()));
+  ASSIGN_OR_RETURN(std::shared_ptr<LlamaForCausalLM> base,
+                   LoadLlamaCheckpoint(spec.base_model_dir(),
+                                       {.weights_dtype = weights_dtype}));
+  RETURN_IF_ERROR(
+      CallTorch(absl::StrCat("moving theta_0 to ", context.device.str()),
+                [&] { base->to(context.device); }));
+  return RunModelStateArithmetic(model, data,
+                                 {.base = base,
+                                  .alpha = params.alpha,
+                                  .beta = params.beta,
+                                  .training = std::move(training)},
+                                 hooks);
+}
+
 }  // namespace
 
 absl::StatusOr<JobRunResult> RunJobSpec(const v1::JobSpec& given,
@@ -364,9 +397,9 @@ absl::StatusOr<JobRunResult> RunJobSpec(const v1::JobSpec& given,
   if (needs.reference_log_probs) {
     if (rank == 0) {
       const absl::Time start = absl::Now();
-      RETURN_IF_ERROR(PrepareReferenceCache(*inputs.model, inputs.data,
-                                            reference_cache_path,
-                                            identity.reference));
+      RETURN_IF_ERROR(PrepareReferenceCache(
+          *inputs.model, inputs.data, reference_cache_path, identity.reference,
+          spec.memory().loss_chunk_tokens()));
       reference_cache_seconds = absl::ToDoubleSeconds(absl::Now() - start);
     }
     if (group != nullptr) RETURN_IF_ERROR(group->Barrier());
@@ -425,8 +458,14 @@ absl::StatusOr<JobRunResult> RunJobSpec(const v1::JobSpec& given,
     };
   }
 
-  ASSIGN_OR_RETURN(result.training,
-                   RunUnlearning(*inputs.model, inputs.data, options, hooks));
+  if (method == UnlearningMethod::kMsa) {
+    ASSIGN_OR_RETURN(result.training,
+                     RunMsa(spec, context, params, options.training,
+                            hooks.training, *inputs.model, inputs.data));
+  } else {
+    ASSIGN_OR_RETURN(result.training,
+                     RunUnlearning(*inputs.model, inputs.data, options, hooks));
+  }
   // Every rank takes part in the final evaluation, unless the last epoch's
   // periodic one already measured this model (every rank saw the same steps,
   // so all of them skip it alike).

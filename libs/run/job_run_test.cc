@@ -178,6 +178,61 @@ TEST(RunJobSpecTest, RunsIhlWithItsForgetAndRetainTerms) {
               ihl + components["retain_nll"].get<double>(), 1e-5);
 }
 
+// MSA through the job path, three runs on one output directory: the
+// fine-tunes of theta_0 are made once and reused (their checkpoints do not
+// depend on alpha and beta), and the results are the arithmetic of the same
+// vectors: with F = theta_1 - theta_0 and R = theta_2 - theta_0,
+// A (alpha 1, beta 1) = D - F + R, B (alpha 2, beta 1) = D - 2F + R and
+// C (alpha 1, beta 0) = D - F, so A - B = D - C = F.
+TEST(RunJobSpecTest, MsaCombinesFineTunesOfItsBaseModel) {
+  const std::string base = testing::TempDir() + "/job_run_msa_base";
+  std::filesystem::remove_all(base);
+  ASSERT_TRUE(WriteTinyTofuModel(base, 6).ok());
+  v1::JobSpec spec = TinySpec("msa", v1::MSA);
+  spec.set_base_model_dir(base);
+  absl::StatusOr<JobRunResult> a = ValidateAndRun(spec);
+  ASSERT_TRUE(a.ok()) << a.status();
+  const std::vector<at::Tensor> weights_a = ModelWeights(a->model_dir);
+  EXPECT_EQ(static_cast<int64_t>(a->training.steps.size()),
+            a->training.total_steps)
+      << "both stages trained";
+  EXPECT_TRUE(
+      std::filesystem::exists(spec.output_dir() + "/checkpoints/msa-forget"));
+  EXPECT_TRUE(
+      std::filesystem::exists(spec.output_dir() + "/checkpoints/msa-retain"));
+  const nlohmann::json log = nlohmann::json::parse(
+      ReadFileToString(spec.output_dir() + "/unlearning_log.json").value());
+  EXPECT_EQ(log["method"], "MSA");
+  EXPECT_EQ(log["steps"][0]["components"]["msa_stage"], 1);
+  EXPECT_EQ(log["steps"].back()["components"]["msa_stage"], 2);
+
+  spec.mutable_method_params()->set_alpha(2);
+  absl::StatusOr<JobRunResult> b = ValidateAndRun(spec);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_TRUE(b->training.steps.empty()) << "the fine-tunes are reused";
+  const std::vector<at::Tensor> weights_b = ModelWeights(b->model_dir);
+
+  spec.mutable_method_params()->set_alpha(1);
+  spec.mutable_method_params()->set_beta(0);
+  absl::StatusOr<JobRunResult> c = ValidateAndRun(spec);
+  ASSERT_TRUE(c.ok()) << c.status();
+  const std::vector<at::Tensor> weights_c = ModelWeights(c->model_dir);
+  const std::vector<at::Tensor> weights_d =
+      ModelWeights(SharedInputs().model_dir);
+
+  ASSERT_EQ(weights_a.size(), weights_d.size());
+  double largest_forget_vector = 0;
+  for (size_t i = 0; i < weights_a.size(); ++i) {
+    const at::Tensor forget_vector = weights_a[i] - weights_b[i];
+    EXPECT_TRUE(torch::allclose(forget_vector, weights_d[i] - weights_c[i],
+                                /*rtol=*/0, /*atol=*/1e-5))
+        << "tensor " << i;
+    largest_forget_vector = std::max(largest_forget_vector,
+                                     forget_vector.abs().max().item<double>());
+  }
+  EXPECT_GT(largest_forget_vector, 1e-3) << "theta_1 did not move";
+}
+
 TEST(RunJobSpecTest, EvaluatesEveryEpochAndSkipsARepeatAtTheEnd) {
   v1::JobSpec spec = TinySpec("evaluation", v1::GRAD_DIFF);
   spec.mutable_evaluation()->set_every_epochs(1);

@@ -109,6 +109,22 @@ absl::StatusOr<std::string> FileSha256(const std::string& path) {
   return digest.Hex();
 }
 
+namespace {
+
+// One hash for a model directory: of its files' names and hashes.
+absl::StatusOr<std::string> ModelContentSha256(const std::string& dir) {
+  ASSIGN_OR_RETURN(const std::vector<std::string> model_files, ModelFiles(dir));
+  std::string model_hashes;
+  for (const std::string& name : model_files) {
+    ASSIGN_OR_RETURN(const std::string hash,
+                     FileSha256(absl::StrCat(dir, "/", name)));
+    absl::StrAppend(&model_hashes, name, "=", hash, ";");
+  }
+  return Sha256(model_hashes);
+}
+
+}  // namespace
+
 absl::StatusOr<RunIdentity> ComputeRunIdentity(const v1::JobSpec& spec) {
   ASSIGN_OR_RETURN(const UnlearningMethod method,
                    MethodFromSpec(spec.method()));
@@ -117,16 +133,7 @@ absl::StatusOr<RunIdentity> ComputeRunIdentity(const v1::JobSpec& spec) {
   RunIdentity identity;
   std::map<std::string, std::string>& f = identity.fields;
 
-  ASSIGN_OR_RETURN(const std::vector<std::string> model_files,
-                   ModelFiles(spec.model_dir()));
-  std::string model_hashes;
-  for (const std::string& name : model_files) {
-    ASSIGN_OR_RETURN(const std::string hash,
-                     FileSha256(absl::StrCat(spec.model_dir(), "/", name)));
-    absl::StrAppend(&model_hashes, name, "=", hash, ";");
-  }
-  // One field for the model: the hash of its files' names and hashes.
-  ASSIGN_OR_RETURN(f["model_sha256"], Sha256(model_hashes));
+  ASSIGN_OR_RETURN(f["model_sha256"], ModelContentSha256(spec.model_dir()));
   ASSIGN_OR_RETURN(f["tokenizer_sha256"], FileSha256(spec.tokenizer_path()));
   // The special tokens and the chat template come from the config beside
   // the tokenizer file ("none" without one).
@@ -138,6 +145,11 @@ absl::StatusOr<RunIdentity> ComputeRunIdentity(const v1::JobSpec& spec) {
   if (std::filesystem::exists(tokenizer_config)) {
     ASSIGN_OR_RETURN(f["tokenizer_config_sha256"],
                      FileSha256(tokenizer_config));
+  }
+  if (method == UnlearningMethod::kMsa) {
+    // MSA's theta_0 determines both fine-tunes.
+    ASSIGN_OR_RETURN(f["base_model_sha256"],
+                     ModelContentSha256(spec.base_model_dir()));
   }
   f["forget_split"] = spec.forget_split();
   ASSIGN_OR_RETURN(f["forget_data_sha256"],

@@ -161,6 +161,21 @@ TEST_F(RunIdentityTest, EachInputAndSettingIsItsOwnField) {
   EXPECT_TRUE(Differing(base, Fields(other)).empty());
 }
 
+TEST_F(RunIdentityTest, MsaAddsItsBaseModel) {
+  std::filesystem::create_directories(root_ + "/base");
+  Write(root_ + "/base/config.json", "{\"hidden_size\": 16}");
+  Write(root_ + "/base/model.safetensors", "base weights");
+  v1::JobSpec msa = Spec();
+  msa.set_method(v1::MSA);
+  msa.set_base_model_dir(root_ + "/base");
+  const std::map<std::string, std::string> before = Fields(msa);
+  ASSERT_TRUE(before.count("base_model_sha256"));
+  EXPECT_EQ(Fields(Spec()).count("base_model_sha256"), 0u);
+  Write(root_ + "/base/model.safetensors", "other base weights");
+  EXPECT_EQ(Differing(before, Fields(msa)),
+            std::vector<std::string>{"base_model_sha256"});
+}
+
 TEST_F(RunIdentityTest, TheReferenceNamesTheModelNotTheMethod) {
   absl::StatusOr<RunIdentity> npo_rt = ComputeRunIdentity(Spec());
   v1::JobSpec ga = Spec();

@@ -7,6 +7,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "libs/data/qa_example.h"
+#include "libs/loss/chunked_log_probs.h"
 #include "libs/loss/sequence_loss.h"
 #include "libs/status/status_macros.h"
 #include "libs/status/torch_status.h"
@@ -24,15 +25,23 @@ at::Tensor Logits(LlamaForCausalLM& model, const QaBatch& batch) {
 }
 
 // The terms every objective is assembled from, each evaluated on `model`.
+// With chunk_tokens > 0, answer log-probs and NLLs come from the final
+// hidden states a chunk of answer tokens at a time
+// (libs/loss/chunked_log_probs.h); the hinge and KL terms need every
+// position's full distribution and always use the logits.
 class Terms {
  public:
   Terms(LlamaForCausalLM& model, const UnlearningBatch& batch,
-        MicroBatchLoss& out)
-      : model_(model), batch_(batch), out_(out) {}
+        int64_t chunk_tokens, MicroBatchLoss& out)
+      : model_(model), batch_(batch), chunk_tokens_(chunk_tokens), out_(out) {}
 
   // Token-mean NLL of the forget answers (GA ascends it).
   at::Tensor ForgetNll() {
-    at::Tensor nll = TokenMeanNll(ForgetLogits(), batch_.forget.labels);
+    at::Tensor nll =
+        chunk_tokens_ > 0
+            ? ChunkedTokenMeanNll(ForgetHidden(), Projection(),
+                                  batch_.forget.labels, chunk_tokens_)
+            : TokenMeanNll(ForgetLogits(), batch_.forget.labels);
     Record("forget_nll", nll);
     return nll;
   }
@@ -46,17 +55,19 @@ class Terms {
 
   // Summed answer log-probs of the forget examples, [B].
   AnswerLogProbs ForgetLogProbs() {
-    return SequenceAnswerLogProbs(ForgetLogits(), batch_.forget.labels);
+    return chunk_tokens_ > 0
+               ? ChunkedAnswerLogProbs(ForgetHidden(), Projection(),
+                                       batch_.forget.labels, chunk_tokens_)
+               : SequenceAnswerLogProbs(ForgetLogits(), batch_.forget.labels);
   }
 
   AnswerLogProbs AlternateLogProbs() {
-    return SequenceAnswerLogProbs(Logits(model_, *batch_.alternate),
-                                  batch_.alternate->labels);
+    return ModelAnswerLogProbs(model_, *batch_.alternate, chunk_tokens_);
   }
 
   at::Tensor AlternateNll() {
-    at::Tensor nll = TokenMeanNll(Logits(model_, *batch_.alternate),
-                                  batch_.alternate->labels);
+    at::Tensor nll =
+        ModelTokenMeanNll(model_, *batch_.alternate, chunk_tokens_);
     Record("alternate_nll", nll);
     out_.tokens += batch_.alternate->real_tokens();
     return nll;
@@ -66,12 +77,12 @@ class Terms {
                         const std::shared_ptr<LlamaForCausalLM>& reference) {
     const QaBatch& retain = *batch_.retain;
     out_.tokens += retain.real_tokens();
-    const at::Tensor logits = Logits(model_, retain);
     if (kind == RetainLoss::kNll) {
-      at::Tensor nll = TokenMeanNll(logits, retain.labels);
+      at::Tensor nll = ModelTokenMeanNll(model_, retain, chunk_tokens_);
       Record("retain_nll", nll);
       return nll;
     }
+    const at::Tensor logits = Logits(model_, retain);
     at::Tensor reference_logits;
     {
       torch::NoGradGuard no_grad;
@@ -95,10 +106,27 @@ class Terms {
     return forget_logits_;
   }
 
+  at::Tensor ForgetHidden() {
+    if (!forget_hidden_.defined()) {
+      forget_hidden_ = model_.ForwardHidden(batch_.forget.input_ids,
+                                            batch_.forget.attention_mask);
+      out_.tokens += batch_.forget.real_tokens();
+    }
+    return forget_hidden_;
+  }
+
+  OutputProjection Projection() {
+    absl::StatusOr<OutputProjection> projection = ModelOutputProjection(model_);
+    TORCH_CHECK(projection.ok(), projection.status().ToString());
+    return *std::move(projection);
+  }
+
   LlamaForCausalLM& model_;
   const UnlearningBatch& batch_;
+  int64_t chunk_tokens_;
   MicroBatchLoss& out_;
   at::Tensor forget_logits_;
+  at::Tensor forget_hidden_;
 };
 
 absl::Status CheckBatch(const ObjectiveNeeds& needs,
@@ -124,8 +152,12 @@ absl::Status CheckBatch(const ObjectiveNeeds& needs,
 class WeightedObjective : public UnlearningObjective {
  public:
   WeightedObjective(UnlearningMethod method, const ObjectiveParams& params,
-                    std::shared_ptr<LlamaForCausalLM> reference)
-      : method_(method), params_(params), reference_(std::move(reference)) {}
+                    std::shared_ptr<LlamaForCausalLM> reference,
+                    int64_t loss_chunk_tokens)
+      : method_(method),
+        params_(params),
+        reference_(std::move(reference)),
+        loss_chunk_tokens_(loss_chunk_tokens) {}
 
   ObjectiveNeeds needs() const override {
     return MethodNeeds(method_, params_);
@@ -142,7 +174,7 @@ class WeightedObjective : public UnlearningObjective {
   MicroBatchLoss Compute(LlamaForCausalLM& model,
                          const UnlearningBatch& batch) {
     MicroBatchLoss out;
-    Terms terms(model, batch, out);
+    Terms terms(model, batch, loss_chunk_tokens_, out);
     at::Tensor forget;
     switch (method_) {
       case UnlearningMethod::kGa:
@@ -187,6 +219,7 @@ class WeightedObjective : public UnlearningObjective {
         forget = terms.ForgetIhl();
         break;
       case UnlearningMethod::kOfmu:
+      case UnlearningMethod::kMsa:  // Refused by MakeObjective.
         break;
     }
     terms.Record("forget_loss", forget);
@@ -208,19 +241,32 @@ class WeightedObjective : public UnlearningObjective {
   UnlearningMethod method_;
   ObjectiveParams params_;
   std::shared_ptr<LlamaForCausalLM> reference_;
+  int64_t loss_chunk_tokens_;
 };
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<UnlearningObjective>> MakeObjective(
     UnlearningMethod method, const ObjectiveParams& params,
-    std::shared_ptr<LlamaForCausalLM> reference, TensorAverager averager) {
+    std::shared_ptr<LlamaForCausalLM> reference, TensorAverager averager,
+    int64_t loss_chunk_tokens) {
   RETURN_IF_ERROR(ValidateObjectiveParams(method, params));
+  if (loss_chunk_tokens < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "loss_chunk_tokens must be >= 0, got ", loss_chunk_tokens));
+  }
+  if (method == UnlearningMethod::kMsa) {
+    return absl::InvalidArgumentError(
+        "MSA is not a loss: it runs as two fine-tunes and model arithmetic "
+        "(libs/unlearn/msa.h)");
+  }
   std::unique_ptr<UnlearningObjective> objective;
   if (method == UnlearningMethod::kOfmu) {
-    objective = std::make_unique<OfmuObjective>(params, std::move(averager));
+    objective = std::make_unique<OfmuObjective>(params, std::move(averager),
+                                                loss_chunk_tokens);
   } else {
-    objective = std::make_unique<WeightedObjective>(method, params, reference);
+    objective = std::make_unique<WeightedObjective>(method, params, reference,
+                                                    loss_chunk_tokens);
   }
   if (objective->needs().reference_model && reference == nullptr) {
     return absl::InvalidArgumentError(

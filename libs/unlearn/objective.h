@@ -74,10 +74,15 @@ class UnlearningObjective {
 // `reference` is the frozen pre-unlearning model, required when
 // needs().reference_model (KL retain terms) and ignored otherwise.
 // `averager` averages OFMU's inner gradients across ranks (may be empty).
+// `loss_chunk_tokens` > 0: answer log-probs and NLLs (not IHL's hinge nor
+// the KL terms, which need full distributions) are computed from the final
+// hidden states that many answer tokens at a time
+// (libs/loss/chunked_log_probs.h), equal up to rounding; 0: from the full
+// logits, as before.
 absl::StatusOr<std::unique_ptr<UnlearningObjective>> MakeObjective(
     UnlearningMethod method, const ObjectiveParams& params,
     std::shared_ptr<LlamaForCausalLM> reference,
-    TensorAverager averager = nullptr);
+    TensorAverager averager = nullptr, int64_t loss_chunk_tokens = 0);
 
 // (2/beta) * mean(log(1 + exp(beta * (log_probs - reference_log_probs)))).
 // Its gradient with respect to log_probs[i] is W_i / B with

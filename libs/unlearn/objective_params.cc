@@ -1,5 +1,6 @@
 #include "libs/unlearn/objective_params.h"
 
+#include <cmath>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -20,6 +21,7 @@ constexpr std::pair<UnlearningMethod, const char*> kMethodNames[] = {
     {UnlearningMethod::kLlmu, "LLMU"},
     {UnlearningMethod::kOfmu, "OFMU"},
     {UnlearningMethod::kIhl, "IHL"},
+    {UnlearningMethod::kMsa, "MSA"},
 };
 
 absl::Status CheckNonNegative(double value, const char* field) {
@@ -88,6 +90,10 @@ ObjectiveNeeds MethodNeeds(UnlearningMethod method,
     case UnlearningMethod::kIhl:
       needs.retain_batch = true;
       break;
+    case UnlearningMethod::kMsa:
+      // The retain subsample theta_2 is tuned on; beta 0 drops it.
+      needs.retain_batch = params.beta != 0;
+      break;
   }
   return needs;
 }
@@ -99,6 +105,8 @@ ObjectiveParams DefaultObjectiveParams(UnlearningMethod method) {
     params.gamma = 0.125;
   } else if (method == UnlearningMethod::kLlmu) {
     params.gamma = 0.5;
+  } else if (method == UnlearningMethod::kMsa) {
+    params.beta = 1.0;
   }
   return params;
 }
@@ -119,6 +127,14 @@ absl::Status ValidateObjectiveParams(UnlearningMethod method,
   RETURN_IF_ERROR(CheckNonNegative(params.gamma, "gamma"));
   RETURN_IF_ERROR(
       CheckNonNegative(params.random_answer_weight, "random_answer_weight"));
+  if (method == UnlearningMethod::kMsa) {
+    RETURN_IF_ERROR(CheckNonNegative(params.beta, "beta"));
+    if (!std::isfinite(params.alpha) || !std::isfinite(params.beta)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("MSA's alpha and beta must be finite, got ",
+                       params.alpha, " and ", params.beta));
+    }
+  }
   if (method == UnlearningMethod::kOfmu) {
     RETURN_IF_ERROR(CheckNonNegative(params.beta, "beta"));
     RETURN_IF_ERROR(

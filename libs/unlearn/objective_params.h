@@ -32,10 +32,15 @@ enum class UnlearningMethod {
   // max(0, 1 + p(y_t) - max_{v != y_t} p(v))) times gamma, plus alpha times
   // the retain NLL; ReGLU's "ihl" variant without LoRA/ROL.
   kIhl,
+  // Model State Arithmetic (libs/unlearn/msa.h): not a loss but two
+  // fine-tunes of a base model and parameter arithmetic; alpha weighs the
+  // forget vector, beta the retain vector (both 1 by default, >= 0).
+  kMsa,
 };
 
 // Accepts the names of UnlearningMethodName ("GA", "GradDiff", "NPO",
-// "NPO_RT", "NPO_KL", "SimNPO", "IdkDPO", "LLMU", "OFMU", "IHL"), any case.
+// "NPO_RT", "NPO_KL", "SimNPO", "IdkDPO", "LLMU", "OFMU", "IHL", "MSA"), any
+// case.
 absl::StatusOr<UnlearningMethod> ParseUnlearningMethod(absl::string_view name);
 std::string UnlearningMethodName(UnlearningMethod method);
 
@@ -43,9 +48,12 @@ enum class RetainLoss { kNll, kKl };
 
 struct ObjectiveParams {
   // NPO, NPO_RT, NPO_KL, IdkDPO: inverse temperature. SimNPO: its beta.
-  // OFMU: weight of the cosine term in Phi.
+  // OFMU: weight of the cosine term in Phi. MSA: weight of the retain
+  // vector theta_2 - theta_0.
   double beta = 0.1;
-  double alpha = 1.0;  // Weight of the retain term (KL term for LLMU).
+  // Weight of the retain term (KL term for LLMU; MSA: of the forget vector
+  // theta_1 - theta_0, subtracted).
+  double alpha = 1.0;
   double gamma = 1.0;  // Weight of the forget term.
   double delta = 0.0;  // SimNPO margin (open-unlearning's delta).
   RetainLoss retain_loss = RetainLoss::kNll;  // GradDiff's retain term.
@@ -64,6 +72,7 @@ struct ObjectiveParams {
 // open-unlearning's defaults for the method (NPO beta 0.1; SimNPO beta 4.5,
 // gamma 0.125, delta 0; LLMU forget weight 0.5, random-answer and KL 1).
 // IHL: gamma = alpha = 1, as ReGLU's code (loss = forget IHL + retain NLL).
+// MSA: alpha = beta = 1 (the paper's sweeps use alpha 1-2, beta 1).
 ObjectiveParams DefaultObjectiveParams(UnlearningMethod method);
 
 // Checks ranges (beta > 0 where it divides, weights >= 0, ...), naming the

@@ -5,7 +5,7 @@
 #include <cmath>
 #include <utility>
 
-#include "libs/loss/sequence_loss.h"
+#include "libs/loss/chunked_log_probs.h"
 #include "libs/status/status_macros.h"
 #include "libs/status/torch_status.h"
 
@@ -184,8 +184,10 @@ absl::StatusOr<PhiGradient> ComputePhiGradient(
 }
 
 OfmuObjective::OfmuObjective(const ObjectiveParams& params,
-                             TensorAverager averager)
-    : params_(params), averager_(std::move(averager)) {}
+                             TensorAverager averager, int64_t loss_chunk_tokens)
+    : params_(params),
+      averager_(std::move(averager)),
+      loss_chunk_tokens_(loss_chunk_tokens) {}
 
 ObjectiveNeeds OfmuObjective::needs() const {
   return MethodNeeds(UnlearningMethod::kOfmu, params_);
@@ -199,13 +201,10 @@ absl::StatusOr<MicroBatchLoss> OfmuObjective::Loss(
   const QaBatch& retain = *batch.retain;
   const Vectors parameters = TrainableParameters(model);
   const ScalarLossFn forget_loss = [&] {
-    return TokenMeanNll(
-        model.Forward(batch.forget.input_ids, batch.forget.attention_mask),
-        batch.forget.labels);
+    return ModelTokenMeanNll(model, batch.forget, loss_chunk_tokens_);
   };
   const ScalarLossFn retain_loss = [&] {
-    return TokenMeanNll(model.Forward(retain.input_ids, retain.attention_mask),
-                        retain.labels);
+    return ModelTokenMeanNll(model, retain, loss_chunk_tokens_);
   };
   const double inner_rate = params_.ofmu_inner_learning_rate > 0
                                 ? params_.ofmu_inner_learning_rate

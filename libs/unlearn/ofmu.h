@@ -72,7 +72,13 @@ absl::StatusOr<PhiGradient> ComputePhiGradient(
 
 class OfmuObjective : public UnlearningObjective {
  public:
-  OfmuObjective(const ObjectiveParams& params, TensorAverager averager);
+  // loss_chunk_tokens > 0: L_f and L_r from hidden states in chunks
+  // (libs/loss/chunked_log_probs.h), whose backward pass is differentiable,
+  // so the exact Hessian-vector products work too; that double backward
+  // keeps every chunk's logits for the second differentiation, so exact
+  // OFMU saves little memory by it (first-order OFMU saves it all).
+  OfmuObjective(const ObjectiveParams& params, TensorAverager averager,
+                int64_t loss_chunk_tokens = 0);
 
   ObjectiveNeeds needs() const override;
   absl::StatusOr<MicroBatchLoss> Loss(LlamaForCausalLM& model,
@@ -81,6 +87,7 @@ class OfmuObjective : public UnlearningObjective {
  private:
   ObjectiveParams params_;
   TensorAverager averager_;
+  int64_t loss_chunk_tokens_;
 };
 
 }  // namespace lethe

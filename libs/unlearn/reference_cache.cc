@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "libs/data/qa_batch.h"
 #include "libs/files/file_io.h"
-#include "libs/loss/sequence_loss.h"
+#include "libs/loss/chunked_log_probs.h"
 #include "libs/status/status_macros.h"
 #include "libs/status/torch_status.h"
 #include "nlohmann/json.hpp"
@@ -39,7 +39,7 @@ uint64_t FingerprintExamples(const std::vector<QaExample>& examples) {
 
 absl::StatusOr<ReferenceLogProbCache> ReferenceLogProbCache::Compute(
     LlamaForCausalLM& model, const std::vector<QaExample>& examples, int pad_id,
-    int batch_size, const std::string& reference) {
+    int batch_size, const std::string& reference, int64_t loss_chunk_tokens) {
   if (batch_size < 1) {
     return absl::InvalidArgumentError("reference batch size must be >= 1");
   }
@@ -56,9 +56,7 @@ absl::StatusOr<ReferenceLogProbCache> ReferenceLogProbCache::Compute(
       const QaBatch batch =
           CollateQaBatch(batch_examples, pad_id).To(model.device());
       const at::Tensor summed =
-          SequenceAnswerLogProbs(
-              model.Forward(batch.input_ids, batch.attention_mask),
-              batch.labels)
+          ModelAnswerLogProbs(model, batch, loss_chunk_tokens)
               .summed.to(at::kDouble)
               .cpu()
               .contiguous();

@@ -31,9 +31,13 @@ class ReferenceLogProbCache {
   // Runs `model` without gradients over `examples` in right-padded batches.
   // `reference` names the model (e.g. RunIdentity::reference: its weights'
   // hash and the settings its log-probs depend on); it is saved with them.
+  // loss_chunk_tokens > 0: from the final hidden states that many answer
+  // tokens at a time (libs/loss/chunked_log_probs.h), without a batch's full
+  // logits; 0: from the full logits.
   static absl::StatusOr<ReferenceLogProbCache> Compute(
       LlamaForCausalLM& model, const std::vector<QaExample>& examples,
-      int pad_id, int batch_size = 16, const std::string& reference = "");
+      int pad_id, int batch_size = 16, const std::string& reference = "",
+      int64_t loss_chunk_tokens = 0);
 
   // Reads a file written by Save; FAILED_PRECONDITION when it was computed
   // for other examples or, when `reference` is given, by another reference

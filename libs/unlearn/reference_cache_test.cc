@@ -61,6 +61,29 @@ TEST(ReferenceLogProbCacheTest, EqualsAFreshComputationPerExample) {
   EXPECT_DOUBLE_EQ(looked_up[1].item<double>(), cache->log_probs()[1]);
 }
 
+TEST(ReferenceLogProbCacheTest, ChunkedComputationEqualsThePlainOne) {
+  torch::manual_seed(5);
+  LlamaForCausalLM model(LlamaConfigOf({.layers = 2}));
+  const std::vector<QaExample> examples = Examples();
+  absl::StatusOr<ReferenceLogProbCache> plain =
+      ReferenceLogProbCache::Compute(model, examples, /*pad_id=*/0, 3);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  for (int64_t chunk : {1, 2, 100}) {
+    absl::StatusOr<ReferenceLogProbCache> chunked =
+        ReferenceLogProbCache::Compute(model, examples, 0, 3, "", chunk);
+    ASSERT_TRUE(chunked.ok()) << chunked.status();
+    ASSERT_EQ(chunked->log_probs().size(), examples.size());
+    // fp32 rounding falls elsewhere: proof that the chunked path ran.
+    EXPECT_NE(chunked->log_probs(), plain->log_probs()) << chunk;
+    for (size_t i = 0; i < examples.size(); ++i) {
+      EXPECT_NEAR(chunked->log_probs()[i], plain->log_probs()[i], 1e-5)
+          << "chunk " << chunk << " example " << i;
+      EXPECT_NEAR(chunked->log_probs()[i], FreshLogProb(model, examples[i]),
+                  1e-4);
+    }
+  }
+}
+
 TEST(ReferenceLogProbCacheTest, SavesLoadsAndRefusesOtherExamples) {
   torch::manual_seed(5);
   LlamaForCausalLM model(LlamaConfigOf({.layers = 2}));

@@ -11,7 +11,7 @@
 #include "libs/data/qa_batch.h"
 #include "libs/data/sharding.h"
 #include "libs/logging/logging.h"
-#include "libs/loss/sequence_loss.h"
+#include "libs/loss/chunked_log_probs.h"
 #include "libs/model/llama_model.h"
 #include "libs/status/status_macros.h"
 #include "libs/status/torch_status.h"
@@ -54,6 +54,9 @@ absl::Status ValidateOptions(const TrainingOptions& options,
   }
   if (options.length_window_batches < 1) {
     return absl::InvalidArgumentError("length_window_batches must be >= 1");
+  }
+  if (options.loss_chunk_tokens < 0) {
+    return absl::InvalidArgumentError("loss_chunk_tokens must be >= 0");
   }
   if (options.checkpoint.every_steps < 0) {
     return absl::InvalidArgumentError("checkpoint.every_steps must be >= 0");
@@ -347,8 +350,8 @@ absl::StatusOr<TrainingSummary> FinetuneOnQa(
       const QaBatch batch =
           CollateQaBatch(batch_examples, pad_id).To(model.device());
       CpuBf16AutocastGuard autocast(options.bf16_autocast);
-      at::Tensor nll = TokenMeanNll(
-          model.Forward(batch.input_ids, batch.attention_mask), batch.labels);
+      at::Tensor nll =
+          ModelTokenMeanNll(model, batch, options.loss_chunk_tokens);
       MicroBatchLoss result;
       result.loss = nll;
       result.tokens = batch.real_tokens();

@@ -79,6 +79,13 @@ struct TrainingOptions {
   uint64_t seed = 0;
   int threads = 0;  // > 0: at::set_num_threads(threads).
   bool bf16_autocast = false;
+  // > 0: answer-token losses (fine-tuning NLL; in unlearning runs every
+  // objective's log-probs and NLL, and the reference log-prob cache) are
+  // computed from the final hidden states this many answer tokens at a time,
+  // never materialising the batch's [B, T, V] logits
+  // (libs/loss/chunked_log_probs.h). Changes only where rounding falls.
+  // 0: the plain computation from the full logits.
+  int64_t loss_chunk_tokens = 0;
   int rank = 0;
   int world_size = 1;
   // Length grouping, for less padding: with one length per example here,

@@ -500,6 +500,40 @@ TEST(TrainerResumeTest, OnlyWritingRanksWriteCheckpoints) {
   EXPECT_TRUE(ListCheckpointSteps(dir).empty());
 }
 
+// loss_chunk_tokens moves only rounding: fine-tuning with the chunked NLL
+// (3 answer tokens a chunk, 12 in a micro-batch) ends with the plain run's
+// weights, in fp64 where rounding is far below the tolerance.
+TEST(TrainerTest, ChunkedNllEndsWithThePlainWeights) {
+  std::vector<at::Tensor> weights[2];
+  for (int chunked = 0; chunked < 2; ++chunked) {
+    torch::manual_seed(0);
+    LlamaForCausalLM model(LlamaConfigOf({}));
+    model.to(at::kDouble);
+    ASSERT_TRUE(FinetuneOnQa(model, Examples(), 0,
+                             {.learning_rate = 3e-2,
+                              .weight_decay = 0.0,
+                              .warmup_epochs = 0,
+                              .num_epochs = 5,
+                              .per_device_batch_size = 4,
+                              .seed = 1,
+                              .threads = 1,
+                              .loss_chunk_tokens = chunked ? 3 : 0})
+                    .ok());
+    for (const at::Tensor& parameter : model.parameters()) {
+      weights[chunked].push_back(parameter.detach().clone());
+    }
+  }
+  torch::manual_seed(0);
+  LlamaForCausalLM initial(LlamaConfigOf({}));
+  initial.to(at::kDouble);
+  EXPECT_GT(MaxAbsDifference(weights[0], initial.parameters()), 1e-2)
+      << "training must move the weights";
+  const double difference = MaxAbsDifference(weights[0], weights[1]);
+  EXPECT_LT(difference, 1e-9);
+  // Rounding falls elsewhere: proof that the chunked path ran at all.
+  EXPECT_GT(difference, 0.0) << "loss_chunk_tokens was ignored";
+}
+
 TEST(TrainerTest, RejectsBadOptions) {
   torch::manual_seed(0);
   LlamaForCausalLM model(LlamaConfigOf({}));
@@ -519,6 +553,9 @@ TEST(TrainerTest, RejectsBadOptions) {
                 .status()
                 .code(),
             absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      RunTraining(model, 4, {.loss_chunk_tokens = -1}, loss).status().code(),
+      absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -94,13 +94,15 @@ QaBatch Collate(const std::vector<QaExample>& examples,
 
 absl::StatusOr<ReferenceLogProbCache> CachedOrComputed(
     LlamaForCausalLM& model, const std::vector<QaExample>& examples, int pad_id,
-    int batch_size, const std::string& path, const std::string& reference) {
+    int batch_size, const std::string& path, const std::string& reference,
+    int64_t loss_chunk_tokens) {
   if (!path.empty() && std::filesystem::exists(path)) {
     return ReferenceLogProbCache::Load(path, examples, reference);
   }
-  ASSIGN_OR_RETURN(ReferenceLogProbCache cache,
-                   ReferenceLogProbCache::Compute(model, examples, pad_id,
-                                                  batch_size, reference));
+  ASSIGN_OR_RETURN(
+      ReferenceLogProbCache cache,
+      ReferenceLogProbCache::Compute(model, examples, pad_id, batch_size,
+                                     reference, loss_chunk_tokens));
   if (!path.empty()) RETURN_IF_ERROR(cache.Save(path));
   return cache;
 }
@@ -190,19 +192,21 @@ absl::StatusOr<TrainingSummary> RunUnlearning(LlamaForCausalLM& model,
     ASSIGN_OR_RETURN(forget_reference,
                      CachedOrComputed(model, data.forget, data.pad_id,
                                       options.reference_batch_size, path,
-                                      options.reference_identity));
+                                      options.reference_identity,
+                                      options.training.loss_chunk_tokens));
     if (needs.alternate_answers) {
       ASSIGN_OR_RETURN(
           alternate_reference,
-          CachedOrComputed(model, data.alternate, data.pad_id,
-                           options.reference_batch_size,
-                           path.empty() ? path : path + ".alternate",
-                           options.reference_identity));
+          CachedOrComputed(
+              model, data.alternate, data.pad_id, options.reference_batch_size,
+              path.empty() ? path : path + ".alternate",
+              options.reference_identity, options.training.loss_chunk_tokens));
     }
   }
   ASSIGN_OR_RETURN(
       std::unique_ptr<UnlearningObjective> objective,
-      MakeObjective(options.method, options.params, reference, hooks.averager));
+      MakeObjective(options.method, options.params, reference, hooks.averager,
+                    options.training.loss_chunk_tokens));
 
   const TrainingOptions& training = options.training;
   const int64_t forget_size = static_cast<int64_t>(data.forget.size());
