@@ -111,13 +111,21 @@ struct StoredTensor {
   std::vector<std::string> parts;
 };
 
+// Whether `name` is a LoRA adapter's parameter (lora.h registers lora_A
+// and lora_B under the projection's Linear): not part of a checkpoint.
+bool IsAdapterParameter(const std::string& name) {
+  return absl::StrContains(name, ".lora_A.") ||
+         absl::StrContains(name, ".lora_B.");
+}
+
 // The checkpoint's tensors in the model's parameter order (a fused tensor
-// where its first part is).
+// where its first part is). Adapter parameters are not among them.
 std::vector<StoredTensor> CheckpointLayout(LlamaForCausalLM& model) {
   const bool fused = model.config().HasFusedCheckpointProjections();
   std::vector<StoredTensor> layout;
   for (const auto& parameter : model.named_parameters()) {
     const std::string& name = parameter.key();
+    if (IsAdapterParameter(name)) continue;
     if (fused) {
       // Phi-3: qkv_proj = [q_proj; k_proj; v_proj], gate_up_proj =
       // [gate_proj; up_proj] (Phi3MLP chunks it gate first).
@@ -408,6 +416,14 @@ absl::Status SaveLlamaCheckpoint(LlamaForCausalLM& model,
                                  const SaveOptions& options) {
   if (options.max_shard_bytes <= 0) {
     return absl::InvalidArgumentError("max_shard_bytes must be positive");
+  }
+  for (const auto& parameter : model.named_parameters()) {
+    if (IsAdapterParameter(parameter.key())) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "cannot save ", dir, " as a plain checkpoint: the model has LoRA ",
+          "adapters (", parameter.key(), "); merge them first (MergeLora) ",
+          "or save the adapter alone (SaveLoraAdapter)"));
+    }
   }
   const at::ScalarType dtype = options.dtype.value_or(ModelDtype(model));
   ASSIGN_OR_RETURN(std::string dtype_name, DtypeConfigName(dtype));

@@ -115,6 +115,9 @@ struct SaveOptions {
 };
 
 // Creates `dir` if needed and writes config.json and the weights.
+// FAILED_PRECONDITION for a model with LoRA adapters (lora.h): merge them
+// (MergeLora) or save them alone (SaveLoraAdapter). LoadLlamaWeights into a
+// model with adapters loads the base weights and leaves the adapters alone.
 absl::Status SaveLlamaCheckpoint(LlamaForCausalLM& model,
                                  const std::string& dir,
                                  const SaveOptions& options);

@@ -6,6 +6,10 @@
 #include <cmath>
 #include <limits>
 #include <string>
+#include <utility>
+#include <vector>
+
+#include "libs/model/activation_checkpoint.h"
 
 namespace lethe {
 namespace {
@@ -125,6 +129,14 @@ torch::nn::Linear MakeLinear(int64_t in, int64_t out, bool bias,
 
 }  // namespace
 
+at::Tensor AdaptableLinear::Forward(const at::Tensor& x) {
+  at::Tensor output = linear->forward(x);
+  if (adapter == nullptr) return output;
+  const at::Tensor delta = adapter->Delta(x);
+  if (!delta.defined()) return output;
+  return (output + delta).to(output.scalar_type());
+}
+
 at::Tensor RotaryInverseFrequencies(int64_t head_dim, double rope_theta,
                                     const RopeScaling& scaling,
                                     at::ScalarType dtype,
@@ -221,18 +233,26 @@ LlamaAttention::LlamaAttention(const LlamaConfig& config, ParameterInit init)
           static_cast<double>(config.head_dim()))),
       softcap_(config.attn_logit_softcapping) {
   const bool qkv_bias = config.QkvBias();
-  q_proj_ = register_module(
+  q_proj_.linear = register_module(
       "q_proj",
       MakeLinear(config.hidden_size, num_heads_ * head_dim_, qkv_bias, init));
-  k_proj_ = register_module(
+  k_proj_.linear = register_module(
       "k_proj", MakeLinear(config.hidden_size, num_key_value_heads_ * head_dim_,
                            qkv_bias, init));
-  v_proj_ = register_module(
+  v_proj_.linear = register_module(
       "v_proj", MakeLinear(config.hidden_size, num_key_value_heads_ * head_dim_,
                            qkv_bias, init));
-  o_proj_ = register_module(
+  o_proj_.linear = register_module(
       "o_proj", MakeLinear(num_heads_ * head_dim_, config.hidden_size,
                            config.OutputProjectionBias(), init));
+}
+
+std::vector<std::pair<std::string, AdaptableLinear*>>
+LlamaAttention::Projections() {
+  return {{"q_proj", &q_proj_},
+          {"k_proj", &k_proj_},
+          {"v_proj", &v_proj_},
+          {"o_proj", &o_proj_}};
 }
 
 at::Tensor LlamaAttention::Forward(const at::Tensor& x,
@@ -241,14 +261,14 @@ at::Tensor LlamaAttention::Forward(const at::Tensor& x,
                                    at::Tensor* past_keys,
                                    at::Tensor* past_values) {
   const int64_t batch = x.size(0), length = x.size(1);
-  at::Tensor queries = q_proj_->forward(x)
+  at::Tensor queries = q_proj_.Forward(x)
                            .view({batch, length, num_heads_, head_dim_})
                            .transpose(1, 2);
-  at::Tensor keys = k_proj_->forward(x)
+  at::Tensor keys = k_proj_.Forward(x)
                         .view({batch, length, num_key_value_heads_, head_dim_})
                         .transpose(1, 2);
   at::Tensor values =
-      v_proj_->forward(x)
+      v_proj_.Forward(x)
           .view({batch, length, num_key_value_heads_, head_dim_})
           .transpose(1, 2);
   queries = ApplyRotaryEmbedding(queries, rotary);
@@ -280,24 +300,30 @@ at::Tensor LlamaAttention::Forward(const at::Tensor& x,
       torch::matmul(weights, values.to(queries.scalar_type()))
           .transpose(1, 2)
           .reshape({batch, length, num_heads_ * head_dim_});
-  return o_proj_->forward(attended);
+  return o_proj_.Forward(attended);
 }
 
 LlamaMlp::LlamaMlp(const LlamaConfig& config, ParameterInit init)
     : activation_(config.hidden_act) {
-  gate_proj_ = register_module(
+  gate_proj_.linear = register_module(
       "gate_proj", MakeLinear(config.hidden_size, config.intermediate_size,
                               config.mlp_bias, init));
-  up_proj_ = register_module(
+  up_proj_.linear = register_module(
       "up_proj", MakeLinear(config.hidden_size, config.intermediate_size,
                             config.mlp_bias, init));
-  down_proj_ = register_module(
+  down_proj_.linear = register_module(
       "down_proj", MakeLinear(config.intermediate_size, config.hidden_size,
                               config.mlp_bias, init));
 }
 
+std::vector<std::pair<std::string, AdaptableLinear*>> LlamaMlp::Projections() {
+  return {{"gate_proj", &gate_proj_},
+          {"up_proj", &up_proj_},
+          {"down_proj", &down_proj_}};
+}
+
 at::Tensor LlamaMlp::Forward(const at::Tensor& x) {
-  const at::Tensor gate = gate_proj_->forward(x);
+  const at::Tensor gate = gate_proj_.Forward(x);
   at::Tensor activated;
   if (activation_ == "gelu_pytorch_tanh") {
     activated = torch::gelu(gate, "tanh");
@@ -307,7 +333,7 @@ at::Tensor LlamaMlp::Forward(const at::Tensor& x) {
     TORCH_CHECK(activation_ == "silu", "unknown activation ", activation_);
     activated = torch::silu(gate);
   }
-  return down_proj_->forward(activated * up_proj_->forward(x));
+  return down_proj_.Forward(activated * up_proj_.Forward(x));
 }
 
 LlamaDecoderLayer::LlamaDecoderLayer(const LlamaConfig& config,
@@ -330,6 +356,18 @@ LlamaDecoderLayer::LlamaDecoderLayer(const LlamaConfig& config,
     post_feedforward_layernorm_ =
         register_module("post_feedforward_layernorm", norm());
   }
+}
+
+std::vector<std::pair<std::string, AdaptableLinear*>>
+LlamaDecoderLayer::Projections() {
+  std::vector<std::pair<std::string, AdaptableLinear*>> projections;
+  for (const auto& [name, projection] : self_attn_->Projections()) {
+    projections.emplace_back("self_attn." + name, projection);
+  }
+  for (const auto& [name, projection] : mlp_->Projections()) {
+    projections.emplace_back("mlp." + name, projection);
+  }
+  return projections;
 }
 
 at::Tensor LlamaDecoderLayer::Forward(const at::Tensor& x,
@@ -427,11 +465,22 @@ at::Tensor LlamaBackbone::Forward(const at::Tensor& input_ids,
       RotaryInverseFrequencies(head_dim_, rope_theta_, rope_scaling_,
                                hidden.scalar_type(), hidden.device()),
       hidden.scalar_type());
+  const bool checkpoint = activation_checkpointing_ && cache == nullptr &&
+                          at::GradMode::is_enabled();
   for (size_t i = 0; i < layers_.size(); ++i) {
-    hidden = layers_[i]->Forward(
-        hidden, rotary, layers_[i]->sliding() ? sliding_mask : full_mask,
-        cache != nullptr ? &cache->keys[i] : nullptr,
-        cache != nullptr ? &cache->values[i] : nullptr);
+    const std::shared_ptr<LlamaDecoderLayer>& layer = layers_[i];
+    const at::Tensor& mask = layer->sliding() ? sliding_mask : full_mask;
+    if (checkpoint) {
+      hidden = CheckpointedCall(
+          [layer, rotary, mask](const at::Tensor& input) {
+            return layer->Forward(input, rotary, mask, nullptr, nullptr);
+          },
+          hidden, layer->parameters());
+      continue;
+    }
+    hidden = layer->Forward(hidden, rotary, mask,
+                            cache != nullptr ? &cache->keys[i] : nullptr,
+                            cache != nullptr ? &cache->values[i] : nullptr);
   }
   return norm_->Forward(hidden);
 }
@@ -486,6 +535,28 @@ at::Tensor LlamaForCausalLM::Forward(const at::Tensor& input_ids,
 }
 
 at::Device LlamaForCausalLM::device() { return parameters().front().device(); }
+
+std::vector<NamedProjection> LlamaForCausalLM::Projections() {
+  std::vector<NamedProjection> projections;
+  const auto& layers = model_->layers();
+  for (size_t i = 0; i < layers.size(); ++i) {
+    for (const auto& [name, projection] : layers[i]->Projections()) {
+      const size_t dot = name.rfind('.');
+      projections.push_back({"model.layers." + std::to_string(i) + "." + name,
+                             name.substr(dot + 1), static_cast<int64_t>(i),
+                             projection});
+    }
+  }
+  return projections;
+}
+
+void LlamaForCausalLM::SetActivationCheckpointing(bool enabled) {
+  model_->SetActivationCheckpointing(enabled);
+}
+
+bool LlamaForCausalLM::activation_checkpointing() const {
+  return model_->activation_checkpointing();
+}
 
 int64_t LlamaForCausalLM::NumParameters() {
   int64_t total = 0;

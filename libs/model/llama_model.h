@@ -16,6 +16,17 @@
 //
 // Greedy decoding on top of it lives in libs/model/generation.h.
 //
+// Hooks for training (LoRA itself lives in libs/model/lora.h):
+//   - Every decoder-layer projection (q/k/v/o_proj, gate/up/down_proj) is a
+//     torch::nn::Linear with an optional LinearAdapter whose output is added
+//     to the projection's; Projections() lists them by their module path.
+//   - SetActivationCheckpointing(true): in a forward pass with grad mode on
+//     and no KV cache, each decoder layer keeps only its input and is
+//     recomputed in the backward pass (libs/model/activation_checkpoint.h);
+//     logits and every parameter's gradient are the same as without it. Not
+//     twice differentiable: a backward pass with create_graph (OFMU's
+//     Hessian-vector products) throws; callers validate against that first.
+//
 // Semantics follow transformers' eager implementations: RMSNorm in fp32
 // (Gemma: x_normalized * (1 + w), cast after the product), rotary embeddings
 // in the rotate_half convention with rope_theta and optional llama3
@@ -51,6 +62,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "libs/model/llama_config.h"
@@ -123,6 +135,33 @@ class LlamaRmsNorm : public torch::nn::Module {
   bool offset_;
 };
 
+// An addition to one projection's output (the hook LoRA attaches through):
+// the projection returns linear(x) + Delta(x), computed in the promoted dtype
+// of the two and cast back to linear(x)'s dtype (as PEFT adds an fp32
+// adapter's output to a bf16 layer's). Whoever installs an adapter registers
+// its parameters (lora.h registers them under the projection's Linear).
+class LinearAdapter {
+ public:
+  virtual ~LinearAdapter() = default;
+  // An undefined tensor adds nothing (a disabled adapter).
+  virtual at::Tensor Delta(const at::Tensor& x) = 0;
+};
+
+// One projection: a Linear and its optional adapter.
+struct AdaptableLinear {
+  torch::nn::Linear linear{nullptr};
+  std::shared_ptr<LinearAdapter> adapter;
+  at::Tensor Forward(const at::Tensor& x);
+};
+
+// A projection by its place in the model, for code that attaches adapters.
+struct NamedProjection {
+  std::string path;  // Module path, e.g. "model.layers.0.self_attn.q_proj".
+  std::string name;  // The last component, e.g. "q_proj".
+  int64_t layer;
+  AdaptableLinear* projection;  // Owned by the model.
+};
+
 class LlamaAttention : public torch::nn::Module {
  public:
   explicit LlamaAttention(const LlamaConfig& config,
@@ -132,6 +171,8 @@ class LlamaAttention : public torch::nn::Module {
   at::Tensor Forward(const at::Tensor& x, const RotaryTables& rotary,
                      const at::Tensor& mask, at::Tensor* past_keys,
                      at::Tensor* past_values);
+  // q_proj, k_proj, v_proj, o_proj, by name.
+  std::vector<std::pair<std::string, AdaptableLinear*>> Projections();
 
  private:
   int64_t num_heads_;
@@ -141,8 +182,7 @@ class LlamaAttention : public torch::nn::Module {
   // query_pre_attn_scalar.
   double score_divisor_squared_;
   std::optional<double> softcap_;
-  torch::nn::Linear q_proj_{nullptr}, k_proj_{nullptr}, v_proj_{nullptr},
-      o_proj_{nullptr};
+  AdaptableLinear q_proj_, k_proj_, v_proj_, o_proj_;
 };
 
 class LlamaMlp : public torch::nn::Module {
@@ -150,10 +190,12 @@ class LlamaMlp : public torch::nn::Module {
   explicit LlamaMlp(const LlamaConfig& config,
                     ParameterInit init = ParameterInit::kRandom);
   at::Tensor Forward(const at::Tensor& x);
+  // gate_proj, up_proj, down_proj, by name.
+  std::vector<std::pair<std::string, AdaptableLinear*>> Projections();
 
  private:
   std::string activation_;
-  torch::nn::Linear gate_proj_{nullptr}, up_proj_{nullptr}, down_proj_{nullptr};
+  AdaptableLinear gate_proj_, up_proj_, down_proj_;
 };
 
 class LlamaDecoderLayer : public torch::nn::Module {
@@ -165,6 +207,8 @@ class LlamaDecoderLayer : public torch::nn::Module {
                      const at::Tensor& mask, at::Tensor* past_keys,
                      at::Tensor* past_values);
   bool sliding() const { return sliding_; }
+  // "self_attn.q_proj", ..., "mlp.down_proj".
+  std::vector<std::pair<std::string, AdaptableLinear*>> Projections();
 
  private:
   bool sliding_;
@@ -189,8 +233,16 @@ class LlamaBackbone : public torch::nn::Module {
   // The input embeddings of `input_ids`, scaled for Gemma.
   at::Tensor Embed(const at::Tensor& input_ids);
   torch::nn::Embedding& embed_tokens() { return embed_tokens_; }
+  const std::vector<std::shared_ptr<LlamaDecoderLayer>>& layers() const {
+    return layers_;
+  }
+  void SetActivationCheckpointing(bool enabled) {
+    activation_checkpointing_ = enabled;
+  }
+  bool activation_checkpointing() const { return activation_checkpointing_; }
 
  private:
+  bool activation_checkpointing_ = false;
   int64_t head_dim_;
   double rope_theta_;
   RopeScaling rope_scaling_;
@@ -228,6 +280,19 @@ class LlamaForCausalLM : public torch::nn::Module {
   int64_t NumParameters();
   // Where the parameters live (inputs on another device are not moved).
   at::Device device();
+
+  // Every decoder-layer projection, layer by layer, in module order
+  // (self_attn.q_proj, k_proj, v_proj, o_proj, mlp.gate_proj, up_proj,
+  // down_proj).
+  std::vector<NamedProjection> Projections();
+
+  // Activation checkpointing per decoder layer (see the top of this file).
+  // Off by default. Whatever changes a layer's computation (adapters on or
+  // off, train/eval mode) must not change between a forward pass and its
+  // backward pass, which recomputes the layers; the random state is
+  // restored for the recomputation, so dropout draws the same masks.
+  void SetActivationCheckpointing(bool enabled);
+  bool activation_checkpointing() const;
 
  private:
   LlamaConfig config_;

@@ -1,5 +1,7 @@
 #include "libs/model/llama_model.h"
 
+#include <torch/csrc/autograd/function.h>
+
 #include <cmath>
 #include <cstdint>
 #include <fstream>
@@ -40,6 +42,32 @@ std::shared_ptr<LlamaForCausalLM> TinyModel(int64_t kv_heads = 2,
 
 at::Tensor Ids(std::vector<int64_t> ids) {
   return torch::tensor(ids, at::kLong).unsqueeze(0);
+}
+
+// The autograd nodes reachable from `tensor`, by name.
+std::multiset<std::string> GraphNodes(const at::Tensor& tensor) {
+  std::multiset<std::string> names;
+  std::set<torch::autograd::Node*> seen;
+  std::vector<torch::autograd::Node*> stack = {tensor.grad_fn().get()};
+  while (!stack.empty()) {
+    torch::autograd::Node* node = stack.back();
+    stack.pop_back();
+    if (node == nullptr || !seen.insert(node).second) continue;
+    names.insert(node->name());
+    for (const torch::autograd::Edge& edge : node->next_edges()) {
+      stack.push_back(edge.function.get());
+    }
+  }
+  return names;
+}
+
+size_t CountContaining(const std::multiset<std::string>& names,
+                       const std::string& fragment) {
+  size_t count = 0;
+  for (const std::string& name : names) {
+    count += name.find(fragment) != std::string::npos;
+  }
+  return count;
 }
 
 TEST(RotaryEmbeddingTest, MatchesHandDerivedRotation) {
@@ -301,6 +329,92 @@ TEST(LlamaModelTest, Bf16ParametersComputeInBf16) {
       (logits.to(at::kFloat) - reference).masked_select(real).abs().max();
   EXPECT_LT(difference.item<float>(),
             0.05f * reference.abs().max().item<float>());
+}
+
+TEST(LlamaModelTest, ProjectionsAreTheDecoderLayersLinears) {
+  auto model = TinyModel();
+  const std::vector<NamedProjection> projections = model->Projections();
+  ASSERT_EQ(projections.size(), 2u * 7u);
+  EXPECT_EQ(projections[0].path, "model.layers.0.self_attn.q_proj");
+  EXPECT_EQ(projections[0].name, "q_proj");
+  EXPECT_EQ(projections[13].path, "model.layers.1.mlp.down_proj");
+  EXPECT_EQ(projections[13].layer, 1);
+  auto parameters = model->named_parameters();
+  for (const NamedProjection& projection : projections) {
+    EXPECT_TRUE(projection.projection->linear->weight.is_same(
+        parameters[projection.path + ".weight"]))
+        << projection.path;
+  }
+}
+
+// Logits and every parameter's gradient of `model` for a padded batch.
+struct ForwardBackward {
+  at::Tensor logits;
+  std::map<std::string, at::Tensor> grads;
+  std::multiset<std::string> graph;
+};
+
+ForwardBackward RunForwardBackward(LlamaForCausalLM& model, bool autocast) {
+  torch::manual_seed(5);
+  const at::Tensor ids =
+      torch::tensor({{3, 14, 15, 9, 2, 6}, {5, 3, 5, 8, 9, 7}});
+  // Right padding: every query sees some key (a left-padded query sees none
+  // and its row is NaN under bf16 autocast).
+  const at::Tensor mask =
+      torch::tensor({{1, 1, 1, 1, 1, 1}, {1, 1, 1, 1, 0, 0}});
+  const at::Tensor probe = torch::randn({2, 6, 50});
+  ForwardBackward result;
+  {
+    CpuBf16AutocastGuard guard(autocast);
+    result.logits = model.Forward(ids, mask);
+  }
+  result.graph = GraphNodes(result.logits);
+  model.zero_grad();
+  (result.logits.to(at::kFloat) * probe).sum().backward();
+  for (const auto& parameter : model.named_parameters()) {
+    result.grads[parameter.key()] = parameter.value().grad();
+  }
+  return result;
+}
+
+TEST(LlamaModelTest, ActivationCheckpointingKeepsLogitsAndGradientsBitwise) {
+  for (const bool autocast : {false, true}) {
+    auto plain = TinyModel();
+    auto checkpointed = TinyModel();
+    checkpointed->SetActivationCheckpointing(true);
+    EXPECT_TRUE(checkpointed->activation_checkpointing());
+    const ForwardBackward expected = RunForwardBackward(*plain, autocast);
+    const ForwardBackward actual = RunForwardBackward(*checkpointed, autocast);
+    EXPECT_TRUE(torch::equal(expected.logits, actual.logits))
+        << "autocast " << autocast;
+    ASSERT_EQ(expected.grads.size(), actual.grads.size());
+    for (const auto& [name, grad] : expected.grads) {
+      ASSERT_TRUE(grad.defined()) << name;
+      ASSERT_TRUE(actual.grads.at(name).defined()) << name;
+      EXPECT_TRUE(torch::equal(grad, actual.grads.at(name)))
+          << name << " autocast " << autocast << ": max difference "
+          << (grad - actual.grads.at(name)).abs().max().item<float>();
+    }
+    // One checkpoint node per layer and none of the layers' own operations
+    // in the recorded graph (their activations are not kept).
+    EXPECT_EQ(CountContaining(expected.graph, "CheckpointFunction"), 0u);
+    EXPECT_EQ(CountContaining(actual.graph, "CheckpointFunction"), 2u);
+    EXPECT_LT(actual.graph.size() * 3, expected.graph.size());
+  }
+}
+
+TEST(LlamaModelTest, ActivationCheckpointingIsOffWithACacheOrWithoutGrad) {
+  auto model = TinyModel();
+  const at::Tensor ids = Ids({4, 8, 15, 16, 23, 42});
+  const at::Tensor expected = model->Forward(ids);
+  model->SetActivationCheckpointing(true);
+  KvCache cache;
+  const at::Tensor cached = model->Forward(ids, {}, &cache);
+  EXPECT_TRUE(torch::equal(expected, cached));
+  EXPECT_EQ(CountContaining(GraphNodes(cached), "CheckpointFunction"), 0u);
+  EXPECT_EQ(cache.length(), 6);
+  torch::NoGradGuard no_grad;
+  EXPECT_TRUE(torch::equal(expected, model->Forward(ids)));
 }
 
 }  // namespace
