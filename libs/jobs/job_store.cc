@@ -25,9 +25,11 @@ using State = v1::Job::State;
 
 // Version 1: jobs(id, request_id, state, priority, create_micros, job).
 // Version 2: adds job_logs(job_id, sequence, time_micros, source, message).
-// Every statement is idempotent, so running the whole schema again migrates
-// a file of an older version.
-constexpr int64_t kSchemaVersion = 2;
+// Version 3: adds jobs.tenant ("" for the jobs of older versions); the
+// request_id column then holds the tenant-qualified key (RequestKey).
+// Every statement of kCreateSchema is idempotent, so running it again
+// migrates a file of version 0 to 2; kMigrateTo3 then adds version 3.
+constexpr int64_t kSchemaVersion = 3;
 constexpr char kCreateSchema[] =
     "CREATE TABLE IF NOT EXISTS jobs ("
     "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
@@ -45,6 +47,20 @@ constexpr char kCreateSchema[] =
     "  message TEXT NOT NULL,"
     "  PRIMARY KEY (job_id, sequence)) WITHOUT ROWID;"
     "PRAGMA user_version = 2;";
+constexpr char kMigrateTo3[] =
+    "ALTER TABLE jobs ADD COLUMN tenant TEXT NOT NULL DEFAULT '';"
+    "CREATE INDEX IF NOT EXISTS jobs_by_tenant ON jobs (tenant, id);"
+    "PRAGMA user_version = 3;";
+
+// Separates a tenant from a request_id in the request_id column. Neither
+// may contain it, so the key is unambiguous; tenant "" stores the bare
+// request_id, as every version before 3 did.
+constexpr char kTenantSeparator = '\x1f';
+
+std::string RequestKey(absl::string_view tenant, absl::string_view request_id) {
+  if (tenant.empty()) return std::string(request_id);
+  return absl::StrCat(tenant, std::string(1, kTenantSeparator), request_id);
+}
 
 constexpr char kNamePrefix[] = "jobs/";
 
@@ -126,6 +142,24 @@ void AppendStateChange(v1::Job& job, State state, absl::string_view reason,
   *change->mutable_time() = ToTimestamp(now);
 }
 
+// `message` cut to at most `max_bytes` bytes, at a UTF-8 character
+// boundary, ending in " ... [N bytes cut]" when cut.
+std::string BoundedLogMessage(const std::string& message, size_t max_bytes) {
+  if (message.size() <= max_bytes) return message;
+  std::string note = absl::StrCat(" ... [", message.size(), " bytes, cut]");
+  size_t keep = max_bytes > note.size() ? max_bytes - note.size() : 0;
+  // Do not end inside a multi-byte character: back off its continuation
+  // bytes (10xxxxxx) and then its lead byte.
+  if (keep < message.size() &&
+      (static_cast<unsigned char>(message[keep]) & 0xC0) == 0x80) {
+    while (keep > 0 &&
+           (static_cast<unsigned char>(message[keep]) & 0xC0) == 0x80) {
+      --keep;
+    }
+  }
+  return absl::StrCat(message.substr(0, keep), note);
+}
+
 // Page tokens: web-safe base64 of "1:<last id>:<state filter or *>".
 std::string FilterKey(std::optional<State> filter) {
   return filter.has_value() ? absl::StrCat(static_cast<int>(*filter)) : "*";
@@ -179,7 +213,8 @@ absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(
                        " is newer than this binary's (", kSchemaVersion, ")"));
     }
     if (found == kSchemaVersion) return absl::OkStatus();
-    return db->Execute(kCreateSchema);
+    if (found < 2) RETURN_IF_ERROR(db->Execute(kCreateSchema));
+    return db->Execute(kMigrateTo3);
   }));
   return std::unique_ptr<JobStore>(new JobStore(std::move(db)));
 }
@@ -259,7 +294,14 @@ absl::Status JobStore::SaveLocked(int64_t id, const v1::Job& job) {
 }
 
 absl::StatusOr<JobStore::CreateResult> JobStore::Create(
-    const v1::JobSpec& spec, const std::string& request_id, absl::Time now) {
+    const v1::JobSpec& spec, const std::string& request_id, absl::Time now,
+    const std::string& tenant) {
+  if (tenant.find(kTenantSeparator) != std::string::npos ||
+      request_id.find(kTenantSeparator) != std::string::npos) {
+    return absl::InvalidArgumentError(
+        "tenant and request_id must not contain the character 0x1f");
+  }
+  const std::string request_key = RequestKey(tenant, request_id);
   absl::MutexLock lock(&mu_);
   CreateResult result;
   RETURN_IF_ERROR(db_->InTransaction([&]() -> absl::Status {
@@ -267,7 +309,7 @@ absl::StatusOr<JobStore::CreateResult> JobStore::Create(
       ASSIGN_OR_RETURN(
           SqliteStatement select,
           db_->Prepare("SELECT id FROM jobs WHERE request_id = ?1"));
-      RETURN_IF_ERROR(select.BindText(1, request_id));
+      RETURN_IF_ERROR(select.BindText(1, request_key));
       ASSIGN_OR_RETURN(const bool exists, select.Step());
       if (exists) {
         const int64_t id = select.ColumnInt64(0);
@@ -285,18 +327,21 @@ absl::StatusOr<JobStore::CreateResult> JobStore::Create(
     v1::Job job;
     *job.mutable_spec() = spec;
     job.set_request_id(request_id);
+    job.set_tenant(tenant);
     *job.mutable_create_time() = ToTimestamp(now);
     AppendStateChange(job, v1::Job::QUEUED, "CREATED", "", now);
 
     ASSIGN_OR_RETURN(SqliteStatement insert,
                      db_->Prepare("INSERT INTO jobs (request_id, state, "
-                                  "priority, create_micros, job) VALUES "
-                                  "(?1, ?2, ?3, ?4, ?5) RETURNING id"));
+                                  "priority, create_micros, job, tenant) "
+                                  "VALUES (?1, ?2, ?3, ?4, ?5, ?6) "
+                                  "RETURNING id"));
     if (request_id.empty()) {
       RETURN_IF_ERROR(insert.BindNull(1));
     } else {
-      RETURN_IF_ERROR(insert.BindText(1, request_id));
+      RETURN_IF_ERROR(insert.BindText(1, request_key));
     }
+    RETURN_IF_ERROR(insert.BindText(6, tenant));
     RETURN_IF_ERROR(insert.BindInt64(2, job.state()));
     RETURN_IF_ERROR(insert.BindInt64(3, spec.priority()));
     RETURN_IF_ERROR(insert.BindInt64(4, absl::ToUnixMicros(now)));
@@ -324,7 +369,8 @@ absl::StatusOr<v1::Job> JobStore::Get(absl::string_view name) {
 
 absl::StatusOr<JobStore::ListResult> JobStore::List(
     int page_size, absl::string_view page_token,
-    std::optional<State> state_filter) {
+    std::optional<State> state_filter,
+    const std::optional<std::string>& tenant) {
   if (page_size < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("page_size must be >= 0, got ", page_size));
@@ -346,7 +392,9 @@ absl::StatusOr<JobStore::ListResult> JobStore::List(
                    db_->Prepare(absl::StrCat(
                        "SELECT id, job FROM jobs WHERE id > ?1",
                        state_filter.has_value() ? " AND state = ?3" : "",
+                       tenant.has_value() ? " AND tenant = ?4" : "",
                        " ORDER BY id LIMIT ?2")));
+  if (tenant.has_value()) RETURN_IF_ERROR(select.BindText(4, *tenant));
   RETURN_IF_ERROR(select.BindInt64(1, after_id));
   RETURN_IF_ERROR(select.BindInt64(2, page_size + 1));
   if (state_filter.has_value()) {
@@ -484,7 +532,8 @@ absl::StatusOr<int64_t> JobStore::AppendLogs(absl::string_view name,
       RETURN_IF_ERROR(insert.BindInt64(2, last));
       RETURN_IF_ERROR(insert.BindInt64(3, absl::ToUnixMicros(line.time)));
       RETURN_IF_ERROR(insert.BindText(4, line.source));
-      RETURN_IF_ERROR(insert.BindText(5, line.message));
+      RETURN_IF_ERROR(insert.BindText(
+          5, BoundedLogMessage(line.message, kMaxLogMessageBytes)));
       RETURN_IF_ERROR(insert.StepUntilDone());
       RETURN_IF_ERROR(insert.Reset());
     }

@@ -15,9 +15,14 @@
 // - Jobs are named "jobs/<id>", ids counting up from 1 and never reused
 //   (not even after Delete). Another name is INVALID_ARGUMENT; a well-formed
 //   name of no stored job is NOT_FOUND.
-// - Create is idempotent per non-empty request_id: a retry with the same
-//   spec returns the stored job with created == false; the same request_id
-//   with a different spec is ALREADY_EXISTS.
+// - Every job belongs to a tenant (Job.tenant, given at Create; "" for
+//   jobs created without one and for those of stores older than schema
+//   version 3, which Open migrates). List can show one tenant's jobs only.
+// - Create is idempotent per tenant and non-empty request_id: a retry with
+//   the same spec returns the stored job with created == false; the same
+//   request_id with a different spec is ALREADY_EXISTS. The same
+//   request_id in another tenant is another job. A tenant or request_id
+//   containing the character 0x1f is INVALID_ARGUMENT.
 // - The state changes only through Transition, along these edges:
 //     QUEUED     -> RUNNING | CANCELLED | FAILED
 //     RUNNING    -> QUEUED (a restart; restart_count + 1) | SUCCEEDED |
@@ -32,7 +37,9 @@
 //   INVALID_ARGUMENT and nothing is written.
 // - Each job has a durable log: lines numbered 1, 2, ... per job (numbers
 //   are never reused, not even after trimming), the newest `max_lines`
-//   kept. Delete removes the job's log with it.
+//   kept. A message longer than kMaxLogMessageBytes is cut there (at a
+//   UTF-8 character boundary, ending in a note of how much was cut).
+//   Delete removes the job's log with it.
 // - A stored record that does not parse (a damaged file) reads as a FAILED
 //   job with reason DATA_LOSS naming it: ListInStates skips it (and records
 //   its state as FAILED), Get and List show it, Update refuses it with
@@ -71,6 +78,8 @@ class JobStore {
   // List's page size when the caller asks for 0, and the largest it serves.
   static constexpr int kDefaultPageSize = 50;
   static constexpr int kMaxPageSize = 1000;
+  // The longest log message stored, in bytes.
+  static constexpr size_t kMaxLogMessageBytes = 4096;
 
   // Opens or creates the store at `path`. A file that is not a SQLite
   // database is DATA_LOSS; a store written by a newer schema version is
@@ -89,7 +98,8 @@ class JobStore {
   // The spec is stored as given: fill defaults and validate it first.
   absl::StatusOr<CreateResult> Create(const v1::JobSpec& spec,
                                       const std::string& request_id,
-                                      absl::Time now);
+                                      absl::Time now,
+                                      const std::string& tenant = "");
 
   absl::StatusOr<v1::Job> Get(absl::string_view name);
 
@@ -101,10 +111,12 @@ class JobStore {
   // larger sizes are cut to kMaxPageSize; negative is INVALID_ARGUMENT.
   // page_token is "" for the first page or a next_page_token from a call
   // with the same state_filter; anything else is INVALID_ARGUMENT. Jobs
-  // created while paging appear on later pages.
+  // created while paging appear on later pages. With `tenant`, only that
+  // tenant's jobs.
   absl::StatusOr<ListResult> List(
       int page_size, absl::string_view page_token,
-      std::optional<v1::Job::State> state_filter = std::nullopt);
+      std::optional<v1::Job::State> state_filter = std::nullopt,
+      const std::optional<std::string>& tenant = std::nullopt);
 
   // Moves the job to `to` (see the edges above) and records why.
   absl::StatusOr<v1::Job> Transition(absl::string_view name, v1::Job::State to,

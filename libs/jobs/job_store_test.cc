@@ -764,7 +764,120 @@ TEST(JobStoreOpenTest, MigratesAVersion1Store) {
       (*db)->Prepare("PRAGMA user_version");
   ASSERT_TRUE(version.ok()) << version.status();
   ASSERT_TRUE(*version->Step());
-  EXPECT_EQ(version->ColumnInt64(0), 2);
+  EXPECT_EQ(version->ColumnInt64(0), 3);
+}
+
+// A version 2 store (request_id unique across all jobs, no tenant) opens:
+// its jobs belong to tenant "", their request_ids still make Create
+// idempotent for tenant "", and ids go on counting after the highest ever
+// used (even a deleted one).
+TEST(JobStoreOpenTest, MigratesAVersion2StoreToTenants) {
+  const std::string path = FreshPath("version2.db");
+  {
+    std::unique_ptr<JobStore> store = OpenStore(path);
+    ASSERT_NE(store, nullptr);
+    ASSERT_TRUE(store->Create(Spec("old"), "req-old", kT0).ok());
+  }
+  {
+    // Rewrite the file as version 2 wrote it: no tenant column.
+    absl::StatusOr<std::unique_ptr<SqliteDb>> db = SqliteDb::Open(path);
+    ASSERT_TRUE(db.ok()) << db.status();
+    ASSERT_TRUE((*db)
+                    ->Execute("DROP INDEX jobs_by_tenant;"
+                              "ALTER TABLE jobs DROP COLUMN tenant;"
+                              "INSERT INTO jobs (id, request_id, state, "
+                              "priority, create_micros, job) VALUES "
+                              "(7, NULL, 6, 0, 0, x'');"
+                              "DELETE FROM jobs WHERE id = 7;"
+                              "PRAGMA user_version = 2;")
+                    .ok());
+  }
+  std::unique_ptr<JobStore> store = OpenStore(path);
+  ASSERT_NE(store, nullptr);
+  absl::StatusOr<v1::Job> old = store->Get("jobs/1");
+  ASSERT_TRUE(old.ok()) << old.status();
+  EXPECT_EQ(old->tenant(), "");
+  absl::StatusOr<JobStore::CreateResult> retry =
+      store->Create(Spec("old"), "req-old", kT0);
+  ASSERT_TRUE(retry.ok()) << retry.status();
+  EXPECT_FALSE(retry->created);
+  EXPECT_EQ(retry->job.name(), "jobs/1");
+  absl::StatusOr<JobStore::CreateResult> other_tenant =
+      store->Create(Spec("old"), "req-old", kT0, "team-a");
+  ASSERT_TRUE(other_tenant.ok()) << other_tenant.status();
+  EXPECT_TRUE(other_tenant->created);
+  EXPECT_EQ(other_tenant->job.name(), "jobs/8");
+  EXPECT_EQ(other_tenant->job.tenant(), "team-a");
+}
+
+TEST_F(JobStoreTest, LongLogMessagesAreCut) {
+  const std::string job = CreateJob(*store_, Spec("long"));
+  // 3 bytes per character: the cut must not split one.
+  std::string euros;
+  for (int i = 0; i < 5000; ++i) euros += "\u20ac";
+  JobStore::LogLine huge = Line(std::string(1 << 20, 'x'));
+  JobStore::LogLine utf8 = Line(euros);
+  JobStore::LogLine exact =
+      Line(std::string(JobStore::kMaxLogMessageBytes, 'y'));
+  ASSERT_TRUE(store_->AppendLogs(job, {huge, utf8, exact}, 10).ok());
+  absl::StatusOr<std::vector<JobStore::LogLine>> lines =
+      store_->ReadLogs(job, 0, 10);
+  ASSERT_TRUE(lines.ok()) << lines.status();
+  ASSERT_EQ(lines->size(), 3u);
+  EXPECT_LE((*lines)[0].message.size(), JobStore::kMaxLogMessageBytes);
+  EXPECT_TRUE(absl::EndsWith((*lines)[0].message, "[1048576 bytes, cut]"))
+      << (*lines)[0].message.substr((*lines)[0].message.size() - 40);
+  EXPECT_EQ((*lines)[0].message.substr(0, 100), std::string(100, 'x'));
+  const std::string& cut = (*lines)[1].message;
+  EXPECT_LE(cut.size(), JobStore::kMaxLogMessageBytes);
+  const size_t kept = cut.find(" ... [");
+  ASSERT_NE(kept, std::string::npos);
+  EXPECT_EQ(kept % 3, 0u) << "cut inside a character";
+  EXPECT_EQ(cut.substr(0, kept), euros.substr(0, kept));
+  EXPECT_EQ((*lines)[2].message, exact.message);  // At the limit: whole.
+}
+
+TEST_F(JobStoreTest, RequestIdsAndListsArePerTenant) {
+  absl::StatusOr<JobStore::CreateResult> a =
+      store_->Create(Spec("a"), "req", kT0, "team-a");
+  ASSERT_TRUE(a.ok()) << a.status();
+  // The same request_id with another spec is another tenant's own job.
+  absl::StatusOr<JobStore::CreateResult> b =
+      store_->Create(Spec("b"), "req", kT0, "team-b");
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_TRUE(b->created);
+  EXPECT_NE(a->job.name(), b->job.name());
+  EXPECT_EQ(b->job.tenant(), "team-b");
+  EXPECT_EQ(store_->Get(b->job.name())->tenant(), "team-b");
+  // Within a tenant the usual rules hold.
+  absl::StatusOr<JobStore::CreateResult> a_again =
+      store_->Create(Spec("a"), "req", kT0, "team-a");
+  ASSERT_TRUE(a_again.ok()) << a_again.status();
+  EXPECT_FALSE(a_again->created);
+  EXPECT_EQ(a_again->job.name(), a->job.name());
+  EXPECT_TRUE(absl::IsAlreadyExists(
+      store_->Create(Spec("other"), "req", kT0, "team-a").status()));
+  CreateJob(*store_, Spec("no tenant"));
+
+  absl::StatusOr<JobStore::ListResult> only_b =
+      store_->List(0, "", std::nullopt, std::string("team-b"));
+  ASSERT_TRUE(only_b.ok()) << only_b.status();
+  ASSERT_EQ(only_b->jobs.size(), 1u);
+  EXPECT_EQ(only_b->jobs[0].name(), b->job.name());
+  absl::StatusOr<JobStore::ListResult> none =
+      store_->List(0, "", std::nullopt, std::string("team-c"));
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_TRUE(none->jobs.empty());
+  EXPECT_EQ(store_->List(0, "")->jobs.size(), 3u);
+
+  // The separator of the stored key cannot be smuggled in.
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      store_->Create(Spec("x"), "b\x1freq", kT0, "team").status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(store_
+                                          ->Create(Spec("x"), "req", kT0,
+                                                   "team\x1f"
+                                                   "b")
+                                          .status()));
 }
 
 }  // namespace

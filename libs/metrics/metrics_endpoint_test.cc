@@ -301,6 +301,31 @@ TEST(MetricsEndpointTest, SilentClientsTimeOutAndDoNotBlockOthers) {
       << "dropped long before read_timeout";
 }
 
+// The finding of issue 20: five idle TCP connections stalled /metrics (and
+// so a worker's liveness probe) for 5 x read_timeout. With the default
+// timeout (5 s) a scrape is still answered at once.
+TEST(MetricsEndpointTest, FiveIdleConnectionsDoNotStallAScrape) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  absl::StatusOr<std::unique_ptr<MetricsEndpoint>> endpoint =
+      MetricsEndpoint::Start("127.0.0.1:0", registry);
+  ASSERT_TRUE(endpoint.ok()) << endpoint.status();
+  std::vector<int> idle;
+  for (int i = 0; i < 5; ++i) {
+    idle.push_back(Connect("127.0.0.1", (*endpoint)->port()));
+    ASSERT_GE(idle.back(), 0);
+  }
+  for (int scrape = 0; scrape < 3; ++scrape) {
+    const absl::Time start = absl::Now();
+    absl::StatusOr<HttpResponse> response =
+        HttpGet("127.0.0.1", (*endpoint)->port(), "/metrics", absl::Seconds(4));
+    ASSERT_TRUE(response.ok()) << response.status();
+    EXPECT_EQ(response->status_code, 200);
+    EXPECT_LT(absl::Now() - start, absl::Seconds(1))
+        << "scrape " << scrape << " waited for the idle connections";
+  }
+  for (const int fd : idle) close(fd);
+}
+
 TEST(MetricsEndpointTest, StopsPromptlyWithAClientConnected) {
   auto registry = std::make_shared<prometheus::Registry>();
   const int descriptors_before = OpenFileDescriptors();

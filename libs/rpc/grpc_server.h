@@ -1,6 +1,8 @@
 // A gRPC server with the parts every Lethe server has: the standard health
-// service (grpc.health.v1.Health) and server reflection, bound to an address
-// whose port may be 0 (the chosen port is read back).
+// service (grpc.health.v1.Health), TLS or mutual TLS when configured
+// (tls_credentials.h), server reflection only when asked for, and a cap on
+// request size, bound to an address whose port may be 0 (the chosen port is
+// read back).
 //
 //   JobsService jobs(...);
 //   ASSIGN_OR_RETURN(std::unique_ptr<GrpcServer> server,
@@ -21,19 +23,35 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "libs/rpc/tls_credentials.h"
 
 namespace lethe {
 
+struct GrpcServerOptions {
+  // No files: plaintext (see tls_credentials.h).
+  ServerTlsOptions tls;
+  // Serve grpc.reflection.v1alpha.ServerReflection (lets anyone who can
+  // call the server list its methods and messages). Reflection is process
+  // wide in gRPC: turning it on for one server also turns it on for the
+  // servers this process starts later that do not turn it off.
+  bool reflection = false;
+  // Requests larger than this are refused (RESOURCE_EXHAUSTED).
+  int max_receive_message_bytes = 4 << 20;
+};
+
 class GrpcServer {
  public:
-  // Serves `services` (not owned; they must outlive the server) on
-  // `address` ("host:port"), insecure transport. INVALID_ARGUMENT for a
-  // malformed address, UNAVAILABLE when the port cannot be bound.
+  // Serves `services` (not owned; they must outlive the server; at least
+  // one) on `address` ("host:port"). INVALID_ARGUMENT for no service, a
+  // malformed address or TLS options, the read error of a TLS file, UNAVAILABLE
+  // when the port cannot be bound.
   static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(
-      const std::string& address, const std::vector<grpc::Service*>& services);
+      const std::string& address, const std::vector<grpc::Service*>& services,
+      const GrpcServerOptions& options = {});
   ~GrpcServer();
 
   int port() const { return port_; }
+  bool tls() const { return tls_; }
   // "host:port" with the bound port.
   const std::string& address() const { return address_; }
 
@@ -48,11 +66,12 @@ class GrpcServer {
 
  private:
   GrpcServer(std::unique_ptr<grpc::Server> server, std::string address,
-             int port);
+             int port, bool tls);
 
   std::unique_ptr<grpc::Server> server_;
   std::string address_;
   int port_;
+  bool tls_;
 };
 
 }  // namespace lethe

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -148,15 +149,27 @@ void PrintJob(const v1::Job& job, OutputFormat format, std::ostream& out) {
   }
 }
 
-JobClient::JobClient(const std::string& address, absl::Duration timeout)
+JobClient::JobClient(const std::string& address, absl::Duration timeout,
+                     std::shared_ptr<grpc::ChannelCredentials> credentials,
+                     std::string token)
     : address_(address),
       timeout_(timeout),
-      stub_(v1::Jobs::NewStub(
-          grpc::CreateChannel(address, grpc::InsecureChannelCredentials()))) {}
+      token_(std::move(token)),
+      stub_(v1::Jobs::NewStub(grpc::CreateChannel(
+          address, credentials != nullptr
+                       ? credentials
+                       : grpc::InsecureChannelCredentials()))) {}
+
+void JobClient::AddToken(grpc::ClientContext& context) const {
+  if (!token_.empty()) {
+    context.AddMetadata("authorization", absl::StrCat("Bearer ", token_));
+  }
+}
 
 std::unique_ptr<grpc::ClientContext> JobClient::UnaryContext() const {
   auto context = std::make_unique<grpc::ClientContext>();
   context->set_deadline(absl::ToChronoTime(absl::Now() + timeout_));
+  AddToken(*context);
   return context;
 }
 
@@ -232,6 +245,7 @@ absl::StatusOr<v1::Job> JobClient::Watch(const std::string& name,
                                          OutputFormat format, std::ostream& out,
                                          bool live) {
   grpc::ClientContext context;
+  AddToken(context);
   v1::WatchJobRequest request;
   request.set_name(name);
   std::unique_ptr<grpc::ClientReader<v1::Job>> reader =
@@ -272,6 +286,7 @@ absl::StatusOr<v1::Job> JobClient::Watch(const std::string& name,
 absl::Status JobClient::Logs(const std::string& name, bool follow,
                              OutputFormat format, std::ostream& out) {
   grpc::ClientContext context;
+  AddToken(context);
   v1::StreamJobLogsRequest request;
   request.set_name(name);
   request.set_follow(follow);

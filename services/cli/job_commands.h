@@ -6,8 +6,13 @@
 //
 // Tables for people by default; OutputFormat::kJson prints the API's
 // messages as JSON (one object per line when streaming) for scripts.
+// Channel credentials (TLS: libs/rpc/tls_credentials.h) and a bearer token
+// are optional; the token goes with every call as "authorization: Bearer
+// <token>" metadata.
 #ifndef LETHE_SERVICES_CLI_JOB_COMMANDS_H_
 #define LETHE_SERVICES_CLI_JOB_COMMANDS_H_
+
+#include <grpcpp/security/credentials.h>
 
 #include <memory>
 #include <ostream>
@@ -28,7 +33,10 @@ absl::StatusOr<OutputFormat> ParseOutputFormat(const std::string& name);
 class JobClient {
  public:
   // `timeout` bounds each unary call; streams run until the job ends.
-  JobClient(const std::string& address, absl::Duration timeout);
+  // Null `credentials`: plaintext. Empty `token`: none sent.
+  JobClient(const std::string& address, absl::Duration timeout,
+            std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr,
+            std::string token = "");
 
   absl::StatusOr<v1::Job> Submit(const v1::JobSpec& spec,
                                  const std::string& request_id);
@@ -47,9 +55,12 @@ class JobClient {
 
  private:
   std::unique_ptr<grpc::ClientContext> UnaryContext() const;
+  // Adds the token, if any, to a call.
+  void AddToken(grpc::ClientContext& context) const;
 
   std::string address_;
   absl::Duration timeout_;
+  std::string token_;
   std::unique_ptr<v1::Jobs::Stub> stub_;
 };
 

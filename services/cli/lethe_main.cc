@@ -19,6 +19,8 @@
 // Job commands print tables; --format=json prints the API's JSON.
 //
 // --coordinator defaults to $LETHE_COORDINATOR, then 127.0.0.1:7070.
+// --token defaults to $LETHE_TOKEN (sent as a bearer token); --tls_ca_file
+// makes the connection TLS, trusting that CA for the coordinator.
 // Exit status: 0 on success, 1 when the command failed, 2 for bad usage.
 #include <grpcpp/grpcpp.h>
 #include <unistd.h>
@@ -42,6 +44,7 @@
 #include "libs/jobs/job_spec.h"
 #include "libs/logging/logging.h"
 #include "libs/metrics/build_info.h"
+#include "libs/rpc/tls_credentials.h"
 #include "libs/status/status_macros.h"
 #include "services/cli/eval_commands.h"
 #include "services/cli/job_commands.h"
@@ -52,6 +55,12 @@
 ABSL_FLAG(std::string, coordinator, "",
           "coordinator address HOST:PORT (default: $LETHE_COORDINATOR, then "
           "127.0.0.1:7070)");
+ABSL_FLAG(std::string, token, "",
+          "bearer token for the coordinator's Jobs API (default: "
+          "$LETHE_TOKEN)");
+ABSL_FLAG(std::string, tls_ca_file, "",
+          "PEM CA bundle: talk to the coordinator over TLS, trusting this CA "
+          "(default: $LETHE_TLS_CA_FILE; unset: plaintext)");
 ABSL_FLAG(double, timeout_seconds, 5,
           "deadline for each call to the coordinator");
 ABSL_FLAG(std::string, model, "", "model directory (Hugging Face layout)");
@@ -223,13 +232,28 @@ std::string CoordinatorAddress() {
   return address;
 }
 
+std::string FlagOrEnvironment(const std::string& flag, const char* variable) {
+  if (!flag.empty()) return flag;
+  const char* from_environment = std::getenv(variable);
+  return from_environment != nullptr ? from_environment : "";
+}
+
+// Plaintext, or TLS with --tls_ca_file.
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>>
+CoordinatorCredentials() {
+  return ChannelCredentials(
+      {.ca_file = FlagOrEnvironment(absl::GetFlag(FLAGS_tls_ca_file),
+                                    "LETHE_TLS_CA_FILE")});
+}
+
 absl::Status CheckHealth() {
   using ::grpc::health::v1::Health;
   using ::grpc::health::v1::HealthCheckRequest;
   using ::grpc::health::v1::HealthCheckResponse;
   const std::string address = CoordinatorAddress();
-  auto stub = Health::NewStub(
-      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  ASSIGN_OR_RETURN(const std::shared_ptr<grpc::ChannelCredentials> credentials,
+                   CoordinatorCredentials());
+  auto stub = Health::NewStub(grpc::CreateChannel(address, credentials));
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() +
                        std::chrono::milliseconds(static_cast<int64_t>(
@@ -483,8 +507,12 @@ absl::Status JobCommand(const std::string& command,
                         const std::vector<std::string>& arguments) {
   ASSIGN_OR_RETURN(const OutputFormat format,
                    ParseOutputFormat(absl::GetFlag(FLAGS_format)));
-  JobClient client(CoordinatorAddress(),
-                   absl::Seconds(absl::GetFlag(FLAGS_timeout_seconds)));
+  ASSIGN_OR_RETURN(const std::shared_ptr<grpc::ChannelCredentials> credentials,
+                   CoordinatorCredentials());
+  JobClient client(
+      CoordinatorAddress(), absl::Seconds(absl::GetFlag(FLAGS_timeout_seconds)),
+      credentials,
+      FlagOrEnvironment(absl::GetFlag(FLAGS_token), "LETHE_TOKEN"));
   const bool live = isatty(STDOUT_FILENO) && format == OutputFormat::kTable;
   auto watch_to_end = [&](const std::string& name) -> absl::Status {
     ASSIGN_OR_RETURN(v1::Job job, client.Watch(name, format, std::cout, live));

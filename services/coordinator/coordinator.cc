@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "google/protobuf/util/time_util.h"
+#include "libs/auth/token_auth.h"
 #include "libs/jobs/job_spec.h"
 #include "libs/logging/logging.h"
 #include "libs/status/status_macros.h"
@@ -115,20 +116,26 @@ int64_t Coordinator::NewAttemptIdLocked() {
 // --- Jobs API ---------------------------------------------------------------
 
 absl::StatusOr<v1::Job> Coordinator::CreateJob(
-    const v1::CreateJobRequest& request) {
+    const v1::CreateJobRequest& request, const std::string& tenant) {
   const v1::JobSpec spec = JobSpecWithDefaults(request.spec());
   RETURN_IF_ERROR(ValidateJobSpec(spec));
   absl::MutexLock lock(&mu_);
-  // Each job writes its own output directory.
+  // Each job writes its own output directory. A retry may reuse its own
+  // claim; the claim names the tenant too, so that the same request_id in
+  // another tenant does not.
+  const std::string claim_id =
+      tenant.empty() || request.request_id().empty()
+          ? request.request_id()
+          : absl::StrCat(tenant, "\x1f", request.request_id());
   RETURN_IF_ERROR(CheckOutputClaim(
-      spec.output_dir(), request.request_id(), [&](const std::string& owner) {
+      spec.output_dir(), claim_id, [&](const std::string& owner) {
         // Only a definite "not stored" frees the directory.
         return !absl::IsNotFound(store_->Get(owner).status());
       }));
-  ASSIGN_OR_RETURN(v1::Job job,
-                   jobs_.Create(spec, request.request_id(), absl::Now()));
+  ASSIGN_OR_RETURN(v1::Job job, jobs_.Create(spec, request.request_id(),
+                                             absl::Now(), tenant));
   const absl::Status claimed =
-      WriteOutputClaim(spec.output_dir(), job.name(), request.request_id());
+      WriteOutputClaim(spec.output_dir(), job.name(), claim_id);
   if (!claimed.ok()) {
     // Not runnable without its directory: it ends before it starts.
     jobs_.Cancel(job.name()).IgnoreError();
@@ -142,12 +149,13 @@ absl::StatusOr<v1::Job> Coordinator::GetJob(const std::string& name) {
 }
 
 absl::StatusOr<v1::ListJobsResponse> Coordinator::ListJobs(
-    const v1::ListJobsRequest& request) {
+    const v1::ListJobsRequest& request,
+    const std::optional<std::string>& tenant) {
   std::optional<v1::Job::State> filter;
   if (request.state() != v1::Job::STATE_UNSPECIFIED) filter = request.state();
   ASSIGN_OR_RETURN(
       JobStore::ListResult result,
-      store_->List(request.page_size(), request.page_token(), filter));
+      store_->List(request.page_size(), request.page_token(), filter, tenant));
   v1::ListJobsResponse response;
   for (v1::Job& job : result.jobs) *response.add_jobs() = std::move(job);
   response.set_next_page_token(result.next_page_token);
@@ -269,7 +277,7 @@ v1::HeartbeatResponse Coordinator::Heartbeat(
   return response;
 }
 
-v1::ReportProgressResponse Coordinator::ReportProgress(
+absl::StatusOr<v1::ReportProgressResponse> Coordinator::ReportProgress(
     const v1::ReportProgressRequest& request) {
   absl::MutexLock lock(&mu_);
   v1::ReportProgressResponse response;
@@ -277,6 +285,12 @@ v1::ReportProgressResponse Coordinator::ReportProgress(
   if (attempt == attempts_.end() || attempt->second.stopping) {
     response.set_stop(true);
     return response;
+  }
+  if (!ConstantTimeEquals(request.report_secret(),
+                          attempt->second.report_secret)) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("a progress report for attempt ", request.attempt_id(),
+                     " must carry that attempt's report_secret"));
   }
   const std::string& job = attempt->second.job;
   if (options_.metrics != nullptr) {
@@ -465,6 +479,7 @@ void Coordinator::LaunchLocked(const v1::Job& job,
   AttemptState attempt;
   attempt.id = NewAttemptIdLocked();
   attempt.job = job.name();
+  attempt.report_secret = RandomHex(16);
   const absl::Duration deadline = JobDeadline(job);
   if (deadline > absl::ZeroDuration()) {
     attempt.deadline = deadline;
@@ -483,6 +498,7 @@ void Coordinator::LaunchLocked(const v1::Job& job,
     v1::Attempt order;
     order.set_job(job.name());
     order.set_attempt_id(attempt.id);
+    order.set_report_secret(attempt.report_secret);
     order.set_generation(started->attempt_generation());
     *order.mutable_spec() = job.spec();
     order.set_rank(rank);

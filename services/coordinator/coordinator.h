@@ -106,10 +106,15 @@ class Coordinator {
   std::vector<pid_t> TakeDroppedWorkerPids();
 
   // What the gRPC services call; statuses map one to one onto gRPC codes.
-  absl::StatusOr<v1::Job> CreateJob(const v1::CreateJobRequest& request);
+  // A job is created in `tenant` (request_id idempotency is per tenant);
+  // ListJobs with a tenant lists that tenant's jobs only. Access checks
+  // are the gRPC services' (grpc_services.h).
+  absl::StatusOr<v1::Job> CreateJob(const v1::CreateJobRequest& request,
+                                    const std::string& tenant = "");
   absl::StatusOr<v1::Job> GetJob(const std::string& name);
   absl::StatusOr<v1::ListJobsResponse> ListJobs(
-      const v1::ListJobsRequest& request);
+      const v1::ListJobsRequest& request,
+      const std::optional<std::string>& tenant = std::nullopt);
   absl::StatusOr<v1::Job> CancelJob(const std::string& name);
   absl::Status DeleteJob(const std::string& name);
   // Calls `send` with the job now and after every change until the job is
@@ -125,7 +130,10 @@ class Coordinator {
   absl::StatusOr<v1::RegisterWorkerResponse> RegisterWorker(
       const v1::RegisterWorkerRequest& request);
   v1::HeartbeatResponse Heartbeat(const v1::HeartbeatRequest& request);
-  v1::ReportProgressResponse ReportProgress(
+  // PERMISSION_DENIED for a report of a current attempt without its
+  // report_secret; a report of an unknown or stopping attempt is told to
+  // stop.
+  absl::StatusOr<v1::ReportProgressResponse> ReportProgress(
       const v1::ReportProgressRequest& request);
 
  private:
@@ -133,6 +141,8 @@ class Coordinator {
   struct AttemptState {
     int64_t id = 0;
     std::string job;
+    // Given to the attempt's ranks only; authorises its progress reports.
+    std::string report_secret;
     std::vector<std::string> workers;  // By rank.
     std::vector<RankState> ranks;
     bool stopping = false;

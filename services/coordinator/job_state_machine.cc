@@ -90,9 +90,10 @@ absl::StatusOr<v1::Job> JobStateMachine::Transition(
 
 absl::StatusOr<v1::Job> JobStateMachine::Create(const v1::JobSpec& spec,
                                                 const std::string& request_id,
-                                                absl::Time now) {
+                                                absl::Time now,
+                                                const std::string& tenant) {
   const absl::StatusOr<JobStore::CreateResult> created =
-      store_.Create(spec, request_id, now);
+      store_.Create(spec, request_id, now, tenant);
   if (!created.ok()) {
     if (absl::IsInvalidArgument(created.status()) ||
         absl::IsAlreadyExists(created.status())) {

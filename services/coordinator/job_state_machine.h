@@ -56,9 +56,11 @@ class JobStateMachine {
   JobStateMachine(JobStore& store, Options options);
 
   // Stores a new QUEUED job for a spec that passed ValidateJobSpec, or
-  // returns the job an earlier call with the same request_id created.
+  // returns the job an earlier call with the same request_id (in the same
+  // tenant) created.
   absl::StatusOr<v1::Job> Create(const v1::JobSpec& spec,
-                                 const std::string& request_id, absl::Time now);
+                                 const std::string& request_id, absl::Time now,
+                                 const std::string& tenant = "");
 
   // QUEUED -> RUNNING on `workers` (by rank) as attempt `attempt_id`;
   // returns the job as recorded, with its new attempt_generation.

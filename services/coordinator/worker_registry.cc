@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "libs/auth/token_auth.h"
 #include "libs/files/file_io.h"
 #include "libs/jobs/compute_device.h"
 #include "libs/logging/logging.h"
@@ -37,7 +38,9 @@ absl::StatusOr<WorkerRegistry::Registration> WorkerRegistry::Register(
     }
   }
   RegisteredWorker worker;
-  worker.id = absl::StrCat("workers/", next_number_++);
+  // Unguessable, so that a heartbeat cannot be forged for a worker whose id
+  // the caller was not told; the number keeps registration order.
+  worker.id = absl::StrCat("workers/", next_number_++, "-", RandomHex(16));
   worker.host = request.host();
   worker.pid = request.pid();
   worker.store_port = request.store_port();

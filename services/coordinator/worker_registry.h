@@ -35,7 +35,9 @@
 namespace lethe {
 
 struct RegisteredWorker {
-  std::string id;  // "workers/N", N counting up from 1.
+  // "workers/N-R": N counts up from 1, R is 128 random bits in hex (ids
+  // cannot be guessed).
+  std::string id;
   std::string host;
   int store_port = 0;
   std::string metrics_address;

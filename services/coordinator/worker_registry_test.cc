@@ -52,17 +52,23 @@ TEST(WorkerRegistryTest, RegistrationIsValidatedAndIdempotent) {
 
   auto first = registry.Register(Request(1, 29500), kStart);
   ASSERT_TRUE(first.ok()) << first.status();
-  EXPECT_EQ(first->worker_id, "workers/1");
+  // "workers/<registration number>-<128 random bits in hex>".
+  EXPECT_EQ(first->worker_id.substr(0, 10), "workers/1-");
+  EXPECT_EQ(first->worker_id.size(), 10u + 32u) << first->worker_id;
   EXPECT_TRUE(first->added);
   auto retried = registry.Register(Request(1, 29500), kStart);
   ASSERT_TRUE(retried.ok());
-  EXPECT_EQ(retried->worker_id, "workers/1");
+  EXPECT_EQ(retried->worker_id, first->worker_id);
   EXPECT_FALSE(retried->added);
   // Another process, or the same one on another port, is another worker.
-  EXPECT_EQ(registry.Register(Request(2, 29500), kStart)->worker_id,
-            "workers/2");
-  EXPECT_EQ(registry.Register(Request(1, 29501), kStart)->worker_id,
-            "workers/3");
+  const std::string second =
+      registry.Register(Request(2, 29500), kStart)->worker_id;
+  EXPECT_EQ(second.substr(0, 10), "workers/2-");
+  EXPECT_NE(second.substr(10), first->worker_id.substr(10))
+      << "the random part repeats";
+  EXPECT_EQ(
+      registry.Register(Request(1, 29501), kStart)->worker_id.substr(0, 10),
+      "workers/3-");
   EXPECT_EQ(registry.Count(kStart, absl::Seconds(1)).registered, 3);
 }
 
@@ -82,7 +88,8 @@ TEST(WorkerRegistryTest, SilentWorkersAreTakenOutAndTheRestStay) {
   EXPECT_EQ(registry.Find(quiet), nullptr);
   EXPECT_NE(registry.Find(loud), nullptr);
   // A dropped worker that registers again is a new worker.
-  EXPECT_EQ(registry.Register(Request(1, 1), kStart)->worker_id, "workers/3");
+  EXPECT_EQ(registry.Register(Request(1, 1), kStart)->worker_id.substr(0, 10),
+            "workers/3-");
 }
 
 TEST(WorkerRegistryTest, AssignAndReleaseTrackTheAttempt) {

@@ -9,6 +9,9 @@
 // killed at once, even inside a collective; the child dies with its worker.
 // A worker the coordinator no longer knows (it restarted, or dropped the
 // worker after missed heartbeats) stops its attempt and registers again.
+// --tls_ca_file makes its connection to the coordinator TLS, and
+// --tls_cert_file/--tls_key_file present the worker's certificate (mutual
+// TLS); the attempt's rank 0, which reports progress, uses the same.
 #include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
 #include <netinet/in.h>
@@ -25,6 +28,8 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -34,11 +39,13 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "lethe/v1/worker_service.grpc.pb.h"
+#include "libs/auth/path_policy.h"
 #include "libs/files/file_io.h"
 #include "libs/logging/logging.h"
 #include "libs/metrics/build_info.h"
 #include "libs/metrics/metric_catalog.h"
 #include "libs/metrics/metrics_endpoint.h"
+#include "libs/rpc/tls_credentials.h"
 #include "libs/status/status_macros.h"
 #include "libs/subprocess/subprocess.h"
 #include "prometheus/counter.h"
@@ -62,6 +69,23 @@ ABSL_FLAG(std::string, device, "cpu",
           "CUDA workers only");
 ABSL_FLAG(int, threads, 0,
           "CPU threads for an attempt (0: all cores of this machine)");
+ABSL_FLAG(std::string, tls_ca_file, "",
+          "PEM CA bundle: reach the coordinator over TLS, trusting this CA "
+          "for its certificate (unset: plaintext)");
+ABSL_FLAG(std::string, tls_cert_file, "",
+          "PEM certificate presented to the coordinator (mutual TLS: needed "
+          "when it runs with --tls_client_ca_file); needs --tls_ca_file");
+ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls_cert_file");
+ABSL_FLAG(std::vector<std::string>, allowed_model_roots, {},
+          "comma-separated directories; refuse attempts whose model_dir or "
+          "tokenizer_path lie elsewhere (as the coordinator's flag; empty: "
+          "anywhere)");
+ABSL_FLAG(std::vector<std::string>, allowed_data_roots, {},
+          "comma-separated directories; refuse attempts whose data_dir or "
+          "retain logs lie elsewhere (empty: anywhere)");
+ABSL_FLAG(std::vector<std::string>, allowed_output_roots, {},
+          "comma-separated directories; refuse attempts whose output_dir lies "
+          "elsewhere (empty: anywhere)");
 ABSL_FLAG(std::string, run_attempt, "",
           "internal: run the attempt in this file (a serialized "
           "lethe.v1.Attempt) and exit");
@@ -81,6 +105,15 @@ absl::Status FromGrpc(const grpc::Status& status, absl::string_view what) {
   if (status.ok()) return absl::OkStatus();
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
                       absl::StrCat(what, ": ", status.error_message()));
+}
+
+// Plaintext, TLS or mutual TLS to the coordinator, from the --tls_ flags.
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>>
+CoordinatorCredentials() {
+  return lethe::ChannelCredentials(
+      {.ca_file = absl::GetFlag(FLAGS_tls_ca_file),
+       .cert_file = absl::GetFlag(FLAGS_tls_cert_file),
+       .key_file = absl::GetFlag(FLAGS_tls_key_file)});
 }
 
 std::unique_ptr<grpc::ClientContext> ContextWithDeadline(absl::Duration d) {
@@ -110,13 +143,23 @@ absl::Status RunAttemptFile(const std::string& path) {
   }
   attempt.set_local_address(absl::GetFlag(FLAGS_host));
   attempt.set_device(absl::GetFlag(FLAGS_device));
+  if (const char* secret = std::getenv("LETHE_REPORT_SECRET")) {
+    attempt.set_report_secret(secret);
+    unsetenv("LETHE_REPORT_SECRET");  // Not for this process's children.
+  }
   LETHE_LOG(INFO) << "attempt " << attempt.attempt_id() << " of "
                   << attempt.job() << ": rank " << attempt.rank() << " of "
                   << attempt.world_size();
   std::unique_ptr<WorkerRegistry::Stub> stub;
   if (attempt.rank() == 0) {
-    stub = WorkerRegistry::NewStub(grpc::CreateChannel(
-        attempt.coordinator(), grpc::InsecureChannelCredentials()));
+    ASSIGN_OR_RETURN(const auto credentials, CoordinatorCredentials());
+    // Over TLS the worker's own --coordinator address, which the
+    // coordinator's certificate names (its listen address may not).
+    stub = WorkerRegistry::NewStub(
+        grpc::CreateChannel(absl::GetFlag(FLAGS_tls_ca_file).empty()
+                                ? attempt.coordinator()
+                                : absl::GetFlag(FLAGS_coordinator),
+                            credentials));
   }
   return RunUnlearningAttempt(
       attempt,
@@ -125,8 +168,10 @@ absl::Status RunAttemptFile(const std::string& path) {
         if (!stub) return false;
         lethe::v1::ReportProgressResponse response;
         auto context = ContextWithDeadline(absl::Seconds(10));
+        lethe::v1::ReportProgressRequest authorised = request;
+        authorised.set_report_secret(attempt.report_secret());
         RETURN_IF_ERROR(
-            FromGrpc(stub->ReportProgress(context.get(), request, &response),
+            FromGrpc(stub->ReportProgress(context.get(), authorised, &response),
                      "reporting progress to the coordinator"));
         return response.stop();
       });
@@ -203,12 +248,15 @@ struct RunningAttempt {
 class Worker {
  public:
   Worker(std::string coordinator, std::string metrics_address,
-         WorkerMetrics* metrics)
-      : coordinator_(std::move(coordinator)),
+         WorkerMetrics* metrics,
+         std::shared_ptr<grpc::ChannelCredentials> credentials,
+         PathPolicy paths)
+      : paths_(std::move(paths)),
+        coordinator_(std::move(coordinator)),
         metrics_address_(std::move(metrics_address)),
         metrics_(metrics),
-        stub_(WorkerRegistry::NewStub(grpc::CreateChannel(
-            coordinator_, grpc::InsecureChannelCredentials()))) {}
+        stub_(WorkerRegistry::NewStub(
+            grpc::CreateChannel(coordinator_, std::move(credentials)))) {}
 
   absl::Status Run() {
     store_port_ = absl::GetFlag(FLAGS_store_port);
@@ -357,6 +405,9 @@ class Worker {
   }
 
   absl::Status StartAttempt(const Attempt& attempt) {
+    // Checked again here, before any file is opened: the paths came from a
+    // coordinator this worker trusts only as far as its own roots.
+    RETURN_IF_ERROR(paths_.Check(attempt.spec()));
     const std::string logs = attempt.spec().output_dir() + "/logs";
     std::error_code error;
     std::filesystem::create_directories(logs, error);
@@ -366,17 +417,32 @@ class Worker {
     }
     const std::string stem = absl::StrCat(
         logs, "/attempt-", attempt.attempt_id(), "-rank", attempt.rank());
+    // The report secret goes to the rank process in its environment (only
+    // its user may read it), not into the attempt file in output_dir.
+    Attempt to_file = attempt;
+    to_file.clear_report_secret();
     RETURN_IF_ERROR(
-        WriteFileAtomically(stem + ".attempt", attempt.SerializeAsString()));
+        WriteFileAtomically(stem + ".attempt", to_file.SerializeAsString()));
+    std::vector<std::string> argv = {
+        SelfPath(),
+        absl::StrCat("--run_attempt=", stem, ".attempt"),
+        absl::StrCat("--parent_pid=", getpid()),
+        absl::StrCat("--host=", absl::GetFlag(FLAGS_host)),
+        absl::StrCat("--device=", absl::GetFlag(FLAGS_device)),
+        absl::StrCat("--coordinator=", absl::GetFlag(FLAGS_coordinator))};
+    for (const auto& [flag, value] :
+         {std::pair{"tls_ca_file", absl::GetFlag(FLAGS_tls_ca_file)},
+          std::pair{"tls_cert_file", absl::GetFlag(FLAGS_tls_cert_file)},
+          std::pair{"tls_key_file", absl::GetFlag(FLAGS_tls_key_file)}}) {
+      if (!value.empty()) argv.push_back(absl::StrCat("--", flag, "=", value));
+    }
     ASSIGN_OR_RETURN(
         Subprocess child,
         Subprocess::Start(
-            {SelfPath(), absl::StrCat("--run_attempt=", stem, ".attempt"),
-             absl::StrCat("--parent_pid=", getpid()),
-             absl::StrCat("--host=", absl::GetFlag(FLAGS_host)),
-             absl::StrCat("--device=", absl::GetFlag(FLAGS_device))},
+            argv,
             {{"OMP_NUM_THREADS", absl::StrCat(Threads())},
-             {"LETHE_ATTEMPT_ERROR_FILE", stem + ".error"}},
+             {"LETHE_ATTEMPT_ERROR_FILE", stem + ".error"},
+             {"LETHE_REPORT_SECRET", attempt.report_secret()}},
             {.stdout_path = stem + ".log", .stderr_path = stem + ".log"}));
     LETHE_LOG(INFO) << "running attempt " << attempt.attempt_id() << " of "
                     << attempt.job() << " as rank " << attempt.rank()
@@ -430,6 +496,7 @@ class Worker {
     return error ? "lethe-worker" : self.string();
   }
 
+  const PathPolicy paths_;
   std::string coordinator_;
   std::string metrics_address_;  // Reported to the coordinator.
   WorkerMetrics* metrics_;       // Null without --metrics_address.
@@ -464,8 +531,15 @@ absl::Status RunWorker() {
         absl::StrCat(absl::GetFlag(FLAGS_host), ":", endpoint->port());
     LETHE_LOG(INFO) << "metrics at " << endpoint->url();
   }
+  ASSIGN_OR_RETURN(const auto credentials, CoordinatorCredentials());
+  ASSIGN_OR_RETURN(
+      PathPolicy paths,
+      PathPolicy::Create(
+          {.model_roots = absl::GetFlag(FLAGS_allowed_model_roots),
+           .data_roots = absl::GetFlag(FLAGS_allowed_data_roots),
+           .output_roots = absl::GetFlag(FLAGS_allowed_output_roots)}));
   return Worker(absl::GetFlag(FLAGS_coordinator), metrics_address,
-                metrics.get())
+                metrics.get(), credentials, std::move(paths))
       .Run();
 }
 
@@ -476,7 +550,8 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Lethe's worker: runs ranks of unlearning jobs for a coordinator.\n"
       "Usage: lethe-worker --coordinator=HOST:PORT [--host=ADDRESS] "
-      "[--device=cpu|cuda:N] [--threads=N]");
+      "[--device=cpu|cuda:N] [--threads=N] [--tls_ca_file=PEM "
+      "[--tls_cert_file=PEM --tls_key_file=PEM]]");
   absl::ParseCommandLine(argc, argv);
   lethe::InitLogging(argv[0], "lethe-worker");
   const std::string attempt_file = absl::GetFlag(FLAGS_run_attempt);
