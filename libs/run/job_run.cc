@@ -1,6 +1,7 @@
 #include "libs/run/job_run.h"
 
 #include <google/protobuf/util/json_util.h>
+#include <torch/utils.h>
 
 #include <filesystem>
 #include <memory>
@@ -20,6 +21,7 @@
 #include "libs/files/generation_fence.h"
 #include "libs/jobs/job_spec.h"
 #include "libs/model/hf_checkpoint.h"
+#include "libs/model/lora.h"
 #include "libs/run/run_identity.h"
 #include "libs/status/status_macros.h"
 #include "libs/status/torch_status.h"
@@ -237,6 +239,10 @@ nlohmann::json StepRecordJson(const StepRecord& step) {
 std::string ModelOutputDir(const v1::JobSpec& spec) {
   return spec.output_dir() + "/model";
 }
+std::string AdapterOutputDir(const v1::JobSpec& spec) {
+  return spec.output_dir() + "/adapter";
+}
+
 std::string CheckpointDir(const v1::JobSpec& spec) {
   return spec.output_dir() + "/checkpoints";
 }
@@ -308,6 +314,28 @@ absl::StatusOr<RunIdentity> SharedRunIdentity(const v1::JobSpec& spec, int rank,
   return identity;
 }
 
+// The spec's LoRA settings as PEFT's (alpha 0: PEFT's default, 8).
+LoraConfig LoraConfigFromSpec(const v1::LoraSpec& lora) {
+  return {.rank = lora.rank(),
+          .alpha = lora.alpha() > 0 ? lora.alpha() : 8,
+          .dropout = lora.dropout(),
+          .target_modules = {lora.target_modules().begin(),
+                             lora.target_modules().end()}};
+}
+
+// Activation checkpointing and LoRA adapters, as the spec asks. The
+// adapters' initialisation is drawn from the spec's seed, so every rank
+// starts with the same ones; everything else is frozen.
+absl::Status PrepareModelForTraining(const v1::JobSpec& spec,
+                                     LlamaForCausalLM& model) {
+  model.SetActivationCheckpointing(spec.memory().activation_checkpointing());
+  if (spec.lora().rank() == 0) return absl::OkStatus();
+  torch::manual_seed(spec.optimizer().seed());
+  RETURN_IF_ERROR(AttachLora(model, LoraConfigFromSpec(spec.lora())));
+  FreezeAllButLora(model);
+  return absl::OkStatus();
+}
+
 // MSA (libs/unlearn/msa.h): fine-tunes copies of theta_0
 // (spec.base_model_dir, loaded like the model) and combines them into
 // `model`. The periodic evaluation is dropped (its epochs are fine-tunes of
@@ -377,6 +405,7 @@ absl::StatusOr<JobRunResult> RunJobSpec(const v1::JobSpec& given,
   RETURN_IF_ERROR(
       CallTorch(absl::StrCat("moving the model to ", context.device.str()),
                 [&] { inputs.model->to(context.device); }));
+  RETURN_IF_ERROR(PrepareModelForTraining(spec, *inputs.model));
   log(absl::StrFormat(
       "unlearning %s/%s from %s (%.2fM parameters) with %s: %d forget, %d "
       "retain examples, %d rank%s",
@@ -475,6 +504,11 @@ absl::StatusOr<JobRunResult> RunJobSpec(const v1::JobSpec& given,
   if (rank != 0) return result;
   result.model_dir = ModelOutputDir(spec);
   RETURN_IF_ERROR(still_current());
+  if (HasLora(*inputs.model)) {
+    RETURN_IF_ERROR(SaveLoraAdapter(*inputs.model, AdapterOutputDir(spec),
+                                    {.base_model = spec.model_dir()}));
+    RETURN_IF_ERROR(MergeLora(*inputs.model));
+  }
   RETURN_IF_ERROR(SaveModelWithTokenizer(*inputs.model, spec.tokenizer_path(),
                                          result.model_dir));
   RETURN_IF_ERROR(WriteRunLog(spec, method, result.training));

@@ -25,7 +25,12 @@
 // to <output_dir>/eval, and <output_dir>/unlearning_log.json (the method,
 // the spec and every step of the run; written at every checkpoint and at
 // the end, and a resumed run keeps the steps the earlier log holds up to
-// its checkpoint).
+// its checkpoint). With spec.lora, adapters are attached to the loaded model
+// and only they train (checkpoints hold them and their optimizer state); the
+// reference of KL terms is the base with adapters off; rank 0 writes the
+// adapter to <output_dir>/adapter (PEFT's format) and the merged model to
+// <output_dir>/model. spec.memory.activation_checkpointing recomputes each
+// decoder layer in the backward pass.
 //
 // The spec should have passed ValidateJobSpec; fields left at zero take
 // JobSpecWithDefaults' values (a job stored before a field existed runs
@@ -102,6 +107,9 @@ absl::StatusOr<JobRunResult> RunJobSpec(const v1::JobSpec& spec,
 // Where a run's outputs go under spec.output_dir.
 std::string ModelOutputDir(const v1::JobSpec& spec);
 std::string CheckpointDir(const v1::JobSpec& spec);
+// A LoRA run's adapter, in PEFT's format (its merged model is in
+// ModelOutputDir).
+std::string AdapterOutputDir(const v1::JobSpec& spec);
 std::string EvalOutputDir(const v1::JobSpec& spec);
 
 // One step of a training log (unlearning_log.json, training_log.json):

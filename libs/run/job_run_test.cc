@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -20,6 +22,7 @@
 #include "libs/jobs/job_spec.h"
 #include "libs/model/hf_checkpoint.h"
 #include "libs/model/llama_model.h"
+#include "libs/model/safetensors.h"
 #include "libs/model/tiny_llama.h"
 #include "libs/tokenizer/tokenizer.h"
 #include "libs/unlearn/checkpoint.h"
@@ -231,6 +234,106 @@ TEST(RunJobSpecTest, MsaCombinesFineTunesOfItsBaseModel) {
                                      forget_vector.abs().max().item<double>());
   }
   EXPECT_GT(largest_forget_vector, 1e-3) << "theta_1 did not move";
+}
+
+// The parameters of a saved model, by name.
+std::map<std::string, at::Tensor> NamedWeights(const std::string& dir) {
+  absl::StatusOr<std::shared_ptr<LlamaForCausalLM>> model =
+      LoadLlamaCheckpoint(dir);
+  EXPECT_TRUE(model.ok()) << model.status();
+  std::map<std::string, at::Tensor> weights;
+  if (!model.ok()) return weights;
+  for (const auto& parameter : (*model)->named_parameters()) {
+    weights[parameter.key()] = parameter.value().detach().clone();
+  }
+  return weights;
+}
+
+// LoRA through the job path: only the adapters train, so the merged model
+// differs from the base in q_proj and v_proj alone; the adapter is written
+// in PEFT's format; checkpoints hold only adapters; and the KL term's
+// reference is the base itself (adapters off): at the first step, with B
+// still 0, the retain KL is exactly 0.
+TEST(RunJobSpecTest, LoraTrainsOnlyAdaptersAndWritesThemAndTheMergedModel) {
+  v1::JobSpec spec = TinySpec("lora", v1::NPO_KL);
+  spec.mutable_lora()->set_rank(4);
+  spec.mutable_lora()->set_alpha(16);
+  std::optional<double> first_kl;
+  absl::StatusOr<JobRunResult> result =
+      ValidateAndRun(spec, {.on_step = [&](const RunStep& step) {
+                       if (!first_kl) {
+                         first_kl = step.record.components.at("retain_kl");
+                       }
+                       return absl::OkStatus();
+                     }});
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_TRUE(first_kl.has_value());
+  EXPECT_EQ(*first_kl, 0.0);
+
+  const nlohmann::json adapter_config = nlohmann::json::parse(
+      ReadFileToString(spec.output_dir() + "/adapter/adapter_config.json")
+          .value());
+  EXPECT_EQ(adapter_config["peft_type"], "LORA");
+  EXPECT_EQ(adapter_config["r"], 4);
+  EXPECT_EQ(adapter_config["lora_alpha"], 16);
+  EXPECT_TRUE(std::filesystem::exists(spec.output_dir() +
+                                      "/adapter/adapter_model.safetensors"));
+
+  const std::map<std::string, at::Tensor> base =
+      NamedWeights(SharedInputs().model_dir);
+  const std::map<std::string, at::Tensor> merged =
+      NamedWeights(result->model_dir);
+  ASSERT_EQ(base.size(), merged.size());
+  int changed = 0;
+  for (const auto& [name, value] : base) {
+    const bool adapted = name.find("q_proj") != std::string::npos ||
+                         name.find("v_proj") != std::string::npos;
+    if (adapted) {
+      changed += !torch::equal(value, merged.at(name));
+    } else {
+      EXPECT_TRUE(torch::equal(value, merged.at(name))) << name;
+    }
+  }
+  EXPECT_GT(changed, 0) << "no adapted weight moved";
+
+  const std::vector<int64_t> steps = ListCheckpointSteps(CheckpointDir(spec));
+  ASSERT_FALSE(steps.empty());
+  absl::StatusOr<std::unique_ptr<SafetensorsFile>> checkpoint =
+      SafetensorsFile::Open(
+          CheckpointDirectory(CheckpointDir(spec), steps.back()) +
+          "/model.safetensors");
+  ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
+  ASSERT_FALSE((*checkpoint)->names().empty());
+  for (const std::string& name : (*checkpoint)->names()) {
+    EXPECT_NE(name.find(".lora_"), std::string::npos) << name;
+  }
+}
+
+// Activation checkpointing recomputes the same values: a LoRA run with
+// adapter dropout (the recomputation must draw the same masks) ends with the
+// weights of the run without it, bit for bit.
+TEST(RunJobSpecTest, ActivationCheckpointingEndsWithTheSameWeights) {
+  v1::JobSpec plain = TinySpec("plain_activations", v1::NPO_RT);
+  plain.mutable_lora()->set_rank(4);
+  plain.mutable_lora()->set_dropout(0.2);
+  plain.mutable_lora()->add_target_modules("q_proj");
+  plain.mutable_lora()->add_target_modules("down_proj");
+  v1::JobSpec checkpointed = plain;
+  checkpointed.set_output_dir(testing::TempDir() +
+                              "/job_run/checkpointed_activations");
+  std::filesystem::remove_all(checkpointed.output_dir());
+  checkpointed.mutable_memory()->set_activation_checkpointing(true);
+  for (const v1::JobSpec* spec : {&plain, &checkpointed}) {
+    absl::StatusOr<JobRunResult> result = ValidateAndRun(*spec);
+    ASSERT_TRUE(result.ok()) << result.status();
+  }
+  EXPECT_EQ(
+      MaxAbsDifference(ModelWeights(plain.output_dir() + "/model"),
+                       ModelWeights(checkpointed.output_dir() + "/model")),
+      0);
+  EXPECT_GT(MaxAbsDifference(ModelWeights(plain.output_dir() + "/model"),
+                             ModelWeights(SharedInputs().model_dir)),
+            1e-5);
 }
 
 TEST(RunJobSpecTest, EvaluatesEveryEpochAndSkipsARepeatAtTheEnd) {

@@ -203,15 +203,28 @@ int64_t StepOfName(const std::string& name) {
   return absl::SimpleAtoi(digits, &step) ? step : -1;
 }
 
+// The parameters a checkpoint holds: those that train. Frozen ones (a LoRA
+// run's base model) are the run's input, not its state.
+torch::OrderedDict<std::string, at::Tensor> TrainedParameters(
+    const torch::nn::Module& model) {
+  torch::OrderedDict<std::string, at::Tensor> trained;
+  for (const auto& parameter : model.named_parameters()) {
+    if (parameter.value().requires_grad()) {
+      trained.insert(parameter.key(), parameter.value());
+    }
+  }
+  return trained;
+}
+
 std::string ShapeText(at::IntArrayRef shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
 
-// Every model parameter has a tensor of the same shape and dtype in `file`,
-// and the file has no other tensors.
+// Every trained parameter has a tensor of the same shape and dtype in
+// `file`, and the file has no other tensors.
 absl::Status CheckTensorsMatch(const SafetensorsFile& file,
                                torch::nn::Module& model) {
-  const auto parameters = model.named_parameters();
+  const auto parameters = TrainedParameters(model);
   for (const auto& parameter : parameters) {
     const std::string& name = parameter.key();
     if (!file.Contains(name)) {
@@ -273,7 +286,7 @@ absl::Status RestoreFrom(const std::string& dir, torch::nn::Module& model,
         optimizer_path, ": does not fit this optimizer: ", loaded.message()));
   }
 
-  for (auto& parameter : model.named_parameters()) {
+  for (auto& parameter : TrainedParameters(model)) {
     ASSIGN_OR_RETURN(const at::Tensor value, file->Get(parameter.key()));
     absl::Status copied = CallTorch("restoring a parameter", [&] {
       torch::NoGradGuard no_grad;
@@ -451,7 +464,7 @@ absl::StatusOr<std::string> WriteCheckpoint(
     nlohmann::json files = nlohmann::json::object();
     const std::string model_path = absl::StrCat(temporary, "/", kModelFile);
     std::vector<std::pair<std::string, at::Tensor>> tensors;
-    for (const auto& parameter : model.named_parameters()) {
+    for (const auto& parameter : TrainedParameters(model)) {
       tensors.emplace_back(parameter.key(), parameter.value().detach());
     }
     RETURN_IF_ERROR(WriteSafetensors(model_path, tensors,

@@ -12,7 +12,9 @@
 //   if (absl::IsNotFound(loaded.status())) { /* start from scratch */ }
 //
 // Layout: <root>/checkpoint-<step, 8 digits>/ holding
-//   model.safetensors   every named parameter of the model, bit-exact
+//   model.safetensors   every named parameter of the model that trains
+//                       (requires_grad; a LoRA run's adapters, not its
+//                       frozen base), bit-exact
 //   optimizer.pt        the optimizer's state (LibTorch's archive format)
 //   trainer_state.json  {"format_version", "step", "epoch", "run": {...},
 //                        "files": {name: {"bytes", "crc32"}}}

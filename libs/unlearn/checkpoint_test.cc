@@ -20,6 +20,7 @@
 
 #include "gtest/gtest.h"
 #include "libs/model/llama_model.h"
+#include "libs/model/safetensors.h"
 #include "libs/model/tiny_llama.h"
 
 namespace lethe {
@@ -348,6 +349,38 @@ TEST(CheckpointTest, AWriteFailingPartWayKeepsThePreviousCheckpoint) {
     ExpectOnlyIntactCheckpoint(root, 1, *at_step_1.model, 64);
   }
   std::signal(SIGXFSZ, previous);
+}
+
+// A LoRA run's frozen base is its input, not its state: checkpoints hold
+// only the parameters that train, and restoring leaves frozen ones alone.
+TEST(CheckpointTest, HoldsOnlyTheParametersThatTrain) {
+  const std::string root = FreshDir("trained_only");
+  Trained trained(1);
+  trained.model->named_parameters()["model.embed_tokens.weight"]
+      .set_requires_grad(false);
+  trained.Step(2);
+  absl::StatusOr<std::string> dir =
+      WriteCheckpoint(root, {.step = 2}, *trained.model, *trained.optimizer);
+  ASSERT_TRUE(dir.ok()) << dir.status();
+  absl::StatusOr<std::unique_ptr<SafetensorsFile>> file =
+      SafetensorsFile::Open(*dir + "/model.safetensors");
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_FALSE((*file)->Contains("model.embed_tokens.weight"));
+  EXPECT_TRUE((*file)->Contains("lm_head.weight"));
+  EXPECT_EQ((*file)->names().size(), trained.model->parameters().size() - 1);
+
+  Trained restored(2);
+  at::Tensor frozen =
+      restored.model->named_parameters()["model.embed_tokens.weight"];
+  frozen.set_requires_grad(false);
+  const at::Tensor frozen_before = frozen.clone();
+  absl::StatusOr<LoadedCheckpoint> loaded =
+      LoadLatestCheckpoint(root, *restored.model, *restored.optimizer);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_TRUE(torch::equal(frozen, frozen_before));
+  EXPECT_TRUE(
+      torch::equal(restored.model->named_parameters()["lm_head.weight"],
+                   trained.model->named_parameters()["lm_head.weight"]));
 }
 
 TEST(CheckpointTest, RewritingAStepReplacesIt) {

@@ -9,6 +9,7 @@
 #include "libs/data/qa_example.h"
 #include "libs/loss/chunked_log_probs.h"
 #include "libs/loss/sequence_loss.h"
+#include "libs/model/lora.h"
 #include "libs/status/status_macros.h"
 #include "libs/status/torch_status.h"
 #include "libs/unlearn/ofmu.h"
@@ -86,7 +87,13 @@ class Terms {
     at::Tensor reference_logits;
     {
       torch::NoGradGuard no_grad;
-      reference_logits = Logits(*reference, retain);
+      if (reference.get() == &model_) {
+        // A LoRA run's reference: the same model, adapters off.
+        ScopedLoraDisabled adapters_off(model_);
+        reference_logits = Logits(model_, retain);
+      } else {
+        reference_logits = Logits(*reference, retain);
+      }
     }
     at::Tensor kl = RetainKl(logits, reference_logits, retain.labels);
     Record("retain_kl", kl);

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "libs/data/qa_batch.h"
 #include "libs/data/sharding.h"
+#include "libs/model/lora.h"
 #include "libs/status/status_macros.h"
 #include "libs/status/torch_status.h"
 #include "libs/unlearn/reference_cache.h"
@@ -179,7 +180,12 @@ absl::StatusOr<TrainingSummary> RunUnlearning(LlamaForCausalLM& model,
   RETURN_IF_ERROR(ValidateData(needs, data));
 
   std::shared_ptr<LlamaForCausalLM> reference;
-  if (needs.reference_model) {
+  if (needs.reference_model && HasLora(model)) {
+    // Under LoRA the frozen base is the reference: the objective runs the
+    // same model with its adapters off (no second copy). Not owned.
+    reference = std::shared_ptr<LlamaForCausalLM>(
+        std::shared_ptr<LlamaForCausalLM>(), &model);
+  } else if (needs.reference_model) {
     const at::ScalarType dtype =
         options.bf16_reference
             ? at::kBFloat16
