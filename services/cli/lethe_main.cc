@@ -64,6 +64,10 @@ ABSL_FLAG(std::string, tls_ca_file, "",
 ABSL_FLAG(double, timeout_seconds, 5,
           "deadline for each call to the coordinator");
 ABSL_FLAG(std::string, model, "", "model directory (Hugging Face layout)");
+ABSL_FLAG(std::string, base_model, "",
+          "unlearn/submit with --method=MSA: theta_0, a model of the same "
+          "architecture that never saw the forget data (e.g. the base "
+          "before fine-tuning)");
 ABSL_FLAG(std::string, data, "", "directory of TOFU-format split files");
 ABSL_FLAG(std::string, split, "", "split name, e.g. full or retain90");
 ABSL_FLAG(std::string, template, "auto",
@@ -149,13 +153,15 @@ ABSL_FLAG(std::string, retain_split, "retain90",
           "unlearn: the split whose knowledge must survive");
 ABSL_FLAG(std::string, method, "NPO",
           "unlearn: GA, GradDiff, NPO, NPO_RT, NPO_KL, SimNPO, IdkDPO, LLMU, "
-          "OFMU or IHL");
+          "OFMU, IHL or MSA");
 // Method coefficients: NaN (the default) leaves the spec's field absent, so
 // the method's own default applies; any value given, 0 included, is used.
 ABSL_FLAG(double, beta, NAN,
           "unlearn: NPO/DPO inverse temperature (0.1), SimNPO beta (4.5), "
-          "OFMU cosine weight (0.1)");
-ABSL_FLAG(double, alpha, NAN, "unlearn: weight of the retain term (1)");
+          "OFMU cosine weight (0.1), MSA weight of the retain vector (1)");
+ABSL_FLAG(double, alpha, NAN,
+          "unlearn: weight of the retain term (1; MSA: of the forget vector, "
+          "1)");
 ABSL_FLAG(double, gamma, NAN,
           "unlearn: weight of the forget term (1; SimNPO 0.125, LLMU 0.5; "
           "IHL: of the inverted hinge loss, 1)");
@@ -306,7 +312,8 @@ TrainingOptions TrainingFromFlags() {
           .gradient_accumulation_steps = absl::GetFlag(FLAGS_grad_accum),
           .seed = absl::GetFlag(FLAGS_seed),
           .threads = LocalThreads(),
-          .bf16_autocast = absl::GetFlag(FLAGS_bf16)};
+          .bf16_autocast = absl::GetFlag(FLAGS_bf16),
+          .loss_chunk_tokens = absl::GetFlag(FLAGS_loss_chunk_tokens)};
 }
 
 // lethe-train-tokenizer sits next to lethe in every build and install.
@@ -376,7 +383,7 @@ absl::StatusOr<v1::Method> MethodByName(const std::string& name) {
   return absl::InvalidArgumentError(absl::StrCat(
       "--method: unknown method '", name,
       "' (GA, GradDiff, NPO, NPO_RT, NPO_KL, SimNPO, IdkDPO, LLMU, OFMU, "
-      "IHL)"));
+      "IHL, MSA)"));
 }
 
 // A method coefficient flag goes into the spec only when it was given
@@ -396,6 +403,9 @@ absl::StatusOr<v1::JobSpec> JobSpecFromFlags() {
   }
   v1::JobSpec spec;
   spec.set_model_dir(AbsolutePath(absl::GetFlag(FLAGS_model)));
+  if (!absl::GetFlag(FLAGS_base_model).empty()) {
+    spec.set_base_model_dir(AbsolutePath(absl::GetFlag(FLAGS_base_model)));
+  }
   spec.set_data_dir(AbsolutePath(absl::GetFlag(FLAGS_data)));
   spec.set_forget_split(absl::GetFlag(FLAGS_forget_split));
   spec.set_retain_split(absl::GetFlag(FLAGS_retain_split));
