@@ -49,6 +49,7 @@
 #include "services/cli/eval_commands.h"
 #include "services/cli/job_commands.h"
 #include "services/cli/model_commands.h"
+#include "services/cli/plan_command.h"
 #include "services/cli/prepare_benchmark.h"
 #include "services/cli/text_commands.h"
 
@@ -221,6 +222,7 @@ constexpr char kUsage[] =
     "  tokenize           print a text's token ids and pieces\n"
     "  prompt             print the exact prompt a question becomes\n"
     "  unlearn            make a model forget a TOFU split\n"
+    "  plan               memory per rank of a run, by category (GiB)\n"
     "  eval               TOFU evaluation (open-unlearning's metrics)\n"
     "  tofu-summary       recompute TOFU_SUMMARY.json from a TOFU_EVAL.json\n"
     "  submit             send a forget request (job) to the coordinator\n"
@@ -649,6 +651,15 @@ int Main(int argc, char** argv) {
                         .question = absl::GetFlag(FLAGS_question),
                         .answer = absl::GetFlag(FLAGS_answer)},
                        std::cout);
+  } else if (command == "plan") {
+    // The plan writes nothing; JobSpecFromFlags insists on --output.
+    if (absl::GetFlag(FLAGS_output).empty()) absl::SetFlag(&FLAGS_output, ".");
+    absl::StatusOr<v1::JobSpec> spec = JobSpecFromFlags();
+    absl::StatusOr<std::string> text =
+        spec.ok() ? PlanCommand(*spec)
+                  : absl::StatusOr<std::string>(spec.status());
+    if (text.ok()) std::cout << *text;
+    status = text.status();
   } else if (command == "unlearn") {
     status = Unlearn();
   } else if (command == "eval") {

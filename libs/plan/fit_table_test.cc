@@ -1,0 +1,73 @@
+#include "libs/plan/fit_table.h"
+
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "gtest/gtest.h"
+
+namespace lethe {
+namespace {
+
+std::string TestdataDir() {
+  const std::string relative = "libs/plan/testdata";
+  if (const char* srcdir = std::getenv("TEST_SRCDIR")) {  // bazel test
+    const char* workspace = std::getenv("TEST_WORKSPACE");
+    return absl::StrCat(srcdir, "/", workspace != nullptr ? workspace : "lethe",
+                        "/", relative);
+  }
+#ifdef LETHE_SOURCE_DIR  // The CMake mirror defines it.
+  return absl::StrCat(LETHE_SOURCE_DIR, "/", relative);
+#else
+  return relative;
+#endif
+}
+
+// The table's row for model / training / method, split into cells.
+std::vector<std::string> Row(const std::string& table, const std::string& key) {
+  for (absl::string_view line : absl::StrSplit(table, '\n')) {
+    if (absl::StartsWith(line, key)) {
+      std::vector<std::string> cells = absl::StrSplit(line, " | ");
+      return cells;
+    }
+  }
+  ADD_FAILURE() << "no row " << key << " in\n" << table;
+  return {};
+}
+
+TEST(WhatFitsWhereTest, ReadmeGridHasEveryRowAndHonestVerdicts) {
+  absl::StatusOr<FitGrid> grid = ReadmeFitGrid(TestdataDir());
+  ASSERT_TRUE(grid.ok()) << grid.status();
+  absl::StatusOr<std::string> table = WhatFitsWhereMarkdown(*grid);
+  ASSERT_TRUE(table.ok()) << table.status();
+  // 3 models x {full, LoRA} x {NPO_RT, NPO_KL}, a header and a rule.
+  int rows = 0;
+  for (absl::string_view line : absl::StrSplit(*table, '\n')) {
+    if (absl::StartsWith(line, "| Llama-")) ++rows;
+  }
+  EXPECT_EQ(rows, 12) << *table;
+  // Full bf16 training of 8B with a bf16 reference copy: 16 GB weights, 16
+  // gradients, 32 AdamW, 16 reference = 80 GB before any activation: no
+  // 80 GB GPU holds it, however many there are; 141 GB does.
+  const std::vector<std::string> full_kl =
+      Row(*table, "| Llama-3.1-8B | full | NPO_KL");
+  ASSERT_EQ(full_kl.size(), 13u);
+  EXPECT_EQ(full_kl[11], "no");
+  EXPECT_EQ(full_kl[12], "yes |");
+  // The per-rank totals for 1, 2 and 8 GPUs do not shrink.
+  EXPECT_LE(std::stod(full_kl[8]), std::stod(full_kl[10]));
+  // LoRA of the same model fits 80 GB.
+  EXPECT_EQ(Row(*table, "| Llama-3.1-8B | LoRA r16 | NPO_KL")[11], "yes");
+  EXPECT_EQ(Row(*table, "| Llama-3.2-1B | full | NPO_RT")[11], "yes");
+  EXPECT_NE(table->find("no ZeRO"), std::string::npos);
+}
+
+TEST(WhatFitsWhereTest, MissingConfigIsAnError) {
+  EXPECT_FALSE(ReadmeFitGrid("/nonexistent").ok());
+}
+
+}  // namespace
+}  // namespace lethe
