@@ -9,6 +9,7 @@
 #ifndef LETHE_LIBS_JOBS_COMPUTE_DEVICE_H_
 #define LETHE_LIBS_JOBS_COMPUTE_DEVICE_H_
 
+#include <cstdint>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -28,6 +29,13 @@ struct ComputeDevice {
 // INVALID_ARGUMENT naming `name` for anything but cpu, cuda or cuda:N with
 // N a decimal index below 2^31 (the empty string included).
 absl::StatusOr<ComputeDevice> ParseComputeDevice(absl::string_view name);
+
+// The memory a worker on `device` offers one attempt, in bytes, for the
+// coordinator's memory check: for the CPU, the host's RAM (MemTotal in
+// /proc/meminfo) or the cgroup's memory limit when that is lower (a
+// container's, a Kubernetes pod's); 0 (unknown) for a CUDA device, whose
+// memory only a CUDA build can ask for, or when nothing can be read.
+uint64_t DeviceMemoryBytes(const ComputeDevice& device);
 
 }  // namespace lethe
 

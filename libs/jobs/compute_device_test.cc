@@ -1,5 +1,7 @@
 #include "libs/jobs/compute_device.h"
 
+#include <unistd.h>
+
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 
@@ -37,6 +39,18 @@ TEST(ParseComputeDeviceTest, RejectsEverythingElseNamingIt) {
         device.status().message(),
         absl::StrCat("device \"", bad, "\": expected cpu, cuda or cuda:N"));
   }
+}
+
+// The CPU's memory is at most the machine's physical memory (counted here
+// by sysconf, independently of /proc/meminfo) and more than nothing; a
+// CUDA device's is unknown in this build.
+TEST(DeviceMemoryBytesTest, CpuMemoryIsBoundedByPhysicalMemory) {
+  const uint64_t physical = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) *
+                            static_cast<uint64_t>(sysconf(_SC_PAGE_SIZE));
+  const uint64_t cpu = DeviceMemoryBytes({.kind = v1::CPU});
+  EXPECT_GT(cpu, uint64_t{64} << 20);
+  EXPECT_LE(cpu, physical);
+  EXPECT_EQ(DeviceMemoryBytes({.kind = v1::CUDA, .index = 0}), 0u);
 }
 
 }  // namespace

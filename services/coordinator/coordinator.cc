@@ -12,6 +12,7 @@
 #include "libs/auth/token_auth.h"
 #include "libs/jobs/job_spec.h"
 #include "libs/logging/logging.h"
+#include "libs/plan/memory_plan.h"
 #include "libs/status/status_macros.h"
 #include "services/coordinator/monotonic_clock.h"
 #include "services/coordinator/output_claim.h"
@@ -120,6 +121,7 @@ absl::StatusOr<v1::Job> Coordinator::CreateJob(
   const v1::JobSpec spec = JobSpecWithDefaults(request.spec());
   RETURN_IF_ERROR(ValidateJobSpec(spec));
   absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(CheckMemoryPlanLocked(spec));
   // Each job writes its own output directory. A retry may reuse its own
   // claim; the claim names the tenant too, so that the same request_id in
   // another tenant does not.
@@ -142,6 +144,38 @@ absl::StatusOr<v1::Job> Coordinator::CreateJob(
     return claimed;
   }
   return job;
+}
+
+absl::Status Coordinator::CheckMemoryPlanLocked(const v1::JobSpec& spec) {
+  const WorkerRegistry::MemoryCensus census = workers_.Memory(spec.device());
+  // Nothing to compare with: no worker of the device yet, or one that did
+  // not say its memory (it might be large enough).
+  if (census.workers == 0 || census.unknown > 0) return absl::OkStatus();
+  const absl::StatusOr<MemoryPlan> plan = PlanMemoryForJob(spec);
+  if (!plan.ok()) {
+    // A model the planner cannot read is the loader's to reject, with the
+    // loader's message; the plan is only a forecast.
+    LETHE_LOG(WARNING) << "no memory plan for a job of " << spec.model_dir()
+                       << ": " << plan.status();
+    return absl::OkStatus();
+  }
+  const int64_t needed = plan->total_bytes();
+  if (needed <= static_cast<int64_t>(census.largest_bytes)) {
+    return absl::OkStatus();
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "the job needs about ", Gib(needed), " GiB per rank (weights ",
+      Gib(plan->weights), ", gradients ", Gib(plan->gradients),
+      ", optimizer state ", Gib(plan->optimizer_state), ", reference model ",
+      Gib(plan->reference_model), ", activations and logits ",
+      Gib(plan->activations + plan->logits), ") and none of the ",
+      census.workers, " registered ",
+      spec.device() == v1::CUDA ? "CUDA" : "CPU",
+      " workers can hold it: the largest offers ",
+      Gib(static_cast<int64_t>(census.largest_bytes)),
+      " GiB. `lethe plan` with the same flags prints the plan; LoRA "
+      "(--lora_rank), --activation_checkpointing, --loss_chunk_tokens, "
+      "--weights_dtype=bf16 or a smaller --batch_size lower it"));
 }
 
 absl::StatusOr<v1::Job> Coordinator::GetJob(const std::string& name) {

@@ -163,6 +163,12 @@ class Coordinator {
 
   void DropSilentWorkersLocked(absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // FAILED_PRECONDITION with the numbers when the job's memory plan
+  // (libs/plan) exceeds what every registered worker of its device offers.
+  // Passes when no such worker is registered, when one did not say its
+  // memory, or when the model cannot be planned.
+  absl::Status CheckMemoryPlanLocked(const v1::JobSpec& spec)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SettleAttemptsLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // `now` on the monotonic clock (monotonic_clock.h); `wall_now` for the
   // jobs' creation times and queue deadlines.

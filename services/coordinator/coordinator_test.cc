@@ -129,6 +129,83 @@ class CoordinatorTest : public testing::Test {
   std::unique_ptr<Coordinator> coordinator_;
 };
 
+// A job whose memory plan no registered worker can hold is refused at
+// CreateJob with the numbers; one that fits, or a device whose workers did
+// not say their memory, is accepted.
+TEST_F(CoordinatorTest, AJobThatFitsNoWorkersMemoryIsRefusedWithTheNumbers) {
+  // Llama-3.2-1B's shape: about 1.2B parameters, 18+ GiB to train in fp32.
+  std::ofstream(root_ + "/model/config.json")
+      << R"({"model_type": "llama", "hidden_size": 2048,
+             "intermediate_size": 8192, "num_attention_heads": 32,
+             "num_hidden_layers": 16, "num_key_value_heads": 8,
+             "head_dim": 64, "rms_norm_eps": 1e-05, "rope_theta": 500000.0,
+             "tie_word_embeddings": true, "vocab_size": 128256,
+             "max_position_embeddings": 131072})";
+  auto create = [&](const std::string& name) {
+    v1::CreateJobRequest request;
+    *request.mutable_spec() = Spec(name);
+    return coordinator_->CreateJob(request);
+  };
+  // No worker yet: nothing to compare with.
+  ASSERT_TRUE(create("before_workers").ok());
+
+  v1::RegisterWorkerRequest small;
+  small.set_host("127.0.0.1");
+  small.set_pid(201);
+  small.set_store_port(29500);
+  small.set_memory_bytes(uint64_t{8} << 30);
+  ASSERT_TRUE(coordinator_->RegisterWorker(small).ok());
+  absl::StatusOr<v1::Job> refused = create("too_big");
+  ASSERT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition)
+      << refused.status();
+  EXPECT_NE(refused.status().message().find("GiB per rank"), std::string::npos)
+      << refused.status();
+  EXPECT_NE(refused.status().message().find("the largest offers 8.00 GiB"),
+            std::string::npos)
+      << refused.status();
+  EXPECT_FALSE(std::filesystem::exists(root_ + "/runs/too_big/.lethe-job.json"))
+      << "a refused job claims no output directory";
+
+  v1::JobSpec lora = Spec("lora_fits");
+  lora.mutable_lora()->set_rank(8);
+  lora.set_weights_dtype("bf16");
+  lora.set_max_length(64);
+  lora.set_per_device_batch_size(1);
+  lora.mutable_memory()->set_loss_chunk_tokens(32);
+  v1::CreateJobRequest lora_request;
+  *lora_request.mutable_spec() = lora;
+  const absl::StatusOr<v1::Job> lora_job =
+      coordinator_->CreateJob(lora_request);
+  EXPECT_TRUE(lora_job.ok())
+      << "LoRA over bf16 weights, short sequences: under 8 GiB; "
+      << lora_job.status();
+
+  v1::RegisterWorkerRequest large = small;
+  large.set_pid(202);
+  large.set_memory_bytes(uint64_t{256} << 30);
+  ASSERT_TRUE(coordinator_->RegisterWorker(large).ok());
+  EXPECT_TRUE(create("fits_the_large_worker").ok());
+
+  // CUDA jobs are compared with CUDA workers only, and a worker that did not
+  // say its memory (0) might hold anything.
+  v1::RegisterWorkerRequest gpu = small;
+  gpu.set_pid(203);
+  gpu.set_device("cuda:0");
+  ASSERT_TRUE(coordinator_->RegisterWorker(gpu).ok());
+  v1::JobSpec cuda = Spec("cuda_job");
+  cuda.set_device(v1::CUDA);
+  v1::CreateJobRequest cuda_request;
+  *cuda_request.mutable_spec() = cuda;
+  EXPECT_EQ(coordinator_->CreateJob(cuda_request).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  v1::RegisterWorkerRequest unknown = gpu;
+  unknown.set_pid(204);
+  unknown.set_memory_bytes(0);
+  ASSERT_TRUE(coordinator_->RegisterWorker(unknown).ok());
+  cuda_request.mutable_spec()->set_output_dir(root_ + "/runs/cuda_job_2");
+  EXPECT_TRUE(coordinator_->CreateJob(cuda_request).ok());
+}
+
 TEST_F(CoordinatorTest, HigherPriorityStartsFirstOnTheOnlyWorker) {
   const std::string worker = Register();
   const std::string first = Create(Spec("first"));

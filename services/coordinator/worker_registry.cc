@@ -33,6 +33,7 @@ absl::StatusOr<WorkerRegistry::Registration> WorkerRegistry::Register(
       known.last_heartbeat = now;
       known.metrics_address = request.metrics_address();
       known.device = device.kind;
+      known.memory_bytes = request.memory_bytes();
       WriteTargets();
       return Registration{.worker_id = id, .added = false};
     }
@@ -46,11 +47,27 @@ absl::StatusOr<WorkerRegistry::Registration> WorkerRegistry::Register(
   worker.store_port = request.store_port();
   worker.metrics_address = request.metrics_address();
   worker.device = device.kind;
+  worker.memory_bytes = request.memory_bytes();
   worker.last_heartbeat = now;
   Registration registration{.worker_id = worker.id, .added = true};
   workers_[worker.id] = std::move(worker);
   WriteTargets();
   return registration;
+}
+
+WorkerRegistry::MemoryCensus WorkerRegistry::Memory(v1::Device device) const {
+  MemoryCensus census;
+  for (const auto& [id, worker] : workers_) {
+    if (worker.device != device) continue;
+    ++census.workers;
+    if (worker.memory_bytes == 0) {
+      ++census.unknown;
+    } else {
+      census.largest_bytes =
+          std::max(census.largest_bytes, worker.memory_bytes);
+    }
+  }
+  return census;
 }
 
 RegisteredWorker* WorkerRegistry::Find(const std::string& worker_id) {

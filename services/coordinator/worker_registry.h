@@ -42,6 +42,7 @@ struct RegisteredWorker {
   int store_port = 0;
   std::string metrics_address;
   v1::Device device = v1::CPU;  // CPU or CUDA (any cuda:N).
+  uint64_t memory_bytes = 0;    // What one attempt may use; 0: unknown.
   pid_t pid = 0;
   absl::Time last_heartbeat;  // On the caller's clock (monotonic_clock.h).
   int64_t attempt_id = 0;     // The attempt it is part of; 0 when idle.
@@ -65,6 +66,14 @@ class WorkerRegistry {
   // [1, 65535] or an unknown device.
   absl::StatusOr<Registration> Register(
       const v1::RegisterWorkerRequest& request, absl::Time now);
+
+  // The registered workers of `device` and the memory they offer.
+  struct MemoryCensus {
+    int workers = 0;
+    int unknown = 0;  // Workers that reported no memory.
+    uint64_t largest_bytes = 0;
+  };
+  MemoryCensus Memory(v1::Device device) const;
 
   // Null when no worker has the id (never registered, or dropped).
   RegisteredWorker* Find(const std::string& worker_id);

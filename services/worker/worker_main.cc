@@ -41,6 +41,7 @@
 #include "lethe/v1/worker_service.grpc.pb.h"
 #include "libs/auth/path_policy.h"
 #include "libs/files/file_io.h"
+#include "libs/jobs/compute_device.h"
 #include "libs/logging/logging.h"
 #include "libs/metrics/build_info.h"
 #include "libs/metrics/metric_catalog.h"
@@ -69,6 +70,10 @@ ABSL_FLAG(std::string, device, "cpu",
           "CUDA workers only");
 ABSL_FLAG(int, threads, 0,
           "CPU threads for an attempt (0: all cores of this machine)");
+ABSL_FLAG(double, memory_gib, 0,
+          "memory an attempt may use, told to the coordinator for its memory "
+          "check (0: this machine's RAM or cgroup limit for cpu; unknown for "
+          "cuda)");
 ABSL_FLAG(std::string, tls_ca_file, "",
           "PEM CA bundle: reach the coordinator over TLS, trusting this CA "
           "for its certificate (unset: plaintext)");
@@ -286,6 +291,7 @@ class Worker {
     request.set_threads(Threads());
     request.set_store_port(store_port_);
     request.set_metrics_address(metrics_address_);
+    request.set_memory_bytes(MemoryBytes());
     lethe::v1::RegisterWorkerResponse response;
     auto context = ContextWithDeadline(absl::Seconds(5));
     RETURN_IF_ERROR(
@@ -299,6 +305,16 @@ class Worker {
     LETHE_LOG(INFO) << "registered with " << coordinator_ << " as "
                     << worker_id_;
     return absl::OkStatus();
+  }
+
+  // --memory_gib, or what the device offers (DeviceMemoryBytes; 0 unknown,
+  // or a device name that does not parse, which start-up refuses anyway).
+  static uint64_t MemoryBytes() {
+    const double gib = absl::GetFlag(FLAGS_memory_gib);
+    if (gib > 0) return static_cast<uint64_t>(gib * (uint64_t{1} << 30));
+    const absl::StatusOr<ComputeDevice> device =
+        ParseComputeDevice(absl::GetFlag(FLAGS_device));
+    return device.ok() ? DeviceMemoryBytes(*device) : 0;
   }
 
   static int Threads() {
