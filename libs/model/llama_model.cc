@@ -429,6 +429,25 @@ at::Tensor LlamaBackbone::Forward(const at::Tensor& input_ids,
                                   const at::Tensor& attention_mask,
                                   KvCache* cache,
                                   const at::Tensor& position_ids) {
+  return Run(input_ids, attention_mask, cache, position_ids, nullptr);
+}
+
+std::vector<at::Tensor> LlamaBackbone::HiddenStatesByDepth(
+    const at::Tensor& input_ids, const at::Tensor& attention_mask,
+    const at::Tensor& position_ids) {
+  std::vector<at::Tensor> by_depth;
+  by_depth.reserve(layers_.size() + 1);
+  // Run appends the layers' inputs; the final state comes last.
+  at::Tensor last =
+      Run(input_ids, attention_mask, nullptr, position_ids, &by_depth);
+  by_depth.push_back(std::move(last));
+  return by_depth;
+}
+
+at::Tensor LlamaBackbone::Run(const at::Tensor& input_ids,
+                              const at::Tensor& attention_mask, KvCache* cache,
+                              const at::Tensor& position_ids,
+                              std::vector<at::Tensor>* by_depth) {
   TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [batch, length], got ",
               input_ids.sizes());
   const int64_t batch = input_ids.size(0), length = input_ids.size(1);
@@ -470,6 +489,7 @@ at::Tensor LlamaBackbone::Forward(const at::Tensor& input_ids,
   for (size_t i = 0; i < layers_.size(); ++i) {
     const std::shared_ptr<LlamaDecoderLayer>& layer = layers_[i];
     const at::Tensor& mask = layer->sliding() ? sliding_mask : full_mask;
+    if (by_depth != nullptr) by_depth->push_back(hidden);
     if (checkpoint) {
       hidden = CheckpointedCall(
           [layer, rotary, mask](const at::Tensor& input) {
@@ -513,6 +533,12 @@ at::Tensor LlamaForCausalLM::ForwardHidden(const at::Tensor& input_ids,
                                            KvCache* cache,
                                            const at::Tensor& position_ids) {
   return model_->Forward(input_ids, attention_mask, cache, position_ids);
+}
+
+std::vector<at::Tensor> LlamaForCausalLM::HiddenStatesByDepth(
+    const at::Tensor& input_ids, const at::Tensor& attention_mask,
+    const at::Tensor& position_ids) {
+  return model_->HiddenStatesByDepth(input_ids, attention_mask, position_ids);
 }
 
 at::Tensor LlamaForCausalLM::Logits(const at::Tensor& hidden) {

@@ -230,6 +230,10 @@ class LlamaBackbone : public torch::nn::Module {
   at::Tensor Forward(const at::Tensor& input_ids,
                      const at::Tensor& attention_mask, KvCache* cache,
                      const at::Tensor& position_ids);
+  // The hidden states at every depth (LlamaForCausalLM::HiddenStatesByDepth).
+  std::vector<at::Tensor> HiddenStatesByDepth(const at::Tensor& input_ids,
+                                              const at::Tensor& attention_mask,
+                                              const at::Tensor& position_ids);
   // The input embeddings of `input_ids`, scaled for Gemma.
   at::Tensor Embed(const at::Tensor& input_ids);
   torch::nn::Embedding& embed_tokens() { return embed_tokens_; }
@@ -242,6 +246,12 @@ class LlamaBackbone : public torch::nn::Module {
   bool activation_checkpointing() const { return activation_checkpointing_; }
 
  private:
+  // Forward's computation; when `by_depth` is not null, also appends the
+  // input of every decoder layer and then the final (normed) state to it.
+  at::Tensor Run(const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                 KvCache* cache, const at::Tensor& position_ids,
+                 std::vector<at::Tensor>* by_depth);
+
   bool activation_checkpointing_ = false;
   int64_t head_dim_;
   double rope_theta_;
@@ -272,6 +282,16 @@ class LlamaForCausalLM : public torch::nn::Module {
                            const at::Tensor& attention_mask = {},
                            KvCache* cache = nullptr,
                            const at::Tensor& position_ids = {});
+  // The hidden states at every depth, as transformers' output_hidden_states
+  // returns them: num_hidden_layers + 1 tensors [B, T, hidden_size], entry 0
+  // the input embeddings (scaled, for Gemma), entry i (0 < i < L) the output
+  // of decoder layer i - 1, entry L the final norm of the last layer's
+  // output (equal to ForwardHidden's). One forward pass, no KV cache;
+  // positions under attention_mask 0 hold values of no meaning. Forward and
+  // ForwardHidden keep none of these.
+  std::vector<at::Tensor> HiddenStatesByDepth(
+      const at::Tensor& input_ids, const at::Tensor& attention_mask = {},
+      const at::Tensor& position_ids = {});
   // lm_head (or the tied embedding matrix) applied to hidden states, then
   // Gemma 2's final soft-capping.
   at::Tensor Logits(const at::Tensor& hidden);

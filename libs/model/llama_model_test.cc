@@ -5,7 +5,9 @@
 #include <cmath>
 #include <cstdint>
 #include <fstream>
+#include <limits>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -415,6 +417,103 @@ TEST(LlamaModelTest, ActivationCheckpointingIsOffWithACacheOrWithoutGrad) {
   EXPECT_EQ(cache.length(), 6);
   torch::NoGradGuard no_grad;
   EXPECT_TRUE(torch::equal(expected, model->Forward(ids)));
+}
+
+// The model's backbone (transformers' LlamaModel), for checks layer by layer.
+std::shared_ptr<LlamaBackbone> Backbone(LlamaForCausalLM& model) {
+  return std::dynamic_pointer_cast<LlamaBackbone>(
+      model.named_children()["model"]);
+}
+
+TEST(LlamaModelTest, HiddenStatesByDepthAreTransformersOutputHiddenStates) {
+  auto model = TinyModel();
+  torch::NoGradGuard no_grad;
+  const at::Tensor ids = Ids({4, 8, 15, 16, 23, 42});
+  const std::vector<at::Tensor> states = model->HiddenStatesByDepth(ids);
+  ASSERT_EQ(states.size(), 3u);  // Two layers.
+  for (const at::Tensor& state : states) {
+    EXPECT_EQ(state.sizes().vec(), (std::vector<int64_t>{1, 6, 32}));
+  }
+  // 0: the embedding rows of the ids.
+  const at::Tensor embedding =
+      model->named_parameters()["model.embed_tokens.weight"];
+  EXPECT_TRUE(
+      torch::equal(states[0], embedding.index_select(0, ids[0]).unsqueeze(0)));
+  // The last: what Forward feeds lm_head, bit for bit.
+  EXPECT_TRUE(torch::equal(states[2], model->ForwardHidden(ids)));
+
+  // 1: decoder layer 0 applied to entry 0, with a causal mask and rotary
+  // tables built here; 2 is the final norm of layer 1's output, not the raw
+  // output.
+  const std::shared_ptr<LlamaBackbone> backbone = Backbone(*model);
+  ASSERT_NE(backbone, nullptr);
+  const at::Tensor positions = torch::arange(6, at::kLong).unsqueeze(0);
+  const RotaryTables rotary =
+      ComputeRotaryTables(positions, model->config().head_dim(),
+                          model->config().rope_theta, at::kFloat);
+  const at::Tensor causal =
+      torch::full({6, 6}, std::numeric_limits<float>::lowest())
+          .triu(1)
+          .view({1, 1, 6, 6});
+  const at::Tensor layer0 = backbone->layers()[0]->Forward(
+      states[0], rotary, causal, nullptr, nullptr);
+  EXPECT_TRUE(torch::allclose(states[1], layer0, 1e-5, 1e-6));
+  const at::Tensor layer1 = backbone->layers()[1]->Forward(
+      states[1], rotary, causal, nullptr, nullptr);
+  const at::Tensor norm_weight = model->named_parameters()["model.norm.weight"];
+  const at::Tensor normed =
+      layer1 * torch::rsqrt(layer1.pow(2).mean(-1, /*keepdim=*/true) + 1e-5) *
+      norm_weight;
+  EXPECT_TRUE(torch::allclose(states[2], normed, 1e-5, 1e-6));
+  EXPECT_FALSE(torch::allclose(states[2], layer1, 1e-2, 1e-2));
+}
+
+TEST(LlamaModelTest, HiddenStatesByDepthStartWithGemmasScaledEmbeddings) {
+  LlamaConfig config = TinyConfig();
+  config.model_type = "gemma";
+  config.hidden_act = "gelu_pytorch_tanh";
+  torch::manual_seed(3);
+  LlamaForCausalLM model(config);
+  torch::NoGradGuard no_grad;
+  const at::Tensor ids = Ids({1, 2, 3});
+  const std::vector<at::Tensor> states = model.HiddenStatesByDepth(ids);
+  ASSERT_EQ(states.size(), 3u);
+  const at::Tensor rows =
+      model.named_parameters()["model.embed_tokens.weight"].index_select(
+          0, ids[0]);
+  // sqrt(32) = 5.657: every entry scaled, not merely looked up.
+  EXPECT_TRUE(
+      torch::allclose(states[0][0], rows * std::sqrt(32.0), 1e-6, 1e-7));
+  EXPECT_FALSE(torch::allclose(states[0][0], rows, 1e-3, 1e-3));
+  EXPECT_TRUE(torch::equal(states[2], model.ForwardHidden(ids)));
+}
+
+TEST(LlamaModelTest, HiddenStatesByDepthOfPaddedRowsMatchUnpadded) {
+  auto model = TinyModel();
+  torch::NoGradGuard no_grad;
+  const at::Tensor batch =
+      torch::tensor({{4, 8, 15, 0, 0}, {16, 23, 42, 1, 3}}, at::kLong);
+  const at::Tensor mask =
+      torch::tensor({{1, 1, 1, 0, 0}, {1, 1, 1, 1, 1}}, at::kLong);
+  const std::vector<at::Tensor> batched =
+      model->HiddenStatesByDepth(batch, mask);
+  const std::vector<at::Tensor> short_row =
+      model->HiddenStatesByDepth(Ids({4, 8, 15}));
+  const std::vector<at::Tensor> long_row =
+      model->HiddenStatesByDepth(batch.narrow(0, 1, 1));
+  ASSERT_EQ(batched.size(), 3u);
+  for (size_t depth = 0; depth < batched.size(); ++depth) {
+    SCOPED_TRACE(depth);
+    EXPECT_EQ(batched[depth].sizes().vec(), (std::vector<int64_t>{2, 5, 32}));
+    // Shapes differ, so BLAS sums in another order: equal up to rounding.
+    EXPECT_TRUE(torch::allclose(batched[depth][0].narrow(0, 0, 3),
+                                short_row[depth][0], 1e-5, 1e-5));
+    EXPECT_TRUE(
+        torch::allclose(batched[depth][1], long_row[depth][0], 1e-5, 1e-5));
+  }
+  // Beyond the embeddings, a real row's states depend on its tokens.
+  EXPECT_FALSE(torch::allclose(batched[1][0].narrow(0, 0, 3),
+                               batched[1][1].narrow(0, 0, 3), 1e-2, 1e-2));
 }
 
 }  // namespace

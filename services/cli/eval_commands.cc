@@ -2,14 +2,21 @@
 
 #include <torch/types.h>
 
+#include <algorithm>
+#include <filesystem>
 #include <memory>
 #include <optional>
+#include <string>
+#include <system_error>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "libs/data/qa_example.h"
+#include "libs/eval/memorization_signature.h"
 #include "libs/eval/tofu_evaluator.h"
 #include "libs/eval/tofu_summary.h"
+#include "libs/files/file_io.h"
 #include "libs/model/hf_checkpoint.h"
 #include "libs/model/llama_model.h"
 #include "libs/status/status_macros.h"
@@ -17,6 +24,53 @@
 #include "nlohmann/json.hpp"
 
 namespace lethe {
+namespace {
+
+// PGA's memorisation signature of `data.forget` against `data.holdout`,
+// written to <output_dir>/MEMORIZATION_PROBE.json and summed up on `out`.
+absl::Status WriteMemorizationProbe(const EvalCommand& command,
+                                    const TofuEvalData& data,
+                                    LlamaForCausalLM& model,
+                                    const Tokenizer& tokenizer,
+                                    const PromptTemplate& prompt_template,
+                                    std::ostream& out) {
+  // ReadTofuEvalData has checked the name: "forget" + digits.
+  const std::string holdout_split =
+      "holdout" + data.forget_split.substr(std::string("forget").size());
+  ASSIGN_OR_RETURN(
+      const MemorizationSignature signature,
+      MeasureMemorizationSignature(
+          model, tokenizer, prompt_template, data.forget, data.holdout,
+          {.batch_size = command.batch_size,
+           // Tokenized as the TOFU evaluation tokenizes them.
+           .max_length = TofuEvalOptions().max_length}));
+  const nlohmann::ordered_json probe = {
+      {"forget_split", data.forget_split},
+      {"holdout_split", holdout_split},
+      {"pairs", signature.pairs},
+      {"per_depth", signature.per_depth},
+      {"max_accuracy", signature.max_accuracy},
+      {"max_depth", signature.max_depth},
+      {"chance", 0.5}};
+  std::error_code error;
+  std::filesystem::create_directories(command.output_dir, error);
+  if (error) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(command.output_dir, ": cannot create: ", error.message()));
+  }
+  const std::string path = command.output_dir + "/MEMORIZATION_PROBE.json";
+  RETURN_IF_ERROR(WriteFileAtomically(path, probe.dump(4) + "\n"));
+  out << absl::StrFormat(
+             "memorization probe (%s vs %s, %d pairs): max leave-one-pair-out "
+             "accuracy %.4f at depth %d of %d (chance 0.5); wrote %s",
+             data.forget_split, holdout_split, signature.pairs,
+             signature.max_accuracy, signature.max_depth,
+             signature.per_depth.size() - 1, path)
+      << std::endl;
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 absl::Status RunEval(const EvalCommand& command, std::ostream& out) {
   for (const auto& [value, flag] :
@@ -38,8 +92,16 @@ absl::Status RunEval(const EvalCommand& command, std::ostream& out) {
                              command.chat_args));
   ASSIGN_OR_RETURN(TofuEvalData data,
                    ReadTofuEvalData(command.data_dir, command.forget_split));
+  const bool probe =
+      command.memorization_probe || command.only_memorization_probe;
+  if (probe && std::min(data.forget.size(), data.holdout.size()) < 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--memorization_probe needs at least 2 pairs; ",
+                     command.forget_split, " has ", data.forget.size(),
+                     " records and its holdout split ", data.holdout.size()));
+  }
   std::optional<nlohmann::ordered_json> retain_log;
-  if (!command.retain_logs.empty()) {
+  if (!command.retain_logs.empty() && !command.only_memorization_probe) {
     ASSIGN_OR_RETURN(retain_log, ReadTofuEvalLog(command.retain_logs));
     const auto truth_ratios = retain_log->find("forget_truth_ratio");
     if (truth_ratios == retain_log->end() || !truth_ratios->is_object() ||
@@ -65,6 +127,10 @@ absl::Status RunEval(const EvalCommand& command, std::ostream& out) {
   ASSIGN_OR_RETURN(
       std::shared_ptr<LlamaForCausalLM> model,
       LoadLlamaCheckpoint(command.model_dir, {.weights_dtype = weights_dtype}));
+  if (command.only_memorization_probe) {
+    return WriteMemorizationProbe(command, data, *model, *tokenizer,
+                                  prompt_template, out);
+  }
   std::shared_ptr<LlamaForCausalLM> reference;
   if (!command.reference_model_dir.empty()) {
     ASSIGN_OR_RETURN(reference,
@@ -93,6 +159,10 @@ absl::Status RunEval(const EvalCommand& command, std::ostream& out) {
   out << "wrote " << command.output_dir << "/TOFU_EVAL.json and "
       << command.output_dir << "/TOFU_SUMMARY.json\n"
       << result->summary.dump(4) << std::endl;
+  if (probe) {
+    RETURN_IF_ERROR(WriteMemorizationProbe(command, data, *model, *tokenizer,
+                                           prompt_template, out));
+  }
   return absl::OkStatus();
 }
 

@@ -1,7 +1,8 @@
 // The evaluation commands of the `lethe` CLI.
 //
 //   lethe eval --model=DIR --data=DIR [--forget_split=forget10]
-//              [--retain_logs=RETAIN/TOFU_EVAL.json] --output=DIR
+//              [--retain_logs=RETAIN/TOFU_EVAL.json]
+//              [--memorization_probe | --only_memorization_probe] --output=DIR
 //   lethe tofu-summary --eval=.../TOFU_EVAL.json --retain=.../TOFU_EVAL.json
 //
 //   RETURN_IF_ERROR(RunEval(command, std::cout));
@@ -33,11 +34,26 @@ struct EvalCommand {
   int batch_size = 32;
   int max_new_tokens = 200;
   int threads = 2;
+  // Also PGA's memorisation signature (libs/eval/memorization_signature.h)
+  // of forget_split against its holdout split.
+  bool memorization_probe = false;
+  // The memorisation signature alone: no TOFU evaluation, no TOFU files
+  // (retain_logs and reference_model_dir are not read).
+  bool only_memorization_probe = false;
 };
 
 // Runs open-unlearning's TOFU evaluation (libs/eval/tofu_evaluator.h) and
 // writes output_dir/TOFU_EVAL.json and output_dir/TOFU_SUMMARY.json. Prints
-// progress, then the summary, to `out`.
+// progress, then the summary, to `out`. With memorization_probe, then also
+// measures the memorisation signature (the forget split's records paired
+// with the holdout split's, the first min(sizes) of each; INVALID_ARGUMENT
+// before any model runs when that is under 2 pairs), writes
+// output_dir/MEMORIZATION_PROBE.json
+//   {"forget_split", "holdout_split", "pairs", "per_depth": [accuracy per
+//    depth, 0 = embeddings ... num_hidden_layers = final norm],
+//    "max_accuracy", "max_depth", "chance": 0.5}
+// and prints one line about it; the TOFU files are the same as without it.
+// With only_memorization_probe, that file and line are all it does.
 absl::Status RunEval(const EvalCommand& command, std::ostream& out);
 
 // Prints to `out` the TOFU_SUMMARY.json that open-unlearning would write for

@@ -1,8 +1,10 @@
 #include "services/cli/eval_commands.h"
 
+#include <cmath>
 #include <filesystem>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
@@ -134,6 +136,101 @@ TEST_F(RunEvalTest, BadInputIsNamed) {
   EXPECT_TRUE(absl::StrContains(status.message(), command.retain_logs))
       << status;
   EXPECT_FALSE(std::filesystem::exists(dir_ + "/bad"));
+}
+
+TEST_F(RunEvalTest, MemorizationProbeWritesItsFileAndLeavesTheTofuFiles) {
+  std::ostringstream out;
+  ASSERT_TRUE(RunEval(Command("without_probe"), out).ok()) << out.str();
+  EXPECT_FALSE(
+      std::filesystem::exists(dir_ + "/without_probe/MEMORIZATION_PROBE.json"));
+  EXPECT_FALSE(absl::StrContains(out.str(), "memorization probe"));
+
+  EvalCommand command = Command("with_probe");
+  command.memorization_probe = true;
+  std::ostringstream probe_out;
+  absl::Status status = RunEval(command, probe_out);
+  ASSERT_TRUE(status.ok()) << status << "\n" << probe_out.str();
+  for (const char* name : {"/TOFU_EVAL.json", "/TOFU_SUMMARY.json"}) {
+    absl::StatusOr<std::string> without =
+        ReadFileToString(dir_ + "/without_probe" + name);
+    absl::StatusOr<std::string> with =
+        ReadFileToString(dir_ + "/with_probe" + name);
+    ASSERT_TRUE(without.ok() && with.ok()) << name;
+    EXPECT_EQ(*with, *without) << name;
+  }
+
+  absl::StatusOr<std::string> text =
+      ReadFileToString(dir_ + "/with_probe/MEMORIZATION_PROBE.json");
+  ASSERT_TRUE(text.ok()) << text.status();
+  const nlohmann::ordered_json probe = nlohmann::ordered_json::parse(*text);
+  std::vector<std::string> keys;
+  for (const auto& item : probe.items()) keys.push_back(item.key());
+  EXPECT_EQ(keys, (std::vector<std::string>{
+                      "forget_split", "holdout_split", "pairs", "per_depth",
+                      "max_accuracy", "max_depth", "chance"}));
+  EXPECT_EQ(probe["forget_split"], "forget10");
+  EXPECT_EQ(probe["holdout_split"], "holdout10");
+  EXPECT_EQ(probe["pairs"], 2);
+  EXPECT_EQ(probe["chance"], 0.5);
+  // The tiny model has 2 layers: embeddings, layer 0, final norm.
+  ASSERT_EQ(probe["per_depth"].size(), 3u);
+  double best = -1;
+  int best_depth = -1;
+  for (int depth = 0; depth < 3; ++depth) {
+    const double accuracy = probe["per_depth"][depth].get<double>();
+    // 2 pairs: 0 to 4 rows right of 4.
+    EXPECT_EQ(accuracy * 4, std::round(accuracy * 4)) << depth;
+    EXPECT_GE(accuracy, 0.0);
+    EXPECT_LE(accuracy, 1.0);
+    if (accuracy > best) {
+      best = accuracy;
+      best_depth = depth;
+    }
+  }
+  // Every sequence ends in EOS: depth 0 (its embedding) is at chance.
+  EXPECT_EQ(probe["per_depth"][0], 0.5);
+  EXPECT_EQ(probe["max_accuracy"], best);
+  EXPECT_EQ(probe["max_depth"], best_depth);
+  EXPECT_TRUE(absl::StrContains(probe_out.str(),
+                                "memorization probe (forget10 vs holdout10, "
+                                "2 pairs)"))
+      << probe_out.str();
+}
+
+TEST_F(RunEvalTest, OnlyMemorizationProbeWritesTheSameProbeAlone) {
+  EvalCommand both = Command("both");
+  both.memorization_probe = true;
+  std::ostringstream out;
+  ASSERT_TRUE(RunEval(both, out).ok()) << out.str();
+  EvalCommand alone = Command("alone");
+  alone.only_memorization_probe = true;
+  alone.retain_logs = dir_ + "/no_such_log.json";  // Not read.
+  std::ostringstream alone_out;
+  absl::Status status = RunEval(alone, alone_out);
+  ASSERT_TRUE(status.ok()) << status << "\n" << alone_out.str();
+  absl::StatusOr<std::string> expected =
+      ReadFileToString(dir_ + "/both/MEMORIZATION_PROBE.json");
+  absl::StatusOr<std::string> actual =
+      ReadFileToString(dir_ + "/alone/MEMORIZATION_PROBE.json");
+  ASSERT_TRUE(expected.ok() && actual.ok());
+  EXPECT_EQ(*actual, *expected);
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/alone/TOFU_EVAL.json"));
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/alone/TOFU_SUMMARY.json"));
+  EXPECT_FALSE(absl::StrContains(alone_out.str(), "model_utility"));
+  EXPECT_TRUE(absl::StrContains(alone_out.str(), "memorization probe"));
+}
+
+TEST_F(RunEvalTest, MemorizationProbeNeedsTwoPairsBeforeAnyModelRuns) {
+  ASSERT_TRUE(WriteTinyTofuData(dir_ + "/one_question", 1).ok());
+  EvalCommand command = Command("one_pair");
+  command.data_dir = dir_ + "/one_question";
+  command.memorization_probe = true;
+  std::ostringstream out;
+  absl::Status status = RunEval(command, out);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(status.message(), "--memorization_probe"))
+      << status;
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/one_pair"));
 }
 
 }  // namespace

@@ -146,6 +146,12 @@ ABSL_FLAG(std::string, retain_logs, "",
           "privleak");
 ABSL_FLAG(std::string, reference_model, "",
           "eval: model directory for mia_reference (e.g. the retain model)");
+ABSL_FLAG(bool, memorization_probe, false,
+          "eval: also PGA's memorisation signature (probe accuracy per depth, "
+          "forget split vs its holdout split) in MEMORIZATION_PROBE.json");
+ABSL_FLAG(bool, only_memorization_probe, false,
+          "eval: the memorisation signature alone, without the TOFU "
+          "evaluation");
 ABSL_FLAG(std::string, eval, "",
           "tofu-summary: the TOFU_EVAL.json to summarise");
 ABSL_FLAG(std::string, retain, "",
@@ -675,7 +681,10 @@ int Main(int argc, char** argv) {
                  .output_dir = absl::GetFlag(FLAGS_output),
                  .batch_size = BatchSizeOr(32),
                  .max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens),
-                 .threads = LocalThreads()},
+                 .threads = LocalThreads(),
+                 .memorization_probe = absl::GetFlag(FLAGS_memorization_probe),
+                 .only_memorization_probe =
+                     absl::GetFlag(FLAGS_only_memorization_probe)},
                 std::cout);
   } else if (command == "tofu-summary") {
     if (absl::GetFlag(FLAGS_eval).empty()) {
