@@ -23,8 +23,9 @@ packages=(
   libyaml-dev
   # PCRE2: the regular expressions of tokenizer.json files.
   libpcre2-dev
-  # libcrypto (SHA-256 of the files that identify a run).
-  libssl-dev
+  # libcrypto (SHA-256 of the files that identify a run, API tokens) and
+  # the openssl command (throwaway TLS certificates in the security tests).
+  libssl-dev openssl
   googletest libgtest-dev libgmock-dev
   # The Prometheus server and promtool, for end-to-end tests and the demo.
   prometheus
