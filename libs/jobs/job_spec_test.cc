@@ -546,8 +546,7 @@ TEST_F(JobSpecTest, MsaNeedsItsBaseModelAndNonNegativeWeights) {
                                                    spec.method_params()))
                    .retain_batch);
   spec.mutable_method_params()->set_beta(-0.5);
-  expect_invalid(absl::StatusCode::kInvalidArgument,
-                 "spec.method_params.beta");
+  expect_invalid(absl::StatusCode::kInvalidArgument, "spec.method_params.beta");
   spec.mutable_method_params()->set_beta(1);
   spec.mutable_method_params()->set_alpha(-1);
   expect_invalid(absl::StatusCode::kInvalidArgument,

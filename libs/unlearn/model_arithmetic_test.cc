@@ -13,14 +13,13 @@ namespace {
 // Two parameters of given shapes, filled with `fill(i)` for element i.
 struct TwoTensors : torch::nn::Module {
   TwoTensors(at::ScalarType dtype, double offset, int64_t rows = 2) {
-    weight = register_parameter("weight",
-                                torch::arange(rows * 3, torch::kFloat64)
-                                    .reshape({rows, 3})
-                                    .add(offset)
-                                    .to(dtype));
+    weight =
+        register_parameter("weight", torch::arange(rows * 3, torch::kFloat64)
+                                         .reshape({rows, 3})
+                                         .add(offset)
+                                         .to(dtype));
     bias = register_parameter(
-        "bias",
-        torch::full({3}, 0.5 * offset, torch::kFloat64).to(dtype));
+        "bias", torch::full({3}, 0.5 * offset, torch::kFloat64).to(dtype));
   }
   at::Tensor weight, bias;
 };
@@ -100,8 +99,7 @@ TEST(ModelArithmeticTest, MismatchesNameTheParameterAndChangeNothing) {
       ApplyModelStateArithmetic({target, base, forget, other_shape}, 1, 1);
   EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(status.message().find("theta_2"), std::string::npos) << status;
-  EXPECT_NE(status.message().find("\"weight\" is [4, 3]"),
-            std::string::npos)
+  EXPECT_NE(status.message().find("\"weight\" is [4, 3]"), std::string::npos)
       << status;
   EXPECT_TRUE(torch::equal(target.weight, before));
 
@@ -110,8 +108,7 @@ TEST(ModelArithmeticTest, MismatchesNameTheParameterAndChangeNothing) {
   missing.register_parameter("other", torch::zeros({3}));
   status = ApplyModelStateArithmetic({target, missing, forget, forget}, 1, 1);
   EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_NE(status.message().find("no parameter \"bias\""),
-            std::string::npos)
+  EXPECT_NE(status.message().find("no parameter \"bias\""), std::string::npos)
       << status;
 }
 
