@@ -55,7 +55,12 @@ absl::Status JobFeed::WatchJob(const std::string& name,
       last_sent = std::move(bytes);
     }
     if (IsFinalState(job.state())) return absl::OkStatus();
-    AwaitChange(version, absl::Seconds(1));
+    // Read again only after a change: every write of a job or its log
+    // wakes the feed (ChangedLocked). The timeout only notices a client
+    // that went away, without a store read per open stream each second.
+    while (!AwaitChange(version, absl::Seconds(1))) {
+      if (cancelled()) return absl::OkStatus();
+    }
   }
   return absl::OkStatus();
 }
@@ -81,7 +86,9 @@ absl::Status JobFeed::StreamJobLogs(
     }
     if (static_cast<int>(page.size()) == kLogReadPage) continue;
     if (!follow || job_final) return absl::OkStatus();
-    AwaitChange(version, absl::Seconds(1));
+    while (!AwaitChange(version, absl::Seconds(1))) {  // As in WatchJob.
+      if (cancelled()) return absl::OkStatus();
+    }
   }
   return absl::OkStatus();
 }

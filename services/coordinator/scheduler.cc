@@ -58,11 +58,15 @@ SchedulingDecision PlaceQueuedJobs(std::vector<v1::Job> queued,
                                    const SchedulingOptions& options) {
   // Job numbers grow with creation, and unlike create_time they do not
   // follow the wall clock if it steps back.
-  std::stable_sort(queued.begin(), queued.end(),
-                   [](const v1::Job& a, const v1::Job& b) {
-                     return std::make_pair(-a.spec().priority(), JobNumber(a)) <
-                            std::make_pair(-b.spec().priority(), JobNumber(b));
-                   });
+  const auto before = [](const v1::Job& a, const v1::Job& b) {
+    return std::make_pair(-a.spec().priority(), JobNumber(a)) <
+           std::make_pair(-b.spec().priority(), JobNumber(b));
+  };
+  // The store lists the queue in this order already: checking is linear,
+  // sorting 10,000 jobs again every second is not.
+  if (!std::is_sorted(queued.begin(), queued.end(), before)) {
+    std::stable_sort(queued.begin(), queued.end(), before);
+  }
   std::map<v1::Device, std::vector<std::string>> idle_by_device;
   for (const IdleWorker& worker : idle) {
     idle_by_device[worker.device].push_back(worker.id);
