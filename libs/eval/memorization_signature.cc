@@ -10,29 +10,11 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "libs/data/qa_batch.h"
+#include "libs/eval/scoped_eval_mode.h"
 #include "libs/status/status_macros.h"
 #include "libs/status/torch_status.h"
 
 namespace lethe {
-namespace {
-
-// Puts the model in eval mode for its lifetime, then restores its mode.
-class ScopedEvalMode {
- public:
-  explicit ScopedEvalMode(LlamaForCausalLM& model)
-      : model_(model), training_(model.is_training()) {
-    model_.eval();
-  }
-  ~ScopedEvalMode() { model_.train(training_); }
-  ScopedEvalMode(const ScopedEvalMode&) = delete;
-  ScopedEvalMode& operator=(const ScopedEvalMode&) = delete;
-
- private:
-  LlamaForCausalLM& model_;
-  bool training_;
-};
-
-}  // namespace
 
 absl::StatusOr<std::vector<at::Tensor>> LastTokenHiddenStates(
     LlamaForCausalLM& model, const std::vector<QaExample>& examples, int pad_id,

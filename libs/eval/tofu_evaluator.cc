@@ -14,6 +14,7 @@
 #include "absl/strings/str_format.h"
 #include "libs/eval/answer_scoring.h"
 #include "libs/eval/eval_share_format.h"
+#include "libs/eval/scoped_eval_mode.h"
 #include "libs/eval/tofu_eval_examples.h"
 #include "libs/eval/tofu_eval_metrics.h"
 #include "libs/eval/tofu_summary.h"
@@ -53,22 +54,6 @@ absl::Status CheckOptions(const TofuEvalOptions& options) {
   }
   return absl::OkStatus();
 }
-
-// Puts `model` in eval mode for its lifetime, then back in its former mode.
-class ScopedEvalMode {
- public:
-  explicit ScopedEvalMode(LlamaForCausalLM& model)
-      : model_(model), training_(model.is_training()) {
-    model_.eval();
-  }
-  ~ScopedEvalMode() { model_.train(training_); }
-  ScopedEvalMode(const ScopedEvalMode&) = delete;
-  ScopedEvalMode& operator=(const ScopedEvalMode&) = delete;
-
- private:
-  LlamaForCausalLM& model_;
-  bool training_;
-};
 
 using Statistic =
     std::function<absl::StatusOr<double>(const AnswerScore&, size_t)>;
