@@ -28,6 +28,7 @@ namespace {
 
 constexpr char kDefaultPromptTemplate[] = "auto";
 constexpr const char* kRetainLosses[] = {"", "nll", "kl"};
+constexpr const char* kRegluForgetLosses[] = {"", "ihl", "gd"};
 constexpr size_t kMaxDisplayNameChars = 200;
 constexpr int kDefaultMaxLength = 256;
 
@@ -500,6 +501,8 @@ absl::Status ValidateJobSpec(const v1::JobSpec& spec) {
        DoubleCheck::kNonNegative},
       {"spec.method_params.ofmu_inner_learning_rate",
        params.ofmu_inner_learning_rate(), DoubleCheck::kNonNegative},
+      {"spec.method_params.reglu_rol_weight", params.reglu_rol_weight(),
+       DoubleCheck::kNonNegative},
       {"spec.optimizer.learning_rate", optimizer.learning_rate(),
        DoubleCheck::kPositive},
       {"spec.optimizer.weight_decay", optimizer.weight_decay(),
@@ -513,6 +516,25 @@ absl::Status ValidateJobSpec(const v1::JobSpec& spec) {
   RETURN_IF_ERROR(
       CheckOneOf("spec.method_params.retain_loss", params.retain_loss(),
                  {std::begin(kRetainLosses), std::end(kRetainLosses)}));
+  RETURN_IF_ERROR(CheckOneOf(
+      "spec.method_params.reglu_forget_loss", params.reglu_forget_loss(),
+      {std::begin(kRegluForgetLosses), std::end(kRegluForgetLosses)}));
+  if (params.has_reglu_beta_r() &&
+      !(params.reglu_beta_r() >= 0 && params.reglu_beta_r() <= 1)) {
+    return Invalid(
+        "spec.method_params.reglu_beta_r",
+        absl::StrCat("must be in [0, 1], got ", params.reglu_beta_r()));
+  }
+  for (const IntCheck& check :
+       {IntCheck{
+            "spec.method_params.reglu_retain_rank",
+            params.has_reglu_retain_rank() ? params.reglu_retain_rank() : 1, 1,
+            1 << 20},
+        IntCheck{"spec.method_params.reglu_samples",
+                 params.has_reglu_samples() ? params.reglu_samples() : 1, 1,
+                 1 << 20}}) {
+    RETURN_IF_ERROR(Check(check));
+  }
   ASSIGN_OR_RETURN(const UnlearningMethod method,
                    MethodFromSpec(spec.method()));
   const absl::Status objective =
@@ -538,6 +560,11 @@ absl::Status ValidateJobSpec(const v1::JobSpec& spec) {
   } else if (!spec.base_model_dir().empty()) {
     return Invalid("spec.base_model_dir",
                    "is MSA's theta_0 and only used by method MSA");
+  }
+  if (method == UnlearningMethod::kReglu && spec.lora().rank() == 0) {
+    return Invalid("spec.lora.rank",
+                   "is 0, but REGLU trains LoRA adapters: set spec.lora "
+                   "(the paper: rank 32, alpha 64, every projection)");
   }
 
   const IntCheck int_checks[] = {
@@ -616,6 +643,8 @@ absl::StatusOr<UnlearningMethod> MethodFromSpec(v1::Method method) {
       return UnlearningMethod::kIhl;
     case v1::MSA:
       return UnlearningMethod::kMsa;
+    case v1::REGLU:
+      return UnlearningMethod::kReglu;
     default:
       return Invalid("spec.method",
                      method == v1::METHOD_UNSPECIFIED
@@ -648,6 +677,17 @@ ObjectiveParams ObjectiveParamsFromSpec(UnlearningMethod method,
   if (spec.has_ofmu_first_order()) {
     params.ofmu_first_order = spec.ofmu_first_order();
   }
+  if (spec.reglu_forget_loss() == "gd") {
+    params.reglu_forget_loss = RegluForgetLoss::kGd;
+  }
+  if (spec.has_reglu_beta_r()) params.reglu_beta_r = spec.reglu_beta_r();
+  if (spec.has_reglu_rol_weight()) {
+    params.reglu_rol_weight = spec.reglu_rol_weight();
+  }
+  if (spec.has_reglu_retain_rank()) {
+    params.reglu_retain_rank = spec.reglu_retain_rank();
+  }
+  if (spec.has_reglu_samples()) params.reglu_samples = spec.reglu_samples();
   return params;
 }
 

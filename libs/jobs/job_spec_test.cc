@@ -563,6 +563,61 @@ TEST_F(JobSpecTest, MsaNeedsItsBaseModelAndNonNegativeWeights) {
   expect_invalid(absl::StatusCode::kInvalidArgument, "spec.base_model_dir");
 }
 
+TEST_F(JobSpecTest, RegluNeedsLoraAndChecksItsCoefficients) {
+  v1::JobSpec spec = ValidSpec();
+  spec.set_method(v1::REGLU);
+  auto expect_invalid = [&](const std::string& field) {
+    const absl::Status status = ValidateJobSpec(spec);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+    EXPECT_TRUE(absl::StartsWith(status.message(), field + ": ")) << status;
+  };
+  expect_invalid("spec.lora.rank");  // No adapters to train.
+  spec.mutable_lora()->set_rank(32);
+  spec.mutable_lora()->set_alpha(64);
+  EXPECT_TRUE(ValidateJobSpec(spec).ok()) << ValidateJobSpec(spec);
+  EXPECT_EQ(*MethodFromSpec(v1::REGLU), UnlearningMethod::kReglu);
+  const ObjectiveParams defaults =
+      ObjectiveParamsFromSpec(UnlearningMethod::kReglu, spec.method_params());
+  EXPECT_EQ(defaults.reglu_forget_loss, RegluForgetLoss::kIhl);
+  EXPECT_EQ(defaults.reglu_beta_r, 0.7);
+  EXPECT_EQ(defaults.reglu_rol_weight, 0.5);
+  EXPECT_EQ(defaults.reglu_retain_rank, 128);
+  EXPECT_EQ(defaults.reglu_samples, 256);
+  EXPECT_EQ(defaults.gamma, 1.0);
+  EXPECT_EQ(defaults.alpha, 1.0);
+  EXPECT_TRUE(MethodNeeds(UnlearningMethod::kReglu, defaults).retain_batch);
+
+  v1::MethodParams& params = *spec.mutable_method_params();
+  params.set_reglu_forget_loss("gd");
+  params.set_reglu_beta_r(0.5);
+  params.set_reglu_rol_weight(0);  // No ROL: a value, not the default.
+  params.set_reglu_retain_rank(64);
+  params.set_reglu_samples(100);
+  EXPECT_TRUE(ValidateJobSpec(spec).ok()) << ValidateJobSpec(spec);
+  const ObjectiveParams chosen =
+      ObjectiveParamsFromSpec(UnlearningMethod::kReglu, params);
+  EXPECT_EQ(chosen.reglu_forget_loss, RegluForgetLoss::kGd);
+  EXPECT_EQ(chosen.reglu_beta_r, 0.5);
+  EXPECT_EQ(chosen.reglu_rol_weight, 0.0);
+  EXPECT_EQ(chosen.reglu_retain_rank, 64);
+  EXPECT_EQ(chosen.reglu_samples, 100);
+
+  params.set_reglu_forget_loss("npo");
+  expect_invalid("spec.method_params.reglu_forget_loss");
+  params.set_reglu_forget_loss("ihl");
+  params.set_reglu_beta_r(1.5);
+  expect_invalid("spec.method_params.reglu_beta_r");
+  params.set_reglu_beta_r(0.7);
+  params.set_reglu_rol_weight(-1);
+  expect_invalid("spec.method_params.reglu_rol_weight");
+  params.set_reglu_rol_weight(0.5);
+  params.set_reglu_retain_rank(0);
+  expect_invalid("spec.method_params.reglu_retain_rank");
+  params.set_reglu_retain_rank(128);
+  params.set_reglu_samples(-3);
+  expect_invalid("spec.method_params.reglu_samples");
+}
+
 TEST_F(JobSpecTest, IhlIsAMethodWithForgetAndRetainWeights) {
   v1::JobSpec spec = ValidSpec();
   spec.set_method(v1::IHL);

@@ -93,6 +93,7 @@ std::vector<LossKind> ForwardPasses(UnlearningMethod method,
   switch (method) {
     case M::kGa:
     case M::kNpo:
+    case M::kMsa:  // Its fine-tunes: one NLL pass.
       return {LossKind::kLogProbs};
     case M::kGradDiff:
       return {LossKind::kLogProbs, params.retain_loss == RetainLoss::kKl
@@ -101,6 +102,7 @@ std::vector<LossKind> ForwardPasses(UnlearningMethod method,
     case M::kNpoRt:
     case M::kSimNpo:
     case M::kIhl:
+    case M::kReglu:  // Forget (IHL or -NLL) and retain NLL; ROL is tiny.
       return {LossKind::kLogProbs, LossKind::kLogProbs};
     case M::kNpoKl:
       return {LossKind::kLogProbs, LossKind::kKl};

@@ -194,6 +194,15 @@ absl::StatusOr<RunIdentity> ComputeRunIdentity(const v1::JobSpec& spec) {
   f["ofmu_rho"] = Exact(params.ofmu_rho);
   f["ofmu_rho_growth"] = Exact(params.ofmu_rho_growth);
   f["ofmu_first_order"] = params.ofmu_first_order ? "true" : "false";
+  if (method == UnlearningMethod::kReglu) {
+    // Only REGLU's runs carry these, so other methods' checkpoints written
+    // before REGLU existed still resume.
+    f["reglu_forget_loss"] = RegluForgetLossName(params.reglu_forget_loss);
+    f["reglu_beta_r"] = Exact(params.reglu_beta_r);
+    f["reglu_rol_weight"] = Exact(params.reglu_rol_weight);
+    f["reglu_retain_rank"] = absl::StrCat(params.reglu_retain_rank);
+    f["reglu_samples"] = absl::StrCat(params.reglu_samples);
+  }
 
   const v1::OptimizerSpec& optimizer = spec.optimizer();
   f["learning_rate"] = Exact(optimizer.learning_rate());

@@ -176,6 +176,30 @@ TEST_F(RunIdentityTest, MsaAddsItsBaseModel) {
             std::vector<std::string>{"base_model_sha256"});
 }
 
+TEST_F(RunIdentityTest, RegluAddsItsCoefficients) {
+  v1::JobSpec reglu = Spec();
+  reglu.set_method(v1::REGLU);
+  reglu.mutable_lora()->set_rank(8);
+  const std::map<std::string, std::string> before = Fields(reglu);
+  EXPECT_EQ(before.at("reglu_forget_loss"), "ihl");
+  EXPECT_EQ(Fields(Spec()).count("reglu_beta_r"), 0u)
+      << "other methods' identities (and checkpoints) are unchanged";
+  using Names = std::vector<std::string>;
+  v1::JobSpec other = reglu;
+  other.mutable_method_params()->set_reglu_beta_r(0.7);  // The default.
+  EXPECT_TRUE(Differing(before, Fields(other)).empty());
+  other.mutable_method_params()->set_reglu_beta_r(0.5);
+  other.mutable_method_params()->set_reglu_forget_loss("gd");
+  EXPECT_EQ(Differing(before, Fields(other)),
+            (Names{"reglu_beta_r", "reglu_forget_loss"}));
+  other = reglu;
+  other.mutable_method_params()->set_reglu_rol_weight(0.25);
+  other.mutable_method_params()->set_reglu_retain_rank(64);
+  other.mutable_method_params()->set_reglu_samples(128);
+  EXPECT_EQ(Differing(before, Fields(other)),
+            (Names{"reglu_retain_rank", "reglu_rol_weight", "reglu_samples"}));
+}
+
 TEST_F(RunIdentityTest, TheReferenceNamesTheModelNotTheMethod) {
   absl::StatusOr<RunIdentity> npo_rt = ComputeRunIdentity(Spec());
   v1::JobSpec ga = Spec();

@@ -154,8 +154,8 @@ absl::Status CheckBatch(const ObjectiveNeeds& needs,
   return absl::OkStatus();
 }
 
-// GA, GradDiff, NPO*, SimNPO, IdkDPO, LLMU and IHL: one forward pass per batch
-// part, the loss a weighted sum of terms.
+// GA, GradDiff, NPO*, SimNPO, IdkDPO, LLMU, IHL and REGLU's data terms: one
+// forward pass per batch part, the loss a weighted sum of terms.
 class WeightedObjective : public UnlearningObjective {
  public:
   WeightedObjective(UnlearningMethod method, const ObjectiveParams& params,
@@ -225,6 +225,11 @@ class WeightedObjective : public UnlearningObjective {
       case UnlearningMethod::kIhl:
         forget = terms.ForgetIhl();
         break;
+      case UnlearningMethod::kReglu:
+        forget = params_.reglu_forget_loss == RegluForgetLoss::kIhl
+                     ? terms.ForgetIhl()
+                     : -terms.ForgetNll();
+        break;
       case UnlearningMethod::kOfmu:
       case UnlearningMethod::kMsa:  // Refused by MakeObjective.
         break;
@@ -267,6 +272,12 @@ absl::StatusOr<std::unique_ptr<UnlearningObjective>> MakeObjective(
         "MSA is not a loss: it runs as two fine-tunes and model arithmetic "
         "(libs/unlearn/msa.h)");
   }
+  if (method == UnlearningMethod::kReglu) {
+    return absl::InvalidArgumentError(
+        "REGLU's objective needs the retain subspaces of its RILA "
+        "initialisation: MakeRegluObjective (libs/unlearn/reglu.h), as "
+        "RunUnlearning does");
+  }
   std::unique_ptr<UnlearningObjective> objective;
   if (method == UnlearningMethod::kOfmu) {
     objective = std::make_unique<OfmuObjective>(params, std::move(averager),
@@ -281,6 +292,18 @@ absl::StatusOr<std::unique_ptr<UnlearningObjective>> MakeObjective(
                      " needs the frozen reference model for its KL term"));
   }
   return objective;
+}
+
+absl::StatusOr<std::unique_ptr<UnlearningObjective>> MakeRegluDataObjective(
+    const ObjectiveParams& params, int64_t loss_chunk_tokens) {
+  RETURN_IF_ERROR(ValidateObjectiveParams(UnlearningMethod::kReglu, params));
+  if (loss_chunk_tokens < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "loss_chunk_tokens must be >= 0, got ", loss_chunk_tokens));
+  }
+  return std::unique_ptr<UnlearningObjective>(
+      std::make_unique<WeightedObjective>(UnlearningMethod::kReglu, params,
+                                          nullptr, loss_chunk_tokens));
 }
 
 at::Tensor NpoLoss(const at::Tensor& log_probs,

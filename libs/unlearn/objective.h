@@ -21,6 +21,12 @@
 // token mean, the average is per micro-batch and rank; gradients are then
 // averaged over micro-batches and ranks as for every method.
 //
+// REGLU's data terms are gamma * forget + alpha * TokenMeanNll(retain), the
+// forget term IHL (as above) or -TokenMeanNll(forget) (reglu_forget_loss);
+// its ROL term needs the retain subspaces of its RILA initialisation, so
+// MakeObjective refuses REGLU and MakeRegluObjective (libs/unlearn/reglu.h)
+// assembles the whole loss from MakeRegluDataObjective and ROL.
+//
 // Differences from open-unlearning's trainers, on purpose:
 //  - Lethe's NPO has no retain term; open-unlearning's "NPO" trainer adds
 //    alpha * retain NLL, which is Lethe's NPO_RT.
@@ -83,6 +89,11 @@ absl::StatusOr<std::unique_ptr<UnlearningObjective>> MakeObjective(
     UnlearningMethod method, const ObjectiveParams& params,
     std::shared_ptr<LlamaForCausalLM> reference,
     TensorAverager averager = nullptr, int64_t loss_chunk_tokens = 0);
+
+// REGLU's forget and retain terms without ROL (see the top of this file);
+// for MakeRegluObjective.
+absl::StatusOr<std::unique_ptr<UnlearningObjective>> MakeRegluDataObjective(
+    const ObjectiveParams& params, int64_t loss_chunk_tokens = 0);
 
 // (2/beta) * mean(log(1 + exp(beta * (log_probs - reference_log_probs)))).
 // Its gradient with respect to log_probs[i] is W_i / B with

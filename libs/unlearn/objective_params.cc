@@ -22,6 +22,7 @@ constexpr std::pair<UnlearningMethod, const char*> kMethodNames[] = {
     {UnlearningMethod::kOfmu, "OFMU"},
     {UnlearningMethod::kIhl, "IHL"},
     {UnlearningMethod::kMsa, "MSA"},
+    {UnlearningMethod::kReglu, "REGLU"},
 };
 
 absl::Status CheckNonNegative(double value, const char* field) {
@@ -44,6 +45,10 @@ absl::StatusOr<UnlearningMethod> ParseUnlearningMethod(absl::string_view name) {
   }
   return absl::InvalidArgumentError(absl::StrCat(
       "unknown unlearning method '", name, "' (known: ", known, ")"));
+}
+
+std::string RegluForgetLossName(RegluForgetLoss loss) {
+  return loss == RegluForgetLoss::kIhl ? "ihl" : "gd";
 }
 
 std::string UnlearningMethodName(UnlearningMethod method) {
@@ -88,6 +93,7 @@ ObjectiveNeeds MethodNeeds(UnlearningMethod method,
       break;
     case UnlearningMethod::kOfmu:
     case UnlearningMethod::kIhl:
+    case UnlearningMethod::kReglu:
       needs.retain_batch = true;
       break;
     case UnlearningMethod::kMsa:
@@ -133,6 +139,26 @@ absl::Status ValidateObjectiveParams(UnlearningMethod method,
       return absl::InvalidArgumentError(
           absl::StrCat("MSA's alpha and beta must be finite, got ",
                        params.alpha, " and ", params.beta));
+    }
+  }
+  if (method == UnlearningMethod::kReglu) {
+    if (!(params.reglu_beta_r >= 0 && params.reglu_beta_r <= 1)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "reglu_beta_r must be in [0, 1], got ", params.reglu_beta_r));
+    }
+    if (!(params.reglu_rol_weight >= 0 &&
+          std::isfinite(params.reglu_rol_weight))) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("reglu_rol_weight must be >= 0 and finite, got ",
+                       params.reglu_rol_weight));
+    }
+    if (params.reglu_retain_rank < 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "reglu_retain_rank must be >= 1, got ", params.reglu_retain_rank));
+    }
+    if (params.reglu_samples < 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "reglu_samples must be >= 1, got ", params.reglu_samples));
     }
   }
   if (method == UnlearningMethod::kOfmu) {

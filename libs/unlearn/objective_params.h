@@ -10,6 +10,7 @@
 #ifndef LETHE_LIBS_UNLEARN_OBJECTIVE_PARAMS_H_
 #define LETHE_LIBS_UNLEARN_OBJECTIVE_PARAMS_H_
 
+#include <cstdint>
 #include <string>
 
 #include "absl/status/status.h"
@@ -36,15 +37,27 @@ enum class UnlearningMethod {
   // fine-tunes of a base model and parameter arithmetic; alpha weighs the
   // forget vector, beta the retain vector (both 1 by default, >= 0).
   kMsa,
+  // REGLU (libs/unlearn/reglu.h): LoRA adapters initialised by RILA from the
+  // forget and retain sets' output-feature covariances; loss gamma * forget
+  // term (IHL or -NLL, reglu_forget_loss) + alpha * retain NLL +
+  // reglu_rol_weight * ROL. Needs LoRA adapters on the model.
+  kReglu,
 };
 
 // Accepts the names of UnlearningMethodName ("GA", "GradDiff", "NPO",
-// "NPO_RT", "NPO_KL", "SimNPO", "IdkDPO", "LLMU", "OFMU", "IHL", "MSA"), any
-// case.
+// "NPO_RT", "NPO_KL", "SimNPO", "IdkDPO", "LLMU", "OFMU", "IHL", "MSA",
+// "REGLU"), any case.
 absl::StatusOr<UnlearningMethod> ParseUnlearningMethod(absl::string_view name);
 std::string UnlearningMethodName(UnlearningMethod method);
 
 enum class RetainLoss { kNll, kKl };
+
+// REGLU's forget term: the inverted hinge loss (the paper's TOFU setting) or
+// gradient ascent (-token-mean NLL, its "GD" variant).
+enum class RegluForgetLoss { kIhl, kGd };
+
+// "ihl" or "gd" (JobSpec.method_params.reglu_forget_loss's values).
+std::string RegluForgetLossName(RegluForgetLoss loss);
 
 struct ObjectiveParams {
   // NPO, NPO_RT, NPO_KL, IdkDPO: inverse temperature. SimNPO: its beta.
@@ -67,12 +80,23 @@ struct ObjectiveParams {
   // OFMU: Hessian-vector products by finite differences of gradients
   // instead of double backward (an approximation; first-order memory).
   bool ofmu_first_order = false;
+  // REGLU (DESIGN.md "Methods"; defaults are the paper's TOFU settings).
+  RegluForgetLoss reglu_forget_loss = RegluForgetLoss::kIhl;
+  // beta_R of RILA's Delta = (1 - beta_R) C_F - beta_R C_R, in [0, 1]
+  // (0.7 TOFU, 0.5 WMDP).
+  double reglu_beta_r = 0.7;
+  double reglu_rol_weight = 0.5;    // lambda of the ROL term.
+  int64_t reglu_retain_rank = 128;  // k, the retain subspace's dimension.
+  // Forget and retain examples (each) whose features RILA measures.
+  int64_t reglu_samples = 256;
 };
 
 // open-unlearning's defaults for the method (NPO beta 0.1; SimNPO beta 4.5,
 // gamma 0.125, delta 0; LLMU forget weight 0.5, random-answer and KL 1).
 // IHL: gamma = alpha = 1, as ReGLU's code (loss = forget IHL + retain NLL).
 // MSA: alpha = beta = 1 (the paper's sweeps use alpha 1-2, beta 1).
+// REGLU: gamma = alpha = 1 and the reglu_* fields' defaults (IHL, beta_R 0.7,
+// lambda 0.5, k 128, 256 samples).
 ObjectiveParams DefaultObjectiveParams(UnlearningMethod method);
 
 // Checks ranges (beta > 0 where it divides, weights >= 0, ...), naming the

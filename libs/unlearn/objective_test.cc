@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -307,6 +308,48 @@ TEST_F(ObjectiveOnModelTest, IhlIsTheHingeOfTheForgetAnswersPlusRetainNll) {
   params.alpha = 0;
   EXPECT_NEAR(Loss(UnlearningMethod::kIhl, params).loss.item<double>(),
               1.3 * ihl, 1e-12);
+}
+
+TEST_F(ObjectiveOnModelTest, RegluDataTermsAreItsForgetTermPlusRetainNll) {
+  // ROL is added by MakeRegluObjective (reglu_test); here the forget term
+  // (IHL or GD) and the retain NLL with their weights.
+  at::Tensor forget_logits;
+  {
+    torch::NoGradGuard no_grad;
+    forget_logits =
+        model_->Forward(batch_.forget.input_ids, batch_.forget.attention_mask);
+  }
+  const double ihl = LoopIhl(forget_logits, batch_.forget.labels);
+  const double forget_nll = Nll(batch_.forget);
+  const double retain_nll = Nll(*batch_.retain);
+  ObjectiveParams params = DefaultObjectiveParams(UnlearningMethod::kReglu);
+  EXPECT_EQ(params.reglu_forget_loss, RegluForgetLoss::kIhl);
+  EXPECT_EQ(params.gamma, 1.0);
+  EXPECT_EQ(params.alpha, 1.0);
+  params.gamma = 1.3;
+  params.alpha = 0.7;
+  for (RegluForgetLoss kind : {RegluForgetLoss::kIhl, RegluForgetLoss::kGd}) {
+    params.reglu_forget_loss = kind;
+    auto objective = MakeRegluDataObjective(params);
+    ASSERT_TRUE(objective.ok()) << objective.status();
+    EXPECT_TRUE((*objective)->needs().retain_batch);
+    absl::StatusOr<MicroBatchLoss> loss = (*objective)->Loss(*model_, batch_);
+    ASSERT_TRUE(loss.ok()) << loss.status();
+    const double forget = kind == RegluForgetLoss::kIhl ? ihl : -forget_nll;
+    EXPECT_NEAR(loss->loss.item<double>(), 1.3 * forget + 0.7 * retain_nll,
+                1e-12)
+        << RegluForgetLossName(kind);
+    EXPECT_NEAR(loss->components.at("forget_loss"), forget, 1e-12);
+    EXPECT_NEAR(loss->components.at("retain_nll"), retain_nll, 1e-12);
+  }
+  const absl::Status refused =
+      MakeObjective(UnlearningMethod::kReglu, params, nullptr).status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.message().find("MakeRegluObjective"), std::string::npos)
+      << refused;
+  params.reglu_beta_r = 1.5;
+  EXPECT_EQ(MakeRegluDataObjective(params).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(ObjectiveOnModelTest, IhlGradientMatchesFiniteDifferences) {

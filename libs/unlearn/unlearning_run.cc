@@ -12,6 +12,7 @@
 #include "libs/status/status_macros.h"
 #include "libs/status/torch_status.h"
 #include "libs/unlearn/reference_cache.h"
+#include "libs/unlearn/reglu.h"
 
 namespace lethe {
 namespace {
@@ -209,12 +210,31 @@ absl::StatusOr<TrainingSummary> RunUnlearning(LlamaForCausalLM& model,
               options.reference_identity, options.training.loss_chunk_tokens));
     }
   }
-  ASSIGN_OR_RETURN(
-      std::unique_ptr<UnlearningObjective> objective,
-      MakeObjective(options.method, options.params, reference, hooks.averager,
-                    options.training.loss_chunk_tokens));
-
   const TrainingOptions& training = options.training;
+  std::unique_ptr<UnlearningObjective> objective;
+  std::shared_ptr<const RilaInit> rila;
+  if (options.method == UnlearningMethod::kReglu) {
+    // Before training, resumed or not: a checkpoint under LoRA holds the
+    // adapters, not the base weights RILA changes.
+    ASSIGN_OR_RETURN(
+        rila, RilaInitialize(model, data.forget, data.retain,
+                             {.beta_r = options.params.reglu_beta_r,
+                              .retain_rank = options.params.reglu_retain_rank,
+                              .samples = options.params.reglu_samples,
+                              .seed = training.seed,
+                              .batch_size = training.per_device_batch_size,
+                              .pad_id = data.pad_id,
+                              .rank = training.rank,
+                              .world_size = std::max(training.world_size, 1),
+                              .averager = hooks.averager}));
+    ASSIGN_OR_RETURN(objective, MakeRegluObjective(options.params, rila,
+                                                   training.loss_chunk_tokens));
+  } else {
+    ASSIGN_OR_RETURN(objective,
+                     MakeObjective(options.method, options.params, reference,
+                                   hooks.averager, training.loss_chunk_tokens));
+  }
+
   const int64_t forget_size = static_cast<int64_t>(data.forget.size());
   RetainSampler retain_sampler(
       static_cast<int64_t>(data.retain.size()), training.seed ^ 0x5eedull,
@@ -255,7 +275,11 @@ absl::StatusOr<TrainingSummary> RunUnlearning(LlamaForCausalLM& model,
     CpuBf16AutocastGuard autocast(training.bf16_autocast);
     return objective->Loss(model, batch);
   };
-  return RunTraining(model, forget_size, training, loss, hooks.training);
+  ASSIGN_OR_RETURN(
+      TrainingSummary summary,
+      RunTraining(model, forget_size, training, loss, hooks.training));
+  if (rila != nullptr) RETURN_IF_ERROR(UnfoldRila(model, *rila));
+  return summary;
 }
 
 }  // namespace lethe

@@ -18,6 +18,19 @@
 // micro-batches are a pure function of (seed, epoch, micro-batch, rank,
 // world size) and OFMU's penalty weight of the step, so the resumed run
 // ends with the weights of an uninterrupted one.
+//
+// REGLU (libs/unlearn/reglu.h) needs LoRA adapters on the model
+// (FAILED_PRECONDITION otherwise). Before training, resumed or not, RILA
+// initialises them and changes the adapted base weights (W0 - s B0 A0;
+// every rank alike, features shared through hooks.averager, which a
+// data-parallel REGLU run must set); the checkpoint's adapters then replace
+// RILA's on resume. After training the model is unfolded (UnfoldRila): the
+// original base, up to one rounding per adapted weight, with rank-2r
+// adapters [B, -B0] [A; A0] that reproduce the unlearned model, so
+// SaveLoraAdapter writes a PEFT adapter for the original base and
+// MergeLora gives the unlearned model. Note that during training the
+// adapters switched off do NOT give the original model (REGLU has no
+// reference term).
 #ifndef LETHE_LIBS_UNLEARN_UNLEARNING_RUN_H_
 #define LETHE_LIBS_UNLEARN_UNLEARNING_RUN_H_
 
@@ -62,7 +75,8 @@ struct UnlearningOptions {
 
 struct UnlearningHooks {
   TrainingHooks training;
-  TensorAverager averager;  // OFMU's inner all-reduce; empty: one process.
+  // OFMU's inner all-reduce and REGLU's RILA features; empty: one process.
+  TensorAverager averager;
 };
 
 absl::StatusOr<TrainingSummary> RunUnlearning(

@@ -1,12 +1,14 @@
 #include "libs/unlearn/unlearning_run.h"
 
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "libs/data/qa_batch.h"
 #include "libs/loss/sequence_loss.h"
+#include "libs/model/lora.h"
 #include "libs/model/tiny_llama.h"
 #include "libs/unlearn/checkpoint.h"
 
@@ -312,6 +314,114 @@ TEST_F(UnlearningRunTest, IhlLowersTheForgetAnswersProbability) {
   EXPECT_LT(probability(forget_after[1]), 0.8 * probability(forget_before));
   EXPECT_LT(probability(forget_after[1]), 0.8 * probability(forget_after[0]));
   EXPECT_LT(retain_after[1], retain_after[0] + 0.2);
+}
+
+// A copy of `model` with LoRA adapters (rank 4, alpha 8) on every
+// projection, seeded; only they train.
+std::shared_ptr<LlamaForCausalLM> LoraCopy(LlamaForCausalLM& model) {
+  auto copy = FrozenCopy(model, at::kFloat);
+  EXPECT_TRUE(copy.ok());
+  torch::manual_seed(5);
+  EXPECT_TRUE(AttachLora(**copy, {.rank = 4,
+                                  .alpha = 8,
+                                  .target_modules = LoraTargetableModules()})
+                  .ok());
+  FreezeAllButLora(**copy);
+  (*copy)->train();
+  return *copy;
+}
+
+TEST_F(UnlearningRunTest, RegluTrainsOnlyTheAdaptersAndForgets) {
+  auto model = LoraCopy(*model_);
+  std::map<std::string, at::Tensor> before;
+  for (const auto& parameter : model->named_parameters()) {
+    before[parameter.key()] = parameter.value().detach().clone();
+  }
+  const double forget_before = MeanNll(*model, data_.forget);
+  const double retain_before = MeanNll(*model, data_.retain);
+  UnlearningOptions options = Options(UnlearningMethod::kReglu);
+  options.params.reglu_retain_rank = 4;
+  absl::StatusOr<TrainingSummary> summary =
+      RunUnlearning(*model, data_, options);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  for (const char* component : {"rol", "forget_ihl", "retain_nll"}) {
+    EXPECT_TRUE(summary->steps.front().components.count(component))
+        << component;
+  }
+  EXPECT_GT(summary->steps.front().components.at("rol"), 0);
+  // Returned unfolded: the original base (to rounding) with rank-8
+  // adapters; everything that carries no adapter is untouched.
+  absl::StatusOr<LoraConfig> config = AttachedLoraConfig(*model);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->rank, 8);
+  int adapted = 0;
+  for (const auto& parameter : model->named_parameters()) {
+    const std::string& name = parameter.key();
+    if (name.find("lora_") != std::string::npos) continue;
+    const at::Tensor& old = before.at(name);
+    if (name.find("_proj.") != std::string::npos) {
+      ++adapted;
+      EXPECT_TRUE(torch::allclose(parameter.value(), old, 0, 1e-5)) << name;
+    } else {
+      EXPECT_TRUE(torch::equal(parameter.value(), old)) << name;
+    }
+  }
+  EXPECT_EQ(adapted, 7);
+  EXPECT_GT(MeanNll(*model, data_.forget), forget_before + 0.1);
+  EXPECT_LT(MeanNll(*model, data_.retain), retain_before + 1.0);
+
+  // Without adapters REGLU has nothing to train.
+  auto plain = FrozenCopy(*model_, at::kFloat);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(RunUnlearning(**plain, data_, options).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(UnlearningRunTest, RegluResumedRunEndsWithTheUninterruptedWeights) {
+  // A checkpoint under LoRA holds the adapters, not the base weights RILA
+  // changed: the resumed run redoes RILA, then loads the adapters.
+  UnlearningOptions options = Options(UnlearningMethod::kReglu);
+  options.params.reglu_retain_rank = 4;
+  options.training.per_device_batch_size = 3;
+  options.training.max_steps = 6;
+  auto whole_model = LoraCopy(*model_);
+  absl::StatusOr<TrainingSummary> whole =
+      RunUnlearning(*whole_model, data_, options);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  ASSERT_EQ(whole->steps.size(), 6u);
+
+  const std::string dir = testing::TempDir() + "/reglu_resume";
+  std::filesystem::remove_all(dir);
+  options.training.checkpoint = {.dir = dir, .every_steps = 2};
+  auto interrupted = LoraCopy(*model_);
+  absl::Status stopped =
+      RunUnlearning(
+          *interrupted, data_, options,
+          {.training = {.on_step =
+                            [](const StepRecord& step) {
+                              return step.step == 3
+                                         ? absl::AbortedError("simulated crash")
+                                         : absl::OkStatus();
+                            }}})
+          .status();
+  ASSERT_EQ(stopped.code(), absl::StatusCode::kAborted) << stopped;
+  ASSERT_EQ(ListCheckpointSteps(dir), (std::vector<int64_t>{2}));
+
+  auto resumed = LoraCopy(*model_);
+  absl::StatusOr<TrainingSummary> rest =
+      RunUnlearning(*resumed, data_, options);
+  ASSERT_TRUE(rest.ok()) << rest.status();
+  EXPECT_EQ(rest->resumed_from_step, 2);
+  ASSERT_EQ(rest->steps.size(), 4u);
+  for (size_t i = 0; i < rest->steps.size(); ++i) {
+    EXPECT_EQ(rest->steps[i].loss, whole->steps[i + 2].loss) << i;
+    EXPECT_EQ(rest->steps[i].components, whole->steps[i + 2].components) << i;
+  }
+  auto expected = whole_model->named_parameters();
+  for (const auto& parameter : resumed->named_parameters()) {
+    EXPECT_TRUE(torch::equal(parameter.value(), expected[parameter.key()]))
+        << parameter.key();
+  }
 }
 
 TEST_F(UnlearningRunTest, MissingDataIsAClearError) {

@@ -160,7 +160,7 @@ ABSL_FLAG(std::string, retain_split, "retain90",
           "unlearn: the split whose knowledge must survive");
 ABSL_FLAG(std::string, method, "NPO",
           "unlearn: GA, GradDiff, NPO, NPO_RT, NPO_KL, SimNPO, IdkDPO, LLMU, "
-          "OFMU, IHL or MSA");
+          "OFMU, IHL, MSA or REGLU (REGLU needs --lora_rank)");
 // Method coefficients: NaN (the default) leaves the spec's field absent, so
 // the method's own default applies; any value given, 0 included, is used.
 ABSL_FLAG(double, beta, NAN,
@@ -171,7 +171,7 @@ ABSL_FLAG(double, alpha, NAN,
           "1)");
 ABSL_FLAG(double, gamma, NAN,
           "unlearn: weight of the forget term (1; SimNPO 0.125, LLMU 0.5; "
-          "IHL: of the inverted hinge loss, 1)");
+          "IHL: of the inverted hinge loss, 1; REGLU: of its forget term, 1)");
 ABSL_FLAG(double, delta, NAN, "unlearn: SimNPO margin (0)");
 ABSL_FLAG(std::string, retain_loss, "nll",
           "unlearn: GradDiff's retain term, nll or kl");
@@ -186,6 +186,19 @@ ABSL_FLAG(double, ofmu_rho, NAN, "unlearn: OFMU initial penalty rho (0.1)");
 ABSL_FLAG(double, ofmu_rho_growth, NAN,
           "unlearn: OFMU penalty growth per step, rho_{k+1} = growth * rho_k "
           "(1.01)");
+ABSL_FLAG(std::string, reglu_forget_loss, "",
+          "unlearn: REGLU's forget term, ihl (the default) or gd (-NLL)");
+ABSL_FLAG(double, reglu_beta_r, NAN,
+          "unlearn: REGLU's beta_R in RILA's (1 - beta_R) C_F - beta_R C_R, "
+          "in [0, 1] (0.7; the paper uses 0.5 on WMDP)");
+ABSL_FLAG(double, reglu_rol_weight, NAN,
+          "unlearn: REGLU's lambda, the weight of the ROL term (0.5)");
+ABSL_FLAG(int, reglu_retain_rank, -1,
+          "unlearn: REGLU's k, the retain subspace's dimension in ROL (-1: "
+          "the default, 128)");
+ABSL_FLAG(int, reglu_samples, -1,
+          "unlearn: forget and retain examples (each) REGLU's RILA measures "
+          "(-1: the default, 256)");
 ABSL_FLAG(bool, ofmu_first_order, false,
           "unlearn: OFMU Hessian-vector products by finite differences "
           "(approximate, first-order memory)");
@@ -391,7 +404,7 @@ absl::StatusOr<v1::Method> MethodByName(const std::string& name) {
   return absl::InvalidArgumentError(absl::StrCat(
       "--method: unknown method '", name,
       "' (GA, GradDiff, NPO, NPO_RT, NPO_KL, SimNPO, IdkDPO, LLMU, OFMU, "
-      "IHL, MSA)"));
+      "IHL, MSA, REGLU)"));
 }
 
 // A method coefficient flag goes into the spec only when it was given
@@ -440,6 +453,17 @@ absl::StatusOr<v1::JobSpec> JobSpecFromFlags() {
     params.set_ofmu_inner_steps(absl::GetFlag(FLAGS_ofmu_inner_steps));
   }
   if (absl::GetFlag(FLAGS_ofmu_first_order)) params.set_ofmu_first_order(true);
+  params.set_reglu_forget_loss(absl::GetFlag(FLAGS_reglu_forget_loss));
+  SetIfGiven(absl::GetFlag(FLAGS_reglu_beta_r),
+             &v1::MethodParams::set_reglu_beta_r, params);
+  SetIfGiven(absl::GetFlag(FLAGS_reglu_rol_weight),
+             &v1::MethodParams::set_reglu_rol_weight, params);
+  if (absl::GetFlag(FLAGS_reglu_retain_rank) != -1) {
+    params.set_reglu_retain_rank(absl::GetFlag(FLAGS_reglu_retain_rank));
+  }
+  if (absl::GetFlag(FLAGS_reglu_samples) != -1) {
+    params.set_reglu_samples(absl::GetFlag(FLAGS_reglu_samples));
+  }
   params.set_retain_loss(absl::GetFlag(FLAGS_retain_loss));
   v1::OptimizerSpec& optimizer = *spec.mutable_optimizer();
   optimizer.set_learning_rate(absl::GetFlag(FLAGS_learning_rate));
