@@ -14,6 +14,17 @@
 // docker/Dockerfile.TAG) whose last stage puts the container's command in
 // /usr/local/bin.
 //
+// Security: pods run as non-root on a read-only root filesystem, with
+// emptyDir or persistent volumes (never a Secret) where the binaries write
+// (/tmp, the job store, the output roots); the coordinator runs with TLS,
+// worker certificates and tokens (no --insecure) and every worker with its
+// certificate, each file from a Secret volume mounted read-only (mode 0440
+// or 0400) that holds the key named; probes of a TLS port are not gRPC
+// (the kubelet's speak plaintext); workers check the coordinator's roots.
+// The command lines are started with throwaway certificates and a tokens
+// file in place of the Secrets' files, so the worker registers over mutual
+// TLS.
+//
 // Usage: kubernetes_manifests_test COORDINATOR_BINARY WORKER_BINARY
 //                                  MANIFEST_DIR
 // (the Dockerfiles are read from MANIFEST_DIR/../../docker).
@@ -39,6 +50,7 @@
 #include "libs/files/file_io.h"
 #include "libs/net/host_port.h"
 #include "libs/net/http_client.h"
+#include "libs/rpc/test_certificates.h"
 #include "libs/subprocess/subprocess.h"
 #include "libs/yaml/yaml_json.h"
 #include "nlohmann/json.hpp"
@@ -314,6 +326,183 @@ TEST(KubernetesManifestsTest,
   }
 }
 
+// The volume of `workload`'s pods named `name` (a volumeClaimTemplate reads
+// as {"persistentVolumeClaim": ...}); null when there is none.
+std::optional<Json> VolumeNamed(const Json& workload, const std::string& name) {
+  for (const Json& volume : PodSpec(workload).value("volumes", Json::array())) {
+    if (volume.value("name", "") == name) return volume;
+  }
+  for (const Json& claim :
+       workload["spec"].value("volumeClaimTemplates", Json::array())) {
+    if (claim["metadata"].value("name", "") == name) {
+      return Json{{"name", name}, {"persistentVolumeClaim", claim["spec"]}};
+    }
+  }
+  return std::nullopt;
+}
+
+// The container's volumeMount that holds `path` (the longest mountPath
+// above it); null when none does (the path is on the root filesystem).
+const Json* MountHolding(const Json& container, const std::string& path) {
+  const Json* best = nullptr;
+  size_t best_length = 0;
+  if (!container.contains("volumeMounts")) return nullptr;
+  // Pointers into the container itself (value() would return a copy).
+  for (const Json& mount : container["volumeMounts"]) {
+    const std::string at = mount.value("mountPath", "");
+    const bool holds = path == at || absl::StartsWith(path, at + "/");
+    if (holds && at.size() >= best_length) {
+      best = &mount;
+      best_length = at.size();
+    }
+  }
+  return best;
+}
+
+// Every container of every workload, with its workload.
+std::vector<std::pair<const Json*, const Json*>> AllContainers() {
+  std::vector<std::pair<const Json*, const Json*>> all;
+  for (const Json* workload : Workloads()) {
+    for (const Json& container : PodSpec(*workload)["containers"]) {
+      all.emplace_back(workload, &container);
+    }
+  }
+  return all;
+}
+
+// The paths a container's binary writes: /tmp, the job store's folder and
+// the output roots.
+std::vector<std::string> WrittenPaths(const Json& container) {
+  std::vector<std::string> paths = {"/tmp"};
+  if (const std::optional<std::string> database =
+          FlagValue(container, "database")) {
+    paths.push_back(std::filesystem::path(*database).parent_path().string());
+  }
+  if (const std::optional<std::string> roots =
+          FlagValue(container, "allowed_output_roots")) {
+    for (absl::string_view root : absl::StrSplit(*roots, ',')) {
+      paths.emplace_back(root);
+    }
+  }
+  return paths;
+}
+
+TEST(KubernetesManifestsTest, PodsRunAsNonRootOnAReadOnlyRootFilesystem) {
+  int checked = 0;
+  for (const auto& [workload, container] : AllContainers()) {
+    const std::string what = absl::StrCat(Describe(*workload), " container ",
+                                          container->value("name", "?"));
+    const Json& pod =
+        PodSpec(*workload).value("securityContext", Json::object());
+    EXPECT_EQ(pod.value("runAsNonRoot", false), true) << what;
+    EXPECT_NE(pod.value("runAsUser", 0), 0) << what;
+    const Json& own = container->value("securityContext", Json::object());
+    EXPECT_EQ(own.value("readOnlyRootFilesystem", false), true) << what;
+    EXPECT_EQ(own.value("allowPrivilegeEscalation", true), false) << what;
+    EXPECT_EQ(
+        own.value("capabilities", Json::object()).value("drop", Json::array()),
+        Json::array({"ALL"}))
+        << what;
+    // Where it writes: a writable emptyDir or persistent volume.
+    for (const std::string& path : WrittenPaths(*container)) {
+      const Json* mount = MountHolding(*container, path);
+      ASSERT_NE(mount, nullptr)
+          << what << " writes " << path << " on its read-only root";
+      EXPECT_FALSE(mount->value("readOnly", false))
+          << what << " writes " << path << " on a read-only mount";
+      const std::optional<Json> volume =
+          VolumeNamed(*workload, (*mount)["name"]);
+      ASSERT_TRUE(volume.has_value()) << what << ": " << *mount;
+      EXPECT_TRUE(volume->contains("emptyDir") ||
+                  volume->contains("persistentVolumeClaim"))
+          << what << " writes " << path << " to " << *volume;
+    }
+    ++checked;
+  }
+  EXPECT_GE(checked, 3);
+}
+
+// Files from Secrets: each flag's file lies on a read-only mount of a
+// Secret volume that holds it, readable by owner and group only.
+void ExpectFromReadOnlySecret(const Json& workload, const Json& container,
+                              const std::string& flag) {
+  const std::string what = absl::StrCat(Describe(workload), " --", flag, "=");
+  const std::optional<std::string> path = FlagValue(container, flag);
+  ASSERT_TRUE(path.has_value()) << Describe(workload) << " has no --" << flag;
+  const Json* mount = MountHolding(container, *path);
+  ASSERT_NE(mount, nullptr) << what << *path << " is on the image";
+  EXPECT_EQ(mount->value("readOnly", false), true)
+      << what << *path << ": mount it readOnly";
+  const std::optional<Json> volume = VolumeNamed(workload, (*mount)["name"]);
+  ASSERT_TRUE(volume.has_value() && volume->contains("secret"))
+      << what << *path << " is not from a Secret";
+  const Json& secret = (*volume)["secret"];
+  EXPECT_FALSE(secret.value("secretName", "").empty()) << what << *path;
+  // 0400 or 0440 (written in decimal: YAML 1.1 reads 0440 as octal, 1.2 as
+  // decimal).
+  const int mode = secret.value("defaultMode", 0644);
+  EXPECT_TRUE(mode == 0400 || mode == 0440)
+      << what << *path << ": defaultMode " << mode << " (decimal)";
+  const std::string file = std::string(absl::StripPrefix(
+      absl::StripPrefix(*path, (*mount)["mountPath"].get<std::string>()), "/"));
+  if (secret.contains("items")) {
+    bool listed = false;
+    for (const Json& item : secret["items"]) {
+      listed |= item.value("path", "") == file;
+    }
+    EXPECT_TRUE(listed) << what << *path << ": no item of the Secret is "
+                        << file;
+  }
+}
+
+TEST(KubernetesManifestsTest, CertificatesAndTokensComeFromReadOnlySecrets) {
+  int coordinators = 0, workers = 0;
+  for (const auto& [workload, container] : AllContainers()) {
+    const std::string binary = (*container)["command"][0];
+    std::vector<std::string> flags;
+    if (binary == "lethe-coordinator") {
+      flags = {"tls_cert_file", "tls_key_file", "tls_client_ca_file",
+               "auth_tokens_file"};
+      for (const Json& arg : (*container)["args"]) {
+        EXPECT_FALSE(absl::StartsWith(arg.get<std::string>(), "--insecure"))
+            << Describe(*workload) << " runs " << arg;
+      }
+      ++coordinators;
+    } else if (binary == "lethe-worker") {
+      flags = {"tls_ca_file", "tls_cert_file", "tls_key_file"};
+      ++workers;
+    }
+    for (const std::string& flag : flags) {
+      ExpectFromReadOnlySecret(*workload, *container, flag);
+    }
+    // The kubelet's gRPC probes speak plaintext: a TLS port never answers.
+    if (FlagValue(*container, "tls_cert_file").has_value()) {
+      for (const char* probe :
+           {"readinessProbe", "livenessProbe", "startupProbe"}) {
+        EXPECT_FALSE(container->value(probe, Json::object()).contains("grpc"))
+            << Describe(*workload) << ": a gRPC " << probe
+            << " of a TLS port fails";
+      }
+    }
+  }
+  EXPECT_EQ(coordinators, 1);
+  EXPECT_GE(workers, 2);
+}
+
+TEST(KubernetesManifestsTest, WorkersCheckTheCoordinatorsRoots) {
+  const Json* coordinator = ContainerRunning("lethe-coordinator");
+  ASSERT_NE(coordinator, nullptr);
+  for (const char* flag :
+       {"allowed_model_roots", "allowed_data_roots", "allowed_output_roots"}) {
+    const std::optional<std::string> roots = FlagValue(*coordinator, flag);
+    ASSERT_TRUE(roots.has_value()) << "the coordinator has no --" << flag;
+    for (const Json* worker : ContainersRunning("lethe-worker")) {
+      EXPECT_EQ(FlagValue(*worker, flag), roots)
+          << "a worker's --" << flag << " differs from the coordinator's";
+    }
+  }
+}
+
 TEST(KubernetesManifestsTest, DeploymentsSelectOnlyTheirOwnPods) {
   // Two Deployments whose selectors overlap fight over each other's pods.
   for (const Json* deployment : OfKind("Deployment")) {
@@ -473,6 +662,30 @@ bool StillRunning(Subprocess& process, absl::Duration wait) {
   return exit.ok() && !exit->has_value();
 }
 
+// Throwaway certificates and a tokens file standing in for the Secrets'
+// files (made once).
+struct LocalSecrets {
+  TestCertificates certs;
+  std::string tokens_file;
+};
+const LocalSecrets& Secrets() {
+  static const LocalSecrets* secrets = [] {
+    auto* made = new LocalSecrets;
+    const std::string dir = testing::TempDir() + "/kubernetes_secrets";
+    absl::StatusOr<TestCertificates> certs = MakeTestCertificates(dir);
+    EXPECT_TRUE(certs.ok()) << certs.status();
+    if (certs.ok()) made->certs = *certs;
+    made->tokens_file = dir + "/tokens";
+    // sha256("foo"); nothing calls the Jobs API here.
+    EXPECT_TRUE(WriteFileAtomically(made->tokens_file,
+                                    "2c26b46b68ffc68ff99b453c1d30413413422d706"
+                                    "483bfa0f98a5e886266e7ae ops ops admin\n")
+                    .ok());
+    return made;
+  }();
+  return *secrets;
+}
+
 // A coordinator started from its container's command line on loopback.
 struct LocalCoordinator {
   std::optional<Subprocess> process;
@@ -489,10 +702,15 @@ void StartCoordinator(const std::string& dir, LocalCoordinator* coordinator) {
   ASSERT_NE(container, nullptr);
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
-  std::vector<std::string> argv =
-      LocalCommandLine(*container, {{"--listen", "127.0.0.1:0"},
-                                    {"--metrics_address", "127.0.0.1:0"},
-                                    {"--database", dir + "/jobs.sqlite"}});
+  const LocalSecrets& secrets = Secrets();
+  std::vector<std::string> argv = LocalCommandLine(
+      *container, {{"--listen", "127.0.0.1:0"},
+                   {"--metrics_address", "127.0.0.1:0"},
+                   {"--database", dir + "/jobs.sqlite"},
+                   {"--tls_cert_file", secrets.certs.server_cert},
+                   {"--tls_key_file", secrets.certs.server_key},
+                   {"--tls_client_ca_file", secrets.certs.ca},
+                   {"--auth_tokens_file", secrets.tokens_file}});
   argv[0] = coordinator_binary;
   argv.push_back("--ready_file=" + dir + "/ready.json");
   coordinator->log = dir + "/coordinator.log";
@@ -531,10 +749,14 @@ absl::StatusOr<Subprocess> StartWorker(const Json& container,
                                        const std::string& log,
                                        std::vector<std::string>* argv,
                                        const std::string& device = "") {
+  const LocalSecrets& secrets = Secrets();
   std::map<std::string, std::string> replace = {
       {"--coordinator", coordinator.grpc_address},
       {"--store_port", "0"},
-      {"--metrics_address", "127.0.0.1:0"}};
+      {"--metrics_address", "127.0.0.1:0"},
+      {"--tls_ca_file", secrets.certs.ca},
+      {"--tls_cert_file", secrets.certs.client_cert},
+      {"--tls_key_file", secrets.certs.client_key}};
   if (!device.empty()) replace["--device"] = device;
   *argv = LocalCommandLine(container, replace);
   (*argv)[0] = worker_binary;

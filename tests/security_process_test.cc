@@ -43,12 +43,18 @@ constexpr char kBob[] = "bob-token";            // team-b submitter
 constexpr char kAdmin[] = "root-token";         // ops admin
 constexpr int kMaxStreams = 2;
 
-std::string TokensFile() {
-  return absl::StrCat("# sha256 principal tenant role\n", Sha256Hex(kAlice),
-                      " alice team-a submitter\n", Sha256Hex(kAliceViewer),
-                      " carol team-a viewer\n", Sha256Hex(kBob),
-                      " bob team-b submitter\n", Sha256Hex(kAdmin),
-                      " root ops admin\n");
+// Tenant team-a reads models from model/shared only, team-b from
+// model/shared and its own model/team-b; ops (no tenant line) anywhere under
+// the global --allowed_model_roots (model/).
+std::string TokensFile(const std::string& data_root) {
+  return absl::StrCat(
+      "# sha256 principal tenant role\n", Sha256Hex(kAlice),
+      " alice team-a submitter\n", Sha256Hex(kAliceViewer),
+      " carol team-a viewer\n", Sha256Hex(kBob), " bob team-b submitter\n",
+      Sha256Hex(kAdmin), " root ops admin\n",
+      "tenant team-a model_roots=", data_root, "/model/shared\n",
+      "tenant team-b model_roots=", data_root, "/model/shared,", data_root,
+      "/model/team-b\n");
 }
 
 std::chrono::system_clock::time_point Deadline(int seconds = 10) {
@@ -81,14 +87,18 @@ class SecurityProcessTest : public testing::Test {
         MakeTestCertificates(dir + "/certs");
     ASSERT_TRUE(certs.ok()) << certs.status();
     certs_ = new TestCertificates(*certs);
-    tokens_file_ = new std::string(dir + "/tokens");
-    ASSERT_TRUE(WriteFileAtomically(*tokens_file_, TokensFile()).ok());
     data_root_ = new std::string(dir + "/data");
-    std::filesystem::create_directories(*data_root_ + "/model");
+    tokens_file_ = new std::string(dir + "/tokens");
+    ASSERT_TRUE(
+        WriteFileAtomically(*tokens_file_, TokensFile(*data_root_)).ok());
+    std::filesystem::create_directories(*data_root_ + "/model/shared");
+    std::filesystem::create_directories(*data_root_ + "/model/team-b/private");
     std::filesystem::create_directories(*data_root_ + "/data");
     std::filesystem::create_directories(*data_root_ + "/out");
     for (const std::string file :
-         {"/model/config.json", "/model/tokenizer.model", "/data/forget10.json",
+         {"/model/shared/config.json", "/model/shared/tokenizer.model",
+          "/model/team-b/private/config.json",
+          "/model/team-b/private/tokenizer.model", "/data/forget10.json",
           "/data/retain90.json"}) {
       ASSERT_TRUE(WriteFileAtomically(*data_root_ + file, "[]").ok());
     }
@@ -134,7 +144,7 @@ class SecurityProcessTest : public testing::Test {
                                       const std::string& request_id = "") {
     v1::CreateJobRequest request;
     v1::JobSpec& spec = *request.mutable_spec();
-    spec.set_model_dir(*data_root_ + "/model");
+    spec.set_model_dir(*data_root_ + "/model/shared");
     spec.set_data_dir(*data_root_ + "/data");
     spec.set_forget_split("forget10");
     spec.set_method(v1::NPO_RT);
@@ -377,6 +387,49 @@ TEST_F(SecurityProcessTest, ProgressReportsNeedTheAttemptsSecret) {
   const grpc::Status accepted = report(order.report_secret());
   EXPECT_TRUE(accepted.ok()) << accepted.error_message();
   EXPECT_EQ(step(), 7);
+
+  // Evaluation keys outside the evaluator's summary are dropped (they
+  // would become metric labels and stored keys), and the job's log says so;
+  // the known key of the same report is kept.
+  {
+    v1::ReportProgressRequest progress;
+    progress.set_attempt_id(order.attempt_id());
+    progress.set_report_secret(order.report_secret());
+    (*progress.mutable_evaluation_summary())["forget_quality"] = 0.25;
+    (*progress.mutable_evaluation_summary())["injected_key"] = 1;
+    grpc::ClientContext context;
+    context.set_deadline(Deadline());
+    v1::ReportProgressResponse reply;
+    const grpc::Status status =
+        registry->ReportProgress(&context, progress, &reply);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+  }
+  auto jobs = v1::Jobs::NewStub(grpc::CreateChannel(
+      (*own)->address(), Credentials({.ca_file = certs_->ca})));
+  {
+    auto context = Context(kAlice);
+    v1::GetJobRequest get;
+    get.set_name(job.name());
+    v1::Job now;
+    ASSERT_TRUE(jobs->GetJob(context.get(), get, &now).ok());
+    ASSERT_EQ(now.evaluation_summary_size(), 1);
+    EXPECT_EQ(now.evaluation_summary().at("forget_quality"), 0.25);
+  }
+  {
+    auto context = Context(kAlice);
+    v1::StreamJobLogsRequest logs;
+    logs.set_name(job.name());
+    auto reader = jobs->StreamJobLogs(context.get(), logs);
+    v1::LogEntry entry;
+    bool said = false;
+    while (reader->Read(&entry)) {
+      said |= absl::StrContains(entry.message(),
+                                "1 evaluation key(s) not of the evaluator's "
+                                "summary (\"injected_key\")");
+    }
+    EXPECT_TRUE(reader->Finish().ok());
+    EXPECT_TRUE(said) << "the job's log does not say what was dropped";
+  }
 }
 
 TEST_F(SecurityProcessTest, EveryJobsCallNeedsAValidToken) {
@@ -558,6 +611,47 @@ TEST_F(SecurityProcessTest, PathsOutsideTheAllowedRootsAreRefused) {
   EXPECT_FALSE(std::filesystem::exists(*data_root_ + "/out/copy"));
 }
 
+// Per-tenant roots: team-a's token naming a model under team-b's own root
+// (inside the global --allowed_model_roots) is refused at CreateJob, with
+// the same answer whether the path exists or not, naming only team-a's
+// roots; team-b's token may name it.
+TEST_F(SecurityProcessTest, ATenantCannotNameAnotherTenantsRoot) {
+  const int before = CountAllJobs();
+  v1::Job job;
+  grpc::Status answers[2];
+  int i = 0;
+  for (const std::string& model :
+       {*data_root_ + "/model/team-b/private",
+        *data_root_ + "/model/team-b/no_such_model"}) {
+    v1::CreateJobRequest request = Request("a_takes_b");
+    request.mutable_spec()->set_model_dir(model);
+    answers[i] = Jobs()->CreateJob(Context(kAlice).get(), request, &job);
+    EXPECT_EQ(answers[i].error_code(), grpc::StatusCode::PERMISSION_DENIED)
+        << answers[i].error_message();
+    EXPECT_TRUE(
+        absl::StrContains(answers[i].error_message(), "spec.model_dir") &&
+        absl::StrContains(answers[i].error_message(),
+                          *data_root_ + "/model/shared") &&
+        absl::StrContains(answers[i].error_message(), "tenant \"team-a\""))
+        << answers[i].error_message();
+    EXPECT_FALSE(absl::StrContains(answers[i].error_message(), "team-b"))
+        << answers[i].error_message();
+    ++i;
+  }
+  EXPECT_EQ(answers[0].error_message(), answers[1].error_message());
+  EXPECT_EQ(CountAllJobs(), before);
+  EXPECT_FALSE(std::filesystem::exists(*data_root_ + "/out/a_takes_b"));
+
+  // The same spec is fine for team-b, whose root it is.
+  v1::CreateJobRequest request = Request("b_own_model");
+  request.mutable_spec()->set_model_dir(*data_root_ + "/model/team-b/private");
+  const grpc::Status own =
+      Jobs()->CreateJob(Context(kBob).get(), request, &job);
+  EXPECT_TRUE(own.ok()) << own.error_message();
+  EXPECT_EQ(job.tenant(), "team-b");
+  EXPECT_EQ(CountAllJobs(), before + 1);
+}
+
 TEST_F(SecurityProcessTest, RequestIdsAreBounded) {
   const int before = CountAllJobs();
   v1::Job job;
@@ -715,6 +809,89 @@ TEST(WorkerPathPolicyTest, AWorkerRefusesAJobOutsideItsRoots) {
   EXPECT_FALSE(absl::StrContains(job.error(), "/other/model")) << job.error();
   // Refused before anything was written.
   EXPECT_FALSE(std::filesystem::exists(dir + "/out/logs"));
+}
+
+// A tenant's roots narrowed after its job was created (the coordinator
+// restarted with a new tokens file) hold at the worker: the order carries
+// the tenant's roots as they are now, and a worker with no roots of its
+// own refuses the attempt before it opens or writes anything.
+TEST(WorkerPathPolicyTest, AWorkerRefusesAJobOutsideItsTenantsRoots) {
+  const std::string dir = FreshDir("worker_tenant_paths");
+  for (const std::string sub :
+       {"/models/a/m", "/models/b/m", "/data", "/out"}) {
+    std::filesystem::create_directories(dir + sub);
+  }
+  for (const std::string file :
+       {"/models/a/m/config.json", "/models/a/m/tokenizer.model",
+        "/models/b/m/config.json", "/models/b/m/tokenizer.model",
+        "/data/forget10.json", "/data/retain90.json"}) {
+    ASSERT_TRUE(WriteFileAtomically(dir + file, "[]").ok());
+  }
+  const std::string tokens = absl::StrCat(
+      Sha256Hex(kAlice), " alice team-a submitter\n", Sha256Hex(kBob),
+      " bob team-b "
+      "submitter\n");
+  ASSERT_TRUE(WriteFileAtomically(dir + "/tokens-before", tokens).ok());
+  ASSERT_TRUE(WriteFileAtomically(
+                  dir + "/tokens-after",
+                  absl::StrCat(tokens, "tenant team-a model_roots=", dir,
+                               "/models/a\n"))
+                  .ok());
+  const auto flags = [&](const std::string& tokens_file) {
+    return TestCoordinatorOptions{
+        .database = dir + "/jobs.sqlite",
+        .flags = {"--auth_tokens_file=" + tokens_file,
+                  "--allowed_model_roots=" + dir + "/models",
+                  "--allowed_data_roots=" + dir + "/data",
+                  "--allowed_output_roots=" + dir + "/out"}};
+  };
+  v1::Job job;
+  {
+    // Team-a may still read all of models/: the job is created, and waits
+    // (no worker).
+    absl::StatusOr<std::unique_ptr<RunningCoordinator>> before =
+        RunningCoordinator::Start(coordinator_binary, dir + "/before",
+                                  flags(dir + "/tokens-before"));
+    ASSERT_TRUE(before.ok()) << before.status();
+    v1::CreateJobRequest request;
+    v1::JobSpec& spec = *request.mutable_spec();
+    spec.set_model_dir(dir + "/models/b/m");
+    spec.set_data_dir(dir + "/data");
+    spec.set_forget_split("forget10");
+    spec.set_method(v1::NPO_RT);
+    spec.set_output_dir(dir + "/out/job");
+    spec.mutable_run_policy()->set_max_restarts(0);
+    const grpc::Status status =
+        (*before)->jobs().CreateJob(Context(kAlice).get(), request, &job);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(job.tenant(), "team-a");
+  }
+  absl::StatusOr<std::unique_ptr<RunningCoordinator>> after =
+      RunningCoordinator::Start(coordinator_binary, dir + "/after",
+                                flags(dir + "/tokens-after"));
+  ASSERT_TRUE(after.ok()) << after.status();
+  const std::string log = dir + "/worker.log";
+  absl::StatusOr<Subprocess> worker = Subprocess::Start(
+      {worker_binary, "--coordinator=" + (*after)->address(), "--threads=1"},
+      {}, {.stdout_path = log, .stderr_path = log});
+  ASSERT_TRUE(worker.ok()) << worker.status();
+
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  while (job.state() != v1::Job::FAILED && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(200));
+    v1::GetJobRequest get;
+    get.set_name(job.name());
+    ASSERT_TRUE((*after)->jobs().GetJob(Context(kAlice).get(), get, &job).ok());
+  }
+  ASSERT_EQ(job.state(), v1::Job::FAILED)
+      << (*after)->Log() << ReadFileToString(log).value_or("");
+  EXPECT_TRUE(absl::StrContains(job.error(), "spec.model_dir") &&
+              absl::StrContains(job.error(), dir + "/models/a") &&
+              absl::StrContains(job.error(), "tenant \"team-a\""))
+      << job.error();
+  EXPECT_FALSE(absl::StrContains(job.error(), "/models/b")) << job.error();
+  // Refused before anything was written.
+  EXPECT_FALSE(std::filesystem::exists(dir + "/out/job/logs"));
 }
 
 // Without TLS, worker certificates and tokens the coordinator serves

@@ -52,6 +52,50 @@ bool IsHex(absl::string_view text) {
   return true;
 }
 
+// Parses the fields after "tenant NAME" of a tenant line into `roots`;
+// INVALID_ARGUMENT saying what is wrong (without the line number).
+absl::Status ParseTenantRoots(const std::vector<absl::string_view>& fields,
+                              TenantRoots& roots) {
+  if (fields.size() < 3) {
+    return absl::InvalidArgumentError(
+        "a tenant line needs the tenant and at least one of model_roots=, "
+        "data_roots=, output_roots=");
+  }
+  for (size_t i = 2; i < fields.size(); ++i) {
+    const std::pair<absl::string_view, absl::string_view> key_value =
+        absl::StrSplit(fields[i], absl::MaxSplits('=', 1));
+    std::optional<std::vector<std::string>>* kind = nullptr;
+    if (key_value.first == "model_roots") {
+      kind = &roots.model_roots;
+    } else if (key_value.first == "data_roots") {
+      kind = &roots.data_roots;
+    } else if (key_value.first == "output_roots") {
+      kind = &roots.output_roots;
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat("\"", fields[i],
+                       "\" is not model_roots=, data_roots= or output_roots="));
+    }
+    if (kind->has_value()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(key_value.first, " is given twice"));
+    }
+    std::vector<std::string> dirs;
+    for (absl::string_view dir : absl::StrSplit(key_value.second, ',')) {
+      if (dir.empty() || dir[0] != '/') {
+        return absl::InvalidArgumentError(
+            absl::StrCat(key_value.first,
+                         " must be a comma-separated list of absolute "
+                         "directories, got \"",
+                         key_value.second, "\""));
+      }
+      dirs.emplace_back(dir);
+    }
+    *kind = std::move(dirs);
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::string_view RoleName(Role role) {
@@ -122,6 +166,25 @@ absl::StatusOr<TokenTable> TokenTable::Parse(absl::string_view text) {
       return absl::InvalidArgumentError(
           absl::StrCat("tokens file line ", line_number, ": ", why));
     };
+    if (fields[0] == "tenant") {
+      if (fields.size() < 2 || !IsValidTenant(fields[1])) {
+        return bad("the tenant must be 1-64 of [A-Za-z0-9._-]");
+      }
+      const std::string tenant(fields[1]);
+      if (const auto it = table.tenant_roots_.find(tenant);
+          it != table.tenant_roots_.end()) {
+        return bad(absl::StrCat("tenant \"", tenant,
+                                "\" already has its roots on line ",
+                                it->second.line));
+      }
+      TenantRoots roots;
+      roots.line = line_number;
+      if (absl::Status parsed = ParseTenantRoots(fields, roots); !parsed.ok()) {
+        return bad(parsed.message());
+      }
+      table.tenant_roots_.emplace(tenant, std::move(roots));
+      continue;
+    }
     if (fields.size() != 4) {
       return bad(
           absl::StrCat("expected 4 fields (sha256 principal tenant role), got ",
@@ -154,6 +217,17 @@ absl::StatusOr<TokenTable> TokenTable::Parse(absl::string_view text) {
   if (table.entries_.empty()) {
     return absl::InvalidArgumentError(
         "the tokens file lists no token: every call would be refused");
+  }
+  for (const auto& [tenant, roots] : table.tenant_roots_) {
+    bool named = false;
+    for (const Entry& entry : table.entries_) {
+      named |= entry.principal.tenant == tenant;
+    }
+    if (!named) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tokens file line ", roots.line, ": no token belongs to tenant \"",
+          tenant, "\" (a misspelt tenant?)"));
+    }
   }
   return table;
 }

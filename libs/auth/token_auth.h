@@ -19,6 +19,18 @@
 // - A malformed line or a token hash listed twice is INVALID_ARGUMENT
 //   naming the line; a file with no entry is INVALID_ARGUMENT too.
 //
+// A line whose first field is the word "tenant" gives one tenant its own
+// allowed roots for job paths (see path_policy.h, TenantPathPolicy):
+//
+//   tenant team-a model_roots=/data/a/models,/data/shared data_roots=/data/a
+//
+// - After the tenant name, one to three KEY=DIR[,DIR...] fields, each key
+//   at most once: model_roots, data_roots, output_roots. Every DIR is an
+//   absolute path (no spaces: fields are split at spaces). A kind the line
+//   leaves out falls back to the coordinator's --allowed_<kind>_roots.
+// - At most one tenant line per tenant, and its tenant must be named by a
+//   token entry of the file (a typo would otherwise go unnoticed).
+//
 // Clients send "authorization: Bearer <token>" metadata. A token is looked
 // up by hashing it and comparing the digest with every entry's in constant
 // time (CRYPTO_memcmp, no early exit), so the time taken says nothing about
@@ -31,6 +43,7 @@
 #define LETHE_LIBS_AUTH_TOKEN_AUTH_H_
 
 #include <array>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -47,6 +60,15 @@ enum class Role { kViewer, kSubmitter, kAdmin };
 absl::string_view RoleName(Role role);
 // INVALID_ARGUMENT for anything but the three names.
 absl::StatusOr<Role> ParseRole(absl::string_view name);
+
+// A tenant's own allowed roots from a "tenant" line of the tokens file; a
+// kind that is nullopt falls back to the coordinator's global roots.
+struct TenantRoots {
+  std::optional<std::vector<std::string>> model_roots;
+  std::optional<std::vector<std::string>> data_roots;
+  std::optional<std::vector<std::string>> output_roots;
+  int line = 0;  // Its line in the tokens file, for messages.
+};
 
 struct Principal {
   std::string name;
@@ -92,6 +114,10 @@ class TokenTable {
       std::optional<absl::string_view> header) const;
 
   size_t size() const { return entries_.size(); }
+  // The tenants that have a "tenant" line, by name.
+  const std::map<std::string, TenantRoots>& tenant_roots() const {
+    return tenant_roots_;
+  }
 
  private:
   struct Entry {
@@ -101,6 +127,7 @@ class TokenTable {
   TokenTable() = default;
 
   std::vector<Entry> entries_;
+  std::map<std::string, TenantRoots> tenant_roots_;
 };
 
 }  // namespace lethe

@@ -1,6 +1,7 @@
 #include "libs/auth/token_auth.h"
 
 #include <string>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -85,6 +86,54 @@ TEST(TokenTableTest, RejectsMalformedFiles) {
       TokenTable::Parse(absl::StrCat("\n", good, " alice team-a owner\n"));
   EXPECT_TRUE(absl::StrContains(table.status().message(), "line 2"))
       << table.status();
+}
+
+TEST(TokenTableTest, TenantLinesGiveTenantsTheirOwnRoots) {
+  absl::StatusOr<TokenTable> table = TokenTable::Parse(absl::StrCat(
+      Entry("a", "alice team-a submitter"), Entry("b", "bob team-b viewer"),
+      "tenant team-a model_roots=/data/a/models,/data/shared "
+      "output_roots=/data/a/out\n",
+      "\ttenant  team-b   data_roots=/data/b\n"));
+  ASSERT_TRUE(table.ok()) << table.status();
+  EXPECT_EQ(table->size(), 2u);  // Tenant lines are no tokens.
+  ASSERT_EQ(table->tenant_roots().size(), 2u);
+  const TenantRoots& a = table->tenant_roots().at("team-a");
+  EXPECT_EQ(a.model_roots,
+            (std::vector<std::string>{"/data/a/models", "/data/shared"}));
+  EXPECT_FALSE(a.data_roots.has_value());
+  EXPECT_EQ(a.output_roots, std::vector<std::string>{"/data/a/out"});
+  EXPECT_EQ(a.line, 3);
+  const TenantRoots& b = table->tenant_roots().at("team-b");
+  EXPECT_FALSE(b.model_roots.has_value());
+  EXPECT_EQ(b.data_roots, std::vector<std::string>{"/data/b"});
+  // Without tenant lines, no tenant has roots of its own.
+  EXPECT_TRUE(TokenTable::Parse(Entry("a", "alice team-a submitter"))
+                  ->tenant_roots()
+                  .empty());
+}
+
+TEST(TokenTableTest, RejectsMalformedTenantLines) {
+  const std::string alice = Entry("a", "alice team-a submitter");
+  for (const std::string& line : std::vector<std::string>{
+           "tenant\n",
+           "tenant team-a\n",                       // No roots.
+           "tenant team/a model_roots=/m\n",        // Bad name.
+           "tenant team-a model_roots=\n",          // Empty.
+           "tenant team-a model_roots=/m,,/n\n",    // Empty item.
+           "tenant team-a model_roots=relative\n",  // Not absolute.
+           "tenant team-a model_roots=/m model_roots=/n\n",
+           "tenant team-a weights=/m\n",  // Unknown key.
+           "tenant team-a /m\n",
+           "tenant team-a model_roots=/m\ntenant team-a data_roots=/d\n",
+           "tenant team-z model_roots=/m\n",  // No token's tenant.
+       }) {
+    absl::StatusOr<TokenTable> table =
+        TokenTable::Parse(absl::StrCat(alice, line));
+    EXPECT_TRUE(absl::IsInvalidArgument(table.status()))
+        << line << " -> " << table.status();
+    EXPECT_TRUE(absl::StrContains(table.status().message(), "line 2"))
+        << line << " -> " << table.status();
+  }
 }
 
 TEST(TokenTableTest, LoadsAFile) {

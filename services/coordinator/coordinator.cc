@@ -528,6 +528,16 @@ void Coordinator::LaunchLocked(const v1::Job& job,
   // The scheduler placed registered workers, under mu_ since.
   const RegisteredWorker& rank0 = *workers_.Find(workers[0]);
   const int world_size = static_cast<int>(workers.size());
+  v1::AllowedRoots allowed_roots;
+  if (options_.paths != nullptr) {
+    const PathRoots& roots = options_.paths->For(job.tenant()).roots();
+    allowed_roots.mutable_model_roots()->Add(roots.model_roots.begin(),
+                                             roots.model_roots.end());
+    allowed_roots.mutable_data_roots()->Add(roots.data_roots.begin(),
+                                            roots.data_roots.end());
+    allowed_roots.mutable_output_roots()->Add(roots.output_roots.begin(),
+                                              roots.output_roots.end());
+  }
   for (int rank = 0; rank < world_size; ++rank) {
     v1::Attempt order;
     order.set_job(job.name());
@@ -535,6 +545,8 @@ void Coordinator::LaunchLocked(const v1::Job& job,
     order.set_report_secret(attempt.report_secret);
     order.set_generation(started->attempt_generation());
     *order.mutable_spec() = job.spec();
+    order.set_tenant(job.tenant());
+    *order.mutable_allowed_roots() = allowed_roots;
     order.set_rank(rank);
     order.set_world_size(world_size);
     order.set_store_host(rank0.host);

@@ -19,7 +19,9 @@
 // attempt. An attempt is launched only once its job is recorded RUNNING;
 // an attempt's end that cannot be recorded is retried (backing off from
 // 100 ms to 30 s) with the outcome fixed when its ranks ended; its workers
-// are free meanwhile (their ranks are over).
+// are free meanwhile (their ranks are over). Each rank's order carries the
+// job's tenant and that tenant's allowed roots (options.paths), checked
+// again by the worker, so roots narrowed since the job was created hold.
 // Workers heartbeat; one silent for `worker_timeout` (on the monotonic
 // clock) is dropped and its attempt aborted; a worker stops its own attempt
 // after half of that without an answer. Each attempt carries the job's new
@@ -48,6 +50,7 @@
 #include "absl/time/time.h"
 #include "lethe/v1/jobs_service.grpc.pb.h"
 #include "lethe/v1/worker_service.grpc.pb.h"
+#include "libs/auth/path_policy.h"
 #include "libs/jobs/job_store.h"
 #include "services/coordinator/coordinator_metrics.h"
 #include "services/coordinator/job_feed.h"
@@ -77,6 +80,10 @@ struct CoordinatorOptions {
   // When set, the workers' /metrics addresses are kept in this file in
   // Prometheus' file_sd format, for a Prometheus to scrape them.
   std::string worker_targets_file;
+  // Not owned; null: no roots. Each attempt's order carries the roots of
+  // its job's tenant (Attempt.allowed_roots), which the worker checks the
+  // spec against as well as its own.
+  const TenantPathPolicy* paths = nullptr;
 };
 
 class Coordinator {

@@ -22,6 +22,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -90,8 +91,10 @@ ABSL_FLAG(std::string, tls_client_ca_file, "",
           "a certificate from it (mutual TLS); needs --tls_cert_file");
 ABSL_FLAG(std::string, auth_tokens_file, "",
           "bearer tokens of the Jobs API, one per line: SHA-256 of the token "
-          "(hex), principal, tenant, role (viewer|submitter|admin); without "
-          "it every client is an admin");
+          "(hex), principal, tenant, role (viewer|submitter|admin); and "
+          "optional lines 'tenant NAME model_roots=DIR,... data_roots=... "
+          "output_roots=...' giving a tenant its own roots within the "
+          "--allowed_*_roots; without it every client is an admin");
 ABSL_FLAG(int, max_streams_per_client, 16,
           "concurrent WatchJob/StreamJobLogs streams per principal (per IP "
           "address without tokens)");
@@ -99,13 +102,16 @@ ABSL_FLAG(bool, grpc_reflection, false,
           "serve gRPC server reflection (lets callers list the API)");
 ABSL_FLAG(std::vector<std::string>, allowed_model_roots, {},
           "comma-separated directories; jobs' model_dir and tokenizer_path "
-          "must lie under one (empty: anywhere)");
+          "must lie under one (empty: anywhere); tenants may have narrower "
+          "roots in --auth_tokens_file");
 ABSL_FLAG(std::vector<std::string>, allowed_data_roots, {},
           "comma-separated directories; jobs' data_dir and "
-          "evaluation.retain_logs_path must lie under one (empty: anywhere)");
+          "evaluation.retain_logs_path must lie under one (empty: anywhere); "
+          "tenants may have narrower roots in --auth_tokens_file");
 ABSL_FLAG(std::vector<std::string>, allowed_output_roots, {},
           "comma-separated directories; jobs' output_dir must lie under one "
-          "(empty: anywhere)");
+          "(empty: anywhere); tenants may have narrower roots in "
+          "--auth_tokens_file");
 ABSL_FLAG(bool, insecure, false,
           "allow --listen on a non-loopback address without TLS, mutual TLS "
           "and tokens: anyone who can reach the port then owns the service");
@@ -181,12 +187,20 @@ absl::Status Run() {
     LETHE_LOG(INFO) << "Jobs API: " << tokens->size() << " token(s) from "
                     << absl::GetFlag(FLAGS_auth_tokens_file);
   }
+  // The global roots, and the tenants' own from the tokens file (which
+  // must lie within them).
   ASSIGN_OR_RETURN(
-      const PathPolicy paths,
-      PathPolicy::Create(
+      const TenantPathPolicy paths,
+      TenantPathPolicy::Create(
           {.model_roots = absl::GetFlag(FLAGS_allowed_model_roots),
            .data_roots = absl::GetFlag(FLAGS_allowed_data_roots),
-           .output_roots = absl::GetFlag(FLAGS_allowed_output_roots)}));
+           .output_roots = absl::GetFlag(FLAGS_allowed_output_roots)},
+          tokens.has_value() ? tokens->tenant_roots()
+                             : std::map<std::string, TenantRoots>()));
+  if (tokens.has_value() && !tokens->tenant_roots().empty()) {
+    LETHE_LOG(INFO) << "allowed roots of their own for "
+                    << tokens->tenant_roots().size() << " tenant(s)";
+  }
   if (absl::GetFlag(FLAGS_max_streams_per_client) < 1) {
     return absl::InvalidArgumentError("--max_streams_per_client must be >= 1");
   }
@@ -218,7 +232,8 @@ absl::Status Run() {
        .collective_timeout = absl::GetFlag(FLAGS_collective_timeout),
        .backfill_after = absl::GetFlag(FLAGS_backfill_after),
        .metrics = &coordinator_metrics,
-       .worker_targets_file = absl::GetFlag(FLAGS_worker_targets_file)});
+       .worker_targets_file = absl::GetFlag(FLAGS_worker_targets_file),
+       .paths = paths.restricts_anything() ? &paths : nullptr});
   RETURN_IF_ERROR(coordinator.RecoverAfterRestart());
   JobsGrpcService jobs_service(
       coordinator, &coordinator_metrics,

@@ -1,11 +1,14 @@
 #include "services/coordinator/grpc_services.h"
 
+#include <algorithm>
+#include <iterator>
 #include <utility>
 #include <vector>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "libs/logging/logging.h"
 #include "libs/rpc/tls_credentials.h"
 #include "libs/status/status_macros.h"
 
@@ -42,7 +45,7 @@ absl::Status CheckRequestId(const std::string& request_id) {
 }
 
 // 1-64 of [A-Za-z0-9_.:-].
-bool IsReportName(const std::string& name) {
+bool IsReportName(absl::string_view name) {
   if (name.empty() || name.size() > 64) return false;
   for (const char c : name) {
     if (!absl::ascii_isalnum(c) && c != '_' && c != '.' && c != ':' &&
@@ -53,43 +56,77 @@ bool IsReportName(const std::string& name) {
   return true;
 }
 
-// Drops the entries of `map` with bad names and those beyond `limit`;
-// returns how many it dropped.
-int BoundNames(google::protobuf::Map<std::string, double>& map, int limit) {
+// Drops the entries of `map` that `keep` refuses and those beyond `limit`;
+// returns the names it dropped.
+std::vector<std::string> BoundNames(
+    google::protobuf::Map<std::string, double>& map, size_t limit,
+    bool (*keep)(absl::string_view)) {
   std::vector<std::string> drop;
-  int kept = 0;
+  size_t kept = 0;
   for (const auto& [name, value] : map) {
-    if (!IsReportName(name) || kept >= limit) {
+    if (!keep(name) || kept >= limit) {
       drop.push_back(name);
     } else {
       ++kept;
     }
   }
   for (const std::string& name : drop) map.erase(name);
-  return static_cast<int>(drop.size());
+  return drop;
+}
+
+// `name` for a log line: printable ASCII, at most 64 bytes.
+std::string Printable(const std::string& name) {
+  std::string shown;
+  for (const char c : name.substr(0, 64)) {
+    shown.push_back(absl::ascii_isprint(c) ? c : '?');
+  }
+  return name.size() > 64 ? absl::StrCat(shown, "...") : shown;
 }
 
 }  // namespace
 
-void BoundProgressReport(v1::ReportProgressRequest& report) {
-  const int evaluation =
-      BoundNames(*report.mutable_evaluation_summary(), kMaxEvaluationKeys);
-  const int losses =
+bool IsEvaluationSummaryKey(absl::string_view key) {
+  for (const char* known : kEvaluationSummaryKeys) {
+    if (key == known) return true;
+  }
+  return false;
+}
+
+int BoundProgressReport(v1::ReportProgressRequest& report) {
+  std::vector<std::string> evaluation =
+      BoundNames(*report.mutable_evaluation_summary(),
+                 std::size(kEvaluationSummaryKeys), &IsEvaluationSummaryKey);
+  const size_t losses =
       report.has_progress()
-          ? BoundNames(*report.mutable_progress()->mutable_loss_components(),
-                       kMaxLossTerms)
+          ? BoundNames(
+                *report.mutable_progress()->mutable_loss_components(),
+                kMaxLossTerms,
+                [](absl::string_view name) { return IsReportName(name); })
+                .size()
           : 0;
   int lines = 0;
   if (report.log_lines_size() > kMaxReportedLogLines) {
     lines = report.log_lines_size() - kMaxReportedLogLines;
     report.mutable_log_lines()->DeleteSubrange(kMaxReportedLogLines, lines);
   }
-  if (evaluation + losses + lines > 0) {
-    report.add_log_lines(
-        absl::StrCat("the coordinator dropped from this report: ", evaluation,
-                     " evaluation key(s), ", losses, " loss term(s), ", lines,
-                     " log line(s) (bad names or over the limits)"));
+  const int dropped = static_cast<int>(evaluation.size() + losses) + lines;
+  if (dropped > 0) {
+    std::sort(evaluation.begin(), evaluation.end());
+    std::string unknown;
+    for (size_t i = 0; i < evaluation.size() && i < 8; ++i) {
+      absl::StrAppend(&unknown, i == 0 ? " (" : ", ", "\"",
+                      Printable(evaluation[i]), "\"");
+    }
+    if (!unknown.empty()) {
+      absl::StrAppend(&unknown, evaluation.size() > 8 ? ", ...)" : ")");
+    }
+    report.add_log_lines(absl::StrCat(
+        "the coordinator dropped from this report: ", evaluation.size(),
+        " evaluation key(s) not of the evaluator's summary", unknown, ", ",
+        losses, " loss term(s), ", lines,
+        " log line(s) (bad names or over the limits)"));
   }
+  return dropped;
 }
 
 grpc::Status JobsGrpcService::Count(const std::string& method,
@@ -178,7 +215,8 @@ grpc::Status JobsGrpcService::CreateJob(grpc::ServerContext* context,
                      Authenticate(*context, Access::kWrite, "CreateJob"));
     RETURN_IF_ERROR(CheckRequestId(request->request_id()));
     if (options_.paths != nullptr) {
-      RETURN_IF_ERROR(options_.paths->Check(request->spec()));
+      RETURN_IF_ERROR(
+          options_.paths->Check(caller.principal.tenant, request->spec()));
     }
     return coordinator_.CreateJob(*request, caller.principal.tenant);
   };
@@ -308,7 +346,12 @@ grpc::Status WorkerRegistryGrpcService::ReportProgress(
     v1::ReportProgressResponse* response) {
   if (grpc::Status peer = CheckPeer(*context); !peer.ok()) return peer;
   v1::ReportProgressRequest bounded = *request;
-  BoundProgressReport(bounded);
+  if (const int dropped = BoundProgressReport(bounded); dropped > 0) {
+    LETHE_LOG(WARNING) << "dropped " << dropped
+                       << " entries from a progress report of attempt "
+                       << request->attempt_id() << ": "
+                       << bounded.log_lines(bounded.log_lines_size() - 1);
+  }
   return Reply(coordinator_.ReportProgress(bounded), response);
 }
 

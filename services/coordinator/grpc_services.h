@@ -13,8 +13,11 @@
 //   other than admins see, watch, cancel and delete their own tenant's jobs
 //   only, and another tenant's job answers NOT_FOUND exactly as a missing
 //   one does. request_id idempotency is per tenant.
-// - With a PathPolicy, CreateJob refuses paths outside the allowed roots
-//   (PERMISSION_DENIED, saying nothing of whether the path exists).
+// - With a TenantPathPolicy, CreateJob refuses paths outside the allowed
+//   roots of the caller's tenant (its own from the tokens file, else the
+//   global ones): PERMISSION_DENIED naming the field and that tenant's
+//   roots, saying nothing of whether the path exists or of other tenants'
+//   roots.
 // - Limits: request_id at most kMaxRequestIdBytes bytes of no control
 //   characters (INVALID_ARGUMENT); at most max_streams_per_client
 //   concurrent WatchJob and StreamJobLogs streams per client (the
@@ -23,7 +26,8 @@
 // The worker registry, with require_client_certificate, refuses every call
 // that did not come with a client certificate verified against the
 // server's client CA (UNAUTHENTICATED). Progress reports are bounded
-// before the coordinator sees them (BoundProgressReport).
+// before the coordinator sees them (BoundProgressReport); a report that
+// lost anything is logged as a warning on the coordinator too.
 //
 //   JobsGrpcService jobs(coordinator, &metrics, {.tokens = &tokens});
 //   WorkerRegistryGrpcService workers(coordinator,
@@ -38,6 +42,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "lethe/v1/jobs_service.grpc.pb.h"
@@ -49,23 +54,45 @@
 
 namespace lethe {
 
-// What a rank's progress report may bring, at most: names (evaluation
-// summary keys, loss terms, which become metric labels) of 1-64 of
-// [A-Za-z0-9_.:-], kMaxEvaluationKeys of them and kMaxLossTerms loss terms,
+// The keys of the evaluator's summary (libs/eval/tofu_summary.h: those of
+// open-unlearning's TOFU_SUMMARY.json), the only evaluation keys a
+// progress report may carry. Pinned to the evaluator's output by
+// grpc_services_test.
+inline constexpr const char* kEvaluationSummaryKeys[] = {"exact_memorization",
+                                                         "extraction_strength",
+                                                         "forget_Q_A_Prob",
+                                                         "forget_Q_A_ROUGE",
+                                                         "forget_quality",
+                                                         "mia_gradnorm",
+                                                         "mia_loss",
+                                                         "mia_min_k",
+                                                         "mia_min_k_plus_plus",
+                                                         "mia_reference",
+                                                         "mia_zlib",
+                                                         "model_utility",
+                                                         "privleak"};
+bool IsEvaluationSummaryKey(absl::string_view key);
+
+// What a rank's progress report may bring, at most: evaluation summary
+// keys from kEvaluationSummaryKeys only; kMaxLossTerms loss terms named
+// with 1-64 of [A-Za-z0-9_.:-] (both become metric labels);
 // kMaxReportedLogLines log lines (each line's length is the job store's
-// limit). Anything beyond is dropped, and a log line of the report says
-// what was.
-inline constexpr int kMaxEvaluationKeys = 64;
+// limit). Anything else is dropped, not refused (the report's progress
+// still counts), and a log line appended to the report says how many of
+// each were dropped and, for evaluation keys, which (up to 8, cut to 64
+// bytes each, as the job's log is readable by the job's tenant).
+// Returns how many entries were dropped in all.
 inline constexpr int kMaxLossTerms = 32;
 inline constexpr int kMaxReportedLogLines = 1000;
-void BoundProgressReport(v1::ReportProgressRequest& report);
+int BoundProgressReport(v1::ReportProgressRequest& report);
 
 struct JobsApiOptions {
   // Not owned; null: no authentication.
   const TokenTable* tokens = nullptr;
-  // Not owned; null: any path. Checked at CreateJob before the spec's own
-  // validation looks at the files (path_policy.h).
-  const PathPolicy* paths = nullptr;
+  // Not owned; null: any path. Checked, for the caller's tenant, at
+  // CreateJob before the spec's own validation looks at the files
+  // (path_policy.h).
+  const TenantPathPolicy* paths = nullptr;
   int max_streams_per_client = 16;
 };
 

@@ -84,7 +84,8 @@ ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls_cert_file");
 ABSL_FLAG(std::vector<std::string>, allowed_model_roots, {},
           "comma-separated directories; refuse attempts whose model_dir or "
           "tokenizer_path lie elsewhere (as the coordinator's flag; empty: "
-          "anywhere)");
+          "anywhere); the roots each attempt brings for its tenant are "
+          "checked too, and can only narrow these");
 ABSL_FLAG(std::vector<std::string>, allowed_data_roots, {},
           "comma-separated directories; refuse attempts whose data_dir or "
           "retain logs lie elsewhere (empty: anywhere)");
@@ -420,10 +421,33 @@ class Worker {
     return status;
   }
 
+  // The roots the coordinator allows the attempt's tenant, as a policy.
+  static absl::StatusOr<PathPolicy> TenantPolicy(const Attempt& attempt) {
+    const lethe::v1::AllowedRoots& sent = attempt.allowed_roots();
+    const std::string whose =
+        attempt.tenant().empty()
+            ? std::string(" the coordinator allows")
+            : absl::StrCat(" the coordinator allows tenant \"",
+                           attempt.tenant(), "\"");
+    return PathPolicy::Create(
+        {.model_roots = {sent.model_roots().begin(), sent.model_roots().end()},
+         .data_roots = {sent.data_roots().begin(), sent.data_roots().end()},
+         .output_roots = {sent.output_roots().begin(),
+                          sent.output_roots().end()}},
+        {.model = absl::StrCat("the model roots", whose),
+         .data = absl::StrCat("the data roots", whose),
+         .output = absl::StrCat("the output roots", whose)});
+  }
+
   absl::Status StartAttempt(const Attempt& attempt) {
     // Checked again here, before any file is opened: the paths came from a
-    // coordinator this worker trusts only as far as its own roots.
+    // coordinator this worker trusts only as far as its own roots, and they
+    // must lie within the roots the coordinator gives the job's tenant now
+    // (which may be narrower than when the job was created). Both checks:
+    // the coordinator's roots narrow this worker's, never widen them.
     RETURN_IF_ERROR(paths_.Check(attempt.spec()));
+    ASSIGN_OR_RETURN(const PathPolicy tenant_paths, TenantPolicy(attempt));
+    RETURN_IF_ERROR(tenant_paths.Check(attempt.spec()));
     const std::string logs = attempt.spec().output_dir() + "/logs";
     std::error_code error;
     std::filesystem::create_directories(logs, error);
