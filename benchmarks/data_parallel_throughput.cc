@@ -1,14 +1,20 @@
 // Data-parallel step throughput on this machine: the same global batch
 // trained by 1 process with T threads and by N processes (Gloo all-reduce
 // of gradients over loopback) with T/N threads each, at the embedded
-// benchmark's model size and one near 100M parameters. Prints tokens/s of
-// a full step (forward, backward, all-reduce, AdamW) and the share of the
-// step spent in the all-reduce.
+// benchmark's model size and one near 100M parameters. The multi-process
+// configurations run twice: gradients all-reduced after the backward pass
+// (CollectiveGroup::AllReduceMean, "after") and all-reduced in buckets while
+// the backward pass runs (OverlappedReducer, "overlap"). Prints tokens/s of
+// a full step (forward, backward, all-reduce, AdamW), its ratio to the
+// single process of the same round, and the exposed all-reduce share of the
+// step: the time between the end of the backward pass and averaged
+// gradients.
 //
 //   bazel run -c opt //benchmarks:data_parallel_throughput -- --threads=2
 //
 // Each configuration runs in fresh processes (this program started again
-// with --rank), so thread pools never mix.
+// with --rank), so thread pools never mix; --rounds repeats the sequence of
+// configurations, so that peers compared in a ratio ran close together.
 #include <torch/optim/adamw.h>
 #include <unistd.h>
 
@@ -25,6 +31,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "libs/dist/collective_group.h"
+#include "libs/dist/overlapped_reducer.h"
 #include "libs/files/file_io.h"
 #include "libs/loss/sequence_loss.h"
 #include "libs/model/llama_config.h"
@@ -37,11 +44,17 @@ ABSL_FLAG(int, batch, 16, "sequences per step, all ranks together");
 ABSL_FLAG(int, length, 64, "tokens per sequence");
 ABSL_FLAG(std::string, sizes, "mini,100m", "model sizes: mini, 100m");
 ABSL_FLAG(std::string, worlds, "1,2", "process counts to compare");
+ABSL_FLAG(std::string, modes, "after,overlap",
+          "gradient all-reduce modes of the multi-process configurations: "
+          "after (the backward pass), overlap (with it)");
+ABSL_FLAG(int, rounds, 1, "times each size's configurations run, in turn");
+ABSL_FLAG(int64_t, bucket_mb, 25, "overlap mode: bucket size in MiB");
 // Internal: one rank of one configuration.
 ABSL_FLAG(int, rank, -1, "internal: run as this rank");
 ABSL_FLAG(int, world, 1, "internal: ranks of the configuration");
 ABSL_FLAG(int, store_port, 0, "internal: rank 0's TCPStore port");
 ABSL_FLAG(std::string, size, "mini", "internal: model size");
+ABSL_FLAG(std::string, mode, "after", "internal: all-reduce mode");
 ABSL_FLAG(std::string, result_file, "", "internal: where rank 0 writes");
 
 namespace lethe {
@@ -98,22 +111,46 @@ int RunRank() {
       3, model.config().vocab_size,
       {absl::GetFlag(FLAGS_batch) / world, absl::GetFlag(FLAGS_length)},
       at::kLong);
+  const bool overlap = absl::GetFlag(FLAGS_mode) == "overlap";
+  std::unique_ptr<OverlappedReducer> reducer;
+  if (group && overlap) {
+    absl::StatusOr<std::unique_ptr<OverlappedReducer>> created =
+        OverlappedReducer::Create(
+            *group, model.parameters(),
+            {.bucket_bytes = absl::GetFlag(FLAGS_bucket_mb) << 20});
+    if (!created.ok()) {
+      std::fprintf(stderr, "%s\n", created.status().ToString().c_str());
+      return 1;
+    }
+    reducer = *std::move(created);
+  }
+  auto check = [](const absl::Status& status) {
+    if (!status.ok()) {
+      std::fprintf(stderr, "%s\n", status.ToString().c_str());
+      std::exit(1);
+    }
+  };
   double allreduce_seconds = 0;
   auto step = [&] {
     optimizer.zero_grad();
-    TokenMeanNll(model.Forward(ids), ids).backward();
-    if (group) {
+    const at::Tensor loss = TokenMeanNll(model.Forward(ids), ids);
+    if (reducer) {
+      check(reducer->PrepareForBackward(loss));
+      loss.backward();
+      const double start = Now();
+      check(reducer->FinishBackward());
+      allreduce_seconds += Now() - start;
+    } else {
+      loss.backward();
+    }
+    if (group && !reducer) {
       std::vector<at::Tensor> gradients;
       for (const at::Tensor& parameter : model.parameters()) {
         gradients.push_back(parameter.grad());
       }
       const double start = Now();
-      const absl::Status status = group->AllReduceMean(gradients);
+      check(group->AllReduceMean(gradients));
       allreduce_seconds += Now() - start;
-      if (!status.ok()) {
-        std::fprintf(stderr, "%s\n", status.ToString().c_str());
-        std::exit(1);
-      }
     }
     optimizer.step();
   };
@@ -138,7 +175,8 @@ std::string SelfPath() {
 }
 
 // Runs one configuration in `world` fresh processes; false on failure.
-bool RunConfiguration(const std::string& size, int world, int store_port,
+bool RunConfiguration(const std::string& size, int world,
+                      const std::string& mode, int store_port,
                       double* parameters, double* seconds,
                       double* allreduce_seconds) {
   const std::string result_file =
@@ -149,7 +187,8 @@ bool RunConfiguration(const std::string& size, int world, int store_port,
         {SelfPath(), absl::StrCat("--rank=", rank),
          absl::StrCat("--world=", world),
          absl::StrCat("--store_port=", store_port), "--size=" + size,
-         "--result_file=" + result_file,
+         "--result_file=" + result_file, "--mode=" + mode,
+         absl::StrCat("--bucket_mb=", absl::GetFlag(FLAGS_bucket_mb)),
          absl::StrCat("--threads=", absl::GetFlag(FLAGS_threads)),
          absl::StrCat("--steps=", absl::GetFlag(FLAGS_steps)),
          absl::StrCat("--batch=", absl::GetFlag(FLAGS_batch)),
@@ -181,32 +220,42 @@ int Compare() {
   const int length = absl::GetFlag(FLAGS_length);
   std::printf("global batch %d x %d tokens, %d threads in all, %d steps\n",
               batch, length, threads, absl::GetFlag(FLAGS_steps));
-  std::printf("%-6s %9s %-22s %10s %9s %11s\n", "size", "params",
-              "configuration", "tokens/s", "vs 1 proc", "all-reduce");
+  std::printf("%-6s %5s %9s %-22s %-8s %10s %9s %9s\n", "size", "round",
+              "params", "configuration", "mode", "tokens/s", "vs 1 proc",
+              "exposed");
+  const std::vector<std::string> modes =
+      absl::StrSplit(absl::GetFlag(FLAGS_modes), ',');
   int store_port = 29500 + getpid() % 1000;
   for (const std::string& size : std::vector<std::string>(
            absl::StrSplit(absl::GetFlag(FLAGS_sizes), ','))) {
-    double baseline = 0;
-    for (const std::string& world_text : std::vector<std::string>(
-             absl::StrSplit(absl::GetFlag(FLAGS_worlds), ','))) {
-      int world = 1;
-      if (!absl::SimpleAtoi(world_text, &world) || world < 1) return 2;
-      double parameters = 0, seconds = 0, allreduce = 0;
-      if (!RunConfiguration(size, world, ++store_port, &parameters, &seconds,
-                            &allreduce)) {
-        std::printf("%-6s %s: failed\n", size.c_str(), world_text.c_str());
-        return 1;
+    for (int round = 1; round <= absl::GetFlag(FLAGS_rounds); ++round) {
+      double baseline = 0;
+      for (const std::string& world_text : std::vector<std::string>(
+               absl::StrSplit(absl::GetFlag(FLAGS_worlds), ','))) {
+        int world = 1;
+        if (!absl::SimpleAtoi(world_text, &world) || world < 1) return 2;
+        for (const std::string& mode :
+             world == 1 ? std::vector<std::string>{"-"} : modes) {
+          double parameters = 0, seconds = 0, allreduce = 0;
+          if (!RunConfiguration(size, world, mode == "-" ? "after" : mode,
+                                ++store_port, &parameters, &seconds,
+                                &allreduce)) {
+            std::printf("%-6s %s %s: failed\n", size.c_str(),
+                        world_text.c_str(), mode.c_str());
+            return 1;
+          }
+          const double tokens_per_second = batch * length / seconds;
+          if (world == 1) baseline = tokens_per_second;
+          std::printf("%-6s %5d %8.1fM %-22s %-8s %10.0f %8.2fx %8.1f%%\n",
+                      size.c_str(), round, parameters / 1e6,
+                      absl::StrCat(world, " proc x ",
+                                   std::max(1, threads / world), " thread(s)")
+                          .c_str(),
+                      mode.c_str(), tokens_per_second,
+                      baseline > 0 ? tokens_per_second / baseline : 0.0,
+                      100.0 * allreduce / seconds);
+        }
       }
-      const double tokens_per_second = batch * length / seconds;
-      if (world == 1) baseline = tokens_per_second;
-      std::printf("%-6s %8.1fM %-22s %10.0f %8.2fx %10.1f%%\n", size.c_str(),
-                  parameters / 1e6,
-                  absl::StrCat(world, " proc x ", std::max(1, threads / world),
-                               " thread(s)")
-                      .c_str(),
-                  tokens_per_second,
-                  baseline > 0 ? tokens_per_second / baseline : 0.0,
-                  100.0 * allreduce / seconds);
     }
   }
   return 0;

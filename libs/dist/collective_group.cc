@@ -74,6 +74,20 @@ class CollectiveGroup::Backend {
     }
   }
 
+  // Starts a sum all-reduce of `tensors`; the work handle reports its end.
+  absl::StatusOr<c10::intrusive_ptr<c10d::Work>> StartAllReduce(
+      std::vector<at::Tensor>& tensors, absl::string_view what) {
+    try {
+      c10d::AllreduceOptions options;
+      options.reduceOp = c10d::ReduceOp::SUM;
+      return collectives_->allreduce(tensors, options);
+    } catch (const std::exception& error) {
+      return CollectiveError(what, error);
+    }
+  }
+
+  absl::Duration timeout() const { return timeout_; }
+
   absl::Status Barrier() {
     try {
       collectives_->barrier()->wait(ToChrono(timeout_));
@@ -88,6 +102,46 @@ class CollectiveGroup::Backend {
   c10::intrusive_ptr<TorchCollectives> collectives_;
   absl::Duration timeout_;
 };
+
+struct PendingAllReduce::State {
+  c10::intrusive_ptr<c10d::Work> work;
+  at::Tensor tensor;  // Kept alive until the collective ends.
+  absl::Duration timeout;
+  std::string what;
+  bool waited = false;
+  absl::Status status;
+};
+
+PendingAllReduce::PendingAllReduce(std::unique_ptr<State> state)
+    : state_(std::move(state)) {}
+PendingAllReduce::PendingAllReduce(PendingAllReduce&&) noexcept = default;
+PendingAllReduce& PendingAllReduce::operator=(PendingAllReduce&&) noexcept =
+    default;
+PendingAllReduce::~PendingAllReduce() = default;
+
+bool PendingAllReduce::IsCompleted() const {
+  if (state_ == nullptr || state_->waited) return true;
+  try {
+    return state_->work->isCompleted();
+  } catch (const std::exception&) {
+    return true;  // Wait() reports the error.
+  }
+}
+
+absl::Status PendingAllReduce::Wait() {
+  if (state_ == nullptr) {
+    return absl::FailedPreconditionError("waiting on a moved-from all-reduce");
+  }
+  if (state_->waited) return state_->status;
+  state_->waited = true;
+  try {
+    state_->work->wait(ToChrono(state_->timeout));
+  } catch (const std::exception& error) {
+    state_->status = CollectiveError(state_->what, error);
+  }
+  state_->work.reset();
+  return state_->status;
+}
 
 absl::StatusOr<CollectiveBackend> ParseCollectiveBackend(
     absl::string_view name) {
@@ -214,6 +268,26 @@ absl::Status CollectiveGroup::AllReduceFlat(at::Tensor& flat) {
       bucket, absl::StrCat("all-reduce of ", flat.numel(), " ",
                            c10::toString(flat.scalar_type()), " values over ",
                            world_size_, " ranks"));
+}
+
+absl::StatusOr<PendingAllReduce> CollectiveGroup::StartAllReduceSum(
+    const at::Tensor& flat) {
+  if (!flat.defined()) {
+    return absl::InvalidArgumentError("all-reduce of an undefined tensor");
+  }
+  if (!flat.is_contiguous()) {
+    return absl::InvalidArgumentError(
+        "an asynchronous all-reduce needs a contiguous tensor");
+  }
+  auto state = std::make_unique<PendingAllReduce::State>();
+  state->tensor = flat;
+  state->timeout = backend_->timeout();
+  state->what = absl::StrCat("all-reduce of ", flat.numel(), " ",
+                             c10::toString(flat.scalar_type()), " values over ",
+                             world_size_, " ranks");
+  std::vector<at::Tensor> tensors = {flat};
+  ASSIGN_OR_RETURN(state->work, backend_->StartAllReduce(tensors, state->what));
+  return PendingAllReduce(std::move(state));
 }
 
 absl::Status CollectiveGroup::AllReduceSum(std::vector<at::Tensor>& tensors,

@@ -33,6 +33,31 @@ class Store;
 
 namespace lethe {
 
+// An all-reduce started by CollectiveGroup::StartAllReduceSum and still
+// running on the backend's threads. Its tensor must not be touched until
+// Wait() returns. Destroying it without waiting abandons the result (the
+// backend keeps the tensor alive until the collective ends).
+class PendingAllReduce {
+ public:
+  PendingAllReduce(PendingAllReduce&&) noexcept;
+  PendingAllReduce& operator=(PendingAllReduce&&) noexcept;
+  ~PendingAllReduce();
+
+  // Whether the collective has ended (successfully or not); never blocks.
+  bool IsCompleted() const;
+  // Blocks until the collective ends, at most the group's timeout; the
+  // tensor then holds the sum over ranks. Errors are classified as
+  // CollectiveGroup's are (DEADLINE_EXCEEDED, UNAVAILABLE, ...). Calling it
+  // again returns the same status without waiting.
+  absl::Status Wait();
+
+ private:
+  friend class CollectiveGroup;
+  struct State;
+  explicit PendingAllReduce(std::unique_ptr<State> state);
+  std::unique_ptr<State> state_;
+};
+
 enum class CollectiveBackend { kGloo, kNccl };
 
 // Parses "gloo" or "nccl".
@@ -97,6 +122,12 @@ class CollectiveGroup {
   // Same, divided by world_size: the average gradient of data parallelism.
   absl::Status AllReduceMean(std::vector<at::Tensor>& tensors,
                              int64_t bucket_bytes = kDefaultBucketBytes);
+  // Starts replacing `flat` by its element-wise sum over all ranks and
+  // returns at once; the sum is there when the returned handle's Wait()
+  // returns. Every rank must start its collectives in the same order
+  // (Gloo matches them by sequence number). INVALID_ARGUMENT for an
+  // undefined or non-contiguous tensor.
+  absl::StatusOr<PendingAllReduce> StartAllReduceSum(const at::Tensor& flat);
   // Returns every rank's `mine` (any bytes, any length, empty included), in
   // rank order, on every rank. It runs all-reduces (the lengths, then the
   // bytes in rows of the longest length), so every rank must call it at the

@@ -137,7 +137,9 @@ const std::vector<MetricInfo>& MetricCatalog() {
       {"lethe_job_allreduce_duration_seconds",
        T::kHistogram,
        {"job"},
-       "Time rank 0 spent in the gradient all-reduce of a step.",
+       "Time rank 0 waited for the gradient all-reduce of a step after its "
+       "backward pass (the part not overlapped with it), plus OFMU's inner "
+       "all-reduces.",
        "coordinator"},
       {"lethe_job_checkpoint_write_duration_seconds",
        T::kHistogram,

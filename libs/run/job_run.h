@@ -74,7 +74,9 @@ struct RunContext {
 // One optimizer step as seen by this rank.
 struct RunStep {
   StepRecord record;
-  double allreduce_seconds = 0;  // Gradient all-reduce within the step.
+  double allreduce_seconds = 0;  // Gradient all-reduce wait left after the
+                                 // backward pass (the exposed part), plus
+                                 // OFMU's inner all-reduces.
   // Computing the reference log-prob cache before the first step (rank 0,
   // first step of this call only; 0 otherwise).
   double reference_cache_seconds = 0;

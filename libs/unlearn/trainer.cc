@@ -156,6 +156,12 @@ absl::StatusOr<TrainingSummary> RunTraining(torch::nn::Module& model,
                                             const MicroBatchLossFn& loss,
                                             const TrainingHooks& hooks) {
   RETURN_IF_ERROR(ValidateOptions(options, num_examples));
+  if (hooks.overlapped_reducer && !hooks.reduce_gradients &&
+      options.world_size > 1) {
+    return absl::InvalidArgumentError(
+        "hooks.overlapped_reducer needs hooks.reduce_gradients too: the "
+        "ranks' resumed steps are checked with it");
+  }
   if (options.threads > 0) at::set_num_threads(options.threads);
   torch::manual_seed(options.seed);
 
@@ -230,6 +236,14 @@ absl::StatusOr<TrainingSummary> RunTraining(torch::nn::Module& model,
                                     all_parameters, hooks.reduce_gradients));
   }
 
+  std::unique_ptr<BackwardGradientReducer> overlapped;
+  if (hooks.overlapped_reducer && start_step < total_steps) {
+    ASSIGN_OR_RETURN(overlapped, hooks.overlapped_reducer(all_parameters));
+    if (overlapped == nullptr) {
+      return absl::InternalError("hooks.overlapped_reducer made no reducer");
+    }
+  }
+
   int64_t step = start_step;
   const int start_epoch = static_cast<int>(start_step / steps_per_epoch);
   model.train();
@@ -265,9 +279,14 @@ absl::StatusOr<TrainingSummary> RunTraining(torch::nn::Module& model,
                                         .epoch = epoch,
                                         .learning_rate = record.learning_rate,
                                         .micro_batch = micro}));
-        RETURN_IF_ERROR(CallTorch("backward pass", [&] {
-          (micro_loss.loss / static_cast<double>(micro_count)).backward();
-        }));
+        ASSIGN_OR_RETURN(
+            const at::Tensor scaled, CallTorch("scaling the loss", [&] {
+              return micro_loss.loss / static_cast<double>(micro_count);
+            }));
+        if (overlapped != nullptr && micro + 1 == first_micro + micro_count) {
+          RETURN_IF_ERROR(overlapped->PrepareForBackward(scaled));
+        }
+        RETURN_IF_ERROR(CallTorch("backward pass", [&] { scaled.backward(); }));
         record.loss += micro_loss.loss.item<double>() / micro_count;
         record.tokens += micro_loss.tokens;
         for (const auto& [name, value] : micro_loss.components) {
@@ -281,7 +300,9 @@ absl::StatusOr<TrainingSummary> RunTraining(torch::nn::Module& model,
         }
         gradients.push_back(parameter.grad());
       }
-      if (hooks.reduce_gradients) {
+      if (overlapped != nullptr) {
+        RETURN_IF_ERROR(overlapped->FinishBackward());
+      } else if (hooks.reduce_gradients) {
         RETURN_IF_ERROR(hooks.reduce_gradients(gradients));
       }
       RETURN_IF_ERROR(CallTorch("optimizer step", [&] {

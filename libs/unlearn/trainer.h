@@ -1,8 +1,10 @@
 // The training loop shared by fine-tuning and unlearning: AdamW, linear
 // warm-up then linear decay (Hugging Face's schedule), gradient accumulation
 // to an effective batch, clipping on the global gradient norm, seeded data
-// order, explicit thread count, optional bf16 autocast, and a hook where
-// data-parallel runs average gradients across ranks.
+// order, explicit thread count, optional bf16 autocast, and hooks where
+// data-parallel runs average gradients across ranks: after the backward
+// passes of a step (reduce_gradients), or overlapped with the last one
+// (overlapped_reducer).
 //
 //   TrainingOptions options{.learning_rate = 1e-3, .num_epochs = 5};
 //   ASSIGN_OR_RETURN(TrainingSummary summary,
@@ -39,6 +41,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -126,6 +129,26 @@ using MicroBatchLossFn = std::function<absl::StatusOr<MicroBatchLoss>(
 // Replaces local gradients by their average over ranks (data parallelism).
 using GradientReducer = std::function<absl::Status(std::vector<at::Tensor>&)>;
 
+// Averages gradients over ranks while the backward pass of a step's last
+// micro-batch runs (libs/dist/overlapped_reducer.h), instead of after it.
+// RunTraining calls PrepareForBackward(loss) right before that backward
+// pass, on the tensor it differentiates, and FinishBackward() after it;
+// FinishBackward must leave every parameter's .grad() defined and equal to
+// the mean over ranks of the gradients the ranks accumulated in the step.
+// Backward passes of earlier micro-batches come without either call.
+class BackwardGradientReducer {
+ public:
+  virtual ~BackwardGradientReducer() = default;
+  virtual absl::Status PrepareForBackward(const at::Tensor& loss) = 0;
+  virtual absl::Status FinishBackward() = 0;
+};
+// Makes the reducer of one RunTraining call for its trainable parameters
+// (those requiring a gradient, in registration order); it lives until the
+// call returns.
+using BackwardGradientReducerFactory =
+    std::function<absl::StatusOr<std::unique_ptr<BackwardGradientReducer>>(
+        const std::vector<at::Tensor>& parameters)>;
+
 struct StepRecord {
   int64_t step = 0;         // 1-based optimizer step.
   int64_t total_steps = 0;  // Of the whole run.
@@ -155,7 +178,13 @@ struct TrainingSummary {
 };
 
 struct TrainingHooks {
-  GradientReducer reduce_gradients;  // Optional.
+  // Optional; averages the step's gradients after the backward passes, and
+  // checks at resume that the ranks agree on the step.
+  GradientReducer reduce_gradients;
+  // Optional; when set, it averages the step's gradients (overlapped with
+  // the last backward pass) and reduce_gradients serves only the resume
+  // check. With world_size > 1 it needs reduce_gradients too.
+  BackwardGradientReducerFactory overlapped_reducer;
   // Optional; called after each step (and its checkpoint, if any); an error
   // stops the run and is returned.
   std::function<absl::Status(const StepRecord&)> on_step;

@@ -234,6 +234,133 @@ TEST(TrainerTest, ReducerSeesEveryGradientOncePerStepAndShardingSplitsData) {
   EXPECT_EQ(seen.size(), 5u);  // Rank 1 of 2 sees half of the 10 examples.
 }
 
+// A BackwardGradientReducer that records when the trainer calls it, checks
+// that the loss it is given is the one differentiated next, and leaves
+// `scale` times the local gradients (a stand-in for the mean over ranks).
+class RecordingReducer : public BackwardGradientReducer {
+ public:
+  RecordingReducer(std::vector<at::Tensor> parameters,
+                   std::vector<std::string>* events, double scale,
+                   absl::Status finish_status)
+      : parameters_(std::move(parameters)),
+        events_(events),
+        scale_(scale),
+        finish_status_(std::move(finish_status)) {}
+
+  absl::Status PrepareForBackward(const at::Tensor& loss) override {
+    events_->push_back("prepare");
+    if (!loss.defined() || !loss.requires_grad()) {
+      return absl::InternalError("no differentiable loss");
+    }
+    return absl::OkStatus();
+  }
+  absl::Status FinishBackward() override {
+    events_->push_back("finish");
+    torch::NoGradGuard no_grad;
+    for (at::Tensor& parameter : parameters_) {
+      if (!parameter.grad().defined()) return absl::InternalError("no grad");
+      parameter.mutable_grad().mul_(scale_);
+    }
+    return finish_status_;
+  }
+
+ private:
+  std::vector<at::Tensor> parameters_;
+  std::vector<std::string>* events_;
+  double scale_;
+  absl::Status finish_status_;
+};
+
+TEST(TrainerTest, OverlappedReducerIsArmedForTheLastMicroBatchOnly) {
+  torch::manual_seed(4);
+  LlamaForCausalLM model(LlamaConfigOf({}));
+  // A frozen parameter is not handed to the reducer.
+  model.parameters()[1].requires_grad_(false);
+  std::vector<std::string> events;
+  size_t parameter_count = 0;
+  int factory_calls = 0;
+  auto loss = [&](const std::vector<int64_t>& indices,
+                  const StepContext&) -> absl::StatusOr<MicroBatchLoss> {
+    events.push_back("loss");
+    return MicroBatchLoss{.loss = model.parameters()[0].sum(), .tokens = 1};
+  };
+  TrainingHooks hooks{
+      .reduce_gradients =
+          [&](std::vector<at::Tensor>&) {
+            events.push_back("reduce");
+            return absl::OkStatus();
+          },
+      .overlapped_reducer = [&](const std::vector<at::Tensor>& parameters)
+          -> absl::StatusOr<std::unique_ptr<BackwardGradientReducer>> {
+        ++factory_calls;
+        parameter_count = parameters.size();
+        for (const at::Tensor& parameter : parameters) {
+          if (!parameter.requires_grad()) {
+            return absl::InternalError("a frozen parameter");
+          }
+        }
+        return std::make_unique<RecordingReducer>(parameters, &events, 1.0,
+                                                  absl::OkStatus());
+      }};
+  // Rank 1 of 2 gets 8 of the 16 examples: 4 micro-batches, 2 steps (the
+  // second of 1 micro-batch).
+  ASSERT_TRUE(RunTraining(model, 16,
+                          {.num_epochs = 1,
+                           .per_device_batch_size = 2,
+                           .gradient_accumulation_steps = 3,
+                           .rank = 1,
+                           .world_size = 2},
+                          loss, hooks)
+                  .ok());
+  EXPECT_EQ(factory_calls, 1);
+  EXPECT_EQ(parameter_count, model.parameters().size() - 1);
+  const std::vector<std::string> expected = {
+      "loss", "loss", "loss", "prepare", "finish", "loss", "prepare", "finish"};
+  EXPECT_EQ(events, expected);
+}
+
+TEST(TrainerTest, TheOverlappedReducersGradientsAreTheOnesApplied) {
+  torch::manual_seed(4);
+  LlamaForCausalLM model(LlamaConfigOf({}));
+  const std::vector<at::Tensor> before = Snapshot(model);
+  std::vector<std::string> events;
+  auto identity = [](std::vector<at::Tensor>&) { return absl::OkStatus(); };
+  // Zeroed gradients: AdamW without weight decay leaves the weights alone.
+  TrainingHooks hooks{
+      .reduce_gradients = identity,
+      .overlapped_reducer = [&](const std::vector<at::Tensor>& parameters)
+          -> absl::StatusOr<std::unique_ptr<BackwardGradientReducer>> {
+        return std::make_unique<RecordingReducer>(parameters, &events, 0.0,
+                                                  absl::OkStatus());
+      }};
+  const TrainingOptions options{.learning_rate = 1e-2,
+                                .weight_decay = 0,
+                                .warmup_epochs = 0,
+                                .num_epochs = 1,
+                                .per_device_batch_size = 2,
+                                .threads = 1};
+  ASSERT_TRUE(FinetuneOnQa(model, Examples(), 0, options, hooks).status().ok());
+  const std::vector<at::Tensor> after = Snapshot(model);
+  for (size_t i = 0; i < before.size(); ++i) {
+    EXPECT_TRUE(torch::equal(before[i], after[i])) << i;
+  }
+  // Its error stops the run.
+  hooks.overlapped_reducer = [&](const std::vector<at::Tensor>& parameters)
+      -> absl::StatusOr<std::unique_ptr<BackwardGradientReducer>> {
+    return std::make_unique<RecordingReducer>(
+        parameters, &events, 1.0, absl::UnavailableError("peer gone"));
+  };
+  EXPECT_EQ(FinetuneOnQa(model, Examples(), 0, options, hooks).status().code(),
+            absl::StatusCode::kUnavailable);
+  // Data-parallel runs need reduce_gradients too, for the resume check.
+  hooks.reduce_gradients = nullptr;
+  TrainingOptions two_ranks = options;
+  two_ranks.world_size = 2;
+  EXPECT_EQ(
+      FinetuneOnQa(model, Examples(), 0, two_ranks, hooks).status().code(),
+      absl::StatusCode::kInvalidArgument);
+}
+
 TEST(TrainerTest, LengthGroupingGivesEachStepOneBlockOfTheGroupedOrder) {
   // 2 ranks x batch 3: each step's two micro-batches together are one block
   // of 6 positions of LengthGroupedPermutation, split as RankShard splits.
