@@ -31,6 +31,10 @@ packages=(
   prometheus
   # zlib (the zlib MIA score) and gnuplot (the method-comparison plot).
   zlib1g-dev gnuplot-nox
+  # PyTorch over the same LibTorch, for the benchmark peer only
+  # (benchmarks/unlearning_step_peer.py, run with /usr/bin/python3); nothing
+  # Lethe builds or serves imports it.
+  python3-torch
 )
 
 missing=()
