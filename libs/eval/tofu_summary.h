@@ -58,6 +58,24 @@ absl::StatusOr<nlohmann::json> SummarizeTofuEval(
     const nlohmann::ordered_json& eval_log,
     const nlohmann::ordered_json* retain_log);
 
+// The keys of a summary SummarizeTofuEval writes (those of open-unlearning's
+// TOFU_SUMMARY.json), sorted; the coordinator accepts no other evaluation
+// keys from a worker. Pinned to SummarizeTofuEval's output by
+// services/coordinator/grpc_services_test.
+inline constexpr const char* kTofuSummaryKeys[] = {"exact_memorization",
+                                                   "extraction_strength",
+                                                   "forget_Q_A_Prob",
+                                                   "forget_Q_A_ROUGE",
+                                                   "forget_quality",
+                                                   "mia_gradnorm",
+                                                   "mia_loss",
+                                                   "mia_min_k",
+                                                   "mia_min_k_plus_plus",
+                                                   "mia_reference",
+                                                   "mia_zlib",
+                                                   "model_utility",
+                                                   "privleak"};
+
 }  // namespace lethe
 
 #endif  // LETHE_LIBS_EVAL_TOFU_SUMMARY_H_

@@ -130,9 +130,16 @@ absl::StatusOr<v1::Job> Coordinator::CreateJob(
           ? request.request_id()
           : absl::StrCat(tenant, "\x1f", request.request_id());
   RETURN_IF_ERROR(CheckOutputClaim(
-      spec.output_dir(), claim_id, [&](const std::string& owner) {
+      spec.output_dir(), claim_id,
+      [&](const std::string& owner) {
         // Only a definite "not stored" frees the directory.
         return !absl::IsNotFound(store_->Get(owner).status());
+      },
+      [&](const std::string& owner) {
+        // Named to its own tenant only (tenant "": no tokens, one tenant).
+        if (tenant.empty()) return true;
+        const absl::StatusOr<v1::Job> stored = store_->Get(owner);
+        return stored.ok() && stored->tenant() == tenant;
       }));
   ASSIGN_OR_RETURN(v1::Job job, jobs_.Create(spec, request.request_id(),
                                              absl::Now(), tenant));

@@ -348,6 +348,35 @@ TEST_F(CoordinatorTest, AnOutputDirectoryBelongsToOneJob) {
                           << other.status();
 }
 
+// Another tenant's job holding the directory is refused without its name
+// (job names would tell one tenant about another's work); the owner's own
+// tenant is told which job holds it.
+TEST_F(CoordinatorTest, AnotherTenantsClaimDoesNotNameItsJob) {
+  v1::CreateJobRequest request;
+  *request.mutable_spec() = Spec("shared-out");
+  request.set_request_id("same-id");
+  absl::StatusOr<v1::Job> owner =
+      coordinator_->CreateJob(request, /*tenant=*/"team-b");
+  ASSERT_TRUE(owner.ok()) << owner.status();
+
+  // The same request_id in another tenant is not a retry of B's request.
+  absl::StatusOr<v1::Job> other =
+      coordinator_->CreateJob(request, /*tenant=*/"team-a");
+  EXPECT_EQ(other.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(other.status().message().find("another tenant's job"),
+            std::string::npos)
+      << other.status();
+  EXPECT_EQ(other.status().message().find(owner->name()), std::string::npos)
+      << other.status();
+
+  request.set_request_id("second");
+  other = coordinator_->CreateJob(request, /*tenant=*/"team-b");
+  EXPECT_EQ(other.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(other.status().message().find("belongs to " + owner->name()),
+            std::string::npos)
+      << other.status();
+}
+
 TEST_F(CoordinatorTest, AQueuedJobFailsAtItsDeadline) {
   v1::JobSpec spec = Spec("queue_deadline");
   spec.mutable_run_policy()->mutable_deadline()->set_seconds(1);

@@ -49,28 +49,15 @@
 #include "lethe/v1/worker_service.grpc.pb.h"
 #include "libs/auth/path_policy.h"
 #include "libs/auth/token_auth.h"
+#include "libs/eval/tofu_summary.h"
 #include "services/coordinator/coordinator.h"
 #include "services/coordinator/coordinator_metrics.h"
 
 namespace lethe {
 
-// The keys of the evaluator's summary (libs/eval/tofu_summary.h: those of
-// open-unlearning's TOFU_SUMMARY.json), the only evaluation keys a
-// progress report may carry. Pinned to the evaluator's output by
-// grpc_services_test.
-inline constexpr const char* kEvaluationSummaryKeys[] = {"exact_memorization",
-                                                         "extraction_strength",
-                                                         "forget_Q_A_Prob",
-                                                         "forget_Q_A_ROUGE",
-                                                         "forget_quality",
-                                                         "mia_gradnorm",
-                                                         "mia_loss",
-                                                         "mia_min_k",
-                                                         "mia_min_k_plus_plus",
-                                                         "mia_reference",
-                                                         "mia_zlib",
-                                                         "model_utility",
-                                                         "privleak"};
+// The only evaluation keys a progress report may carry: those of the
+// evaluator's summary (libs/eval/tofu_summary.h).
+inline constexpr const auto& kEvaluationSummaryKeys = kTofuSummaryKeys;
 bool IsEvaluationSummaryKey(absl::string_view key);
 
 // What a rank's progress report may bring, at most: evaluation summary

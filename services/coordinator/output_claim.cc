@@ -17,7 +17,8 @@ std::string ClaimPath(const std::string& output_dir) {
 
 absl::Status CheckOutputClaim(
     const std::string& output_dir, const std::string& request_id,
-    const std::function<bool(const std::string& job)>& job_exists) {
+    const std::function<bool(const std::string& job)>& job_exists,
+    const std::function<bool(const std::string& job)>& caller_may_see) {
   const std::string path = ClaimPath(output_dir);
   if (!std::filesystem::exists(path)) return absl::OkStatus();
   const absl::StatusOr<std::string> text = ReadFileToString(path);
@@ -34,6 +35,12 @@ absl::Status CheckOutputClaim(
     return absl::OkStatus();
   }
   if (job_exists && !job_exists(owner)) return absl::OkStatus();
+  if (caller_may_see && !caller_may_see(owner)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "spec.output_dir: ", output_dir,
+        " belongs to another tenant's job (each job writes its own "
+        "directory; choose another)"));
+  }
   return absl::FailedPreconditionError(absl::StrCat(
       "spec.output_dir: ", output_dir, " belongs to ", owner,
       " (each job writes its own directory; choose another, or `lethe "

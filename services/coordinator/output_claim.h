@@ -21,11 +21,14 @@ namespace lethe {
 // OK when nothing claims `output_dir`, when the claim was made by a
 // request with the same non-empty `request_id` (a retry of it), or when
 // `job_exists` says its owner is no longer stored (deleted with a record too
-// damaged to name its directory): a stale claim. FAILED_PRECONDITION naming
-// the owner otherwise; DATA_LOSS for a claim file that does not parse.
+// damaged to name its directory): a stale claim. FAILED_PRECONDITION
+// otherwise, naming the owner only when `caller_may_see` says the caller
+// may see that job (unset: always), so that another tenant's job names are
+// not revealed; DATA_LOSS for a claim file that does not parse.
 absl::Status CheckOutputClaim(
     const std::string& output_dir, const std::string& request_id,
-    const std::function<bool(const std::string& job)>& job_exists);
+    const std::function<bool(const std::string& job)>& job_exists,
+    const std::function<bool(const std::string& job)>& caller_may_see = {});
 
 // Creates `output_dir` if needed and writes the claim for `job`.
 absl::Status WriteOutputClaim(const std::string& output_dir,
