@@ -411,6 +411,11 @@ absl::Status CheckMemoryAndLora(const v1::JobSpec& spec) {
                    absl::StrCat("must be in [0, 1048576], got ",
                                 memory.loss_chunk_tokens()));
   }
+  if (memory.zero_stage() < 0 || memory.zero_stage() > 2) {
+    return Invalid(
+        "spec.memory.zero_stage",
+        absl::StrCat("must be 0, 1 or 2, got ", memory.zero_stage()));
+  }
   if (memory.activation_checkpointing() && spec.method() == v1::OFMU) {
     return Invalid("spec.memory.activation_checkpointing",
                    "is not available with OFMU: its Hessian-vector products "

@@ -121,6 +121,9 @@ TEST_F(JobSpecTest, EachBadFieldIsRejectedNamingTheField) {
       {"negative loss chunk",
        [](Spec& s, R) { s.mutable_memory()->set_loss_chunk_tokens(-1); },
        kInvalid, "spec.memory.loss_chunk_tokens"},
+      {"ZeRO stage 3",
+       [](Spec& s, R) { s.mutable_memory()->set_zero_stage(3); }, kInvalid,
+       "spec.memory.zero_stage"},
       {"checkpointing under OFMU",
        [](Spec& s, R) {
          s.set_method(v1::OFMU);

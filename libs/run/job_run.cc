@@ -17,6 +17,7 @@
 #include "libs/data/tofu_dataset.h"
 #include "libs/dist/collective_group.h"
 #include "libs/dist/overlapped_reducer.h"
+#include "libs/dist/zero_training.h"
 #include "libs/eval/tofu_evaluator.h"
 #include "libs/eval/tofu_summary.h"
 #include "libs/files/file_io.h"
@@ -176,6 +177,8 @@ TrainingOptions TrainingFromSpec(const v1::JobSpec& spec,
   training.threads = spec.threads_per_worker();
   training.bf16_autocast = spec.precision() == v1::BF16_AUTOCAST;
   training.loss_chunk_tokens = spec.memory().loss_chunk_tokens();
+  // One rank has nothing to shard: ZeRO only with a group.
+  training.zero_stage = context.world_size > 1 ? spec.memory().zero_stage() : 0;
   training.rank = context.rank;
   training.world_size = context.world_size;
   training.checkpoint.dir = CheckpointDir(spec);
@@ -485,6 +488,9 @@ absl::StatusOr<JobRunResult> RunJobSpec(const v1::JobSpec& given,
       return status;
     };
     hooks.averager = hooks.training.reduce_gradients;
+    // ZeRO, when the spec asks for it (training.zero_stage > 0): AdamW's
+    // state sharded over the ranks (libs/dist/zero_training.h).
+    hooks.training.sharded_optimizer = ZeroOptimizerFactory(*group);
     // The step's gradients: overlapped with the last backward pass.
     hooks.training.overlapped_reducer =
         [&](const std::vector<at::Tensor>& parameters)

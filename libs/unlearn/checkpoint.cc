@@ -440,7 +440,8 @@ absl::StatusOr<CheckpointState> VerifyCheckpoint(const std::string& dir) {
 absl::StatusOr<std::string> WriteCheckpoint(
     const std::string& root, const CheckpointState& state,
     const torch::nn::Module& model, const torch::optim::Optimizer& optimizer,
-    int keep_last, const std::function<absl::Status()>& may_commit) {
+    int keep_last, const std::function<absl::Status()>& may_commit,
+    const std::map<std::string, std::string>& staged_files) {
   if (state.step < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat(root, ": checkpoint step ", state.step, " < 0"));
@@ -480,6 +481,22 @@ absl::StatusOr<std::string> WriteCheckpoint(
     files[kOptimizerFile] = {{"bytes", optimizer_digest.bytes},
                              {"crc32", optimizer_digest.crc32}};
 
+    for (const auto& [name, staged] : staged_files) {
+      if (name.empty() || name.find('/') != std::string::npos ||
+          name == kModelFile || name == kOptimizerFile || name == kStateFile ||
+          name == "." || name == "..") {
+        return absl::InvalidArgumentError(
+            absl::StrCat(staged, ": bad checkpoint file name \"", name, "\""));
+      }
+      const std::string path = absl::StrCat(temporary, "/", name);
+      if (std::rename(staged.c_str(), path.c_str()) != 0) {
+        return absl::UnavailableError(absl::StrCat(
+            staged, ": cannot move into ", temporary, ": ", ErrnoText()));
+      }
+      ASSIGN_OR_RETURN(const FileDigest digest, DigestFile(path));
+      files[name] = {{"bytes", digest.bytes}, {"crc32", digest.crc32}};
+    }
+
     const nlohmann::json json = {{"format_version", kCheckpointFormatVersion},
                                  {"step", state.step},
                                  {"epoch", state.epoch},
@@ -493,6 +510,7 @@ absl::StatusOr<std::string> WriteCheckpoint(
   if (written.ok() && may_commit) written = may_commit();
   if (!written.ok()) {
     RemoveQuietly(temporary);
+    for (const auto& [name, staged] : staged_files) RemoveQuietly(staged);
     return written;
   }
 
@@ -520,6 +538,10 @@ absl::StatusOr<std::string> WriteCheckpoint(
   if (had_old) RemoveQuietly(replaced);
   Prune(root, keep_last);
   return final_dir;
+}
+
+std::string OptimizerShardFileName(int rank, int world_size) {
+  return absl::StrCat("optimizer_shard_", rank, "_of_", world_size);
 }
 
 absl::StatusOr<LoadedCheckpoint> LoadLatestCheckpoint(

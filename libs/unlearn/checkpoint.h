@@ -18,6 +18,10 @@
 //   optimizer.pt        the optimizer's state (LibTorch's archive format)
 //   trainer_state.json  {"format_version", "step", "epoch", "run": {...},
 //                        "files": {name: {"bytes", "crc32"}}}
+//   optimizer_shard_<rank>_of_<world>
+//                       with a sharded optimizer (ZeRO, TrainingOptions::
+//                       zero_stage): each rank's optimizer state, staged by
+//                       that rank and moved in by the writer (staged_files)
 // A checkpoint is written into <root>/.tmp-checkpoint-<step>-<pid>/, its
 // files flushed to disk, then renamed into place; older checkpoints beyond
 // the newest `keep_last` are deleted afterwards. One writer per root (in a
@@ -96,11 +100,20 @@ absl::StatusOr<CheckpointState> VerifyCheckpoint(const std::string& dir);
 // checkpoints (keep_last <= 0 keeps all). When `may_commit` is set it is
 // asked once the files are written and before they become the checkpoint;
 // its error discards them and is returned (a superseded attempt's fence).
+// `staged_files` (checkpoint file name -> path of a file already written and
+// flushed, on the same file system as `root`) are moved into the checkpoint
+// before it is committed and recorded with their sizes and CRC32s, so they
+// become part of it atomically; a failure leaves them removed.
 absl::StatusOr<std::string> WriteCheckpoint(
     const std::string& root, const CheckpointState& state,
     const torch::nn::Module& model, const torch::optim::Optimizer& optimizer,
     int keep_last = 2,
-    const std::function<absl::Status()>& may_commit = nullptr);
+    const std::function<absl::Status()>& may_commit = nullptr,
+    const std::map<std::string, std::string>& staged_files = {});
+
+// "optimizer_shard_<rank>_of_<world_size>": a rank's optimizer shard in a
+// checkpoint of a sharded (ZeRO) run.
+std::string OptimizerShardFileName(int rank, int world_size);
 
 struct LoadedCheckpoint {
   std::string dir;

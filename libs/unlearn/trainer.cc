@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "libs/data/qa_batch.h"
 #include "libs/data/sharding.h"
@@ -58,6 +60,10 @@ absl::Status ValidateOptions(const TrainingOptions& options,
   if (options.loss_chunk_tokens < 0) {
     return absl::InvalidArgumentError("loss_chunk_tokens must be >= 0");
   }
+  if (options.zero_stage < 0 || options.zero_stage > 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("zero_stage must be 0, 1 or 2, got ", options.zero_stage));
+  }
   if (options.checkpoint.every_steps < 0) {
     return absl::InvalidArgumentError("checkpoint.every_steps must be >= 0");
   }
@@ -87,6 +93,10 @@ std::map<std::string, std::string> RunDescription(
   };
   for (const auto& [field, value] : options.checkpoint.run_identity) {
     description.emplace(field, value);
+  }
+  // Only when sharding, so checkpoints of replicated runs stay resumable.
+  if (options.zero_stage > 0) {
+    description["zero_stage"] = std::to_string(options.zero_stage);
   }
   // Only when grouping, so checkpoints of plain runs stay resumable.
   if (!options.example_lengths.empty()) {
@@ -139,6 +149,82 @@ absl::Status CheckRanksAgree(int64_t start_step, const std::string& dir,
   return absl::OkStatus();
 }
 
+// A ZeRO checkpoint resumes only at the world size that wrote it: the
+// newest checkpoint's optimizer shards name theirs.
+absl::Status CheckShardWorldSize(const std::string& root, int world_size) {
+  const std::vector<int64_t> steps = ListCheckpointSteps(root);
+  if (steps.empty()) return absl::OkStatus();
+  const std::string dir = CheckpointDirectory(root, steps.back());
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, error)) {
+    const std::string name = entry.path().filename().string();
+    const size_t of = name.rfind("_of_");
+    int written = 0;
+    if (name.rfind("optimizer_shard_", 0) != 0 || of == std::string::npos ||
+        !absl::SimpleAtoi(name.substr(of + 4), &written)) {
+      continue;
+    }
+    if (written != world_size) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          dir, " holds the optimizer shards of a ", written,
+          "-rank ZeRO run; this run has ", world_size,
+          " ranks: a ZeRO checkpoint resumes only at the world size that "
+          "wrote it (resharding is not supported)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// A sharded run's checkpoint: every rank stages its optimizer shard, rank 0
+// moves them into the checkpoint it commits; the ranks agree on the outcome
+// twice, so that all of them succeed or all fail. Returns the directory.
+absl::StatusOr<std::string> WriteShardedCheckpoint(
+    const TrainingOptions& options, const CheckpointState& state,
+    const torch::nn::Module& model, const torch::optim::Optimizer& optimizer,
+    ShardedTrainingOptimizer& sharded) {
+  const CheckpointOptions& checkpoint = options.checkpoint;
+  auto staged_path = [&](int rank) {
+    return absl::StrCat(checkpoint.dir, "/.staged-", state.step, "-",
+                        OptimizerShardFileName(rank, options.world_size));
+  };
+  const std::string mine = staged_path(options.rank);
+  std::error_code error;
+  std::filesystem::create_directories(checkpoint.dir, error);
+  const absl::Status saved =
+      error ? absl::PermissionDeniedError(absl::StrCat(
+                  checkpoint.dir, ": cannot create: ", error.message()))
+            : sharded.SaveShard(mine);
+  ASSIGN_OR_RETURN(const bool all_saved, sharded.AllRanksOk(saved.ok()));
+  if (!saved.ok() || !all_saved) {
+    std::error_code ignored;
+    std::filesystem::remove(mine, ignored);
+    if (!saved.ok()) return saved;
+    return absl::UnavailableError(
+        absl::StrCat("checkpoint of step ", state.step,
+                     ": another rank could not write its optimizer shard"));
+  }
+  absl::StatusOr<std::string> committed =
+      CheckpointDirectory(checkpoint.dir, state.step);
+  if (options.rank == 0) {
+    std::map<std::string, std::string> staged;
+    for (int rank = 0; rank < options.world_size; ++rank) {
+      staged[OptimizerShardFileName(rank, options.world_size)] =
+          staged_path(rank);
+    }
+    committed =
+        WriteCheckpoint(checkpoint.dir, state, model, optimizer,
+                        checkpoint.keep_last, checkpoint.may_commit, staged);
+  }
+  ASSIGN_OR_RETURN(const bool all_committed,
+                   sharded.AllRanksOk(committed.ok()));
+  if (!committed.ok()) return committed.status();
+  if (!all_committed) {
+    return absl::UnavailableError(absl::StrCat(
+        "checkpoint of step ", state.step, ": rank 0 could not commit it"));
+  }
+  return committed;
+}
+
 }  // namespace
 
 double LinearWarmupDecay(int64_t step, int64_t warmup_steps,
@@ -162,6 +248,10 @@ absl::StatusOr<TrainingSummary> RunTraining(torch::nn::Module& model,
         "hooks.overlapped_reducer needs hooks.reduce_gradients too: the "
         "ranks' resumed steps are checked with it");
   }
+  if (options.zero_stage > 0 && !hooks.sharded_optimizer) {
+    return absl::InvalidArgumentError(
+        "zero_stage > 0 needs hooks.sharded_optimizer");
+  }
   if (options.threads > 0) at::set_num_threads(options.threads);
   torch::manual_seed(options.seed);
 
@@ -183,11 +273,25 @@ absl::StatusOr<TrainingSummary> RunTraining(torch::nn::Module& model,
       std::llround(options.warmup_epochs * steps_per_epoch));
 
   std::vector<at::Tensor> decayed, not_decayed, all_parameters;
+  std::vector<TrainableParameter> trainable;
   for (const auto& parameter : model.named_parameters()) {
     if (!parameter.value().requires_grad()) continue;
-    (parameter.key().find("norm") != std::string::npos ? not_decayed : decayed)
-        .push_back(parameter.value());
+    const bool is_norm = parameter.key().find("norm") != std::string::npos;
+    (is_norm ? not_decayed : decayed).push_back(parameter.value());
     all_parameters.push_back(parameter.value());
+    trainable.push_back({.name = parameter.key(),
+                         .tensor = parameter.value(),
+                         .weight_decay = is_norm ? 0.0 : options.weight_decay});
+  }
+  // With ZeRO the replicated optimizer below never steps, so it never
+  // allocates state; it only gives the checkpoint its (empty) optimizer.pt.
+  std::unique_ptr<ShardedTrainingOptimizer> sharded;
+  if (options.zero_stage > 0) {
+    ASSIGN_OR_RETURN(sharded,
+                     hooks.sharded_optimizer(trainable, options.zero_stage));
+    if (sharded == nullptr) {
+      return absl::InternalError("hooks.sharded_optimizer made no optimizer");
+    }
   }
   std::vector<torch::optim::OptimizerParamGroup> groups;
   groups.emplace_back(decayed,
@@ -208,6 +312,9 @@ absl::StatusOr<TrainingSummary> RunTraining(torch::nn::Module& model,
   const std::map<std::string, std::string> run_description =
       RunDescription(options, num_examples, total_steps);
   int64_t start_step = 0;
+  if (!checkpoint.dir.empty() && sharded != nullptr) {
+    RETURN_IF_ERROR(CheckShardWorldSize(checkpoint.dir, options.world_size));
+  }
   if (!checkpoint.dir.empty()) {
     absl::StatusOr<LoadedCheckpoint> loaded =
         LoadLatestCheckpoint(checkpoint.dir, model, optimizer, run_description);
@@ -216,6 +323,19 @@ absl::StatusOr<TrainingSummary> RunTraining(torch::nn::Module& model,
       summary.resumed_from_step = start_step;
       summary.resumed_from = loaded->dir;
       summary.checkpoint_warnings = loaded->warnings;
+      if (sharded != nullptr) {
+        const std::string shard = absl::StrCat(
+            loaded->dir, "/",
+            OptimizerShardFileName(options.rank, options.world_size));
+        if (!std::filesystem::exists(shard)) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              loaded->dir, " holds no optimizer shard for rank ", options.rank,
+              " of ", options.world_size,
+              " (written by a run without ZeRO, or with another world "
+              "size?)"));
+        }
+        RETURN_IF_ERROR(sharded->LoadShard(shard));
+      }
     } else if (absl::IsNotFound(loaded.status())) {
       if (!ListCheckpointSteps(checkpoint.dir).empty()) {
         summary.checkpoint_warnings.push_back(
@@ -237,7 +357,8 @@ absl::StatusOr<TrainingSummary> RunTraining(torch::nn::Module& model,
   }
 
   std::unique_ptr<BackwardGradientReducer> overlapped;
-  if (hooks.overlapped_reducer && start_step < total_steps) {
+  if (hooks.overlapped_reducer && start_step < total_steps &&
+      options.zero_stage != 2) {
     ASSIGN_OR_RETURN(overlapped, hooks.overlapped_reducer(all_parameters));
     if (overlapped == nullptr) {
       return absl::InternalError("hooks.overlapped_reducer made no reducer");
@@ -300,37 +421,51 @@ absl::StatusOr<TrainingSummary> RunTraining(torch::nn::Module& model,
         }
         gradients.push_back(parameter.grad());
       }
-      if (overlapped != nullptr) {
+      if (options.zero_stage == 2) {
+        RETURN_IF_ERROR(sharded->ReduceGradients());
+      } else if (overlapped != nullptr) {
         RETURN_IF_ERROR(overlapped->FinishBackward());
       } else if (hooks.reduce_gradients) {
         RETURN_IF_ERROR(hooks.reduce_gradients(gradients));
       }
-      RETURN_IF_ERROR(CallTorch("optimizer step", [&] {
-        record.grad_norm =
-            options.max_grad_norm > 0
-                ? torch::nn::utils::clip_grad_norm_(all_parameters,
-                                                    options.max_grad_norm)
-                : torch::nn::utils::clip_grad_norm_(
-                      all_parameters, std::numeric_limits<double>::infinity());
-        for (auto& group : optimizer.param_groups()) {
-          static_cast<torch::optim::AdamWOptions&>(group.options())
-              .lr(record.learning_rate);
-        }
-        optimizer.step();
-      }));
+      if (sharded != nullptr) {
+        ASSIGN_OR_RETURN(
+            record.grad_norm,
+            sharded->Step(record.learning_rate, options.max_grad_norm));
+      } else {
+        RETURN_IF_ERROR(CallTorch("optimizer step", [&] {
+          record.grad_norm = options.max_grad_norm > 0
+                                 ? torch::nn::utils::clip_grad_norm_(
+                                       all_parameters, options.max_grad_norm)
+                                 : torch::nn::utils::clip_grad_norm_(
+                                       all_parameters,
+                                       std::numeric_limits<double>::infinity());
+          for (auto& group : optimizer.param_groups()) {
+            static_cast<torch::optim::AdamWOptions&>(group.options())
+                .lr(record.learning_rate);
+          }
+          optimizer.step();
+        }));
+      }
       ++step;
       const auto step_end = std::chrono::steady_clock::now();
       record.seconds =
           std::chrono::duration<double>(step_end - step_start).count();
-      if (!checkpoint.dir.empty() && checkpoint.write &&
+      if (!checkpoint.dir.empty() && (checkpoint.write || sharded != nullptr) &&
           (step == total_steps || (checkpoint.every_steps > 0 &&
                                    step % checkpoint.every_steps == 0))) {
-        ASSIGN_OR_RETURN(
-            record.checkpoint,
-            WriteCheckpoint(
-                checkpoint.dir,
-                {.step = step, .epoch = epoch, .run = run_description}, model,
-                optimizer, checkpoint.keep_last, checkpoint.may_commit));
+        const CheckpointState state = {
+            .step = step, .epoch = epoch, .run = run_description};
+        if (sharded != nullptr) {
+          ASSIGN_OR_RETURN(record.checkpoint,
+                           WriteShardedCheckpoint(options, state, model,
+                                                  optimizer, *sharded));
+        } else {
+          ASSIGN_OR_RETURN(
+              record.checkpoint,
+              WriteCheckpoint(checkpoint.dir, state, model, optimizer,
+                              checkpoint.keep_last, checkpoint.may_commit));
+        }
         record.checkpoint_seconds =
             std::chrono::duration<double>(std::chrono::steady_clock::now() -
                                           step_end)

@@ -97,6 +97,12 @@ struct TrainingOptions {
   // EpochPermutation.
   std::vector<int64_t> example_lengths;
   int length_window_batches = 4;
+  // ZeRO: 0 keeps a replicated torch::optim::AdamW on every rank; 1 or 2
+  // shards AdamW's state over the ranks with the optimizer that
+  // hooks.sharded_optimizer makes (stage 2 also reduces the gradients to
+  // the shards). Recorded in checkpoints (when > 0): a checkpoint resumes
+  // only a run of the same stage and world size.
+  int zero_stage = 0;
   CheckpointOptions checkpoint;
 };
 
@@ -149,6 +155,48 @@ using BackwardGradientReducerFactory =
     std::function<absl::StatusOr<std::unique_ptr<BackwardGradientReducer>>(
         const std::vector<at::Tensor>& parameters)>;
 
+// An AdamW whose state is sharded over the data-parallel ranks (ZeRO;
+// libs/dist/zero_training.h makes one over a process group). With
+// TrainingOptions::zero_stage > 0 it replaces RunTraining's replicated
+// torch::optim::AdamW: RunTraining averages the step's gradients as usual
+// (hooks.reduce_gradients or hooks.overlapped_reducer) and calls Step at
+// stage 1; at stage 2 it calls ReduceGradients instead of averaging, then
+// Step. Step leaves every rank with the same updated parameters.
+//
+// Checkpoints: at each checkpoint step every rank calls SaveShard on a
+// staging path in the checkpoint root; the ranks agree (AllRanksOk) that
+// every shard was written; rank 0 moves them into the checkpoint it writes
+// (as OptimizerShardFileName(rank, world_size)) and commits it, and the
+// ranks agree again that it did. checkpoint.write is ignored: rank 0 always
+// commits, so the directory must be shared. At resume each rank restores
+// its shard with LoadShard.
+class ShardedTrainingOptimizer {
+ public:
+  virtual ~ShardedTrainingOptimizer() = default;
+  virtual absl::Status ReduceGradients() = 0;
+  // Clips on the global norm (max_grad_norm <= 0: no clipping), updates,
+  // gathers; returns the norm before clipping.
+  virtual absl::StatusOr<double> Step(double learning_rate,
+                                      double max_grad_norm) = 0;
+  virtual absl::Status SaveShard(const std::string& path) = 0;
+  virtual absl::Status LoadShard(const std::string& path) = 0;
+  // Collective: whether `ok` is true on every rank.
+  virtual absl::StatusOr<bool> AllRanksOk(bool ok) = 0;
+};
+
+// A trainable parameter and the weight decay AdamW applies to it (0 for
+// norm weights).
+struct TrainableParameter {
+  std::string name;
+  at::Tensor tensor;
+  double weight_decay = 0;
+};
+// Makes the sharded optimizer of one RunTraining call for its trainable
+// parameters (in registration order) and ZeRO stage.
+using ShardedOptimizerFactory =
+    std::function<absl::StatusOr<std::unique_ptr<ShardedTrainingOptimizer>>(
+        const std::vector<TrainableParameter>& parameters, int zero_stage)>;
+
 struct StepRecord {
   int64_t step = 0;         // 1-based optimizer step.
   int64_t total_steps = 0;  // Of the whole run.
@@ -185,6 +233,9 @@ struct TrainingHooks {
   // the last backward pass) and reduce_gradients serves only the resume
   // check. With world_size > 1 it needs reduce_gradients too.
   BackwardGradientReducerFactory overlapped_reducer;
+  // Required when options.zero_stage > 0 (see ShardedTrainingOptimizer);
+  // unused otherwise.
+  ShardedOptimizerFactory sharded_optimizer;
   // Optional; called after each step (and its checkpoint, if any); an error
   // stops the run and is returned.
   std::function<absl::Status(const StepRecord&)> on_step;

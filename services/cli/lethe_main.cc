@@ -86,6 +86,9 @@ ABSL_FLAG(int, loss_chunk_tokens, 0,
 ABSL_FLAG(bool, activation_checkpointing, false,
           "unlearn/submit: recompute each decoder layer in the backward pass "
           "instead of keeping its activations (not with OFMU)");
+ABSL_FLAG(int, zero_stage, 0,
+          "unlearn/submit: shard AdamW's state over the data-parallel ranks "
+          "(ZeRO 1; 2 also shards the reduced gradients); 0: replicated");
 ABSL_FLAG(int, lora_rank, 0,
           "unlearn/submit: train LoRA adapters of this rank instead of the "
           "whole model (0: full training)");
@@ -485,6 +488,7 @@ absl::StatusOr<v1::JobSpec> JobSpecFromFlags() {
       absl::GetFlag(FLAGS_loss_chunk_tokens));
   spec.mutable_memory()->set_activation_checkpointing(
       absl::GetFlag(FLAGS_activation_checkpointing));
+  spec.mutable_memory()->set_zero_stage(absl::GetFlag(FLAGS_zero_stage));
   // Set as given: LoRA fields without --lora_rank are refused by validation.
   v1::LoraSpec& lora = *spec.mutable_lora();
   lora.set_rank(absl::GetFlag(FLAGS_lora_rank));
