@@ -172,7 +172,9 @@ TEST(ServiceProcessTest, CliSubmitsWatchesAndTheModelLoads) {
   EXPECT_EQ(nlohmann::json::parse(list.stdout_text)["name"], "jobs/1");
 }
 
-// Two workers on half batches take the same steps as one on whole ones.
+// Two workers on half batches take the same steps as one on whole ones, and
+// so do two workers sharding AdamW's state (ZeRO 1) and the reduced
+// gradients too (ZeRO 2).
 TEST(ServiceProcessTest, TwoWorkersMatchOneProcessOnTheSameGlobalBatch) {
   const std::string dir = FreshDir("equivalence");
   auto coordinator_or = RunningCoordinator::Start(
@@ -187,10 +189,18 @@ TEST(ServiceProcessTest, TwoWorkersMatchOneProcessOnTheSameGlobalBatch) {
   one.set_output_dir(dir + "/one");
   one.set_per_device_batch_size(4);
   one.set_world_size(1);
-  v1::Job two_job, one_job;
+  v1::JobSpec zero1 = two;
+  zero1.set_output_dir(dir + "/zero1");
+  zero1.mutable_memory()->set_zero_stage(1);
+  v1::JobSpec zero2 = two;
+  zero2.set_output_dir(dir + "/zero2");
+  zero2.mutable_memory()->set_zero_stage(2);
+  v1::Job two_job, one_job, zero1_job, zero2_job;
   ASSERT_TRUE(CreateJob(coordinator.jobs(), two, &two_job).ok());
   ASSERT_TRUE(CreateJob(coordinator.jobs(), one, &one_job).ok());
-  for (const v1::Job* job : {&two_job, &one_job}) {
+  ASSERT_TRUE(CreateJob(coordinator.jobs(), zero1, &zero1_job).ok());
+  ASSERT_TRUE(CreateJob(coordinator.jobs(), zero2, &zero2_job).ok());
+  for (const v1::Job* job : {&two_job, &one_job, &zero1_job, &zero2_job}) {
     const v1::Job done =
         WaitFor(coordinator.jobs(), job->name(), IsFinal, absl::Seconds(120));
     ASSERT_EQ(done.state(), v1::Job::SUCCEEDED)
@@ -209,6 +219,16 @@ TEST(ServiceProcessTest, TwoWorkersMatchOneProcessOnTheSameGlobalBatch) {
         std::max(max_change, (a[i] - start[i]).abs().max().item<double>());
   }
   EXPECT_GT(max_change, 1e-4) << "the runs did not train";
+  for (const std::string sharded : {"zero1", "zero2"}) {
+    const std::vector<at::Tensor> z =
+        ModelWeights(dir + "/" + sharded + "/model");
+    ASSERT_EQ(z.size(), a.size());
+    for (size_t i = 0; i < a.size(); ++i) {
+      EXPECT_TRUE(at::allclose(z[i], a[i], /*rtol=*/1e-5, /*atol=*/1e-6))
+          << sharded << " parameter " << i << " differs by "
+          << (z[i] - a[i]).abs().max().item<double>();
+    }
+  }
 }
 
 // `lethe unlearn` and a 1-worker job submitted with the same flags run the
