@@ -52,10 +52,12 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "libs/data/packed_batch.h"
 #include "libs/data/qa_batch.h"
 #include "libs/data/qa_example.h"
 #include "libs/data/sharding.h"
@@ -87,6 +89,11 @@ ABSL_FLAG(double, learning_rate, 1e-4,
           "peak learning rate (linear decay, no warm-up)");
 ABSL_FLAG(int64_t, loss_chunk_tokens, 0,
           "Lethe's loss_chunk_tokens (0: full logits, a job's default)");
+ABSL_FLAG(std::string, pack_row_lengths, "0",
+          "comma-separated UnlearningOptions.pack_row_length values Lethe's "
+          "step runs with, each in every round from the same initial "
+          "weights (0: padded batches; e.g. 0,256 compares padded and "
+          "packed in one invocation)");
 ABSL_FLAG(std::string, benchmark, ".lethe/benchmark",
           "a directory prepared by `lethe prepare-benchmark` (tofu cases)");
 ABSL_FLAG(std::string, python, "/usr/bin/python3",
@@ -362,7 +369,8 @@ Profile AggregateProfile(const thread_event_lists& lists, double total_us,
   return profile;
 }
 
-absl::StatusOr<SideResult> RunLethe(Case& c, int profile_steps) {
+absl::StatusOr<SideResult> RunLethe(Case& c, int profile_steps,
+                                    int64_t pack_row_length) {
   const int threads = absl::GetFlag(FLAGS_threads);
   const int measured = c.warmup_steps + c.timed_steps;
   const int total = measured + profile_steps;
@@ -382,6 +390,7 @@ absl::StatusOr<SideResult> RunLethe(Case& c, int profile_steps) {
       .seed = kSeed,
       .threads = threads,
       .loss_chunk_tokens = absl::GetFlag(FLAGS_loss_chunk_tokens)};
+  options.pack_row_length = pack_row_length;
   const torch::profiler::impl::ProfilerConfig profiler_config(
       torch::profiler::impl::ProfilerState::CPU,
       /*report_input_shapes=*/absl::GetFlag(FLAGS_profile_shapes));
@@ -678,8 +687,34 @@ absl::Status Run() {
     if (with_peer) RETURN_IF_ERROR(WritePeerInputs(c, dir));
     // Rounds alternate the two sides, so that load from other processes
     // on a shared machine falls on both; the first round has the profile.
-    SideResult lethe, peer;
-    std::vector<double> lethe_timed, peer_timed;
+    std::vector<int64_t> pack_row_lengths;
+    for (absl::string_view value : absl::StrSplit(
+             absl::GetFlag(FLAGS_pack_row_lengths), ',', absl::SkipEmpty())) {
+      int64_t length = 0;
+      if (!absl::SimpleAtoi(value, &length) || length < 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("bad --pack_row_lengths entry '", value, "'"));
+      }
+      pack_row_lengths.push_back(length);
+    }
+    if (pack_row_lengths.empty()) pack_row_lengths.push_back(0);
+    // Every Lethe run starts from the case's initial weights (the peer's).
+    std::vector<at::Tensor> initial;
+    for (const at::Tensor& parameter : c.model->parameters()) {
+      initial.push_back(parameter.detach().clone());
+    }
+    auto restore = [&] {
+      torch::NoGradGuard no_grad;
+      const std::vector<at::Tensor> parameters = c.model->parameters();
+      for (size_t i = 0; i < parameters.size(); ++i) {
+        parameters[i].copy_(initial[i]);
+      }
+    };
+    const size_t variants = pack_row_lengths.size();
+    std::vector<SideResult> lethe(variants);
+    std::vector<std::vector<double>> lethe_timed(variants);
+    SideResult peer;
+    std::vector<double> peer_timed;
     auto keep_timed = [&](const SideResult& side, std::vector<double>& timed,
                           const char* label, int round) {
       timed.insert(timed.end(), side.seconds.begin() + c.warmup_steps,
@@ -690,24 +725,63 @@ absl::Status Run() {
     };
     for (int round = 0; round < absl::GetFlag(FLAGS_rounds); ++round) {
       const int profile = round == 0 ? c.profile_steps : 0;
-      ASSIGN_OR_RETURN(SideResult lethe_round, RunLethe(c, profile));
-      keep_timed(lethe_round, lethe_timed, "Lethe", round);
-      if (round == 0) lethe = std::move(lethe_round);
+      for (size_t v = 0; v < variants; ++v) {
+        restore();
+        ASSIGN_OR_RETURN(SideResult lethe_round,
+                         RunLethe(c, profile, pack_row_lengths[v]));
+        const std::string label =
+            pack_row_lengths[v] > 0
+                ? absl::StrCat("Lethe/p", pack_row_lengths[v])
+                : std::string("Lethe");
+        keep_timed(lethe_round, lethe_timed[v], label.c_str(), round);
+        if (round == 0) lethe[v] = std::move(lethe_round);
+      }
       if (!with_peer) continue;
       ASSIGN_OR_RETURN(SideResult peer_round, RunPeer(c, dir, profile));
       keep_timed(peer_round, peer_timed, "PyTorch", round);
       if (round == 0) peer = std::move(peer_round);
     }
-    row.lethe = Summarize(lethe_timed);
     row.peer = Summarize(peer_timed);
-    if (with_peer) PrintLossCheck(name, lethe, peer);
-    PrintHeader();
-    PrintRow(row);
-    if (top > 0) {
-      PrintProfile(name, c.profile_steps, lethe.profile,
-                   with_peer ? &peer.profile : nullptr, top);
+    std::vector<Row> case_rows;
+    for (size_t v = 0; v < variants; ++v) {
+      Row variant = row;
+      variant.lethe = Summarize(lethe_timed[v]);
+      if (pack_row_lengths[v] > 0) {
+        variant.name = absl::StrCat(name, "/p", pack_row_lengths[v]);
+        absl::StatusOr<PackedBatch> packed =
+            PackQaBatches({&forget, &retain}, pack_row_lengths[v]);
+        RETURN_IF_ERROR(packed.status());
+        variant.shape =
+            absl::StrFormat("%lldx%lld packed", packed->input_ids.size(0),
+                            packed->input_ids.size(1));
+      }
+      case_rows.push_back(variant);
+      if (with_peer) PrintLossCheck(variant.name, lethe[v], peer);
     }
-    rows.push_back(row);
+    if (variants > 1 && !lethe[0].losses.empty()) {
+      for (size_t v = 1; v < variants; ++v) {
+        std::printf(
+            "packed vs padded %s: step-1 loss rel %.1e, step-2 loss "
+            "rel %.1e; best step %.2fx, median %.2fx faster\n",
+            case_rows[v].name.c_str(),
+            Relative(lethe[v].losses[0], lethe[0].losses[0]),
+            lethe[v].losses.size() > 1
+                ? Relative(lethe[v].losses[1], lethe[0].losses[1])
+                : 0.0,
+            case_rows[0].lethe.best / case_rows[v].lethe.best,
+            case_rows[0].lethe.median / case_rows[v].lethe.median);
+      }
+    }
+    PrintHeader();
+    for (const Row& variant : case_rows) PrintRow(variant);
+    if (top > 0) {
+      for (size_t v = 0; v < variants; ++v) {
+        std::printf("\n[%s]", case_rows[v].name.c_str());
+        PrintProfile(name, c.profile_steps, lethe[v].profile,
+                     with_peer ? &peer.profile : nullptr, top);
+      }
+    }
+    rows.insert(rows.end(), case_rows.begin(), case_rows.end());
     c.model.reset();
   }
   std::printf(

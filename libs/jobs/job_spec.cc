@@ -31,6 +31,9 @@ constexpr const char* kRetainLosses[] = {"", "nll", "kl"};
 constexpr const char* kRegluForgetLosses[] = {"", "ihl", "gd"};
 constexpr size_t kMaxDisplayNameChars = 200;
 constexpr int kDefaultMaxLength = 256;
+// Rows of 128 positions hold two or more TOFU-length sequences; much longer
+// rows cost attention time (benchmarks/unlearning_step_throughput).
+constexpr int kDefaultPackRowLength = 128;
 
 absl::Status Invalid(absl::string_view path, absl::string_view problem) {
   return absl::InvalidArgumentError(absl::StrCat(path, ": ", problem));
@@ -392,6 +395,9 @@ v1::JobSpec JobSpecWithDefaults(v1::JobSpec spec) {
   if (spec.precision() == v1::PRECISION_UNSPECIFIED) {
     spec.set_precision(v1::FP32);
   }
+  if (!spec.memory().has_pack_row_length()) {
+    spec.mutable_memory()->set_pack_row_length(kDefaultPackRowLength);
+  }
   if (spec.checkpoint().keep_last() == 0) {
     spec.mutable_checkpoint()->set_keep_last(2);
   }
@@ -410,6 +416,11 @@ absl::Status CheckMemoryAndLora(const v1::JobSpec& spec) {
     return Invalid("spec.memory.loss_chunk_tokens",
                    absl::StrCat("must be in [0, 1048576], got ",
                                 memory.loss_chunk_tokens()));
+  }
+  if (memory.pack_row_length() < 0 || memory.pack_row_length() > (1 << 20)) {
+    return Invalid("spec.memory.pack_row_length",
+                   absl::StrCat("must be in [0, 1048576], got ",
+                                memory.pack_row_length()));
   }
   if (memory.zero_stage() < 0 || memory.zero_stage() > 2) {
     return Invalid(

@@ -121,6 +121,9 @@ TEST_F(JobSpecTest, EachBadFieldIsRejectedNamingTheField) {
       {"negative loss chunk",
        [](Spec& s, R) { s.mutable_memory()->set_loss_chunk_tokens(-1); },
        kInvalid, "spec.memory.loss_chunk_tokens"},
+      {"negative pack row length",
+       [](Spec& s, R) { s.mutable_memory()->set_pack_row_length(-1); },
+       kInvalid, "spec.memory.pack_row_length"},
       {"ZeRO stage 3",
        [](Spec& s, R) { s.mutable_memory()->set_zero_stage(3); }, kInvalid,
        "spec.memory.zero_stage"},
@@ -427,11 +430,23 @@ TEST(JobSpecDefaultsTest, FillsEveryDefault) {
   EXPECT_EQ(filled.max_length(), 256);
   EXPECT_EQ(filled.precision(), v1::FP32);
   EXPECT_FALSE(filled.bf16_reference());
+  EXPECT_EQ(filled.memory().pack_row_length(), 128);
   EXPECT_EQ(filled.method(), v1::METHOD_UNSPECIFIED);
   EXPECT_FALSE(filled.method_params().has_beta())
       << "coefficients stay absent: the method's defaults";
   // Filling twice changes nothing.
   EXPECT_TRUE(MessageDifferencer::Equals(JobSpecWithDefaults(filled), filled));
+}
+
+// pack_row_length has explicit presence: 0 (padded batches) is kept, only
+// an absent value becomes the default.
+TEST(JobSpecDefaultsTest, PaddedBatchesAreAValueNotTheDefault) {
+  v1::JobSpec spec;
+  spec.mutable_memory()->set_pack_row_length(0);
+  EXPECT_EQ(JobSpecWithDefaults(spec).memory().pack_row_length(), 0);
+  EXPECT_TRUE(JobSpecWithDefaults(spec).memory().has_pack_row_length());
+  spec.mutable_memory()->set_pack_row_length(64);
+  EXPECT_EQ(JobSpecWithDefaults(spec).memory().pack_row_length(), 64);
 }
 
 // Coefficients have explicit presence: a value given is used, 0 included;

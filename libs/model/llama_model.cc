@@ -81,10 +81,13 @@ at::Scalar MaskValue(at::ScalarType dtype) {
 // Additive mask [B, 1, T, past + T]: 0 where query t may attend key s (s is
 // not in the future, not padding and, with a window W, t - W < s),
 // MaskValue(dtype) elsewhere. Positions are indices in the sequence.
+// With `segment_ids` ([B, T], no past), query t may attend key s only when
+// both carry the same segment id (packed rows: one id per sequence).
 at::Tensor BuildAttentionMask(const at::Tensor& attention_mask, int64_t batch,
                               int64_t length, int64_t past_length,
                               std::optional<int64_t> window,
-                              at::ScalarType dtype, const at::Device& device) {
+                              at::ScalarType dtype, const at::Device& device,
+                              const at::Tensor& segment_ids = {}) {
   const int64_t total = past_length + length;
   const auto index_options =
       torch::TensorOptions().dtype(at::kLong).device(device);
@@ -104,6 +107,16 @@ at::Tensor BuildAttentionMask(const at::Tensor& attention_mask, int64_t batch,
                 ", ", total, "], got ", attention_mask.sizes());
     allowed = allowed.logical_and(
         attention_mask.to(device).to(at::kBool).view({batch, 1, 1, total}));
+  }
+  if (segment_ids.defined()) {
+    TORCH_CHECK(past_length == 0, "segment_ids cannot be used with a KV cache");
+    TORCH_CHECK(segment_ids.dim() == 2 && segment_ids.size(0) == batch &&
+                    segment_ids.size(1) == length,
+                "segment_ids must be [batch, length] = [", batch, ", ", length,
+                "], got ", segment_ids.sizes());
+    const at::Tensor segments = segment_ids.to(device);
+    allowed = allowed.logical_and(segments.view({batch, 1, length, 1}) ==
+                                  segments.view({batch, 1, 1, length}));
   }
   at::Tensor mask =
       torch::zeros({batch, 1, length, total},
@@ -429,7 +442,15 @@ at::Tensor LlamaBackbone::Forward(const at::Tensor& input_ids,
                                   const at::Tensor& attention_mask,
                                   KvCache* cache,
                                   const at::Tensor& position_ids) {
-  return Run(input_ids, attention_mask, cache, position_ids, nullptr);
+  return Run(input_ids, attention_mask, cache, position_ids, {}, nullptr);
+}
+
+at::Tensor LlamaBackbone::ForwardPacked(const at::Tensor& input_ids,
+                                        const at::Tensor& position_ids,
+                                        const at::Tensor& segment_ids) {
+  TORCH_CHECK(position_ids.defined() && segment_ids.defined(),
+              "packed rows need position_ids and segment_ids");
+  return Run(input_ids, {}, nullptr, position_ids, segment_ids, nullptr);
 }
 
 std::vector<at::Tensor> LlamaBackbone::HiddenStatesByDepth(
@@ -439,7 +460,7 @@ std::vector<at::Tensor> LlamaBackbone::HiddenStatesByDepth(
   by_depth.reserve(layers_.size() + 1);
   // Run appends the layers' inputs; the final state comes last.
   at::Tensor last =
-      Run(input_ids, attention_mask, nullptr, position_ids, &by_depth);
+      Run(input_ids, attention_mask, nullptr, position_ids, {}, &by_depth);
   by_depth.push_back(std::move(last));
   return by_depth;
 }
@@ -447,6 +468,7 @@ std::vector<at::Tensor> LlamaBackbone::HiddenStatesByDepth(
 at::Tensor LlamaBackbone::Run(const at::Tensor& input_ids,
                               const at::Tensor& attention_mask, KvCache* cache,
                               const at::Tensor& position_ids,
+                              const at::Tensor& segment_ids,
                               std::vector<at::Tensor>* by_depth) {
   TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [batch, length], got ",
               input_ids.sizes());
@@ -474,9 +496,10 @@ at::Tensor LlamaBackbone::Run(const at::Tensor& input_ids,
   for (const auto& layer : layers_) {
     at::Tensor& mask = layer->sliding() ? sliding_mask : full_mask;
     if (mask.defined()) continue;
-    mask = BuildAttentionMask(attention_mask, batch, length, past_length,
-                              layer->sliding() ? sliding_window_ : std::nullopt,
-                              hidden.scalar_type(), hidden.device());
+    mask =
+        BuildAttentionMask(attention_mask, batch, length, past_length,
+                           layer->sliding() ? sliding_window_ : std::nullopt,
+                           hidden.scalar_type(), hidden.device(), segment_ids);
   }
   // One rotary table for every layer of this pass.
   const RotaryTables rotary = ComputeRotaryTables(
@@ -533,6 +556,12 @@ at::Tensor LlamaForCausalLM::ForwardHidden(const at::Tensor& input_ids,
                                            KvCache* cache,
                                            const at::Tensor& position_ids) {
   return model_->Forward(input_ids, attention_mask, cache, position_ids);
+}
+
+at::Tensor LlamaForCausalLM::ForwardHiddenPacked(
+    const at::Tensor& input_ids, const at::Tensor& position_ids,
+    const at::Tensor& segment_ids) {
+  return model_->ForwardPacked(input_ids, position_ids, segment_ids);
 }
 
 std::vector<at::Tensor> LlamaForCausalLM::HiddenStatesByDepth(

@@ -230,6 +230,10 @@ class LlamaBackbone : public torch::nn::Module {
   at::Tensor Forward(const at::Tensor& input_ids,
                      const at::Tensor& attention_mask, KvCache* cache,
                      const at::Tensor& position_ids);
+  // Packed rows (LlamaForCausalLM::ForwardHiddenPacked).
+  at::Tensor ForwardPacked(const at::Tensor& input_ids,
+                           const at::Tensor& position_ids,
+                           const at::Tensor& segment_ids);
   // The hidden states at every depth (LlamaForCausalLM::HiddenStatesByDepth).
   std::vector<at::Tensor> HiddenStatesByDepth(const at::Tensor& input_ids,
                                               const at::Tensor& attention_mask,
@@ -250,6 +254,7 @@ class LlamaBackbone : public torch::nn::Module {
   // input of every decoder layer and then the final (normed) state to it.
   at::Tensor Run(const at::Tensor& input_ids, const at::Tensor& attention_mask,
                  KvCache* cache, const at::Tensor& position_ids,
+                 const at::Tensor& segment_ids,
                  std::vector<at::Tensor>* by_depth);
 
   bool activation_checkpointing_ = false;
@@ -282,6 +287,16 @@ class LlamaForCausalLM : public torch::nn::Module {
                            const at::Tensor& attention_mask = {},
                            KvCache* cache = nullptr,
                            const at::Tensor& position_ids = {});
+  // Final hidden states of packed rows [B, T] holding several whole
+  // sequences each (libs/data/packed_batch.h): position_ids restart at 0 per
+  // sequence and segment_ids [B, T] name each position's sequence, so that
+  // a query attends only to earlier keys of its own segment (a block-
+  // diagonal causal mask; sliding windows still apply, by index, which
+  // within a segment is the position). Every sequence's hidden states equal
+  // those of running it alone, up to rounding. No KV cache.
+  at::Tensor ForwardHiddenPacked(const at::Tensor& input_ids,
+                                 const at::Tensor& position_ids,
+                                 const at::Tensor& segment_ids);
   // The hidden states at every depth, as transformers' output_hidden_states
   // returns them: num_hidden_layers + 1 tensors [B, T, hidden_size], entry 0
   // the input embeddings (scaled, for Gemma), entry i (0 < i < L) the output

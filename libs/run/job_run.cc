@@ -472,6 +472,7 @@ absl::StatusOr<JobRunResult> RunJobSpec(const v1::JobSpec& given,
                                                         ? reference_cache_path
                                                         : "",
                             .reference_identity = identity.reference};
+  options.pack_row_length = spec.memory().pack_row_length();
   options.training.checkpoint.run_identity = identity.fields;
   options.training.checkpoint.may_commit = still_current;
   UnlearningHooks hooks;

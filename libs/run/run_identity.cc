@@ -169,6 +169,12 @@ absl::StatusOr<RunIdentity> ComputeRunIdentity(const v1::JobSpec& spec) {
   f["weights_dtype"] =
       spec.weights_dtype().empty() ? "fp32" : spec.weights_dtype();
   f["bf16_reference"] = spec.bf16_reference() ? "true" : "false";
+  if (spec.memory().pack_row_length() > 0) {
+    // Packed batches change only where rounding falls, but a run resumes
+    // only the computation it started (padded runs' checkpoints carry no
+    // such field).
+    f["pack_row_length"] = absl::StrCat(spec.memory().pack_row_length());
+  }
   f["lora"] = "none";
   if (spec.lora().rank() > 0) {
     std::vector<std::string> targets(spec.lora().target_modules().begin(),

@@ -6,8 +6,10 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "libs/data/packed_batch.h"
 #include "libs/data/qa_example.h"
 #include "libs/loss/chunked_log_probs.h"
+#include "libs/loss/packed_log_probs.h"
 #include "libs/loss/sequence_loss.h"
 #include "libs/model/lora.h"
 #include "libs/status/status_macros.h"
@@ -30,16 +32,34 @@ at::Tensor Logits(LlamaForCausalLM& model, const QaBatch& batch) {
 // hidden states a chunk of answer tokens at a time
 // (libs/loss/chunked_log_probs.h); the hinge and KL terms need every
 // position's full distribution and always use the logits.
+//
+// Packing (PackedParts): the parts whose terms need only answer log-probs
+// (forget, alternate, retain) run together in one padding-free forward pass
+// (libs/data/packed_batch.h, libs/loss/packed_log_probs.h), made on the
+// first such term; the others keep their padded passes.
+struct PackedParts {
+  int64_t row_length = 0;  // 0: no packing.
+  bool forget = false;
+  bool alternate = false;
+  bool retain = false;
+};
+
 class Terms {
  public:
   Terms(LlamaForCausalLM& model, const UnlearningBatch& batch,
-        int64_t chunk_tokens, MicroBatchLoss& out)
-      : model_(model), batch_(batch), chunk_tokens_(chunk_tokens), out_(out) {}
+        int64_t chunk_tokens, MicroBatchLoss& out, PackedParts packed = {})
+      : model_(model),
+        batch_(batch),
+        chunk_tokens_(chunk_tokens),
+        out_(out),
+        packed_parts_(packed) {}
 
   // Token-mean NLL of the forget answers (GA ascends it).
   at::Tensor ForgetNll() {
     at::Tensor nll =
-        chunk_tokens_ > 0
+        Packed(forget_part_)
+            ? PackedPartTokenMeanNll(packed_, token_log_probs_, forget_part_)
+        : chunk_tokens_ > 0
             ? ChunkedTokenMeanNll(ForgetHidden(), Projection(),
                                   batch_.forget.labels, chunk_tokens_)
             : TokenMeanNll(ForgetLogits(), batch_.forget.labels);
@@ -56,6 +76,9 @@ class Terms {
 
   // Summed answer log-probs of the forget examples, [B].
   AnswerLogProbs ForgetLogProbs() {
+    if (Packed(forget_part_)) {
+      return PackedPartLogProbs(packed_, token_log_probs_, forget_part_);
+    }
     return chunk_tokens_ > 0
                ? ChunkedAnswerLogProbs(ForgetHidden(), Projection(),
                                        batch_.forget.labels, chunk_tokens_)
@@ -63,12 +86,17 @@ class Terms {
   }
 
   AnswerLogProbs AlternateLogProbs() {
+    if (Packed(alternate_part_)) {
+      return PackedPartLogProbs(packed_, token_log_probs_, alternate_part_);
+    }
     return ModelAnswerLogProbs(model_, *batch_.alternate, chunk_tokens_);
   }
 
   at::Tensor AlternateNll() {
     at::Tensor nll =
-        ModelTokenMeanNll(model_, *batch_.alternate, chunk_tokens_);
+        Packed(alternate_part_)
+            ? PackedPartTokenMeanNll(packed_, token_log_probs_, alternate_part_)
+            : ModelTokenMeanNll(model_, *batch_.alternate, chunk_tokens_);
     Record("alternate_nll", nll);
     out_.tokens += batch_.alternate->real_tokens();
     return nll;
@@ -79,7 +107,10 @@ class Terms {
     const QaBatch& retain = *batch_.retain;
     out_.tokens += retain.real_tokens();
     if (kind == RetainLoss::kNll) {
-      at::Tensor nll = ModelTokenMeanNll(model_, retain, chunk_tokens_);
+      at::Tensor nll =
+          Packed(retain_part_)
+              ? PackedPartTokenMeanNll(packed_, token_log_probs_, retain_part_)
+              : ModelTokenMeanNll(model_, retain, chunk_tokens_);
       Record("retain_nll", nll);
       return nll;
     }
@@ -105,6 +136,37 @@ class Terms {
   }
 
  private:
+  // Whether `part` (forget_part_, ...) is packed; on the first call, packs
+  // every planned part and runs their forward pass.
+  bool Packed(int64_t& part) {
+    if (packed_parts_.row_length <= 0) return false;
+    if (!token_log_probs_.defined()) {
+      std::vector<const QaBatch*> parts;
+      auto plan = [&](bool wanted, const QaBatch* batch, int64_t& index) {
+        if (!wanted || batch == nullptr) return;
+        index = static_cast<int64_t>(parts.size());
+        parts.push_back(batch);
+      };
+      plan(packed_parts_.forget, &batch_.forget, forget_part_);
+      plan(packed_parts_.alternate,
+           batch_.alternate.has_value() ? &*batch_.alternate : nullptr,
+           alternate_part_);
+      plan(packed_parts_.retain,
+           batch_.retain.has_value() ? &*batch_.retain : nullptr, retain_part_);
+      if (parts.empty()) {
+        packed_parts_.row_length = 0;
+        return false;
+      }
+      absl::StatusOr<PackedBatch> packed =
+          PackQaBatches(parts, packed_parts_.row_length);
+      TORCH_CHECK(packed.ok(), packed.status().ToString());
+      packed_ = packed->To(batch_.forget.input_ids.device());
+      token_log_probs_ = PackedTokenLogProbs(model_, packed_, chunk_tokens_);
+      if (forget_part_ >= 0) out_.tokens += batch_.forget.real_tokens();
+    }
+    return part >= 0;
+  }
+
   at::Tensor ForgetLogits() {
     if (!forget_logits_.defined()) {
       forget_logits_ = Logits(model_, batch_.forget);
@@ -134,6 +196,10 @@ class Terms {
   MicroBatchLoss& out_;
   at::Tensor forget_logits_;
   at::Tensor forget_hidden_;
+  PackedParts packed_parts_;
+  PackedBatch packed_;
+  at::Tensor token_log_probs_;  // Of packed_'s answers.
+  int64_t forget_part_ = -1, alternate_part_ = -1, retain_part_ = -1;
 };
 
 absl::Status CheckBatch(const ObjectiveNeeds& needs,
@@ -160,11 +226,12 @@ class WeightedObjective : public UnlearningObjective {
  public:
   WeightedObjective(UnlearningMethod method, const ObjectiveParams& params,
                     std::shared_ptr<LlamaForCausalLM> reference,
-                    int64_t loss_chunk_tokens)
+                    int64_t loss_chunk_tokens, int64_t pack_row_length)
       : method_(method),
         params_(params),
         reference_(std::move(reference)),
-        loss_chunk_tokens_(loss_chunk_tokens) {}
+        loss_chunk_tokens_(loss_chunk_tokens),
+        pack_row_length_(pack_row_length) {}
 
   ObjectiveNeeds needs() const override {
     return MethodNeeds(method_, params_);
@@ -181,7 +248,7 @@ class WeightedObjective : public UnlearningObjective {
   MicroBatchLoss Compute(LlamaForCausalLM& model,
                          const UnlearningBatch& batch) {
     MicroBatchLoss out;
-    Terms terms(model, batch, loss_chunk_tokens_, out);
+    Terms terms(model, batch, loss_chunk_tokens_, out, Packing());
     at::Tensor forget;
     switch (method_) {
       case UnlearningMethod::kGa:
@@ -240,20 +307,42 @@ class WeightedObjective : public UnlearningObjective {
       loss = loss + params_.random_answer_weight * terms.AlternateNll() +
              params_.alpha * terms.RetainTerm(RetainLoss::kKl, reference_);
     } else if (needs().retain_batch) {
-      const RetainLoss kind =
-          method_ == UnlearningMethod::kNpoKl      ? RetainLoss::kKl
-          : method_ == UnlearningMethod::kGradDiff ? params_.retain_loss
-                                                   : RetainLoss::kNll;
-      loss = loss + params_.alpha * terms.RetainTerm(kind, reference_);
+      loss = loss + params_.alpha * terms.RetainTerm(RetainKind(), reference_);
     }
     out.loss = loss;
     return out;
+  }
+
+  // The retain term's kind (when the method has one).
+  RetainLoss RetainKind() const {
+    if (method_ == UnlearningMethod::kLlmu ||
+        method_ == UnlearningMethod::kNpoKl) {
+      return RetainLoss::kKl;
+    }
+    return method_ == UnlearningMethod::kGradDiff ? params_.retain_loss
+                                                  : RetainLoss::kNll;
+  }
+
+  // The parts whose terms are answer log-probs or NLLs; IHL's hinge and the
+  // KL terms need full distributions and stay padded.
+  PackedParts Packing() const {
+    if (pack_row_length_ <= 0) return {};
+    const bool ihl_forget =
+        method_ == UnlearningMethod::kIhl ||
+        (method_ == UnlearningMethod::kReglu &&
+         params_.reglu_forget_loss == RegluForgetLoss::kIhl);
+    return {.row_length = pack_row_length_,
+            .forget = !ihl_forget,
+            .alternate = method_ == UnlearningMethod::kIdkDpo ||
+                         method_ == UnlearningMethod::kLlmu,
+            .retain = needs().retain_batch && RetainKind() == RetainLoss::kNll};
   }
 
   UnlearningMethod method_;
   ObjectiveParams params_;
   std::shared_ptr<LlamaForCausalLM> reference_;
   int64_t loss_chunk_tokens_;
+  int64_t pack_row_length_;
 };
 
 }  // namespace
@@ -261,11 +350,15 @@ class WeightedObjective : public UnlearningObjective {
 absl::StatusOr<std::unique_ptr<UnlearningObjective>> MakeObjective(
     UnlearningMethod method, const ObjectiveParams& params,
     std::shared_ptr<LlamaForCausalLM> reference, TensorAverager averager,
-    int64_t loss_chunk_tokens) {
+    int64_t loss_chunk_tokens, int64_t pack_row_length) {
   RETURN_IF_ERROR(ValidateObjectiveParams(method, params));
   if (loss_chunk_tokens < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "loss_chunk_tokens must be >= 0, got ", loss_chunk_tokens));
+  }
+  if (pack_row_length < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("pack_row_length must be >= 0, got ", pack_row_length));
   }
   if (method == UnlearningMethod::kMsa) {
     return absl::InvalidArgumentError(
@@ -283,8 +376,8 @@ absl::StatusOr<std::unique_ptr<UnlearningObjective>> MakeObjective(
     objective = std::make_unique<OfmuObjective>(params, std::move(averager),
                                                 loss_chunk_tokens);
   } else {
-    objective = std::make_unique<WeightedObjective>(method, params, reference,
-                                                    loss_chunk_tokens);
+    objective = std::make_unique<WeightedObjective>(
+        method, params, reference, loss_chunk_tokens, pack_row_length);
   }
   if (objective->needs().reference_model && reference == nullptr) {
     return absl::InvalidArgumentError(
@@ -295,15 +388,21 @@ absl::StatusOr<std::unique_ptr<UnlearningObjective>> MakeObjective(
 }
 
 absl::StatusOr<std::unique_ptr<UnlearningObjective>> MakeRegluDataObjective(
-    const ObjectiveParams& params, int64_t loss_chunk_tokens) {
+    const ObjectiveParams& params, int64_t loss_chunk_tokens,
+    int64_t pack_row_length) {
   RETURN_IF_ERROR(ValidateObjectiveParams(UnlearningMethod::kReglu, params));
   if (loss_chunk_tokens < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "loss_chunk_tokens must be >= 0, got ", loss_chunk_tokens));
   }
+  if (pack_row_length < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("pack_row_length must be >= 0, got ", pack_row_length));
+  }
   return std::unique_ptr<UnlearningObjective>(
       std::make_unique<WeightedObjective>(UnlearningMethod::kReglu, params,
-                                          nullptr, loss_chunk_tokens));
+                                          nullptr, loss_chunk_tokens,
+                                          pack_row_length));
 }
 
 at::Tensor NpoLoss(const at::Tensor& log_probs,

@@ -85,15 +85,26 @@ class UnlearningObjective {
 // hidden states that many answer tokens at a time
 // (libs/loss/chunked_log_probs.h), equal up to rounding; 0: from the full
 // logits, as before.
+// `pack_row_length` > 0: padding-free batches. The batch parts whose terms
+// are answer log-probs or NLLs (forget, except under IHL's hinge;
+// IdkDPO's and LLMU's alternates; an NLL retain term) run together in one
+// forward pass over rows of at most that many positions, each holding
+// several whole sequences with positions restarting at 0 and attention
+// kept within each sequence (libs/data/packed_batch.h), and the output layer
+// runs on answer positions only (libs/loss/packed_log_probs.h). Losses and
+// gradients equal the padded computation's up to rounding (the order of
+// summation). KL and hinge terms, and OFMU, keep padded passes. 0: off.
 absl::StatusOr<std::unique_ptr<UnlearningObjective>> MakeObjective(
     UnlearningMethod method, const ObjectiveParams& params,
     std::shared_ptr<LlamaForCausalLM> reference,
-    TensorAverager averager = nullptr, int64_t loss_chunk_tokens = 0);
+    TensorAverager averager = nullptr, int64_t loss_chunk_tokens = 0,
+    int64_t pack_row_length = 0);
 
 // REGLU's forget and retain terms without ROL (see the top of this file);
 // for MakeRegluObjective.
 absl::StatusOr<std::unique_ptr<UnlearningObjective>> MakeRegluDataObjective(
-    const ObjectiveParams& params, int64_t loss_chunk_tokens = 0);
+    const ObjectiveParams& params, int64_t loss_chunk_tokens = 0,
+    int64_t pack_row_length = 0);
 
 // (2/beta) * mean(log(1 + exp(beta * (log_probs - reference_log_probs)))).
 // Its gradient with respect to log_probs[i] is W_i / B with

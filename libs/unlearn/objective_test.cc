@@ -1,5 +1,7 @@
 #include "libs/unlearn/objective.h"
 
+#include <torch/csrc/autograd/autograd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -8,6 +10,7 @@
 #include "gtest/gtest.h"
 #include "libs/data/qa_batch.h"
 #include "libs/loss/sequence_loss.h"
+#include "libs/model/lora.h"
 #include "libs/model/tiny_llama.h"
 
 namespace lethe {
@@ -407,6 +410,132 @@ TEST_F(ObjectiveOnModelTest, MissingInputsAreClearErrors) {
           .status();
   EXPECT_NE(no_reference.message().find("reference model"), std::string::npos)
       << no_reference;
+}
+
+// Packed (pack_row_length > 0) against padded passes: every method whose
+// terms are answer log-probs or NLLs, in double, on sequences of varied
+// lengths (one longer than the rows, one with an empty answer).
+QaExample RandomExample(int length, int answer, int64_t vocab) {
+  const at::Tensor ids = torch::randint(1, vocab, {length}, at::kLong);
+  QaExample example;
+  for (int t = 0; t < length; ++t) {
+    example.input_ids.push_back(static_cast<int>(ids[t].item<int64_t>()));
+    example.labels.push_back(t >= length - answer ? example.input_ids.back()
+                                                  : kIgnoreIndex);
+  }
+  return example;
+}
+
+QaBatch RandomBatch(const std::vector<std::pair<int, int>>& shapes,
+                    int64_t vocab) {
+  std::vector<QaExample> examples;
+  for (const auto& [length, answer] : shapes) {
+    examples.push_back(RandomExample(length, answer, vocab));
+  }
+  std::vector<const QaExample*> pointers;
+  for (const QaExample& example : examples) pointers.push_back(&example);
+  return CollateQaBatch(pointers, 0);
+}
+
+struct PackedCase {
+  UnlearningMethod method;
+  bool lora_and_checkpointing = false;
+  int64_t chunk_tokens = 0;
+};
+
+class PackedObjectiveTest : public testing::TestWithParam<PackedCase> {};
+
+TEST_P(PackedObjectiveTest, LossAndGradientsEqualThePaddedComputation) {
+  const PackedCase test_case = GetParam();
+  constexpr int64_t kVocab = 31;
+  torch::manual_seed(21);
+  auto model = std::make_shared<LlamaForCausalLM>(TinyLlamaConfig(kVocab));
+  RedrawWeights(*model, 0.25);
+  if (test_case.lora_and_checkpointing) {
+    ASSERT_TRUE(AttachLora(*model, {.rank = 2, .alpha = 4}).ok());
+    torch::NoGradGuard no_grad;
+    for (auto& [name, parameter] : LoraParameters(*model)) {
+      parameter.normal_(0.0, 0.3);
+    }
+    model->SetActivationCheckpointing(true);
+  }
+  model->to(at::kDouble);
+  UnlearningBatch batch;
+  batch.forget = RandomBatch({{7, 3}, {14, 6}, {5, 0}, {9, 4}}, kVocab);
+  batch.alternate = RandomBatch({{6, 2}, {11, 5}, {8, 3}, {4, 1}}, kVocab);
+  batch.retain = RandomBatch({{10, 4}, {3, 1}, {12, 12}, {6, 3}}, kVocab);
+  // References away from the model, so that NPO's weights differ.
+  batch.forget_reference_log_probs =
+      torch::tensor({-20.0, -11.0, 0.0, -35.0}, at::kDouble);
+  batch.alternate_reference_log_probs =
+      torch::tensor({-7.0, -25.0, -13.0, -2.0}, at::kDouble);
+  ObjectiveParams params = DefaultObjectiveParams(test_case.method);
+  params.alpha = 0.7;
+
+  std::vector<at::Tensor> parameters;
+  for (const at::Tensor& p : model->parameters()) {
+    if (p.requires_grad()) parameters.push_back(p);
+  }
+  auto run = [&](int64_t pack_row_length, std::vector<at::Tensor>& grads) {
+    absl::StatusOr<std::unique_ptr<UnlearningObjective>> objective =
+        MakeObjective(test_case.method, params, model, nullptr,
+                      test_case.chunk_tokens, pack_row_length);
+    EXPECT_TRUE(objective.ok()) << objective.status();
+    absl::StatusOr<MicroBatchLoss> loss = (*objective)->Loss(*model, batch);
+    EXPECT_TRUE(loss.ok()) << loss.status();
+    grads = torch::autograd::grad({loss->loss}, parameters);
+    return *loss;
+  };
+  std::vector<at::Tensor> padded_grads, packed_grads;
+  const MicroBatchLoss padded = run(0, padded_grads);
+  const MicroBatchLoss packed = run(12, packed_grads);
+  const std::string name(UnlearningMethodName(test_case.method));
+  EXPECT_NEAR(packed.loss.item<double>(), padded.loss.item<double>(),
+              1e-11 * std::max(1.0, std::abs(padded.loss.item<double>())))
+      << name;
+  EXPECT_EQ(packed.tokens, padded.tokens) << name;
+  ASSERT_EQ(packed.components.size(), padded.components.size()) << name;
+  for (const auto& [key, value] : padded.components) {
+    EXPECT_NEAR(packed.components.at(key), value,
+                1e-11 * std::max(1.0, std::abs(value)))
+        << name << " " << key;
+  }
+  ASSERT_EQ(packed_grads.size(), padded_grads.size());
+  for (size_t i = 0; i < packed_grads.size(); ++i) {
+    const double scale = padded_grads[i].abs().max().item<double>();
+    EXPECT_LE((packed_grads[i] - padded_grads[i]).abs().max().item<double>(),
+              1e-11 * std::max(scale, 1e-6))
+        << name << " gradient " << i << " at scale " << scale;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Methods, PackedObjectiveTest,
+    testing::Values(PackedCase{UnlearningMethod::kGa},
+                    PackedCase{UnlearningMethod::kGradDiff},
+                    PackedCase{UnlearningMethod::kNpo},
+                    PackedCase{UnlearningMethod::kNpoRt},
+                    PackedCase{UnlearningMethod::kNpoKl},
+                    PackedCase{UnlearningMethod::kSimNpo},
+                    PackedCase{UnlearningMethod::kIdkDpo},
+                    PackedCase{UnlearningMethod::kLlmu},
+                    PackedCase{UnlearningMethod::kIhl},
+                    PackedCase{UnlearningMethod::kNpoRt, true},
+                    PackedCase{UnlearningMethod::kIdkDpo, true, 5},
+                    PackedCase{UnlearningMethod::kSimNpo, false, 3}),
+    [](const testing::TestParamInfo<PackedCase>& info) {
+      return std::string(UnlearningMethodName(info.param.method)) +
+             (info.param.lora_and_checkpointing ? "_LoraCheckpointing" : "") +
+             (info.param.chunk_tokens > 0 ? "_Chunked" : "");
+    });
+
+TEST(PackedObjectiveTest, RejectsANegativeRowLength) {
+  EXPECT_EQ(MakeObjective(UnlearningMethod::kNpo,
+                          DefaultObjectiveParams(UnlearningMethod::kNpo),
+                          nullptr, nullptr, 0, -1)
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -230,9 +230,10 @@ absl::StatusOr<TrainingSummary> RunUnlearning(LlamaForCausalLM& model,
     ASSIGN_OR_RETURN(objective, MakeRegluObjective(options.params, rila,
                                                    training.loss_chunk_tokens));
   } else {
-    ASSIGN_OR_RETURN(objective,
-                     MakeObjective(options.method, options.params, reference,
-                                   hooks.averager, training.loss_chunk_tokens));
+    ASSIGN_OR_RETURN(
+        objective,
+        MakeObjective(options.method, options.params, reference, hooks.averager,
+                      training.loss_chunk_tokens, options.pack_row_length));
   }
 
   const int64_t forget_size = static_cast<int64_t>(data.forget.size());

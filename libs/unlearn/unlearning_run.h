@@ -71,6 +71,12 @@ struct UnlearningOptions {
   // Names the reference model in the cache (ReferenceLogProbCache); a cache
   // file of another reference is FAILED_PRECONDITION. Empty: not checked.
   std::string reference_identity;
+  // > 0: padding-free micro-batches (MakeObjective's pack_row_length): the
+  // forget, alternate and retain sequences of a micro-batch run in one
+  // forward pass, packed into rows of at most this many positions. Losses
+  // equal the padded ones up to rounding. 0: padded (default). Not used by
+  // OFMU and REGLU, whose objectives keep padded passes.
+  int64_t pack_row_length = 0;
 };
 
 struct UnlearningHooks {

@@ -153,6 +153,38 @@ TEST_F(UnlearningRunTest, ChunkedLossEndsWithThePlainWeights) {
   }
 }
 
+TEST_F(UnlearningRunTest, PackedBatchesEndWithThePaddedWeights) {
+  auto original = FrozenCopy(*model_, at::kDouble);
+  ASSERT_TRUE(original.ok());
+  for (const UnlearningMethod method :
+       {UnlearningMethod::kNpoRt, UnlearningMethod::kGradDiff,
+        UnlearningMethod::kSimNpo, UnlearningMethod::kIdkDpo,
+        UnlearningMethod::kLlmu, UnlearningMethod::kIhl}) {
+    const std::string name = UnlearningMethodName(method);
+    std::vector<at::Tensor> weights[2];
+    for (int packed = 0; packed < 2; ++packed) {
+      auto model = FrozenCopy(**original, at::kDouble);
+      ASSERT_TRUE(model.ok());
+      for (auto& parameter : (*model)->parameters()) {
+        parameter.set_requires_grad(true);
+      }
+      (*model)->train();
+      UnlearningOptions options = Options(method);
+      options.training.num_epochs = 2;
+      options.pack_row_length = packed ? 12 : 0;
+      absl::StatusOr<TrainingSummary> summary =
+          RunUnlearning(**model, data_, options);
+      ASSERT_TRUE(summary.ok()) << name << ": " << summary.status();
+      for (const at::Tensor& parameter : (*model)->parameters()) {
+        weights[packed].push_back(parameter.detach().clone());
+      }
+    }
+    EXPECT_GT(MaxAbsDifference(weights[0], (*original)->parameters()), 1e-3)
+        << name << " must move the weights";
+    EXPECT_LT(MaxAbsDifference(weights[0], weights[1]), 1e-9) << name;
+  }
+}
+
 TEST_F(UnlearningRunTest, SameSeedSameResultAndTheReferenceCacheIsReused) {
   const std::string cache = testing::TempDir() + "/npo_reference.json";
   std::filesystem::remove(cache);

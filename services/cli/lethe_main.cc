@@ -86,6 +86,10 @@ ABSL_FLAG(int, loss_chunk_tokens, 0,
 ABSL_FLAG(bool, activation_checkpointing, false,
           "unlearn/submit: recompute each decoder layer in the backward pass "
           "instead of keeping its activations (not with OFMU)");
+ABSL_FLAG(int, pack_row_length, -1,
+          "unlearn/submit: padding-free batches, sequences packed whole into "
+          "rows of at most this many positions (0: padded batches; -1: the "
+          "spec's default, 128)");
 ABSL_FLAG(int, zero_stage, 0,
           "unlearn/submit: shard AdamW's state over the data-parallel ranks "
           "(ZeRO 1; 2 also shards the reduced gradients); 0: replicated");
@@ -489,6 +493,10 @@ absl::StatusOr<v1::JobSpec> JobSpecFromFlags() {
   spec.mutable_memory()->set_activation_checkpointing(
       absl::GetFlag(FLAGS_activation_checkpointing));
   spec.mutable_memory()->set_zero_stage(absl::GetFlag(FLAGS_zero_stage));
+  if (absl::GetFlag(FLAGS_pack_row_length) >= 0) {
+    spec.mutable_memory()->set_pack_row_length(
+        absl::GetFlag(FLAGS_pack_row_length));
+  }
   // Set as given: LoRA fields without --lora_rank are refused by validation.
   v1::LoraSpec& lora = *spec.mutable_lora();
   lora.set_rank(absl::GetFlag(FLAGS_lora_rank));
