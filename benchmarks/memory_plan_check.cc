@@ -4,7 +4,9 @@
 //   bazel run -c opt //benchmarks:memory_plan_check
 //   bazel run -c opt //benchmarks:memory_plan_check -- --cases=20M:NPO_KL
 //
-// For each case (a model size, a method, a weights dtype) a fresh child
+// For each case (a model size, a method, a weights dtype, and optionally
+// memory savers: LoRA adapters, per-layer activation checkpointing, the
+// chunked vocabulary loss) a fresh child
 // process builds a random-weight model (LlamaForCausalLM, ParameterInit::
 // kRandom), makes full-length random forget and retain examples
 // (--max_length tokens, the last quarter of each the answer), and runs
@@ -50,17 +52,24 @@
 #include "libs/data/qa_example.h"
 #include "libs/model/llama_config.h"
 #include "libs/model/llama_model.h"
+#include "libs/model/lora.h"
 #include "libs/plan/memory_plan.h"
 #include "libs/subprocess/subprocess.h"
 #include "libs/unlearn/objective_params.h"
 #include "libs/unlearn/unlearning_run.h"
 
-ABSL_FLAG(std::string, cases,
-          "20M:NPO_RT:fp32,20M:NPO_KL:fp32,20M:GA:fp32,20M:NPO_RT:bf16,"
-          "100M:NPO_RT:fp32,100M:NPO_KL_BF16REF:fp32",
-          "comma-separated SIZE:METHOD:DTYPE cases (SIZE 20M, 100M or 20MV "
-          "(a 64000-token vocabulary); METHOD a method name, "
-          "NPO_KL_BF16REF for NPO_KL with a bf16 reference)");
+ABSL_FLAG(
+    std::string, cases,
+    "20M:NPO_RT:fp32,20M:NPO_KL:fp32,20M:GA:fp32,20M:NPO_RT:bf16,"
+    "100M:NPO_RT:fp32,100M:NPO_KL_BF16REF:fp32,100M:NPO_RT:fp32:ckpt,"
+    "100M:NPO_RT:fp32:chunk128,100M:NPO_KL:fp32:lora16,"
+    "100M:NPO_RT:fp32:lora16+ckpt+chunk128",
+    "comma-separated SIZE:METHOD:DTYPE[:SAVERS] cases (SIZE 20M, 100M "
+    "or 20MV (a 64000-token vocabulary); METHOD a method name, "
+    "NPO_KL_BF16REF for NPO_KL with a bf16 reference; SAVERS joined by "
+    "'+': loraR (LoRA rank R on q_proj and v_proj; with all: on all seven "
+    "projections), ckpt (activation "
+    "checkpointing), chunkN (loss_chunk_tokens N))");
 ABSL_FLAG(int, batch_size, 4, "examples per micro-batch");
 ABSL_FLAG(int, max_length, 256, "tokens per example");
 ABSL_FLAG(int, steps, 3, "optimizer steps per case");
@@ -114,15 +123,43 @@ struct Case {
   UnlearningMethod method = UnlearningMethod::kNpo;
   bool bf16_reference = false;
   std::string dtype;
+  int lora_rank = 0;
+  bool lora_all_projections = false;
+  bool activation_checkpointing = false;
+  int loss_chunk_tokens = 0;
 };
 
 absl::StatusOr<Case> ParseCase(const std::string& text) {
   const std::vector<std::string> parts = absl::StrSplit(text, ':');
-  if (parts.size() != 3) {
+  if (parts.size() != 3 && parts.size() != 4) {
     return absl::InvalidArgumentError(
-        absl::StrCat("case \"", text, "\" is not SIZE:METHOD:DTYPE"));
+        absl::StrCat("case \"", text, "\" is not SIZE:METHOD:DTYPE[:SAVERS]"));
   }
   Case c{.size = parts[0], .method_name = parts[1], .dtype = parts[2]};
+  if (parts.size() == 4) {
+    for (absl::string_view saver : absl::StrSplit(parts[3], '+')) {
+      if (saver == "ckpt") {
+        c.activation_checkpointing = true;
+      } else if (saver == "all") {
+        c.lora_all_projections = true;
+      } else if (absl::ConsumePrefix(&saver, "lora")) {
+        if (!absl::SimpleAtoi(saver, &c.lora_rank) || c.lora_rank <= 0) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("case \"", text, "\": bad LoRA rank"));
+        }
+      } else if (absl::ConsumePrefix(&saver, "chunk")) {
+        if (!absl::SimpleAtoi(saver, &c.loss_chunk_tokens) ||
+            c.loss_chunk_tokens <= 0) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("case \"", text, "\": bad chunk size"));
+        }
+      } else {
+        return absl::InvalidArgumentError(
+            absl::StrCat("case \"", text, "\": unknown saver \"", saver,
+                         "\" (loraR, all, ckpt or chunkN)"));
+      }
+    }
+  }
   std::string method = parts[1];
   if (method == "NPO_KL_BF16REF") {
     method = "NPO_KL";
@@ -134,12 +171,18 @@ absl::StatusOr<Case> ParseCase(const std::string& text) {
   return c;
 }
 
+std::vector<std::string> AllProjections() { return LoraTargetableModules(); }
+
 PlanOptions OptionsFor(const Case& c) {
   PlanOptions options;
   options.method = c.method;
   options.params = DefaultObjectiveParams(c.method);
   options.weights_dtype = c.dtype;
   options.bf16_reference = c.bf16_reference;
+  options.lora_rank = c.lora_rank;
+  if (c.lora_all_projections) options.lora_target_modules = AllProjections();
+  options.activation_checkpointing = c.activation_checkpointing;
+  options.loss_chunk_tokens = c.loss_chunk_tokens;
   options.batch_size = absl::GetFlag(FLAGS_batch_size);
   options.max_length = absl::GetFlag(FLAGS_max_length);
   return options;
@@ -204,6 +247,21 @@ int RunChild(const std::string& text) {
   torch::manual_seed(1);
   auto model = std::make_shared<LlamaForCausalLM>(*config);
   if (c->dtype == "bf16") model->to(at::kBFloat16);
+  model->SetActivationCheckpointing(c->activation_checkpointing);
+  if (c->lora_rank > 0) {
+    // As a job attaches them (libs/run/job_run.cc): PEFT's default targets.
+    const absl::Status attached = AttachLora(
+        *model, {.rank = c->lora_rank,
+                 .alpha = 2.0 * c->lora_rank,
+                 .target_modules = c->lora_all_projections
+                                       ? AllProjections()
+                                       : std::vector<std::string>{}});
+    if (!attached.ok()) {
+      std::fprintf(stderr, "%s\n", attached.ToString().c_str());
+      return 2;
+    }
+    FreezeAllButLora(*model);
+  }
   UnlearningData data;
   data.forget = RandomExamples(batch * steps, length, config->vocab_size, 2);
   data.retain = RandomExamples(batch * steps, length, config->vocab_size, 3);
@@ -222,6 +280,7 @@ int RunChild(const std::string& text) {
   options.training.per_device_batch_size = batch;
   options.training.threads = absl::GetFlag(FLAGS_threads);
   options.training.warmup_epochs = 0;
+  options.training.loss_chunk_tokens = c->loss_chunk_tokens;
   const auto start = std::chrono::steady_clock::now();
   absl::StatusOr<TrainingSummary> summary =
       RunUnlearning(*model, data, options);

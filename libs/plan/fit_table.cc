@@ -23,6 +23,7 @@ absl::StatusOr<FitGrid> ReadmeFitGrid(const std::string& config_dir) {
   grid.lora_target_modules = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
                               "gate_proj", "up_proj", "down_proj"};
   grid.world_sizes = {1, 2, 8};
+  grid.zero_stage = 1;
   grid.devices = {{"80 GB", 81559LL << 20}, {"141 GB", 143771LL << 20}};
   grid.base.weights_dtype = "bf16";
   grid.base.batch_size = 4;
@@ -66,9 +67,10 @@ absl::StatusOr<std::string> WhatFitsWhereMarkdown(const FitGrid& grid) {
             model.name,
             rank > 0 ? absl::StrCat("LoRA r", rank) : std::string("full"),
             UnlearningMethodName(method)};
-        int64_t largest = 0;
+        std::vector<int64_t> totals;
         for (size_t w = 0; w < grid.world_sizes.size(); ++w) {
           options.world_size = grid.world_sizes[w];
+          options.zero_stage = options.world_size > 1 ? grid.zero_stage : 0;
           ASSIGN_OR_RETURN(const MemoryPlan plan,
                            PlanMemory(model.config, options));
           if (w == 0) {
@@ -80,11 +82,21 @@ absl::StatusOr<std::string> WhatFitsWhereMarkdown(const FitGrid& grid) {
                                 ? Gib(plan.reference_pass_bytes, 1)
                                 : std::string("-"));
           }
-          largest = std::max(largest, plan.total_bytes());
+          totals.push_back(plan.total_bytes());
           cells.push_back(Gib(plan.total_bytes(), 1));
         }
         for (const FitDevice& device : grid.devices) {
-          cells.push_back(largest <= device.bytes ? "yes" : "no");
+          // The fewest GPUs of the grid whose per-rank plan fits.
+          std::string verdict = "no";
+          for (size_t w = 0; w < totals.size(); ++w) {
+            if (totals[w] <= device.bytes) {
+              verdict =
+                  absl::StrCat(grid.world_sizes[w],
+                               grid.world_sizes[w] == 1 ? " GPU" : " GPUs");
+              break;
+            }
+          }
+          cells.push_back(verdict);
         }
         absl::StrAppend(&out, "| ", absl::StrJoin(cells, " | "), " |\n");
       }
@@ -98,15 +110,26 @@ absl::StatusOr<std::string> WhatFitsWhereMarkdown(const FitGrid& grid) {
       "total is the larger of the training step and the reference log-prob "
       "pass that NPO-family methods run once before training (no gradients, "
       "batches of %d, so its logits can outweigh training's). "
-      "Data parallelism replicates the model on every rank (no ZeRO), so "
-      "per-rank memory does not shrink with more GPUs (it grows by the "
-      "all-reduce buckets).\n",
+      "%s\n",
       base.weights_dtype, base.batch_size, base.max_length,
       base.activation_checkpointing ? "on" : "off",
       base.loss_chunk_tokens > 0
           ? absl::StrCat(base.loss_chunk_tokens, " tokens")
           : std::string("off"),
-      base.reference_batch_size);
+      base.reference_batch_size,
+      grid.zero_stage > 0
+          ? absl::StrCat(
+                "Data parallelism replicates the weights on every rank; on "
+                "more than one rank ZeRO stage ",
+                grid.zero_stage,
+                " shards AdamW's state (fp32 moments, and fp32 master "
+                "weights for bf16 weights: 12 bytes per parameter over the "
+                "ranks, against 4 for one rank's bf16 moments), so per-rank "
+                "memory shrinks by the optimizer state only.")
+          : std::string(
+                "Data parallelism replicates the model on every rank (no "
+                "ZeRO), so per-rank memory does not shrink with more GPUs "
+                "(it grows by the all-reduce buckets)."));
   return out;
 }
 

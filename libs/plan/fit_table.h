@@ -5,9 +5,10 @@
 //   ASSIGN_OR_RETURN(std::string table,
 //                    WhatFitsWhereMarkdown(ReadmeFitGrid(testdata_dir)));
 //
-// Lethe's data parallelism replicates the whole model on every rank (no
-// ZeRO / FSDP sharding), so a job that does not fit one GPU does not fit
-// on 8 either: the per-rank columns say so with numbers.
+// Lethe's data parallelism replicates the weights on every rank; with more
+// than one rank the grid's ZeRO stage shards AdamW's state (fp32 moments
+// and, for bf16/fp16 weights, fp32 master weights) over the ranks, so the
+// per-rank columns shrink by the optimizer state only.
 #ifndef LETHE_LIBS_PLAN_FIT_TABLE_H_
 #define LETHE_LIBS_PLAN_FIT_TABLE_H_
 
@@ -37,6 +38,9 @@ struct FitGrid {
   std::vector<int> lora_ranks;  // 0: full training.
   std::vector<std::string> lora_target_modules;
   std::vector<int> world_sizes;
+  // ZeRO stage (memory_plan.h) for world sizes above 1; one rank runs
+  // replicated.
+  int zero_stage = 0;
   std::vector<FitDevice> devices;
   // Everything else (weights dtype, batch, length, memory savers, device).
   PlanOptions base;
@@ -46,12 +50,13 @@ struct FitGrid {
 // config.json in `config_dir`/llama-3.2-1b etc.), full vs LoRA rank 16 on
 // all 7 projections, NPO_RT vs NPO_KL, bf16 weights, batch 4 x 512 tokens,
 // activation checkpointing, CUDA ranks; 1, 2 and 8 GPUs of 80 GB (H100:
-// 81,559 MiB) and 141 GB (H200: 143,771 MiB).
+// 81,559 MiB) and 141 GB (H200: 143,771 MiB), ZeRO stage 1 on 2 and 8.
 absl::StatusOr<FitGrid> ReadmeFitGrid(const std::string& config_dir);
 
-// One row per model x training x method: the per-rank categories in GiB,
-// the per-rank total for each world size, and for each device whether it
-// fits ("yes"/"no"), then a line on the settings.
+// One row per model x training x method: the per-rank categories in GiB
+// (one rank), the per-rank total for each world size, and for each device
+// the fewest ranks of the grid on which it fits ("1 GPU", "8 GPUs" or
+// "no"), then a line on the settings.
 absl::StatusOr<std::string> WhatFitsWhereMarkdown(const FitGrid& grid);
 
 }  // namespace lethe

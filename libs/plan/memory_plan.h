@@ -43,9 +43,16 @@
 // 16; that pass's peak (weights + its logits) is reference_pass_bytes, and
 // the plan's total is the larger of the two phases.
 //
-// Data parallelism replicates the model (no ZeRO / FSDP in Lethe): the bytes
-// per rank do not shrink with world_size; it adds only the all-reduce's
-// gradient buckets.
+// Data parallelism replicates the model: weights and gradients per rank do
+// not shrink with world_size; it adds the all-reduce's gradient buckets.
+// With zero_stage 1 or 2 (libs/dist/sharded_optimizer.h) optimizer_state is
+// one rank's shard, ceil(trainable / world_size) elements of fp32 moments
+// (8 bytes) plus fp32 master weights (4 bytes) when the trained parameters
+// are not fp32. Gradients stay full-size at both stages: the backward pass
+// accumulates every parameter's gradient before the reduction (Gloo in
+// LibTorch 1.13 has no reduce_scatter; stage 2 drops the non-owned slices
+// after an all-reduce and holds the fp32 shard only while the optimizer
+// steps, when activations are gone), so the peak does not shrink.
 //
 // The plan counts live tensor bytes. Checked against peak RSS of real runs
 // on the CPU (benchmarks/memory_plan_check, fp32 and bf16 full training,
@@ -94,6 +101,8 @@ struct PlanOptions {
   int batch_size = 4;         // Per device (one micro-batch).
   int max_length = 256;       // Tokens per example; planned as all full.
   int world_size = 1;
+  // ZeRO: 0 replicated AdamW; 1 or 2 shard its state over world_size ranks.
+  int zero_stage = 0;
   int reference_batch_size = 16;  // The reference log-prob pass's batches.
   PlanDevice device = PlanDevice::kCpu;
 };

@@ -238,6 +238,31 @@ TEST(PlanMemoryTest, DataParallelRanksDoNotShrink) {
             one->weights + one->gradients + one->optimizer_state);
 }
 
+TEST(PlanMemoryTest, ZeroShardsOnlyTheOptimizerState) {
+  const LlamaConfig config = Fixture("llama-3.2-3b");
+  PlanOptions options = Options(UnlearningMethod::kNpoRt);
+  options.world_size = 8;
+  absl::StatusOr<MemoryPlan> replicated = PlanMemory(config, options);
+  ASSERT_TRUE(replicated.ok()) << replicated.status();
+  for (int stage : {1, 2}) {
+    options.zero_stage = stage;
+    absl::StatusOr<MemoryPlan> zero = PlanMemory(config, options);
+    ASSERT_TRUE(zero.ok()) << zero.status();
+    const int64_t shard = (zero->trainable_parameters + 7) / 8;
+    EXPECT_EQ(zero->optimizer_state, shard * 8);  // fp32 moments only.
+    EXPECT_EQ(zero->gradients, replicated->gradients);
+    EXPECT_EQ(zero->weights, replicated->weights);
+  }
+  // bf16 weights: fp32 moments and fp32 master weights per shard element.
+  options.weights_dtype = "bf16";
+  absl::StatusOr<MemoryPlan> bf16 = PlanMemory(config, options);
+  ASSERT_TRUE(bf16.ok()) << bf16.status();
+  EXPECT_EQ(bf16->optimizer_state, (bf16->trainable_parameters + 7) / 8 * 12);
+  options.zero_stage = 3;
+  EXPECT_EQ(PlanMemory(config, options).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(PlanMemoryTest, RefusesNonsenseSizes) {
   PlanOptions options = Options(UnlearningMethod::kNpo);
   options.batch_size = 0;
