@@ -8,7 +8,20 @@
 // a full step (forward, backward, all-reduce, AdamW), its ratio to the
 // single process of the same round, and the exposed all-reduce share of the
 // step: the time between the end of the backward pass and averaged
-// gradients.
+// gradients. Modes zero1 and zero2 replace the replicated AdamW with
+// ShardedAdamW (libs/dist/sharded_optimizer.h): zero1 averages with the
+// overlapped reducer and steps the sharded optimizer; zero2 reduces each
+// bucket to its owners during the backward pass and releases the
+// gradients (its "exposed" share is ReduceGradients after the backward
+// pass). Every row also prints the peak RSS (VmHWM) of its ranks (the
+// largest) next to libs/plan's prediction for the same step (method NPO,
+// whose training phase makes one forward pass per micro-batch like this
+// fine-tuning step; its training_bytes(), without the reference pass).
+// Ranks run with MALLOC_MMAP_THRESHOLD_=--mmap_threshold (0: glibc's
+// default), as the plan's CPU calibration does.
+//
+//   bazel run -c opt //benchmarks:data_parallel_throughput -- --sizes=100m \
+//       --modes=after,overlap,zero1,zero2 --batch=4 --steps=2
 //
 //   bazel run -c opt //benchmarks:data_parallel_throughput -- --threads=2
 //
@@ -21,6 +34,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -30,12 +44,15 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "libs/dist/collective_group.h"
 #include "libs/dist/overlapped_reducer.h"
+#include "libs/dist/sharded_optimizer.h"
 #include "libs/files/file_io.h"
 #include "libs/loss/sequence_loss.h"
 #include "libs/model/llama_config.h"
 #include "libs/model/llama_model.h"
+#include "libs/plan/memory_plan.h"
 #include "libs/subprocess/subprocess.h"
 
 ABSL_FLAG(int, threads, 2, "CPU threads in all (split among the ranks)");
@@ -46,7 +63,10 @@ ABSL_FLAG(std::string, sizes, "mini,100m", "model sizes: mini, 100m");
 ABSL_FLAG(std::string, worlds, "1,2", "process counts to compare");
 ABSL_FLAG(std::string, modes, "after,overlap",
           "gradient all-reduce modes of the multi-process configurations: "
-          "after (the backward pass), overlap (with it)");
+          "after (the backward pass), overlap (with it), zero1, zero2 "
+          "(sharded AdamW)");
+ABSL_FLAG(int64_t, mmap_threshold, 1 << 20,
+          "MALLOC_MMAP_THRESHOLD_ of the ranks; 0: glibc's default");
 ABSL_FLAG(int, rounds, 1, "times each size's configurations run, in turn");
 ABSL_FLAG(int64_t, bucket_mb, 25, "overlap mode: bucket size in MiB");
 // Internal: one rank of one configuration.
@@ -70,6 +90,19 @@ double Now() {
   return std::chrono::duration<double>(
              std::chrono::steady_clock::now().time_since_epoch())
       .count();
+}
+
+// VmHWM of this process in kB (0 if unreadable).
+int64_t PeakRssKb() {
+  absl::StatusOr<std::string> status = ReadFileToString("/proc/self/status");
+  if (!status.ok()) return 0;
+  for (absl::string_view line : absl::StrSplit(*status, '\n')) {
+    if (!absl::ConsumePrefix(&line, "VmHWM:")) continue;
+    int64_t kb = 0;
+    absl::ConsumeSuffix(&line, " kB");
+    if (absl::SimpleAtoi(absl::StripAsciiWhitespace(line), &kb)) return kb;
+  }
+  return 0;
 }
 
 // One rank: trains `steps` timed steps on its share of the batch; rank 0
@@ -106,12 +139,31 @@ int RunRank() {
   LlamaForCausalLM model(ConfigFor(absl::GetFlag(FLAGS_size)));
   torch::optim::AdamW optimizer(model.parameters(),
                                 torch::optim::AdamWOptions(1e-4));
+  const std::string mode = absl::GetFlag(FLAGS_mode);
+  const int zero_stage = mode == "zero1" ? 1 : mode == "zero2" ? 2 : 0;
+  std::unique_ptr<ShardedAdamW> sharded;
+  if (group && zero_stage > 0) {
+    std::vector<ShardedParameter> parameters;
+    for (const auto& parameter : model.named_parameters()) {
+      parameters.push_back({parameter.key(), parameter.value(), 0.01});
+    }
+    absl::StatusOr<std::unique_ptr<ShardedAdamW>> created =
+        ShardedAdamW::Create(
+            *group, std::move(parameters),
+            {.stage = zero_stage,
+             .bucket_bytes = absl::GetFlag(FLAGS_bucket_mb) << 20});
+    if (!created.ok()) {
+      std::fprintf(stderr, "%s\n", created.status().ToString().c_str());
+      return 1;
+    }
+    sharded = *std::move(created);
+  }
   torch::manual_seed(1 + rank);  // Each rank its own data.
   const at::Tensor ids = torch::randint(
       3, model.config().vocab_size,
       {absl::GetFlag(FLAGS_batch) / world, absl::GetFlag(FLAGS_length)},
       at::kLong);
-  const bool overlap = absl::GetFlag(FLAGS_mode) == "overlap";
+  const bool overlap = mode == "overlap" || mode == "zero1";
   std::unique_ptr<OverlappedReducer> reducer;
   if (group && overlap) {
     absl::StatusOr<std::unique_ptr<OverlappedReducer>> created =
@@ -134,6 +186,15 @@ int RunRank() {
   auto step = [&] {
     optimizer.zero_grad();
     const at::Tensor loss = TokenMeanNll(model.Forward(ids), ids);
+    if (sharded && zero_stage == 2) {
+      check(sharded->PrepareForBackward());
+      loss.backward();
+      const double start = Now();
+      check(sharded->ReduceGradients());
+      allreduce_seconds += Now() - start;
+      check(sharded->Step(1e-4, /*max_grad_norm=*/0).status());
+      return;
+    }
     if (reducer) {
       check(reducer->PrepareForBackward(loss));
       loss.backward();
@@ -152,7 +213,11 @@ int RunRank() {
       check(group->AllReduceMean(gradients));
       allreduce_seconds += Now() - start;
     }
-    optimizer.step();
+    if (sharded) {
+      check(sharded->Step(1e-4, /*max_grad_norm=*/0).status());
+    } else {
+      optimizer.step();
+    }
   };
   step();  // Warm-up.
   allreduce_seconds = 0;
@@ -160,6 +225,13 @@ int RunRank() {
   const double start = Now();
   for (int i = 0; i < steps; ++i) step();
   const double seconds = (Now() - start) / steps;
+  // Every rank: its peak RSS in kB.
+  if (!WriteFileAtomically(
+           absl::StrCat(absl::GetFlag(FLAGS_result_file), ".rss", rank),
+           absl::StrCat(PeakRssKb()))
+           .ok()) {
+    return 1;
+  }
   if (rank == 0) {
     const absl::Status written =
         WriteFileAtomically(absl::GetFlag(FLAGS_result_file),
@@ -178,9 +250,16 @@ std::string SelfPath() {
 bool RunConfiguration(const std::string& size, int world,
                       const std::string& mode, int store_port,
                       double* parameters, double* seconds,
-                      double* allreduce_seconds) {
+                      double* allreduce_seconds, double* peak_rss_bytes) {
   const std::string result_file =
       absl::StrCat("/tmp/lethe_dp_throughput_", getpid(), ".txt");
+  std::map<std::string, std::string> environment = {
+      {"OMP_NUM_THREADS",
+       absl::StrCat(std::max(1, absl::GetFlag(FLAGS_threads) / world))}};
+  if (absl::GetFlag(FLAGS_mmap_threshold) > 0) {
+    environment["MALLOC_MMAP_THRESHOLD_"] =
+        absl::StrCat(absl::GetFlag(FLAGS_mmap_threshold));
+  }
   std::vector<Subprocess> ranks;
   for (int rank = 0; rank < world; ++rank) {
     absl::StatusOr<Subprocess> process = Subprocess::Start(
@@ -193,8 +272,7 @@ bool RunConfiguration(const std::string& size, int world,
          absl::StrCat("--steps=", absl::GetFlag(FLAGS_steps)),
          absl::StrCat("--batch=", absl::GetFlag(FLAGS_batch)),
          absl::StrCat("--length=", absl::GetFlag(FLAGS_length))},
-        {{"OMP_NUM_THREADS",
-          absl::StrCat(std::max(1, absl::GetFlag(FLAGS_threads) / world))}});
+        environment);
     if (!process.ok()) return false;
     ranks.push_back(*std::move(process));
   }
@@ -205,6 +283,16 @@ bool RunConfiguration(const std::string& size, int world,
   }
   absl::StatusOr<std::string> text = ReadFileToString(result_file);
   std::filesystem::remove(result_file);
+  *peak_rss_bytes = 0;
+  for (int rank = 0; rank < world; ++rank) {
+    const std::string rss_file = absl::StrCat(result_file, ".rss", rank);
+    absl::StatusOr<std::string> rss = ReadFileToString(rss_file);
+    std::filesystem::remove(rss_file);
+    double kb = 0;
+    if (rss.ok() && absl::SimpleAtod(*rss, &kb)) {
+      *peak_rss_bytes = std::max(*peak_rss_bytes, kb * 1024);
+    }
+  }
   if (!ok || !text.ok()) return false;
   const std::vector<std::string> fields =
       absl::StrSplit(*text, ' ', absl::SkipWhitespace());
@@ -220,9 +308,9 @@ int Compare() {
   const int length = absl::GetFlag(FLAGS_length);
   std::printf("global batch %d x %d tokens, %d threads in all, %d steps\n",
               batch, length, threads, absl::GetFlag(FLAGS_steps));
-  std::printf("%-6s %5s %9s %-22s %-8s %10s %9s %9s\n", "size", "round",
-              "params", "configuration", "mode", "tokens/s", "vs 1 proc",
-              "exposed");
+  std::printf("%-6s %5s %9s %-22s %-8s %10s %9s %9s %10s %10s\n", "size",
+              "round", "params", "configuration", "mode", "tokens/s",
+              "vs 1 proc", "exposed", "peak RSS", "plan");
   const std::vector<std::string> modes =
       absl::StrSplit(absl::GetFlag(FLAGS_modes), ',');
   int store_port = 29500 + getpid() % 1000;
@@ -236,24 +324,39 @@ int Compare() {
         if (!absl::SimpleAtoi(world_text, &world) || world < 1) return 2;
         for (const std::string& mode :
              world == 1 ? std::vector<std::string>{"-"} : modes) {
-          double parameters = 0, seconds = 0, allreduce = 0;
+          double parameters = 0, seconds = 0, allreduce = 0, peak = 0;
           if (!RunConfiguration(size, world, mode == "-" ? "after" : mode,
-                                ++store_port, &parameters, &seconds,
-                                &allreduce)) {
+                                ++store_port, &parameters, &seconds, &allreduce,
+                                &peak)) {
             std::printf("%-6s %s %s: failed\n", size.c_str(),
                         world_text.c_str(), mode.c_str());
             return 1;
           }
           const double tokens_per_second = batch * length / seconds;
           if (world == 1) baseline = tokens_per_second;
-          std::printf("%-6s %5d %8.1fM %-22s %-8s %10.0f %8.2fx %8.1f%%\n",
-                      size.c_str(), round, parameters / 1e6,
-                      absl::StrCat(world, " proc x ",
-                                   std::max(1, threads / world), " thread(s)")
-                          .c_str(),
-                      mode.c_str(), tokens_per_second,
-                      baseline > 0 ? tokens_per_second / baseline : 0.0,
-                      100.0 * allreduce / seconds);
+          PlanOptions plan_options;
+          plan_options.method = UnlearningMethod::kNpo;
+          plan_options.batch_size = batch / world;
+          plan_options.max_length = length;
+          plan_options.world_size = world;
+          plan_options.zero_stage = mode == "zero1"   ? 1
+                                    : mode == "zero2" ? 2
+                                                      : 0;
+          const absl::StatusOr<MemoryPlan> plan =
+              PlanMemory(ConfigFor(size), plan_options);
+          const double planned =
+              plan.ok() ? static_cast<double>(plan->training_bytes()) : 0;
+          std::printf(
+              "%-6s %5d %8.1fM %-22s %-8s %10.0f %8.2fx %8.1f%% %7.0f MiB "
+              "%6.0f MiB\n",
+              size.c_str(), round, parameters / 1e6,
+              absl::StrCat(world, " proc x ", std::max(1, threads / world),
+                           " thread(s)")
+                  .c_str(),
+              mode.c_str(), tokens_per_second,
+              baseline > 0 ? tokens_per_second / baseline : 0.0,
+              100.0 * allreduce / seconds, peak / (1 << 20),
+              planned / (1 << 20));
         }
       }
     }

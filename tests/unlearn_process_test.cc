@@ -71,8 +71,11 @@ TEST_F(UnlearnProcessTest, WritesModelLogAndReusableReferenceCache) {
   ASSERT_EQ(log["steps"].size(), 2 * ((forget->size() + 3) / 4))
       << "two epochs of batches of 4";
   const nlohmann::json& first = log["steps"][0];
-  EXPECT_NEAR(first["components"]["npo_weight_mean"].get<double>(), 1.0, 1e-6)
-      << "at the reference the NPO weight is exactly 1";
+  // At the reference the NPO weight is 1, up to rounding: the reference
+  // log-probs are cached from padded batches, the step packs its sequences
+  // (a different summation order, about 1e-7 relative in a log-prob).
+  EXPECT_NEAR(first["components"]["npo_weight_mean"].get<double>(), 1.0, 1e-5)
+      << "at the reference the NPO weight is 1";
   EXPECT_TRUE(first["components"].contains("retain_nll"));
   const nlohmann::json& last = log["steps"].back();
   EXPECT_LT(last["components"]["forget_log_prob_mean"].get<double>(),

@@ -86,6 +86,31 @@ class CollectiveGroup::Backend {
     }
   }
 
+  // Starts a sum reduce of `tensors` onto rank `root`.
+  absl::StatusOr<c10::intrusive_ptr<c10d::Work>> StartReduce(
+      std::vector<at::Tensor>& tensors, int root, absl::string_view what) {
+    try {
+      c10d::ReduceOptions options;
+      options.reduceOp = c10d::ReduceOp::SUM;
+      options.rootRank = root;
+      options.rootTensor = 0;
+      return collectives_->reduce(tensors, options);
+    } catch (const std::exception& error) {
+      return CollectiveError(what, error);
+    }
+  }
+
+  absl::Status AllGather(std::vector<std::vector<at::Tensor>>& outputs,
+                         std::vector<at::Tensor>& inputs,
+                         absl::string_view what) {
+    try {
+      collectives_->allgather(outputs, inputs)->wait(ToChrono(timeout_));
+      return absl::OkStatus();
+    } catch (const std::exception& error) {
+      return CollectiveError(what, error);
+    }
+  }
+
   absl::Duration timeout() const { return timeout_; }
 
   absl::Status Barrier() {
@@ -288,6 +313,58 @@ absl::StatusOr<PendingAllReduce> CollectiveGroup::StartAllReduceSum(
   std::vector<at::Tensor> tensors = {flat};
   ASSIGN_OR_RETURN(state->work, backend_->StartAllReduce(tensors, state->what));
   return PendingAllReduce(std::move(state));
+}
+
+absl::StatusOr<PendingAllReduce> CollectiveGroup::StartReduceSum(
+    const at::Tensor& flat, int root) {
+  if (!flat.defined()) {
+    return absl::InvalidArgumentError("reduce of an undefined tensor");
+  }
+  if (!flat.is_contiguous()) {
+    return absl::InvalidArgumentError(
+        "an asynchronous reduce needs a contiguous tensor");
+  }
+  if (root < 0 || root >= world_size_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "reduce onto rank ", root, " outside [0, ", world_size_, ")"));
+  }
+  auto state = std::make_unique<PendingAllReduce::State>();
+  state->tensor = flat;
+  state->timeout = backend_->timeout();
+  state->what = absl::StrCat("reduce of ", flat.numel(), " ",
+                             c10::toString(flat.scalar_type()),
+                             " values onto rank ", root, " of ", world_size_);
+  std::vector<at::Tensor> tensors = {flat};
+  ASSIGN_OR_RETURN(state->work,
+                   backend_->StartReduce(tensors, root, state->what));
+  return PendingAllReduce(std::move(state));
+}
+
+absl::Status CollectiveGroup::AllGather(const at::Tensor& mine,
+                                        std::vector<at::Tensor>& all) {
+  if (!mine.defined() || !mine.is_contiguous()) {
+    return absl::InvalidArgumentError(
+        "all-gather of an undefined or non-contiguous tensor");
+  }
+  if (static_cast<int>(all.size()) != world_size_) {
+    return absl::InvalidArgumentError(absl::StrCat("all-gather into ",
+                                                   all.size(), " tensors over ",
+                                                   world_size_, " ranks"));
+  }
+  for (const at::Tensor& row : all) {
+    if (!row.defined() || !row.is_contiguous() || row.sizes() != mine.sizes() ||
+        row.scalar_type() != mine.scalar_type()) {
+      return absl::InvalidArgumentError(
+          "all-gather rows must be contiguous tensors shaped like the input");
+    }
+  }
+  std::vector<std::vector<at::Tensor>> outputs = {all};
+  std::vector<at::Tensor> inputs = {mine};
+  return backend_->AllGather(
+      outputs, inputs,
+      absl::StrCat("all-gather of ", mine.numel(), " ",
+                   c10::toString(mine.scalar_type()), " values over ",
+                   world_size_, " ranks"));
 }
 
 absl::Status CollectiveGroup::AllReduceSum(std::vector<at::Tensor>& tensors,

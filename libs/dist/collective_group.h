@@ -33,10 +33,10 @@ class Store;
 
 namespace lethe {
 
-// An all-reduce started by CollectiveGroup::StartAllReduceSum and still
-// running on the backend's threads. Its tensor must not be touched until
-// Wait() returns. Destroying it without waiting abandons the result (the
-// backend keeps the tensor alive until the collective ends).
+// An all-reduce (or reduce) started by CollectiveGroup::StartAllReduceSum
+// (StartReduceSum) and still running on the backend's threads. Its tensor must
+// not be touched until Wait() returns. Destroying it without waiting abandons
+// the result (the backend keeps the tensor alive until the collective ends).
 class PendingAllReduce {
  public:
   PendingAllReduce(PendingAllReduce&&) noexcept;
@@ -46,7 +46,8 @@ class PendingAllReduce {
   // Whether the collective has ended (successfully or not); never blocks.
   bool IsCompleted() const;
   // Blocks until the collective ends, at most the group's timeout; the
-  // tensor then holds the sum over ranks. Errors are classified as
+  // tensor then holds the sum over ranks (a reduce: on its root only; other
+  // ranks' tensors are scratch). Errors are classified as
   // CollectiveGroup's are (DEADLINE_EXCEEDED, UNAVAILABLE, ...). Calling it
   // again returns the same status without waiting.
   absl::Status Wait();
@@ -128,6 +129,16 @@ class CollectiveGroup {
   // (Gloo matches them by sequence number). INVALID_ARGUMENT for an
   // undefined or non-contiguous tensor.
   absl::StatusOr<PendingAllReduce> StartAllReduceSum(const at::Tensor& flat);
+  // Starts replacing `flat` on rank `root` by its element-wise sum over all
+  // ranks (c10d reduce); on the other ranks `flat` holds unspecified values
+  // afterwards. Ordering and handle as StartAllReduceSum. INVALID_ARGUMENT
+  // for an undefined or non-contiguous tensor or a root out of range.
+  absl::StatusOr<PendingAllReduce> StartReduceSum(const at::Tensor& flat,
+                                                  int root);
+  // Writes every rank's `mine` into all[rank] (c10d allgather), on every
+  // rank. `all` holds world_size contiguous tensors of mine's shape and
+  // dtype. INVALID_ARGUMENT otherwise.
+  absl::Status AllGather(const at::Tensor& mine, std::vector<at::Tensor>& all);
   // Returns every rank's `mine` (any bytes, any length, empty included), in
   // rank order, on every rank. It runs all-reduces (the lengths, then the
   // bytes in rows of the longest length), so every rank must call it at the

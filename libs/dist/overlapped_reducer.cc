@@ -21,8 +21,10 @@ struct OverlappedReducer::Bucket {
 
   std::vector<size_t> members;   // Parameter indices, in bucket order.
   std::vector<int64_t> offsets;  // Of each member in `flat`.
-  at::Tensor flat;               // Packed gradients, then their sum.
-  size_t pending = 0;            // Members not ready yet.
+  int64_t numel = 0;             // Elements of all members.
+  // Packed gradients, then their sum; only while the all-reduce runs.
+  at::Tensor flat;
+  size_t pending = 0;  // Members not ready yet.
   State state = State::kIdle;
   std::optional<PendingAllReduce> work;
 };
@@ -109,10 +111,7 @@ absl::StatusOr<std::unique_ptr<OverlappedReducer>> OverlappedReducer::Create(
         bucket->offsets.push_back(numel);
         numel += reducer->parameters_[member].numel();
       }
-      const at::Tensor& first = reducer->parameters_[bucket->members.front()];
-      bucket->flat = torch::empty({numel}, at::TensorOptions()
-                                               .dtype(first.scalar_type())
-                                               .device(first.device()));
+      bucket->numel = numel;
     }
   }));
   if (options.find_unused_parameters) {
@@ -254,6 +253,12 @@ void OverlappedReducer::StartReadyBucketsLocked() {
 absl::Status OverlappedReducer::StartBucketLocked(Bucket& bucket) {
   RETURN_IF_ERROR(CallTorch("packing an all-reduce bucket", [&] {
     at::NoGradGuard no_grad;
+    // Allocated per backward pass and freed once unpacked, so that the
+    // buffers never add up to a second copy of every gradient.
+    const at::Tensor& first = parameters_[bucket.members.front()];
+    bucket.flat = torch::empty(
+        {bucket.numel},
+        at::TensorOptions().dtype(first.scalar_type()).device(first.device()));
     for (size_t i = 0; i < bucket.members.size(); ++i) {
       const at::Tensor& parameter = parameters_[bucket.members[i]];
       at::Tensor slot =
@@ -278,9 +283,12 @@ absl::Status OverlappedReducer::UnpackLocked(Bucket& bucket) {
   const absl::Status waited = bucket.work->Wait();
   bucket.work.reset();
   bucket.state = Bucket::State::kDone;
-  RETURN_IF_ERROR(waited);
+  if (!waited.ok()) {
+    bucket.flat = at::Tensor();
+    return waited;
+  }
   const int world_size = group_.world_size();
-  return CallTorch("unpacking an all-reduce bucket", [&] {
+  absl::Status unpacked = CallTorch("unpacking an all-reduce bucket", [&] {
     at::NoGradGuard no_grad;
     const at::Tensor divisor =
         torch::scalar_tensor(static_cast<double>(world_size), at::kDouble);
@@ -300,6 +308,8 @@ absl::Status OverlappedReducer::UnpackLocked(Bucket& bucket) {
       }
     }
   });
+  bucket.flat = at::Tensor();
+  return unpacked;
 }
 
 absl::Status OverlappedReducer::FinishBackward() {
@@ -336,6 +346,7 @@ void OverlappedReducer::AbandonLocked() {
       bucket->work->Wait().IgnoreError();
       bucket->work.reset();
     }
+    bucket->flat = at::Tensor();
     bucket->state = Bucket::State::kIdle;
   }
   next_to_start_ = 0;

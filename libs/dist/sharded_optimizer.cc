@@ -1,5 +1,8 @@
 #include "libs/dist/sharded_optimizer.h"
 
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/function_hook.h>
+#include <torch/csrc/autograd/variable.h>
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
 
@@ -125,6 +128,7 @@ absl::StatusOr<std::unique_ptr<ShardedAdamW>> ShardedAdamW::Create(
       }
     }
   }));
+  if (options.stage == 2) RETURN_IF_ERROR(self.InstallHooks());
   return optimizer;
 }
 
@@ -135,31 +139,6 @@ int64_t ShardedAdamW::StateBytes() const {
     if (tensor->defined()) bytes += static_cast<int64_t>(tensor->nbytes());
   }
   return bytes;
-}
-
-std::vector<std::pair<size_t, size_t>> ShardedAdamW::Buckets() const {
-  std::vector<std::pair<size_t, size_t>> buckets;
-  size_t begin = 0;
-  while (begin < parameters_.size()) {
-    const at::Tensor& first = parameters_[begin].tensor;
-    const int64_t element_bytes = at::elementSize(BufferType(first));
-    size_t end = begin;
-    int64_t bytes = 0;
-    while (end < parameters_.size()) {
-      const at::Tensor& next = parameters_[end].tensor;
-      const int64_t size = next.numel() * element_bytes;
-      if (end > begin && (BufferType(next) != BufferType(first) ||
-                          next.device() != first.device() ||
-                          bytes + size > options_.bucket_bytes)) {
-        break;
-      }
-      bytes += size;
-      ++end;
-    }
-    buckets.emplace_back(begin, end);
-    begin = end;
-  }
-  return buckets;
 }
 
 at::Tensor ShardedAdamW::Weights(const Piece& piece) const {
@@ -185,53 +164,248 @@ at::Tensor ShardedAdamW::Gradient(const Piece& piece) const {
       .to(at::kFloat);
 }
 
+// Tells the optimizer that a parameter's AccumulateGrad node ran.
+class ShardedAdamW::Hook : public torch::autograd::FunctionPostHook {
+ public:
+  Hook(ShardedAdamW* optimizer, size_t index)
+      : optimizer_(optimizer), index_(index) {}
+
+  torch::autograd::variable_list operator()(
+      const torch::autograd::variable_list& outputs,
+      const torch::autograd::variable_list& /*inputs*/) override {
+    optimizer_->OnGradientReady(index_);
+    return outputs;
+  }
+
+ private:
+  ShardedAdamW* optimizer_;
+  size_t index_;
+};
+
+ShardedAdamW::~ShardedAdamW() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    armed_ = false;
+    AbandonLocked();
+  }
+  for (size_t i = 0; i < accumulators_.size(); ++i) {
+    accumulators_[i]->del_post_hook(hook_keys_[i]);
+  }
+}
+
+absl::Status ShardedAdamW::InstallHooks() {
+  // Reverse parameter order (the order a backward pass finishes them); a
+  // new bucket when the buffer dtype or device changes or the cap would be
+  // passed. Each bucket is a contiguous range of the flat order.
+  size_t last = parameters_.size();
+  grad_bucket_of_.assign(parameters_.size(), 0);
+  while (last > 0) {
+    const at::Tensor& first_seen = parameters_[last - 1].tensor;
+    const int64_t element_bytes = at::elementSize(BufferType(first_seen));
+    size_t first = last;
+    int64_t bytes = 0;
+    while (first > 0) {
+      const at::Tensor& next = parameters_[first - 1].tensor;
+      const int64_t size = next.numel() * element_bytes;
+      if (first < last && (BufferType(next) != BufferType(first_seen) ||
+                           next.device() != first_seen.device() ||
+                           bytes + size > options_.bucket_bytes)) {
+        break;
+      }
+      bytes += size;
+      --first;
+    }
+    GradBucket bucket;
+    bucket.first = first;
+    bucket.last = last;
+    bucket.begin = offsets_[first];
+    bucket.end = offsets_[last - 1] + parameters_[last - 1].tensor.numel();
+    for (size_t i = first; i < last; ++i) {
+      grad_bucket_of_[i] = grad_buckets_.size();
+    }
+    grad_buckets_.push_back(std::move(bucket));
+    last = first;
+  }
+  ready_.assign(parameters_.size(), false);
+  return CallTorch("installing the ZeRO-2 gradient hooks", [&] {
+    for (size_t i = 0; i < parameters_.size(); ++i) {
+      std::shared_ptr<torch::autograd::Node> accumulator =
+          torch::autograd::impl::grad_accumulator(parameters_[i].tensor);
+      TORCH_CHECK(accumulator != nullptr, "parameter ", parameters_[i].name,
+                  " has no gradient accumulator");
+      hook_keys_.push_back(
+          accumulator->add_post_hook(std::make_unique<Hook>(this, i)));
+      accumulators_.push_back(std::move(accumulator));
+    }
+  });
+}
+
+ShardedAdamWStats ShardedAdamW::stats() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return stats_;
+}
+
+absl::Status ShardedAdamW::PrepareForBackward() {
+  if (options_.stage != 2) return absl::OkStatus();
+  std::lock_guard<std::mutex> lock(mutex_);
+  return ArmLocked();
+}
+
+absl::Status ShardedAdamW::ArmLocked() {
+  AbandonLocked();  // A backward pass that ended in an error.
+  armed_ = true;
+  error_ = absl::OkStatus();
+  grad_reduced_ = false;
+  stats_ = {.buckets = static_cast<int64_t>(grad_buckets_.size())};
+  ready_.assign(parameters_.size(), false);
+  for (GradBucket& bucket : grad_buckets_) {
+    bucket.pending = bucket.last - bucket.first;
+    bucket.started = false;
+  }
+  return CallTorch("allocating the gradient shard", [&] {
+    grad_shard_ =
+        torch::zeros({shard_end() - shard_begin()}, exp_avg_.options());
+  });
+}
+
+void ShardedAdamW::OnGradientReady(size_t index) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!armed_) return;  // An earlier micro-batch: accumulate locally.
+  if (ready_[index]) {
+    if (grad_buckets_[grad_bucket_of_[index]].started && error_.ok()) {
+      error_ = absl::FailedPreconditionError(absl::StrCat(
+          "the gradient of ", parameters_[index].name,
+          " changed after its ZeRO-2 reduce started: its AccumulateGrad ran "
+          "twice in one backward pass"));
+    }
+    return;
+  }
+  ready_[index] = true;
+  --grad_buckets_[grad_bucket_of_[index]].pending;
+  StartReadyBucketsLocked(/*during_backward=*/true);
+  // Collect finished buckets now, so that their buffers go early.
+  while (error_.ok() && next_to_unpack_ < next_to_start_ &&
+         grad_buckets_[next_to_unpack_].Completed()) {
+    error_ = UnpackLocked(grad_buckets_[next_to_unpack_++]);
+  }
+}
+
+bool ShardedAdamW::GradBucket::Completed() const {
+  for (const PendingAllReduce& work : works) {
+    if (!work.IsCompleted()) return false;
+  }
+  return true;
+}
+
+void ShardedAdamW::StartReadyBucketsLocked(bool during_backward) {
+  // Strictly in order, so that every rank's collectives pair up.
+  while (error_.ok() && next_to_start_ < grad_buckets_.size() &&
+         grad_buckets_[next_to_start_].pending == 0) {
+    error_ = StartBucketLocked(grad_buckets_[next_to_start_++]);
+    if (during_backward) ++stats_.started_during_backward;
+  }
+}
+
+absl::Status ShardedAdamW::StartBucketLocked(GradBucket& bucket) {
+  bucket.started = true;
+  RETURN_IF_ERROR(CallTorch("packing a ZeRO-2 gradient bucket", [&] {
+    at::NoGradGuard no_grad;
+    const at::Tensor& model = parameters_[bucket.first].tensor;
+    bucket.flat = torch::empty(
+        {bucket.end - bucket.begin},
+        at::TensorOptions().dtype(BufferType(model)).device(model.device()));
+    for (size_t i = bucket.first; i < bucket.last; ++i) {
+      at::Tensor slot = bucket.flat.narrow(0, offsets_[i] - bucket.begin,
+                                           parameters_[i].tensor.numel());
+      at::Tensor& grad = parameters_[i].tensor.mutable_grad();
+      if (grad.defined()) {
+        slot.copy_(grad.detach().reshape({-1}));
+      } else {
+        slot.zero_();
+      }
+      grad = at::Tensor();  // Released: the bucket holds it now.
+    }
+  }));
+  if (group_.world_size() == 1) return absl::OkStatus();
+  // One reduce per rank owning part of the bucket, onto that rank.
+  for (int owner = 0; owner < group_.world_size(); ++owner) {
+    const int64_t first = std::max(bounds_[owner], bucket.begin);
+    const int64_t last = std::min(bounds_[owner + 1], bucket.end);
+    if (first >= last) continue;
+    ASSIGN_OR_RETURN(
+        PendingAllReduce work,
+        group_.StartReduceSum(
+            bucket.flat.narrow(0, first - bucket.begin, last - first), owner));
+    bucket.works.push_back(std::move(work));
+    ++stats_.reduces;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ShardedAdamW::UnpackLocked(GradBucket& bucket) {
+  absl::Status status;
+  for (PendingAllReduce& work : bucket.works) status.Update(work.Wait());
+  bucket.works.clear();
+  if (status.ok()) {
+    status = CallTorch("keeping this rank's gradient shard", [&] {
+      at::NoGradGuard no_grad;
+      const int64_t begin = shard_begin();
+      const int64_t first = std::max(begin, bucket.begin);
+      const int64_t last = std::min(shard_end(), bucket.end);
+      if (first < last) {
+        at::Tensor owned = grad_shard_.narrow(0, first - begin, last - first);
+        owned.copy_(bucket.flat.narrow(0, first - bucket.begin, last - first));
+        if (group_.world_size() > 1) owned.div_(group_.world_size());
+      }
+    });
+  }
+  bucket.flat = at::Tensor();
+  return status;
+}
+
+void ShardedAdamW::AbandonLocked() {
+  for (GradBucket& bucket : grad_buckets_) {
+    for (PendingAllReduce& work : bucket.works) work.Wait().IgnoreError();
+    bucket.works.clear();
+    bucket.flat = at::Tensor();
+    bucket.started = false;
+  }
+  next_to_start_ = 0;
+  next_to_unpack_ = 0;
+}
+
 absl::Status ShardedAdamW::ReduceGradients() {
   if (options_.stage != 2) return absl::OkStatus();
-  const int world_size = group_.world_size();
-  const int64_t begin = shard_begin(), end = shard_end();
-  RETURN_IF_ERROR(CallTorch("allocating the gradient shard", [&] {
-    grad_shard_ = torch::zeros({end - begin}, exp_avg_.options());
-  }));
-  for (const auto& [first, last] : Buckets()) {
-    const int64_t bucket_begin = offsets_[first];
-    const int64_t bucket_end =
-        offsets_[last - 1] + parameters_[last - 1].tensor.numel();
-    at::Tensor flat;
-    RETURN_IF_ERROR(CallTorch("packing a gradient bucket", [&] {
-      at::NoGradGuard no_grad;
-      const at::Tensor& model = parameters_[first].tensor;
-      flat = torch::empty(
-          {bucket_end - bucket_begin},
-          at::TensorOptions().dtype(BufferType(model)).device(model.device()));
-      for (size_t i = first; i < last; ++i) {
-        at::Tensor slot = flat.narrow(0, offsets_[i] - bucket_begin,
-                                      parameters_[i].tensor.numel());
-        const at::Tensor& grad = parameters_[i].tensor.grad();
-        if (grad.defined()) {
-          slot.copy_(grad.detach().reshape({-1}));
-        } else {
-          slot.zero_();
-        }
-      }
-    }));
-    std::vector<at::Tensor> bucket = {flat};
-    RETURN_IF_ERROR(group_.AllReduceSum(bucket, flat.nbytes() + 1));
-    RETURN_IF_ERROR(CallTorch("keeping this rank's gradient shard", [&] {
-      at::NoGradGuard no_grad;
-      const int64_t first_owned = std::max(begin, bucket_begin);
-      const int64_t last_owned = std::min(end, bucket_end);
-      if (first_owned < last_owned) {
-        at::Tensor owned = grad_shard_.narrow(0, first_owned - begin,
-                                              last_owned - first_owned);
-        owned.copy_(flat.narrow(0, first_owned - bucket_begin,
-                                last_owned - first_owned));
-        if (world_size > 1) owned.div_(world_size);
-      }
-      for (size_t i = first; i < last; ++i) {
-        parameters_[i].tensor.mutable_grad() = at::Tensor();
-      }
-    }));
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!armed_) RETURN_IF_ERROR(ArmLocked());
+  armed_ = false;
+  // Gradients that never arrived (unused parameters, or no
+  // PrepareForBackward) are final as they are. At most two buckets in
+  // flight from here on, so that reducing after the backward pass holds
+  // two bucket buffers, not a second copy of every gradient.
+  for (size_t i = 0; i < parameters_.size(); ++i) {
+    if (!ready_[i]) {
+      ready_[i] = true;
+      --grad_buckets_[grad_bucket_of_[i]].pending;
+    }
   }
+  while (error_.ok() && next_to_start_ < grad_buckets_.size()) {
+    if (next_to_start_ - next_to_unpack_ >= 2) {
+      error_ = UnpackLocked(grad_buckets_[next_to_unpack_++]);
+      continue;
+    }
+    error_ = StartBucketLocked(grad_buckets_[next_to_start_++]);
+  }
+  while (error_.ok() && next_to_unpack_ < next_to_start_) {
+    error_ = UnpackLocked(grad_buckets_[next_to_unpack_++]);
+  }
+  if (!error_.ok()) {
+    AbandonLocked();
+    grad_shard_ = at::Tensor();
+    return error_;
+  }
+  next_to_start_ = 0;
+  next_to_unpack_ = 0;
   grad_reduced_ = true;
   return absl::OkStatus();
 }
@@ -300,37 +474,70 @@ absl::StatusOr<double> ShardedAdamW::Step(double learning_rate,
   return norm;
 }
 
+void ShardedAdamW::ForEachSegment(
+    int64_t flat_begin, int64_t length,
+    const std::function<void(size_t, int64_t, int64_t, int64_t)>& fn) const {
+  if (length <= 0) return;
+  const int64_t flat_end = flat_begin + length;
+  size_t i = static_cast<size_t>(
+      std::upper_bound(offsets_.begin(), offsets_.end(), flat_begin) -
+      offsets_.begin() - 1);
+  for (; i < parameters_.size() && offsets_[i] < flat_end; ++i) {
+    const int64_t first = std::max(flat_begin, offsets_[i]);
+    const int64_t last =
+        std::min(flat_end, offsets_[i] + parameters_[i].tensor.numel());
+    if (first < last) {
+      fn(i, first - offsets_[i], first - flat_begin, last - first);
+    }
+  }
+}
+
 absl::Status ShardedAdamW::GatherParameters() {
-  if (group_.world_size() == 1) return absl::OkStatus();
-  for (const auto& [first, last] : Buckets()) {
-    const int64_t bucket_begin = offsets_[first];
-    const int64_t bucket_end =
-        offsets_[last - 1] + parameters_[last - 1].tensor.numel();
-    at::Tensor flat;
-    RETURN_IF_ERROR(CallTorch("packing a parameter bucket", [&] {
+  const int world_size = group_.world_size();
+  if (world_size == 1) return absl::OkStatus();
+  // Shards differ in length by at most one element and Gloo's allgather
+  // wants equal rows: chunk the shards by shard-local offset, each rank's
+  // row zero-padded past its shard's end.
+  at::ScalarType dtype = at::kFloat;
+  for (const ShardedParameter& parameter : parameters_) {
+    if (BufferType(parameter.tensor) == at::kDouble) dtype = at::kDouble;
+  }
+  const at::TensorOptions buffer = at::TensorOptions().dtype(dtype).device(
+      parameters_.front().tensor.device());
+  const int64_t longest = bounds_[1] - bounds_[0];
+  const int64_t chunk = std::max<int64_t>(
+      1, options_.bucket_bytes / (at::elementSize(dtype) * world_size));
+  for (int64_t start = 0; start < longest; start += chunk) {
+    const int64_t row = std::min(chunk, longest - start);
+    at::Tensor mine;
+    std::vector<at::Tensor> all;
+    RETURN_IF_ERROR(CallTorch("packing a parameter all-gather", [&] {
       at::NoGradGuard no_grad;
-      const at::Tensor& model = parameters_[first].tensor;
-      flat = torch::zeros(
-          {bucket_end - bucket_begin},
-          at::TensorOptions().dtype(BufferType(model)).device(model.device()));
-      // This rank's elements (the parameters' own values, already rounded
-      // to their dtype); zeros elsewhere.
-      for (const Piece& piece : pieces_) {
-        if (piece.parameter < first || piece.parameter >= last) continue;
-        flat.narrow(0, offsets_[piece.parameter] + piece.offset - bucket_begin,
-                    piece.length)
-            .copy_(Flat(parameters_[piece.parameter].tensor)
-                       .narrow(0, piece.offset, piece.length));
+      mine = torch::zeros({row}, buffer);
+      const int64_t valid =
+          std::clamp<int64_t>(shard_end() - shard_begin() - start, 0, row);
+      ForEachSegment(shard_begin() + start, valid,
+                     [&](size_t i, int64_t offset, int64_t at, int64_t n) {
+                       mine.narrow(0, at, n).copy_(
+                           Flat(parameters_[i].tensor).narrow(0, offset, n));
+                     });
+      for (int r = 0; r < world_size; ++r) {
+        all.push_back(torch::empty({row}, buffer));
       }
     }));
-    std::vector<at::Tensor> bucket = {flat};
-    RETURN_IF_ERROR(group_.AllReduceSum(bucket, flat.nbytes() + 1));
-    RETURN_IF_ERROR(CallTorch("unpacking a parameter bucket", [&] {
+    RETURN_IF_ERROR(group_.AllGather(mine, all));
+    RETURN_IF_ERROR(CallTorch("unpacking a parameter all-gather", [&] {
       at::NoGradGuard no_grad;
-      for (size_t i = first; i < last; ++i) {
-        Flat(parameters_[i].tensor)
-            .copy_(flat.narrow(0, offsets_[i] - bucket_begin,
-                               parameters_[i].tensor.numel()));
+      for (int r = 0; r < world_size; ++r) {
+        if (r == group_.rank()) continue;
+        const int64_t valid =
+            std::clamp<int64_t>(bounds_[r + 1] - bounds_[r] - start, 0, row);
+        ForEachSegment(bounds_[r] + start, valid,
+                       [&](size_t i, int64_t offset, int64_t at, int64_t n) {
+                         Flat(parameters_[i].tensor)
+                             .narrow(0, offset, n)
+                             .copy_(all[r].narrow(0, at, n));
+                       });
       }
     }));
   }

@@ -6,6 +6,9 @@
 //   ASSIGN_OR_RETURN(auto optimizer, ShardedAdamW::Create(
 //       group, {{"layers.0.q_proj.weight", weight, /*weight_decay=*/0.01},
 //               ...}, {.stage = 2}));
+//   // Stage 2: right before the last micro-batch's backward pass.
+//   RETURN_IF_ERROR(optimizer->PrepareForBackward());
+//   loss.backward();
 //   // After the step's backward passes (stage 1: after averaging the
 //   // gradients as a replicated run does):
 //   RETURN_IF_ERROR(optimizer->ReduceGradients());  // stage 2 only
@@ -20,17 +23,32 @@
 //   - Stage 1: Step reads the .grad() of the parameters, which the caller has
 //     already averaged over ranks (CollectiveGroup::AllReduceMean or an
 //     OverlappedReducer), exactly as the replicated trainer does.
-//   - Stage 2: ReduceGradients averages the .grad() of the ranks, bucket by
-//     bucket, keeping only this rank's slice (fp32, 4 bytes per shard
-//     element, allocated there and freed by Step) and releasing every
-//     parameter's .grad() once its bucket is reduced. LibTorch 1.13's
-//     ProcessGroupGloo implements neither reduce_scatter nor _allgather_base,
-//     and CollectiveGroup exposes all-reduces only, so each bucket is
-//     all-reduced and the slices other ranks own are dropped: the same traffic
-//     as stage 1's all-reduce; what it saves is the full-size gradients between
-//     the reduction and the next backward pass (during the optimizer step and
-//     the all-gather), not during the backward pass, which still accumulates
-//     full .grad()s.
+//   - Stage 2: Create installs post-hooks on every parameter's
+//     AccumulateGrad node. PrepareForBackward, called right before the
+//     backward pass of a step's last micro-batch, arms them: the parameters
+//     are split into buckets (reverse parameter order, at most bucket_bytes
+//     each, contiguous in the flat order) and as soon as every gradient of
+//     a bucket is final, the bucket is packed into one buffer, the
+//     parameters' .grad()s are released (undefined), and one c10d reduce
+//     per rank owning part of the bucket sums that slice onto its owner.
+//     When a bucket's reduces end, this rank keeps the average of its own
+//     slice in an fp32 gradient shard (4 bytes per shard element, allocated
+//     by PrepareForBackward and freed by Step) and frees the buffer. So the
+//     backward pass holds the gradients of the buckets not yet complete,
+//     the buffers of the buckets in flight and the shard, never a full
+//     gradient copy beyond that. ReduceGradients (after the backward pass)
+//     starts the buckets not started yet (unused parameters' gradients
+//     count as zeros), in order, at most two in flight, and waits for all.
+//     Without PrepareForBackward it does all of that after the backward
+//     pass. Buckets start strictly in order on every rank, so the reduces
+//     pair up even when a parameter is used on one rank only.
+//     Gradient accumulation: the hooks act only when armed, so the backward
+//     passes of earlier micro-batches accumulate full local .grad()s as a
+//     replicated run does (no traffic, full gradient memory during those
+//     micro-batches); the last backward adds to them and the sum is what
+//     is reduced. A gradient that changes after its bucket started
+//     (AccumulateGrad twice in one pass) is FAILED_PRECONDITION from
+//     ReduceGradients.
 //   - Step: the global gradient norm is the square root of the all-reduced
 //     sum of the shards' squared norms (accumulated in double); clipping
 //     uses LibTorch's clip_grad_norm_ formula (coefficient max_norm /
@@ -39,10 +57,10 @@
 //     p *= 1 - lr * wd, then moments, bias corrections and
 //     p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps), element-wise, so each
 //     element equals the replicated run's up to the rounding of the
-//     gradient average and the norm. The updated parameters are gathered by
-//     all-reducing zero-padded buckets (each element has exactly one
-//     non-zero contributor, so the sums are exact copies): twice the traffic
-//     of a real all-gather, bucket-sized temporary memory.
+//     gradient average and the norm. The updated parameters are gathered
+//     with c10d allgather in chunks of the shards (rows of at most
+//     bucket_bytes / world_size bytes, zero-padded where a shard is one
+//     element shorter): bucket-sized temporary memory.
 //   - Save/Load write and read this rank's shard (moments, step, master
 //     weights) as a LibTorch archive flushed to disk; Load refuses a file
 //     written for another rank, world size or parameter layout with
@@ -57,13 +75,19 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "libs/dist/collective_group.h"
+
+namespace torch::autograd {
+struct Node;
+}  // namespace torch::autograd
 
 namespace lethe {
 
@@ -84,6 +108,14 @@ struct ShardedAdamWOptions {
   int64_t bucket_bytes = 25 << 20;
 };
 
+// What the last stage-2 reduction did, for tests and benchmarks.
+struct ShardedAdamWStats {
+  int64_t buckets = 0;
+  // Buckets whose reduces started inside the backward pass (from a hook).
+  int64_t started_during_backward = 0;
+  int64_t reduces = 0;  // c10d reduce calls.
+};
+
 // Shard boundaries of `total` elements over `world_size` ranks: world_size +
 // 1 offsets, the first `total % world_size` shards one element longer.
 std::vector<int64_t> ShardBounds(int64_t total, int world_size);
@@ -93,6 +125,8 @@ class ShardedAdamW {
   static absl::StatusOr<std::unique_ptr<ShardedAdamW>> Create(
       CollectiveGroup& group, std::vector<ShardedParameter> parameters,
       const ShardedAdamWOptions& options = {});
+  // Removes the hooks and waits for any reduce still running.
+  ~ShardedAdamW();
   ShardedAdamW(const ShardedAdamW&) = delete;
   ShardedAdamW& operator=(const ShardedAdamW&) = delete;
 
@@ -109,7 +143,9 @@ class ShardedAdamW {
   int64_t StateBytes() const;
 
   // Stage 2: see the contract. Stage 1: nothing.
+  absl::Status PrepareForBackward();
   absl::Status ReduceGradients();
+  ShardedAdamWStats stats() const;
   // Clips, updates this rank's shard, gathers the parameters; returns the
   // global gradient norm before clipping. max_grad_norm <= 0: no clipping.
   absl::StatusOr<double> Step(double learning_rate, double max_grad_norm);
@@ -126,11 +162,33 @@ class ShardedAdamW {
     int64_t shard_offset;  // In this rank's shard.
   };
 
+  // Stage 2: parameters [first, last), flat elements [begin, end).
+  struct GradBucket {
+    size_t first = 0, last = 0;
+    int64_t begin = 0, end = 0;
+    size_t pending = 0;  // Members whose gradient is not final yet.
+    bool started = false;
+    at::Tensor flat;  // Packed gradients while the reduces run.
+    std::vector<PendingAllReduce> works;
+    bool Completed() const;
+  };
+  class Hook;
+
   ShardedAdamW(CollectiveGroup& group, std::vector<ShardedParameter> parameters,
                const ShardedAdamWOptions& options);
-  // Consecutive parameter ranges sharing a buffer dtype, at most
-  // bucket_bytes each (a larger parameter alone).
-  std::vector<std::pair<size_t, size_t>> Buckets() const;
+  absl::Status InstallHooks();
+  void OnGradientReady(size_t index);
+  // The rest require mutex_.
+  absl::Status ArmLocked();
+  void StartReadyBucketsLocked(bool during_backward);
+  absl::Status StartBucketLocked(GradBucket& bucket);
+  absl::Status UnpackLocked(GradBucket& bucket);
+  void AbandonLocked();
+  // Calls fn(parameter, offset in it, offset in the range, length) for the
+  // parameters overlapping flat elements [flat_begin, flat_begin + length).
+  void ForEachSegment(
+      int64_t flat_begin, int64_t length,
+      const std::function<void(size_t, int64_t, int64_t, int64_t)>& fn) const;
   absl::Status GatherParameters();
   // The fp32 weights of a piece: a view of the parameter, or of the master.
   at::Tensor Weights(const Piece& piece) const;
@@ -148,6 +206,19 @@ class ShardedAdamW {
   at::Tensor master_;      // fp32 [shard elements]; undefined if all fp32.
   at::Tensor grad_shard_;  // Stage 2: fp32 [shard elements].
   bool grad_reduced_ = false;
+
+  // Stage 2's hooks and buckets (in start order).
+  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;
+  std::vector<uintptr_t> hook_keys_;
+  std::vector<GradBucket> grad_buckets_;
+  std::vector<size_t> grad_bucket_of_;  // Parameter -> bucket.
+  mutable std::mutex mutex_;
+  bool armed_ = false;
+  std::vector<bool> ready_;
+  size_t next_to_start_ = 0;   // Buckets [0, next_to_start_) started.
+  size_t next_to_unpack_ = 0;  // Buckets [0, next_to_unpack_) collected.
+  absl::Status error_;
+  ShardedAdamWStats stats_;
 };
 
 }  // namespace lethe

@@ -252,6 +252,97 @@ int RunResumeRank() {
   return 0;
 }
 
+// Rank body: ZeRO-2 with two micro-batches. The first backward pass (not
+// armed) accumulates full local gradients; the armed second one reduces
+// every bucket from the hooks and leaves every .grad() released; the step
+// then equals a replicated AllReduceMean + clip_grad_norm_ + AdamW.
+int RunReleaseRank() {
+  std::unique_ptr<CollectiveGroup> group = JoinFromEnvironment();
+  const int rank = group->rank();
+  torch::manual_seed(3);  // The same initial values on every rank.
+  const std::vector<at::Tensor> initial = {
+      torch::randn({40, 30}), torch::randn({30}), torch::randn({25, 20}),
+      torch::randn({7}), torch::randn({33, 16})};
+  std::vector<at::Tensor> ours, theirs;
+  std::vector<ShardedParameter> sharded;
+  for (size_t i = 0; i < initial.size(); ++i) {
+    ours.push_back(initial[i].clone().requires_grad_());
+    theirs.push_back(initial[i].clone().requires_grad_());
+    sharded.push_back({absl::StrCat("p", i), ours.back(), i % 2 ? 0.0 : 0.1});
+  }
+  // Rank-dependent micro-batch losses.
+  const auto loss = [rank](const std::vector<at::Tensor>& parameters,
+                           int micro) {
+    at::Tensor total = torch::zeros({});
+    for (size_t i = 0; i < parameters.size(); ++i) {
+      total =
+          total +
+          (parameters[i] * (1.0 + rank + 0.5 * micro + 0.1 * i)).sin().sum();
+    }
+    return total;
+  };
+  absl::StatusOr<std::unique_ptr<ShardedAdamW>> optimizer =
+      ShardedAdamW::Create(*group, sharded, {.stage = 2, .bucket_bytes = 2048});
+  RANK_CHECK(optimizer.ok(), optimizer.status());
+  ShardedAdamW& zero = **optimizer;
+
+  loss(ours, 0).backward();
+  for (const at::Tensor& parameter : ours) {
+    RANK_CHECK(parameter.grad().defined(),
+               "an unarmed backward pass released a gradient");
+  }
+  absl::Status status = zero.PrepareForBackward();
+  RANK_CHECK(status.ok(), status);
+  loss(ours, 1).backward();
+  for (size_t i = 0; i < ours.size(); ++i) {
+    RANK_CHECK(!ours[i].grad().defined(),
+               "parameter " << i << " still holds a gradient after backward");
+  }
+  const ShardedAdamWStats stats = zero.stats();
+  RANK_CHECK(stats.buckets >= 3, stats.buckets << " buckets");
+  RANK_CHECK(stats.started_during_backward == stats.buckets,
+             stats.started_during_backward << " of " << stats.buckets
+                                           << " buckets started in backward");
+  // Some bucket straddles the shard boundary: one reduce per owner.
+  RANK_CHECK(stats.reduces > stats.buckets, stats.reduces << " reduces");
+  const int64_t shard = zero.shard_end() - zero.shard_begin();
+  RANK_CHECK(zero.StateBytes() == 3 * 4 * shard,
+             zero.StateBytes() << " state bytes for " << shard);
+  status = zero.ReduceGradients();
+  RANK_CHECK(status.ok(), status);
+  absl::StatusOr<double> norm = zero.Step(0.1, /*max_grad_norm=*/1.0);
+  RANK_CHECK(norm.ok(), norm.status());
+  RANK_CHECK(zero.StateBytes() == 2 * 4 * shard, "the gradient shard stayed");
+
+  // The replicated step.
+  (loss(theirs, 0) + loss(theirs, 1)).backward();
+  std::vector<at::Tensor> gradients;
+  for (const at::Tensor& parameter : theirs) {
+    gradients.push_back(parameter.grad());
+  }
+  status = group->AllReduceMean(gradients);
+  RANK_CHECK(status.ok(), status);
+  const double expected_norm = torch::nn::utils::clip_grad_norm_(theirs, 1.0);
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  for (size_t i = 0; i < theirs.size(); ++i) {
+    groups.emplace_back(
+        std::vector<at::Tensor>{theirs[i]},
+        std::make_unique<torch::optim::AdamWOptions>(
+            torch::optim::AdamWOptions(0.1).weight_decay(i % 2 ? 0.0 : 0.1)));
+  }
+  torch::optim::AdamW adamw(groups, torch::optim::AdamWOptions(0.1));
+  adamw.step();
+  const double difference = MaxAbsDifference(ours, theirs);
+  std::cerr << "rank " << rank << " ZeRO-2 release: " << stats.buckets
+            << " buckets, " << stats.reduces << " reduces, norm " << *norm
+            << " vs " << expected_norm << ", max weight difference "
+            << difference << "\n";
+  RANK_CHECK(std::abs(*norm - expected_norm) <= 1e-4 * expected_norm,
+             "norm " << *norm << " vs " << expected_norm);
+  RANK_CHECK(difference <= 1e-6, "weights differ by " << difference);
+  return 0;
+}
+
 class ShardedOptimizerTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -408,6 +499,10 @@ TEST_F(ShardedOptimizerTest, TwoProcessesMatchReplicated) {
   RunRanks("equal", 2);
 }
 
+TEST_F(ShardedOptimizerTest, Zero2ReleasesGradientsDuringBackward) {
+  RunRanks("release", 2);
+}
+
 TEST_F(ShardedOptimizerTest, ThreeProcessesMatchReplicated) {
   RunRanks("equal", 3);
 }
@@ -443,6 +538,7 @@ int main(int argc, char** argv) {
     at::set_num_threads(1);
     if (name == "equal") return lethe::RunEqualRank();
     if (name == "resume") return lethe::RunResumeRank();
+    if (name == "release") return lethe::RunReleaseRank();
     std::cerr << "unknown role " << name << "\n";
     return 2;
   }

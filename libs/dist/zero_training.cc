@@ -18,6 +18,9 @@ class ZeroOptimizer : public ShardedTrainingOptimizer {
                 at::Device device)
       : group_(group), optimizer_(std::move(optimizer)), device_(device) {}
 
+  absl::Status PrepareForBackward() override {
+    return optimizer_->PrepareForBackward();
+  }
   absl::Status ReduceGradients() override {
     return optimizer_->ReduceGradients();
   }

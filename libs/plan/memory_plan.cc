@@ -301,6 +301,13 @@ absl::StatusOr<MemoryPlan> PlanMemory(const LlamaConfig& config,
                           options.world_size;
     plan.optimizer_state =
         shard * (2 * kFp32 + (trained_bytes == kFp32 ? 0 : kFp32));
+    if (options.zero_stage == 2 && options.world_size > 1) {
+      // The fp32 shard; full gradients only while earlier micro-batches
+      // accumulate.
+      plan.gradients =
+          shard * kFp32 +
+          (options.gradient_accumulation_steps > 1 ? plan.gradients : 0);
+    }
   }
 
   const ObjectiveNeeds needs = MethodNeeds(options.method, options.params);
@@ -424,6 +431,8 @@ absl::StatusOr<PlanOptions> PlanOptionsFromSpec(const v1::JobSpec& raw) {
   options.max_length = spec.max_length();
   options.world_size = spec.world_size();
   options.zero_stage = spec.memory().zero_stage();
+  options.gradient_accumulation_steps =
+      std::max(1, spec.gradient_accumulation_steps());
   options.device =
       spec.device() == v1::CUDA ? PlanDevice::kCuda : PlanDevice::kCpu;
   return options;

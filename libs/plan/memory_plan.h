@@ -48,11 +48,12 @@
 // With zero_stage 1 or 2 (libs/dist/sharded_optimizer.h) optimizer_state is
 // one rank's shard, ceil(trainable / world_size) elements of fp32 moments
 // (8 bytes) plus fp32 master weights (4 bytes) when the trained parameters
-// are not fp32. Gradients stay full-size at both stages: the backward pass
-// accumulates every parameter's gradient before the reduction (Gloo in
-// LibTorch 1.13 has no reduce_scatter; stage 2 drops the non-owned slices
-// after an all-reduce and holds the fp32 shard only while the optimizer
-// steps, when activations are gone), so the peak does not shrink.
+// are not fp32. Stage 1 keeps full-size gradients. Stage 2 reduces each
+// gradient bucket to its owners during the last micro-batch's backward pass
+// and releases it, so a rank holds its fp32 gradient shard (4 bytes an
+// element) and the buckets in flight (data_parallel_buffers); with
+// gradient accumulation the earlier micro-batches still accumulate full
+// gradients, which the plan then counts as well.
 //
 // The plan counts live tensor bytes. Checked against peak RSS of real runs
 // on the CPU (benchmarks/memory_plan_check, fp32 and bf16 full training,
@@ -103,6 +104,7 @@ struct PlanOptions {
   int world_size = 1;
   // ZeRO: 0 replicated AdamW; 1 or 2 shard its state over world_size ranks.
   int zero_stage = 0;
+  int gradient_accumulation_steps = 1;  // Stage 2 keeps full gradients if > 1.
   int reference_batch_size = 16;  // The reference log-prob pass's batches.
   PlanDevice device = PlanDevice::kCpu;
 };

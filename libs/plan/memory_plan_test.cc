@@ -250,9 +250,18 @@ TEST(PlanMemoryTest, ZeroShardsOnlyTheOptimizerState) {
     ASSERT_TRUE(zero.ok()) << zero.status();
     const int64_t shard = (zero->trainable_parameters + 7) / 8;
     EXPECT_EQ(zero->optimizer_state, shard * 8);  // fp32 moments only.
-    EXPECT_EQ(zero->gradients, replicated->gradients);
+    // Stage 2 keeps its fp32 gradient shard, stage 1 every gradient.
+    EXPECT_EQ(zero->gradients, stage == 2 ? shard * 4 : replicated->gradients);
     EXPECT_EQ(zero->weights, replicated->weights);
   }
+  // Accumulating micro-batches hold full gradients before the last one.
+  options.gradient_accumulation_steps = 2;
+  absl::StatusOr<MemoryPlan> accumulating = PlanMemory(config, options);
+  ASSERT_TRUE(accumulating.ok()) << accumulating.status();
+  EXPECT_EQ(
+      accumulating->gradients,
+      replicated->gradients + (accumulating->trainable_parameters + 7) / 8 * 4);
+  options.gradient_accumulation_steps = 1;
   // bf16 weights: fp32 moments and fp32 master weights per shard element.
   options.weights_dtype = "bf16";
   absl::StatusOr<MemoryPlan> bf16 = PlanMemory(config, options);

@@ -407,6 +407,9 @@ absl::StatusOr<TrainingSummary> RunTraining(torch::nn::Module& model,
         if (overlapped != nullptr && micro + 1 == first_micro + micro_count) {
           RETURN_IF_ERROR(overlapped->PrepareForBackward(scaled));
         }
+        if (options.zero_stage == 2 && micro + 1 == first_micro + micro_count) {
+          RETURN_IF_ERROR(sharded->PrepareForBackward());
+        }
         RETURN_IF_ERROR(CallTorch("backward pass", [&] { scaled.backward(); }));
         record.loss += micro_loss.loss.item<double>() / micro_count;
         record.tokens += micro_loss.tokens;
@@ -414,12 +417,15 @@ absl::StatusOr<TrainingSummary> RunTraining(torch::nn::Module& model,
           record.components[name] += value / micro_count;
         }
       }
+      // ZeRO-2 released the gradients it reduced; nothing to fill.
       std::vector<at::Tensor> gradients;
-      for (at::Tensor& parameter : all_parameters) {
-        if (!parameter.grad().defined()) {
-          parameter.mutable_grad() = torch::zeros_like(parameter);
+      if (options.zero_stage != 2) {
+        for (at::Tensor& parameter : all_parameters) {
+          if (!parameter.grad().defined()) {
+            parameter.mutable_grad() = torch::zeros_like(parameter);
+          }
+          gradients.push_back(parameter.grad());
         }
-        gradients.push_back(parameter.grad());
       }
       if (options.zero_stage == 2) {
         RETURN_IF_ERROR(sharded->ReduceGradients());

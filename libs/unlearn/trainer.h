@@ -160,8 +160,12 @@ using BackwardGradientReducerFactory =
 // TrainingOptions::zero_stage > 0 it replaces RunTraining's replicated
 // torch::optim::AdamW: RunTraining averages the step's gradients as usual
 // (hooks.reduce_gradients or hooks.overlapped_reducer) and calls Step at
-// stage 1; at stage 2 it calls ReduceGradients instead of averaging, then
-// Step. Step leaves every rank with the same updated parameters.
+// stage 1; at stage 2 it calls PrepareForBackward right before the backward
+// pass of the step's last micro-batch (the optimizer may reduce gradients
+// and release the .grad()s it does not need during that pass, leaving them
+// undefined: RunTraining then does not zero-fill them), ReduceGradients
+// after it instead of averaging, then Step. Step leaves every rank with the
+// same updated parameters.
 //
 // Checkpoints: at each checkpoint step every rank calls SaveShard on a
 // staging path in the checkpoint root; the ranks agree (AllRanksOk) that
@@ -173,6 +177,7 @@ using BackwardGradientReducerFactory =
 class ShardedTrainingOptimizer {
  public:
   virtual ~ShardedTrainingOptimizer() = default;
+  virtual absl::Status PrepareForBackward() { return absl::OkStatus(); }
   virtual absl::Status ReduceGradients() = 0;
   // Clips on the global norm (max_grad_norm <= 0: no clipping), updates,
   // gathers; returns the norm before clipping.
