@@ -15,10 +15,10 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "libs/dist/multi_process_test_util.h"
 #include "libs/subprocess/subprocess.h"
 
 namespace lethe {
@@ -31,25 +31,9 @@ constexpr char kPeerGoneFileVariable[] = "LETHE_TEST_PEER_GONE_FILE";
 // hang that the timeout ended, not a detected peer death.
 constexpr absl::Duration kCollectiveTimeout = absl::Seconds(10);
 
-int EnvInt(const char* name) {
-  int value = -1;
-  const char* text = std::getenv(name);
-  if (text == nullptr || !absl::SimpleAtoi(text, &value)) {
-    std::cerr << "missing integer environment variable " << name << "\n";
-    std::exit(2);
-  }
-  return value;
-}
-
+// Every rank's spec: a group of two with the collective timeout.
 RendezvousSpec SpecFromEnvironment() {
-  RendezvousSpec spec;
-  spec.store_host = "127.0.0.1";
-  spec.store_port = EnvInt("LETHE_TEST_STORE_PORT");
-  spec.prefix = std::getenv("LETHE_TEST_PREFIX");
-  spec.rank = EnvInt("LETHE_TEST_RANK");
-  spec.world_size = 2;
-  spec.timeout = kCollectiveTimeout;
-  return spec;
+  return RankSpecFromEnvironment(kCollectiveTimeout);
 }
 
 // Rank body: averages tensors of several shapes and dtypes in small buckets
@@ -206,40 +190,20 @@ int RunSurvivingRank() {
   return 0;
 }
 
-class CollectiveGroupTest : public ::testing::Test {
+class CollectiveGroupTest : public MultiProcessTest {
  protected:
-  void SetUp() override {
-    absl::StatusOr<std::unique_ptr<RendezvousStore>> store =
-        RendezvousStore::Start("127.0.0.1", 0);
-    ASSERT_TRUE(store.ok()) << store.status();
-    store_ = *std::move(store);
-    ASSERT_GT(store_->port(), 0);
-  }
+  CollectiveGroupTest() : MultiProcessTest(kRoleVariable) {}
 
+  // Starts rank `rank` of a group of two.
   Subprocess StartRank(const std::string& role, int rank,
                        const std::string& prefix,
                        const std::string& peer_gone_file = "") {
-    absl::StatusOr<Subprocess> child = Subprocess::Start(
-        {"/proc/self/exe"},
-        {{kRoleVariable, role},
-         {"LETHE_TEST_RANK", absl::StrCat(rank)},
-         {"LETHE_TEST_STORE_PORT", absl::StrCat(store_->port())},
-         {"LETHE_TEST_PREFIX", prefix},
-         {kPeerGoneFileVariable, peer_gone_file},
-         {"OMP_NUM_THREADS", "1"}});
+    absl::StatusOr<Subprocess> child =
+        StartRankProcess(role, rank, /*world_size=*/2, prefix,
+                         {{kPeerGoneFileVariable, peer_gone_file}});
     EXPECT_TRUE(child.ok()) << child.status();
     return *std::move(child);
   }
-
-  static void ExpectSuccessWithin(Subprocess& child, absl::Duration timeout,
-                                  const std::string& who) {
-    absl::StatusOr<std::optional<ExitStatus>> exit = child.WaitFor(timeout);
-    ASSERT_TRUE(exit.ok()) << exit.status();
-    ASSERT_TRUE(exit->has_value()) << who << " still running after " << timeout;
-    EXPECT_TRUE((*exit)->success()) << who << " " << (*exit)->ToString();
-  }
-
-  std::unique_ptr<RendezvousStore> store_;
 };
 
 TEST_F(CollectiveGroupTest, TwoProcessesAverageTensorsOfMixedShapesAndDtypes) {
@@ -299,7 +263,7 @@ TEST_F(CollectiveGroupTest, APeerCutOffEndsTheCollectiveAtItsTimeout) {
 TEST_F(CollectiveGroupTest, MissingPeerMakesJoinFailWithinTimeout) {
   RendezvousSpec spec;
   spec.store_host = "127.0.0.1";
-  spec.store_port = store_->port();
+  spec.store_port = store_port();
   spec.prefix = "lonely/attempt-0";
   spec.rank = 0;
   spec.world_size = 2;
@@ -316,7 +280,7 @@ TEST_F(CollectiveGroupTest, MissingPeerMakesJoinFailWithinTimeout) {
 TEST_F(CollectiveGroupTest, SingleRankGroupIsTheIdentity) {
   RendezvousSpec spec;
   spec.store_host = "127.0.0.1";
-  spec.store_port = store_->port();
+  spec.store_port = store_port();
   spec.prefix = "single/attempt-0";
   absl::StatusOr<std::unique_ptr<CollectiveGroup>> group =
       CollectiveGroup::Join(spec);

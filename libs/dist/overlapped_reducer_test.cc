@@ -15,68 +15,21 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/numbers.h"
-#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "libs/data/qa_example.h"
 #include "libs/dist/collective_group.h"
+#include "libs/dist/multi_process_test_util.h"
 #include "libs/loss/sequence_loss.h"
 #include "libs/model/llama_model.h"
 #include "libs/model/tiny_llama.h"
 #include "libs/status/status_macros.h"
-#include "libs/subprocess/subprocess.h"
 #include "libs/unlearn/trainer.h"
 
 namespace lethe {
 namespace {
 
 constexpr char kRoleVariable[] = "LETHE_OVERLAP_TEST_ROLE";
-
-int EnvInt(const char* name) {
-  int value = -1;
-  const char* text = std::getenv(name);
-  if (text == nullptr || !absl::SimpleAtoi(text, &value)) {
-    std::cerr << "missing integer environment variable " << name << "\n";
-    std::exit(2);
-  }
-  return value;
-}
-
-// Prints the failure and makes the rank's exit status 1.
-#define RANK_CHECK(condition, message)                                     \
-  do {                                                                     \
-    if (!(condition)) {                                                    \
-      std::cerr << "rank " << EnvInt("LETHE_TEST_RANK") << ": " << message \
-                << " (" #condition ")\n";                                  \
-      return 1;                                                            \
-    }                                                                      \
-  } while (0)
-
-std::unique_ptr<CollectiveGroup> JoinFromEnvironment() {
-  RendezvousSpec spec;
-  spec.store_host = "127.0.0.1";
-  spec.store_port = EnvInt("LETHE_TEST_STORE_PORT");
-  spec.prefix = std::getenv("LETHE_TEST_PREFIX");
-  spec.rank = EnvInt("LETHE_TEST_RANK");
-  spec.world_size = EnvInt("LETHE_TEST_WORLD_SIZE");
-  spec.timeout = absl::Seconds(30);
-  absl::StatusOr<std::unique_ptr<CollectiveGroup>> group =
-      CollectiveGroup::Join(spec);
-  if (!group.ok()) {
-    std::cerr << "rank " << spec.rank << ": " << group.status() << "\n";
-    std::exit(1);
-  }
-  return *std::move(group);
-}
-
-double MaxAbsDifference(const std::vector<at::Tensor>& a,
-                        const std::vector<at::Tensor>& b) {
-  double most = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    most = std::max(most, (a[i] - b[i]).abs().max().item<double>());
-  }
-  return most;
-}
 
 std::vector<at::Tensor> Gradients(const std::vector<at::Tensor>& parameters) {
   std::vector<at::Tensor> gradients;
@@ -161,13 +114,13 @@ int RunEqualRank() {
                                   {.bucket_bytes = 4096,
                                    .first_bucket_bytes = 512,
                                    .find_unused_parameters = find_unused});
-    RANK_CHECK(reducer.ok(), reducer.status());
-    RANK_CHECK((*reducer)->stats().buckets >= 4,
-               (*reducer)->stats().buckets << " buckets");
+    LETHE_RANK_CHECK(reducer.ok(), reducer.status());
+    LETHE_RANK_CHECK((*reducer)->stats().buckets >= 4,
+                     (*reducer)->stats().buckets << " buckets");
     for (int micro_batches : {1, 3}) {
       absl::StatusOr<std::vector<at::Tensor>> expected =
           ReferenceGradients(setup, *group, micro_batches);
-      RANK_CHECK(expected.ok(), expected.status());
+      LETHE_RANK_CHECK(expected.ok(), expected.status());
 
       ClearGradients(setup.trainable);
       for (int micro = 0; micro + 1 < micro_batches; ++micro) {
@@ -175,11 +128,11 @@ int RunEqualRank() {
       }
       const at::Tensor last = RankLoss(setup, rank, micro_batches - 1);
       absl::Status status = (*reducer)->PrepareForBackward(last);
-      RANK_CHECK(status.ok(), status);
+      LETHE_RANK_CHECK(status.ok(), status);
       last.backward();
       const OverlappedReducerStats stats = (*reducer)->stats();
       status = (*reducer)->FinishBackward();
-      RANK_CHECK(status.ok(), status);
+      LETHE_RANK_CHECK(status.ok(), status);
 
       const double difference =
           MaxAbsDifference(Gradients(setup.trainable), *expected);
@@ -188,21 +141,22 @@ int RunEqualRank() {
                 << stats.started_during_backward << " of " << stats.buckets
                 << " buckets started during backward, max difference "
                 << difference << "\n";
-      RANK_CHECK(difference <= 1e-6, "gradients differ by " << difference);
-      RANK_CHECK(setup.frozen.grad().defined() == false,
-                 "the frozen parameter got a gradient");
-      RANK_CHECK(torch::equal(setup.unused.grad(), torch::zeros({7})),
-                 "the unused parameter's gradient is not zero");
+      LETHE_RANK_CHECK(difference <= 1e-6,
+                       "gradients differ by " << difference);
+      LETHE_RANK_CHECK(setup.frozen.grad().defined() == false,
+                       "the frozen parameter got a gradient");
+      LETHE_RANK_CHECK(torch::equal(setup.unused.grad(), torch::zeros({7})),
+                       "the unused parameter's gradient is not zero");
       if (find_unused) {
         // Bucket 0 holds the unused parameter: only the walk lets it start
         // before the end, and the others follow it.
-        RANK_CHECK(stats.unreachable_parameters == (rank == 0 ? 1 : 2),
-                   stats.unreachable_parameters << " unreachable");
-        RANK_CHECK(stats.started_during_backward > stats.buckets / 2,
-                   stats.started_during_backward << " started early");
+        LETHE_RANK_CHECK(stats.unreachable_parameters == (rank == 0 ? 1 : 2),
+                         stats.unreachable_parameters << " unreachable");
+        LETHE_RANK_CHECK(stats.started_during_backward > stats.buckets / 2,
+                         stats.started_during_backward << " started early");
       } else {
-        RANK_CHECK(stats.started_during_backward == 0,
-                   stats.started_during_backward << " started early");
+        LETHE_RANK_CHECK(stats.started_during_backward == 0,
+                         stats.started_during_backward << " started early");
       }
     }
   }
@@ -230,17 +184,17 @@ int RunSecondOrderRank() {
   outer_loss().backward();
   std::vector<at::Tensor> expected = Gradients(setup.trainable);
   absl::Status status = group->AllReduceMean(expected);
-  RANK_CHECK(status.ok(), status);
+  LETHE_RANK_CHECK(status.ok(), status);
 
   absl::StatusOr<std::unique_ptr<OverlappedReducer>> reducer =
       OverlappedReducer::Create(
           *group, setup.parameters,
           {.bucket_bytes = 4096, .first_bucket_bytes = 512});
-  RANK_CHECK(reducer.ok(), reducer.status());
+  LETHE_RANK_CHECK(reducer.ok(), reducer.status());
   ClearGradients(setup.trainable);
   const at::Tensor loss = outer_loss();
   status = (*reducer)->PrepareForBackward(loss);
-  RANK_CHECK(status.ok(), status);
+  LETHE_RANK_CHECK(status.ok(), status);
   const int64_t started_at_prepare =
       (*reducer)->stats().started_during_backward;
   // A Hessian-vector product while armed: no AccumulateGrad runs.
@@ -253,23 +207,26 @@ int RunSecondOrderRank() {
     const std::vector<at::Tensor> hvp =
         torch::autograd::grad({dot}, weights, {}, /*retain_graph=*/false,
                               /*create_graph=*/false, /*allow_unused=*/true);
-    RANK_CHECK(hvp.size() == weights.size(), "no Hessian-vector product");
+    LETHE_RANK_CHECK(hvp.size() == weights.size(), "no Hessian-vector product");
   }
-  RANK_CHECK((*reducer)->stats().started_during_backward == started_at_prepare,
-             "torch::autograd::grad started a bucket");
+  LETHE_RANK_CHECK(
+      (*reducer)->stats().started_during_backward == started_at_prepare,
+      "torch::autograd::grad started a bucket");
   for (const at::Tensor& weight : weights) {
-    RANK_CHECK(!weight.grad().defined(), "autograd::grad wrote a .grad()");
+    LETHE_RANK_CHECK(!weight.grad().defined(),
+                     "autograd::grad wrote a .grad()");
   }
   loss.backward();
-  RANK_CHECK((*reducer)->stats().started_during_backward > started_at_prepare,
-             "nothing started during the outer backward pass");
+  LETHE_RANK_CHECK(
+      (*reducer)->stats().started_during_backward > started_at_prepare,
+      "nothing started during the outer backward pass");
   status = (*reducer)->FinishBackward();
-  RANK_CHECK(status.ok(), status);
+  LETHE_RANK_CHECK(status.ok(), status);
   const double difference =
       MaxAbsDifference(Gradients(setup.trainable), expected);
   std::cerr << "rank " << rank << " second order: max difference " << difference
             << "\n";
-  RANK_CHECK(difference <= 1e-6, "gradients differ by " << difference);
+  LETHE_RANK_CHECK(difference <= 1e-6, "gradients differ by " << difference);
   return 0;
 }
 
@@ -363,73 +320,31 @@ int RunAccumulationRank() {
   int64_t started = 0, prepared = 0;
   absl::StatusOr<std::vector<at::Tensor>> plain =
       train(false, &started, &prepared);
-  RANK_CHECK(plain.ok(), plain.status());
+  LETHE_RANK_CHECK(plain.ok(), plain.status());
   absl::StatusOr<std::vector<at::Tensor>> overlapped =
       train(true, &started, &prepared);
-  RANK_CHECK(overlapped.ok(), overlapped.status());
+  LETHE_RANK_CHECK(overlapped.ok(), overlapped.status());
   const int64_t steps = 2 * ((18 / world_size + 2) / 3);
-  RANK_CHECK(prepared == steps,
-             prepared << " armed backward passes for " << steps << " steps");
-  RANK_CHECK(started > 0, "no bucket started during a backward pass");
+  LETHE_RANK_CHECK(prepared == steps, prepared << " armed backward passes for "
+                                               << steps << " steps");
+  LETHE_RANK_CHECK(started > 0, "no bucket started during a backward pass");
   const double difference = MaxAbsDifference(*plain, *overlapped);
   // Every rank holds the mean of the ranks' weights.
   std::vector<at::Tensor> mean = *overlapped;
   const absl::Status status = group->AllReduceMean(mean);
-  RANK_CHECK(status.ok(), status);
+  LETHE_RANK_CHECK(status.ok(), status);
   const double spread = MaxAbsDifference(mean, *overlapped);
   std::cerr << "rank " << rank << " accumulation: max weight difference "
             << difference << ", spread across ranks " << spread << "\n";
-  RANK_CHECK(difference <= 1e-5, "weights differ by " << difference);
-  RANK_CHECK(spread <= 1e-6, "ranks' weights differ by " << spread);
+  LETHE_RANK_CHECK(difference <= 1e-5, "weights differ by " << difference);
+  LETHE_RANK_CHECK(spread <= 1e-6, "ranks' weights differ by " << spread);
   return 0;
 }
 
-class OverlappedReducerTest : public ::testing::Test {
+class OverlappedReducerTest : public MultiProcessTest {
  protected:
-  void SetUp() override {
-    absl::StatusOr<std::unique_ptr<RendezvousStore>> store =
-        RendezvousStore::Start("127.0.0.1", 0);
-    ASSERT_TRUE(store.ok()) << store.status();
-    store_ = *std::move(store);
-  }
-
-  // Runs `role` in `world_size` processes; all must exit successfully.
-  void RunRanks(const std::string& role, int world_size) {
-    const std::string prefix = absl::StrCat(role, "-", world_size);
-    std::vector<Subprocess> ranks;
-    for (int rank = 0; rank < world_size; ++rank) {
-      absl::StatusOr<Subprocess> child = Subprocess::Start(
-          {"/proc/self/exe"},
-          {{kRoleVariable, role},
-           {"LETHE_TEST_RANK", absl::StrCat(rank)},
-           {"LETHE_TEST_WORLD_SIZE", absl::StrCat(world_size)},
-           {"LETHE_TEST_STORE_PORT", absl::StrCat(store_->port())},
-           {"LETHE_TEST_PREFIX", prefix},
-           {"OMP_NUM_THREADS", "1"}});
-      ASSERT_TRUE(child.ok()) << child.status();
-      ranks.push_back(*std::move(child));
-    }
-    for (int rank = 0; rank < world_size; ++rank) {
-      absl::StatusOr<std::optional<ExitStatus>> exit =
-          ranks[rank].WaitFor(absl::Seconds(240));
-      ASSERT_TRUE(exit.ok()) << exit.status();
-      ASSERT_TRUE(exit->has_value()) << "rank " << rank << " still running";
-      EXPECT_TRUE((*exit)->success())
-          << "rank " << rank << " " << (*exit)->ToString();
-    }
-  }
-
-  // A group of one, for single-process checks.
-  std::unique_ptr<CollectiveGroup> SoloGroup(const std::string& prefix) {
-    absl::StatusOr<std::unique_ptr<CollectiveGroup>> group =
-        CollectiveGroup::Join({.store_host = "127.0.0.1",
-                               .store_port = store_->port(),
-                               .prefix = prefix});
-    EXPECT_TRUE(group.ok()) << group.status();
-    return group.ok() ? *std::move(group) : nullptr;
-  }
-
-  std::unique_ptr<RendezvousStore> store_;
+  OverlappedReducerTest()
+      : MultiProcessTest(kRoleVariable, absl::Seconds(240)) {}
 };
 
 TEST_F(OverlappedReducerTest, TwoProcessesMatchReduceAfterBackward) {

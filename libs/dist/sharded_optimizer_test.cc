@@ -17,18 +17,18 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "libs/data/qa_example.h"
 #include "libs/dist/collective_group.h"
+#include "libs/dist/multi_process_test_util.h"
 #include "libs/dist/overlapped_reducer.h"
 #include "libs/dist/zero_training.h"
 #include "libs/loss/sequence_loss.h"
 #include "libs/model/llama_model.h"
 #include "libs/model/tiny_llama.h"
 #include "libs/status/status_macros.h"
-#include "libs/subprocess/subprocess.h"
 #include "libs/unlearn/checkpoint.h"
 #include "libs/unlearn/trainer.h"
 
@@ -36,51 +36,6 @@ namespace lethe {
 namespace {
 
 constexpr char kRoleVariable[] = "LETHE_ZERO_TEST_ROLE";
-
-int EnvInt(const char* name) {
-  int value = -1;
-  const char* text = std::getenv(name);
-  if (text == nullptr || !absl::SimpleAtoi(text, &value)) {
-    std::cerr << "missing integer environment variable " << name << "\n";
-    std::exit(2);
-  }
-  return value;
-}
-
-#define RANK_CHECK(condition, message)                                     \
-  do {                                                                     \
-    if (!(condition)) {                                                    \
-      std::cerr << "rank " << EnvInt("LETHE_TEST_RANK") << ": " << message \
-                << " (" #condition ")\n";                                  \
-      return 1;                                                            \
-    }                                                                      \
-  } while (0)
-
-std::unique_ptr<CollectiveGroup> JoinFromEnvironment() {
-  RendezvousSpec spec;
-  spec.store_host = "127.0.0.1";
-  spec.store_port = EnvInt("LETHE_TEST_STORE_PORT");
-  spec.prefix = std::getenv("LETHE_TEST_PREFIX");
-  spec.rank = EnvInt("LETHE_TEST_RANK");
-  spec.world_size = EnvInt("LETHE_TEST_WORLD_SIZE");
-  spec.timeout = absl::Seconds(30);
-  absl::StatusOr<std::unique_ptr<CollectiveGroup>> group =
-      CollectiveGroup::Join(spec);
-  if (!group.ok()) {
-    std::cerr << "rank " << spec.rank << ": " << group.status() << "\n";
-    std::exit(1);
-  }
-  return *std::move(group);
-}
-
-double MaxAbsDifference(const std::vector<at::Tensor>& a,
-                        const std::vector<at::Tensor>& b) {
-  double most = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    most = std::max(most, (a[i] - b[i]).abs().max().item<double>());
-  }
-  return most;
-}
 
 std::vector<QaExample> Examples() {
   std::vector<QaExample> examples;
@@ -176,16 +131,16 @@ int RunEqualRank() {
   TrainingSummary replicated_summary;
   absl::StatusOr<std::vector<at::Tensor>> replicated =
       Train(*group, options, 0, &replicated_summary);
-  RANK_CHECK(replicated.ok(), replicated.status());
+  LETHE_RANK_CHECK(replicated.ok(), replicated.status());
   for (int stage : {1, 2}) {
     TrainingSummary summary;
     absl::StatusOr<std::vector<at::Tensor>> zero =
         Train(*group, options, stage, &summary);
-    RANK_CHECK(zero.ok(), zero.status());
+    LETHE_RANK_CHECK(zero.ok(), zero.status());
     const double difference = MaxAbsDifference(*replicated, *zero);
     std::vector<at::Tensor> mean = *zero;
     const absl::Status status = group->AllReduceMean(mean);
-    RANK_CHECK(status.ok(), status);
+    LETHE_RANK_CHECK(status.ok(), status);
     const double spread = MaxAbsDifference(mean, *zero);
     double norm_difference = 0;
     for (size_t i = 0; i < summary.steps.size(); ++i) {
@@ -197,12 +152,13 @@ int RunEqualRank() {
               << summary.steps.size() << " steps, max weight difference "
               << difference << ", grad-norm difference " << norm_difference
               << ", spread across ranks " << spread << "\n";
-    RANK_CHECK(summary.steps.size() == replicated_summary.steps.size() &&
-                   summary.steps.size() >= 4,
-               summary.steps.size() << " steps");
-    RANK_CHECK(difference <= 1e-6, "weights differ by " << difference);
-    RANK_CHECK(norm_difference <= 1e-5, "norms differ by " << norm_difference);
-    RANK_CHECK(spread == 0, "ranks' weights differ by " << spread);
+    LETHE_RANK_CHECK(summary.steps.size() == replicated_summary.steps.size() &&
+                         summary.steps.size() >= 4,
+                     summary.steps.size() << " steps");
+    LETHE_RANK_CHECK(difference <= 1e-6, "weights differ by " << difference);
+    LETHE_RANK_CHECK(norm_difference <= 1e-5,
+                     "norms differ by " << norm_difference);
+    LETHE_RANK_CHECK(spread == 0, "ranks' weights differ by " << spread);
   }
   return 0;
 }
@@ -217,7 +173,7 @@ int RunResumeRank() {
   TrainingOptions options = BaseOptions(group->rank(), group->world_size());
   absl::StatusOr<std::vector<at::Tensor>> uninterrupted =
       Train(*group, options, stage);
-  RANK_CHECK(uninterrupted.ok(), uninterrupted.status());
+  LETHE_RANK_CHECK(uninterrupted.ok(), uninterrupted.status());
 
   options.checkpoint = {.dir = dir + "/checkpoints",
                         .every_steps = 2,
@@ -228,27 +184,29 @@ int RunResumeRank() {
               return step.step == 3 ? absl::CancelledError("interrupted")
                                     : absl::OkStatus();
             });
-  RANK_CHECK(absl::IsCancelled(interrupted.status()), interrupted.status());
+  LETHE_RANK_CHECK(absl::IsCancelled(interrupted.status()),
+                   interrupted.status());
   const std::string first = CheckpointDirectory(options.checkpoint.dir, 2);
   for (int rank = 0; rank < group->world_size(); ++rank) {
-    RANK_CHECK(
+    LETHE_RANK_CHECK(
         std::filesystem::exists(absl::StrCat(
             first, "/", OptimizerShardFileName(rank, group->world_size()))),
         "no shard of rank " << rank << " in " << first);
   }
-  RANK_CHECK(VerifyCheckpoint(first).ok(), VerifyCheckpoint(first).status());
+  LETHE_RANK_CHECK(VerifyCheckpoint(first).ok(),
+                   VerifyCheckpoint(first).status());
 
   TrainingSummary summary;
   absl::StatusOr<std::vector<at::Tensor>> resumed =
       Train(*group, options, stage, &summary);
-  RANK_CHECK(resumed.ok(), resumed.status());
-  RANK_CHECK(summary.resumed_from_step == 2,
-             "resumed from step " << summary.resumed_from_step);
+  LETHE_RANK_CHECK(resumed.ok(), resumed.status());
+  LETHE_RANK_CHECK(summary.resumed_from_step == 2,
+                   "resumed from step " << summary.resumed_from_step);
   const double difference = MaxAbsDifference(*uninterrupted, *resumed);
   std::cerr << "rank " << group->rank() << " ZeRO-" << stage
             << " resumed at step 2: max weight difference " << difference
             << "\n";
-  RANK_CHECK(difference == 0, "weights differ by " << difference);
+  LETHE_RANK_CHECK(difference == 0, "weights differ by " << difference);
   return 0;
 }
 
@@ -283,36 +241,39 @@ int RunReleaseRank() {
   };
   absl::StatusOr<std::unique_ptr<ShardedAdamW>> optimizer =
       ShardedAdamW::Create(*group, sharded, {.stage = 2, .bucket_bytes = 2048});
-  RANK_CHECK(optimizer.ok(), optimizer.status());
+  LETHE_RANK_CHECK(optimizer.ok(), optimizer.status());
   ShardedAdamW& zero = **optimizer;
 
   loss(ours, 0).backward();
   for (const at::Tensor& parameter : ours) {
-    RANK_CHECK(parameter.grad().defined(),
-               "an unarmed backward pass released a gradient");
+    LETHE_RANK_CHECK(parameter.grad().defined(),
+                     "an unarmed backward pass released a gradient");
   }
   absl::Status status = zero.PrepareForBackward();
-  RANK_CHECK(status.ok(), status);
+  LETHE_RANK_CHECK(status.ok(), status);
   loss(ours, 1).backward();
   for (size_t i = 0; i < ours.size(); ++i) {
-    RANK_CHECK(!ours[i].grad().defined(),
-               "parameter " << i << " still holds a gradient after backward");
+    LETHE_RANK_CHECK(
+        !ours[i].grad().defined(),
+        "parameter " << i << " still holds a gradient after backward");
   }
   const ShardedAdamWStats stats = zero.stats();
-  RANK_CHECK(stats.buckets >= 3, stats.buckets << " buckets");
-  RANK_CHECK(stats.started_during_backward == stats.buckets,
-             stats.started_during_backward << " of " << stats.buckets
-                                           << " buckets started in backward");
+  LETHE_RANK_CHECK(stats.buckets >= 3, stats.buckets << " buckets");
+  LETHE_RANK_CHECK(stats.started_during_backward == stats.buckets,
+                   stats.started_during_backward
+                       << " of " << stats.buckets
+                       << " buckets started in backward");
   // Some bucket straddles the shard boundary: one reduce per owner.
-  RANK_CHECK(stats.reduces > stats.buckets, stats.reduces << " reduces");
+  LETHE_RANK_CHECK(stats.reduces > stats.buckets, stats.reduces << " reduces");
   const int64_t shard = zero.shard_end() - zero.shard_begin();
-  RANK_CHECK(zero.StateBytes() == 3 * 4 * shard,
-             zero.StateBytes() << " state bytes for " << shard);
+  LETHE_RANK_CHECK(zero.StateBytes() == 3 * 4 * shard,
+                   zero.StateBytes() << " state bytes for " << shard);
   status = zero.ReduceGradients();
-  RANK_CHECK(status.ok(), status);
+  LETHE_RANK_CHECK(status.ok(), status);
   absl::StatusOr<double> norm = zero.Step(0.1, /*max_grad_norm=*/1.0);
-  RANK_CHECK(norm.ok(), norm.status());
-  RANK_CHECK(zero.StateBytes() == 2 * 4 * shard, "the gradient shard stayed");
+  LETHE_RANK_CHECK(norm.ok(), norm.status());
+  LETHE_RANK_CHECK(zero.StateBytes() == 2 * 4 * shard,
+                   "the gradient shard stayed");
 
   // The replicated step.
   (loss(theirs, 0) + loss(theirs, 1)).backward();
@@ -321,7 +282,7 @@ int RunReleaseRank() {
     gradients.push_back(parameter.grad());
   }
   status = group->AllReduceMean(gradients);
-  RANK_CHECK(status.ok(), status);
+  LETHE_RANK_CHECK(status.ok(), status);
   const double expected_norm = torch::nn::utils::clip_grad_norm_(theirs, 1.0);
   std::vector<torch::optim::OptimizerParamGroup> groups;
   for (size_t i = 0; i < theirs.size(); ++i) {
@@ -337,57 +298,16 @@ int RunReleaseRank() {
             << " buckets, " << stats.reduces << " reduces, norm " << *norm
             << " vs " << expected_norm << ", max weight difference "
             << difference << "\n";
-  RANK_CHECK(std::abs(*norm - expected_norm) <= 1e-4 * expected_norm,
-             "norm " << *norm << " vs " << expected_norm);
-  RANK_CHECK(difference <= 1e-6, "weights differ by " << difference);
+  LETHE_RANK_CHECK(std::abs(*norm - expected_norm) <= 1e-4 * expected_norm,
+                   "norm " << *norm << " vs " << expected_norm);
+  LETHE_RANK_CHECK(difference <= 1e-6, "weights differ by " << difference);
   return 0;
 }
 
-class ShardedOptimizerTest : public ::testing::Test {
+class ShardedOptimizerTest : public MultiProcessTest {
  protected:
-  void SetUp() override {
-    absl::StatusOr<std::unique_ptr<RendezvousStore>> store =
-        RendezvousStore::Start("127.0.0.1", 0);
-    ASSERT_TRUE(store.ok()) << store.status();
-    store_ = *std::move(store);
-  }
-
-  void RunRanks(const std::string& role, int world_size,
-                std::map<std::string, std::string> env = {}) {
-    const std::string prefix =
-        absl::StrCat(role, "-", world_size, "-", env["LETHE_TEST_STAGE"]);
-    std::vector<Subprocess> ranks;
-    for (int rank = 0; rank < world_size; ++rank) {
-      std::map<std::string, std::string> child_env = env;
-      child_env[kRoleVariable] = role;
-      child_env["LETHE_TEST_RANK"] = absl::StrCat(rank);
-      child_env["LETHE_TEST_WORLD_SIZE"] = absl::StrCat(world_size);
-      child_env["LETHE_TEST_STORE_PORT"] = absl::StrCat(store_->port());
-      child_env["LETHE_TEST_PREFIX"] = prefix;
-      child_env["OMP_NUM_THREADS"] = "1";
-      absl::StatusOr<Subprocess> child =
-          Subprocess::Start({"/proc/self/exe"}, child_env);
-      ASSERT_TRUE(child.ok()) << child.status();
-      ranks.push_back(*std::move(child));
-    }
-    for (int rank = 0; rank < world_size; ++rank) {
-      absl::StatusOr<std::optional<ExitStatus>> exit =
-          ranks[rank].WaitFor(absl::Seconds(240));
-      ASSERT_TRUE(exit.ok()) << exit.status();
-      ASSERT_TRUE(exit->has_value()) << "rank " << rank << " still running";
-      EXPECT_TRUE((*exit)->success())
-          << "rank " << rank << " " << (*exit)->ToString();
-    }
-  }
-
-  std::unique_ptr<CollectiveGroup> SoloGroup(const std::string& prefix) {
-    absl::StatusOr<std::unique_ptr<CollectiveGroup>> group =
-        CollectiveGroup::Join({.store_host = "127.0.0.1",
-                               .store_port = store_->port(),
-                               .prefix = prefix});
-    EXPECT_TRUE(group.ok()) << group.status();
-    return group.ok() ? *std::move(group) : nullptr;
-  }
+  ShardedOptimizerTest()
+      : MultiProcessTest(kRoleVariable, absl::Seconds(240)) {}
 
   std::string TempDir(const std::string& name) {
     const char* root = std::getenv("TEST_TMPDIR");
@@ -397,8 +317,6 @@ class ShardedOptimizerTest : public ::testing::Test {
     std::filesystem::create_directories(dir);
     return dir;
   }
-
-  std::unique_ptr<RendezvousStore> store_;
 };
 
 TEST(ShardBoundsTest, BalancedByElementCount) {
