@@ -369,6 +369,14 @@ v1::JobSpec JobSpecWithDefaults(v1::JobSpec spec) {
       spec.set_retain_split(absl::StrFormat("retain%02d", 100 - percent));
     }
   }
+  if (spec.method() == v1::PGA && spec.holdout_split().empty()) {
+    // TOFU's clean authors for forgetNN are holdoutNN.
+    const std::string& forget = spec.forget_split();
+    if (forget.size() == 8 && absl::StartsWith(forget, "forget") &&
+        absl::ascii_isdigit(forget[6]) && absl::ascii_isdigit(forget[7])) {
+      spec.set_holdout_split(absl::StrCat("holdout", forget.substr(6)));
+    }
+  }
   if (spec.prompt_template().empty()) {
     spec.set_prompt_template(kDefaultPromptTemplate);
   }
@@ -519,6 +527,10 @@ absl::Status ValidateJobSpec(const v1::JobSpec& spec) {
        params.ofmu_inner_learning_rate(), DoubleCheck::kNonNegative},
       {"spec.method_params.reglu_rol_weight", params.reglu_rol_weight(),
        DoubleCheck::kNonNegative},
+      {"spec.method_params.pga_align_weight", params.pga_align_weight(),
+       DoubleCheck::kNonNegative},
+      {"spec.method_params.pga_ce_weight", params.pga_ce_weight(),
+       DoubleCheck::kNonNegative},
       {"spec.optimizer.learning_rate", optimizer.learning_rate(),
        DoubleCheck::kPositive},
       {"spec.optimizer.weight_decay", optimizer.weight_decay(),
@@ -548,8 +560,21 @@ absl::Status ValidateJobSpec(const v1::JobSpec& spec) {
             1 << 20},
         IntCheck{"spec.method_params.reglu_samples",
                  params.has_reglu_samples() ? params.reglu_samples() : 1, 1,
-                 1 << 20}}) {
+                 1 << 20},
+        IntCheck{"spec.method_params.pga_refit_every_epochs",
+                 params.has_pga_refit_every_epochs()
+                     ? params.pga_refit_every_epochs()
+                     : 1,
+                 1, kUnbounded},
+        IntCheck{"spec.method_params.pga_projection_rank",
+                 params.pga_projection_rank(), 0, 1 << 20}}) {
     RETURN_IF_ERROR(Check(check));
+  }
+  for (const int depth : params.pga_depths()) {
+    if (depth < 0 || depth > 1 << 16) {
+      return Invalid("spec.method_params.pga_depths",
+                     absl::StrCat("must be layer depths >= 0, got ", depth));
+    }
   }
   ASSIGN_OR_RETURN(const UnlearningMethod method,
                    MethodFromSpec(spec.method()));
@@ -576,6 +601,23 @@ absl::Status ValidateJobSpec(const v1::JobSpec& spec) {
   } else if (!spec.base_model_dir().empty()) {
     return Invalid("spec.base_model_dir",
                    "is MSA's theta_0 and only used by method MSA");
+  }
+  if (method == UnlearningMethod::kPga) {
+    if (spec.holdout_split().empty()) {
+      return Invalid("spec.holdout_split",
+                     "must be set for PGA when forget_split is not forgetNN "
+                     "(the clean examples paired with the forget set)");
+    }
+    RETURN_IF_ERROR(CheckSplit("spec.holdout_split", spec.data_dir(),
+                               spec.holdout_split()));
+    if (spec.holdout_split() == spec.forget_split()) {
+      return Invalid("spec.holdout_split",
+                     absl::StrCat("must differ from forget_split, both are \"",
+                                  spec.forget_split(), "\""));
+    }
+  } else if (!spec.holdout_split().empty()) {
+    return Invalid("spec.holdout_split",
+                   "is PGA's and only used by method PGA");
   }
   if (method == UnlearningMethod::kReglu && spec.lora().rank() == 0) {
     return Invalid("spec.lora.rank",
@@ -661,6 +703,8 @@ absl::StatusOr<UnlearningMethod> MethodFromSpec(v1::Method method) {
       return UnlearningMethod::kMsa;
     case v1::REGLU:
       return UnlearningMethod::kReglu;
+    case v1::PGA:
+      return UnlearningMethod::kPga;
     default:
       return Invalid("spec.method",
                      method == v1::METHOD_UNSPECIFIED
@@ -704,6 +748,17 @@ ObjectiveParams ObjectiveParamsFromSpec(UnlearningMethod method,
     params.reglu_retain_rank = spec.reglu_retain_rank();
   }
   if (spec.has_reglu_samples()) params.reglu_samples = spec.reglu_samples();
+  if (spec.has_pga_align_weight()) {
+    params.pga_align_weight = spec.pga_align_weight();
+  }
+  if (spec.has_pga_ce_weight()) params.pga_ce_weight = spec.pga_ce_weight();
+  if (spec.has_pga_refit_every_epochs()) {
+    params.pga_refit_every_epochs = spec.pga_refit_every_epochs();
+  }
+  params.pga_depths.assign(spec.pga_depths().begin(), spec.pga_depths().end());
+  if (spec.has_pga_projection_rank()) {
+    params.pga_projection_rank = spec.pga_projection_rank();
+  }
   return params;
 }
 

@@ -62,6 +62,7 @@ absl::StatusOr<v1::JobSpec> ReadJobSpecFile(const std::string& path);
 //   retain_split                 TOFU's complement of forget_split when it is
 //                                "forgetNN" (forget01 -> retain99,
 //                                forget05 -> retain95, forget10 -> retain90)
+//   holdout_split                PGA only: holdoutNN for forgetNN
 //   prompt_template              "plain"
 //   optimizer.learning_rate      1e-5 (0 is never a usable rate)
 //   optimizer (when absent)      weight_decay 0.01, warmup_epochs 1,

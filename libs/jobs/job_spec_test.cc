@@ -636,6 +636,81 @@ TEST_F(JobSpecTest, RegluNeedsLoraAndChecksItsCoefficients) {
   expect_invalid("spec.method_params.reglu_samples");
 }
 
+TEST_F(JobSpecTest, PgaPairsTheForgetSplitWithAHoldoutSplit) {
+  WriteFile(root_ + "/data/holdout10.json", "[]");
+  v1::JobSpec minimal = MinimalSpec();
+  minimal.set_method(v1::PGA);
+  v1::JobSpec spec = JobSpecWithDefaults(minimal);
+  EXPECT_EQ(spec.holdout_split(), "holdout10") << "TOFU's pair of forget10";
+  EXPECT_TRUE(ValidateJobSpec(spec).ok()) << ValidateJobSpec(spec);
+  EXPECT_EQ(JobSpecWithDefaults(MinimalSpec()).holdout_split(), "")
+      << "only PGA's specs get one";
+  EXPECT_EQ(*MethodFromSpec(v1::PGA), UnlearningMethod::kPga);
+  const ObjectiveParams defaults =
+      ObjectiveParamsFromSpec(UnlearningMethod::kPga, spec.method_params());
+  EXPECT_EQ(defaults.pga_align_weight, 1.0);
+  EXPECT_EQ(defaults.pga_ce_weight, 1.0);
+  EXPECT_EQ(defaults.pga_refit_every_epochs, 25);
+  EXPECT_TRUE(defaults.pga_depths.empty());
+  EXPECT_EQ(defaults.pga_projection_rank, 1);
+
+  v1::MethodParams& params = *spec.mutable_method_params();
+  params.set_pga_align_weight(0);  // A value, not the default.
+  params.set_pga_ce_weight(2);
+  params.set_pga_refit_every_epochs(5);
+  params.add_pga_depths(3);
+  params.add_pga_depths(1);
+  params.set_pga_projection_rank(0);
+  EXPECT_TRUE(ValidateJobSpec(spec).ok()) << ValidateJobSpec(spec);
+  const ObjectiveParams chosen =
+      ObjectiveParamsFromSpec(UnlearningMethod::kPga, params);
+  EXPECT_EQ(chosen.pga_align_weight, 0.0);
+  EXPECT_EQ(chosen.pga_ce_weight, 2.0);
+  EXPECT_EQ(chosen.pga_refit_every_epochs, 5);
+  EXPECT_EQ(chosen.pga_depths, (std::vector<int>{3, 1}));
+  EXPECT_EQ(chosen.pga_projection_rank, 0);
+
+  auto expect_refused = [&](absl::StatusCode code, const std::string& field) {
+    const absl::Status status = ValidateJobSpec(spec);
+    EXPECT_EQ(status.code(), code) << status;
+    EXPECT_TRUE(absl::StartsWith(status.message(), field + ": ")) << status;
+  };
+  params.set_pga_refit_every_epochs(0);
+  expect_refused(absl::StatusCode::kInvalidArgument,
+                 "spec.method_params.pga_refit_every_epochs");
+  params.set_pga_refit_every_epochs(5);
+  params.set_pga_ce_weight(-1);
+  expect_refused(absl::StatusCode::kInvalidArgument,
+                 "spec.method_params.pga_ce_weight");
+  params.set_pga_ce_weight(1);
+  params.add_pga_depths(-2);
+  expect_refused(absl::StatusCode::kInvalidArgument,
+                 "spec.method_params.pga_depths");
+  params.clear_pga_depths();
+  params.set_pga_projection_rank(-1);
+  expect_refused(absl::StatusCode::kInvalidArgument,
+                 "spec.method_params.pga_projection_rank");
+  params.clear_pga_projection_rank();
+
+  spec.set_holdout_split("holdout05");  // No such file.
+  expect_refused(absl::StatusCode::kNotFound, "spec.holdout_split");
+  spec.set_holdout_split("forget10");
+  expect_refused(absl::StatusCode::kInvalidArgument, "spec.holdout_split");
+  minimal.set_forget_split("forget05");  // Only forget05.jsonl exists.
+  minimal.set_retain_split("retain90");
+  spec = JobSpecWithDefaults(minimal);
+  EXPECT_EQ(spec.holdout_split(), "holdout05");
+  minimal.set_forget_split("my_forget");  // Not forgetNN: no default.
+  WriteFile(root_ + "/data/my_forget.json", "[]");
+  spec = JobSpecWithDefaults(minimal);
+  EXPECT_EQ(spec.holdout_split(), "");
+  expect_refused(absl::StatusCode::kInvalidArgument, "spec.holdout_split");
+
+  spec = ValidSpec();  // NPO_RT.
+  spec.set_holdout_split("holdout10");
+  expect_refused(absl::StatusCode::kInvalidArgument, "spec.holdout_split");
+}
+
 TEST_F(JobSpecTest, IhlIsAMethodWithForgetAndRetainWeights) {
   v1::JobSpec spec = ValidSpec();
   spec.set_method(v1::IHL);

@@ -512,6 +512,9 @@ at::Tensor LlamaBackbone::Run(const at::Tensor& input_ids,
   for (size_t i = 0; i < layers_.size(); ++i) {
     const std::shared_ptr<LlamaDecoderLayer>& layer = layers_[i];
     const at::Tensor& mask = layer->sliding() ? sliding_mask : full_mask;
+    if (hidden_state_edit_) {
+      hidden = hidden_state_edit_(static_cast<int64_t>(i), hidden);
+    }
     if (by_depth != nullptr) by_depth->push_back(hidden);
     if (checkpoint) {
       hidden = CheckpointedCall(
@@ -525,7 +528,11 @@ at::Tensor LlamaBackbone::Run(const at::Tensor& input_ids,
                             cache != nullptr ? &cache->keys[i] : nullptr,
                             cache != nullptr ? &cache->values[i] : nullptr);
   }
-  return norm_->Forward(hidden);
+  at::Tensor normed = norm_->Forward(hidden);
+  if (hidden_state_edit_) {
+    normed = hidden_state_edit_(static_cast<int64_t>(layers_.size()), normed);
+  }
+  return normed;
 }
 
 LlamaForCausalLM::LlamaForCausalLM(const LlamaConfig& config,
@@ -549,6 +556,10 @@ LlamaForCausalLM::LlamaForCausalLM(const LlamaConfig& config,
       parameter.value().normal_(0.0, 0.02);
     }
   }
+}
+
+void LlamaForCausalLM::SetHiddenStateEdit(HiddenStateEdit edit) {
+  model_->SetHiddenStateEdit(std::move(edit));
 }
 
 at::Tensor LlamaForCausalLM::ForwardHidden(const at::Tensor& input_ids,

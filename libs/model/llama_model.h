@@ -59,6 +59,7 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/types.h>
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -221,6 +222,11 @@ class LlamaDecoderLayer : public torch::nn::Module {
   std::shared_ptr<LlamaRmsNorm> post_feedforward_layernorm_;
 };
 
+// Replaces the hidden state at `depth` (HiddenStatesByDepth's index) by the
+// tensor it returns, of the same shape and dtype, in every forward pass.
+using HiddenStateEdit =
+    std::function<at::Tensor(int64_t depth, const at::Tensor& hidden)>;
+
 // Hugging Face's LlamaModel: embeddings, decoder layers, final norm.
 class LlamaBackbone : public torch::nn::Module {
  public:
@@ -248,6 +254,9 @@ class LlamaBackbone : public torch::nn::Module {
     activation_checkpointing_ = enabled;
   }
   bool activation_checkpointing() const { return activation_checkpointing_; }
+  void SetHiddenStateEdit(HiddenStateEdit edit) {
+    hidden_state_edit_ = std::move(edit);
+  }
 
  private:
   // Forward's computation; when `by_depth` is not null, also appends the
@@ -258,6 +267,7 @@ class LlamaBackbone : public torch::nn::Module {
                  std::vector<at::Tensor>* by_depth);
 
   bool activation_checkpointing_ = false;
+  HiddenStateEdit hidden_state_edit_;
   int64_t head_dim_;
   double rope_theta_;
   RopeScaling rope_scaling_;
@@ -328,6 +338,14 @@ class LlamaForCausalLM : public torch::nn::Module {
   // restored for the recomputation, so dropout draws the same masks.
   void SetActivationCheckpointing(bool enabled);
   bool activation_checkpointing() const;
+
+  // An edit of the hidden states at every depth (e.g. PGA's inference-time
+  // projection, libs/unlearn/pga.h), applied in every pass (Forward,
+  // ForwardHidden, packed rows, HiddenStatesByDepth, which returns the edited
+  // states) where depth d's state is formed: before decoder layer d for
+  // d < L, after the final norm for d = L. Position-wise edits give the same
+  // results with and without a KV cache. Empty (the default): none.
+  void SetHiddenStateEdit(HiddenStateEdit edit);
 
  private:
   LlamaConfig config_;

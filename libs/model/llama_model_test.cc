@@ -8,6 +8,7 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <numeric>
 #include <set>
 #include <string>
 #include <vector>
@@ -417,6 +418,52 @@ TEST(LlamaModelTest, ActivationCheckpointingIsOffWithACacheOrWithoutGrad) {
   EXPECT_EQ(cache.length(), 6);
   torch::NoGradGuard no_grad;
   EXPECT_TRUE(torch::equal(expected, model->Forward(ids)));
+}
+
+// The edit sees each depth's state where it is formed and what it returns
+// flows on: an identity edit changes nothing, an edit of the final state
+// alone changes exactly the logits' input, and a position-wise edit inside
+// the stack gives the same logits with and without a KV cache.
+TEST(LlamaModelTest, HiddenStateEditActsAtEachDepth) {
+  auto model = TinyModel();
+  torch::NoGradGuard no_grad;
+  const at::Tensor ids = Ids({4, 8, 15, 16, 23, 42});
+  const std::vector<at::Tensor> plain = model->HiddenStatesByDepth(ids);
+  const at::Tensor expected = model->Forward(ids);
+  const int64_t depths = static_cast<int64_t>(plain.size());
+  std::vector<int64_t> seen;
+  model->SetHiddenStateEdit([&](int64_t depth, const at::Tensor& hidden) {
+    seen.push_back(depth);
+    return hidden;
+  });
+  EXPECT_TRUE(torch::equal(model->Forward(ids), expected));
+  std::vector<int64_t> every(depths);
+  std::iota(every.begin(), every.end(), 0);
+  EXPECT_EQ(seen, every) << "each depth once per pass, in order";
+
+  model->SetHiddenStateEdit([&](int64_t depth, const at::Tensor& hidden) {
+    return depth == depths - 1 ? hidden * 2 : hidden;
+  });
+  EXPECT_TRUE(torch::allclose(model->Forward(ids),
+                              model->Logits(plain.back() * 2), 0, 1e-6));
+  const std::vector<at::Tensor> edited = model->HiddenStatesByDepth(ids);
+  for (int64_t d = 0; d + 1 < depths; ++d) {
+    EXPECT_TRUE(torch::equal(edited[d], plain[d])) << d;
+  }
+  EXPECT_TRUE(torch::allclose(edited.back(), plain.back() * 2, 0, 1e-6));
+
+  model->SetHiddenStateEdit([](int64_t depth, const at::Tensor& hidden) {
+    return depth == 1 ? hidden * 0.5 + 0.25 : hidden;
+  });
+  const at::Tensor whole = model->Forward(ids);
+  EXPECT_GT((whole - expected).abs().max().item<double>(), 1e-4);
+  KvCache cache;
+  model->Forward(ids.slice(1, 0, 4), {}, &cache);
+  const at::Tensor last_two = model->Forward(ids.slice(1, 4, 6), {}, &cache);
+  EXPECT_TRUE(torch::allclose(last_two, whole.slice(1, 4, 6), 1e-5, 1e-5));
+
+  model->SetHiddenStateEdit({});
+  EXPECT_TRUE(torch::equal(model->Forward(ids), expected));
 }
 
 // The model's backbone (transformers' LlamaModel), for checks layer by layer.

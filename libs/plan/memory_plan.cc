@@ -104,6 +104,7 @@ std::vector<LossKind> ForwardPasses(UnlearningMethod method,
     case M::kSimNpo:
     case M::kIhl:
     case M::kReglu:  // Forget (IHL or -NLL) and retain NLL; ROL is tiny.
+    case M::kPga:    // Forget states and holdout NLL, one pass each.
       return {LossKind::kLogProbs, LossKind::kLogProbs};
     case M::kNpoKl:
       return {LossKind::kLogProbs, LossKind::kKl};

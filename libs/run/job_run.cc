@@ -30,6 +30,7 @@
 #include "libs/status/torch_status.h"
 #include "libs/tokenizer/tokenizer.h"
 #include "libs/unlearn/msa.h"
+#include "libs/unlearn/pga.h"
 #include "libs/unlearn/reference_cache.h"
 #include "libs/unlearn/unlearning_run.h"
 #include "nlohmann/json.hpp"
@@ -75,6 +76,11 @@ absl::StatusOr<RunInputs> LoadInputs(const v1::JobSpec& spec,
   };
   inputs.data.pad_id = inputs.tokenizer->eos_id();
   ASSIGN_OR_RETURN(inputs.data.forget, tokenize(forget));
+  if (method == UnlearningMethod::kPga) {
+    ASSIGN_OR_RETURN(std::vector<TofuRecord> holdout,
+                     ReadTofuSplit(spec.data_dir(), spec.holdout_split()));
+    ASSIGN_OR_RETURN(inputs.data.holdout, tokenize(holdout));
+  }
   if (needs.retain_batch) {
     ASSIGN_OR_RETURN(inputs.data.retain, tokenize(retain));
   }
@@ -436,12 +442,22 @@ absl::StatusOr<JobRunResult> RunJobSpec(const v1::JobSpec& given,
       CallTorch(absl::StrCat("moving the model to ", context.device.str()),
                 [&] { inputs.model->to(context.device); }));
   RETURN_IF_ERROR(PrepareModelForTraining(spec, *inputs.model));
+  if (method == UnlearningMethod::kPga &&
+      params.pga_projection_rank > inputs.model->config().hidden_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "spec.method_params.pga_projection_rank ", params.pga_projection_rank,
+        " exceeds the model's hidden size ",
+        inputs.model->config().hidden_size));
+  }
   log(absl::StrFormat(
       "unlearning %s/%s from %s (%.2fM parameters) with %s: %d forget, %d "
-      "retain examples, %d rank%s",
+      "%s examples, %d rank%s",
       spec.data_dir(), spec.forget_split(), spec.model_dir(),
       inputs.model->NumParameters() / 1e6, UnlearningMethodName(method),
-      inputs.data.forget.size(), inputs.data.retain.size(), world_size,
+      inputs.data.forget.size(),
+      method == UnlearningMethod::kPga ? inputs.data.holdout.size()
+                                       : inputs.data.retain.size(),
+      method == UnlearningMethod::kPga ? "holdout" : "retain", world_size,
       world_size == 1 ? "" : "s"));
   std::error_code error;
   std::filesystem::create_directories(CheckpointDir(spec), error);
@@ -558,6 +574,17 @@ absl::StatusOr<JobRunResult> RunJobSpec(const v1::JobSpec& given,
   }
   RETURN_IF_ERROR(SaveModelWithTokenizer(*inputs.model, spec.tokenizer_path(),
                                          result.model_dir));
+  if (method == UnlearningMethod::kPga && params.pga_projection_rank > 0) {
+    // Fitted on the unlearned (merged) model's states: what remains of the
+    // signature is what the projection removes at inference.
+    auto [memorised, clean] = PgaPairs(inputs.data);
+    RETURN_IF_ERROR(ExportPgaProjection(
+        *inputs.model, memorised, clean, inputs.data.pad_id, params.pga_depths,
+        params.pga_projection_rank, result.model_dir));
+    log(absl::StrCat("wrote PGA's rank-", params.pga_projection_rank,
+                     " activation projection to ", result.model_dir, "/",
+                     kPgaProjectionConfig));
+  }
   RETURN_IF_ERROR(WriteRunLog(spec, method, result.training));
   return result;
 }

@@ -27,6 +27,7 @@
 #include "libs/model/tiny_llama.h"
 #include "libs/tokenizer/tokenizer.h"
 #include "libs/unlearn/checkpoint.h"
+#include "libs/unlearn/pga.h"
 #include "nlohmann/json.hpp"
 
 namespace lethe {
@@ -185,6 +186,56 @@ TEST(RunJobSpecTest, RunsIhlWithItsForgetAndRetainTerms) {
   EXPECT_LT(ihl, 2);
   EXPECT_NEAR(log["steps"][0]["loss"].get<double>(),
               ihl + components["retain_nll"].get<double>(), 1e-5);
+}
+
+// PGA through the job path with LoRA (the paper's setting): forget10 paired
+// with the fixture's holdout10, an alignment and a CE term at every step, and
+// the rank-2 projection written next to the merged model, loadable, at every
+// aligned depth.
+TEST(RunJobSpecTest, PgaAlignsForgetWithHoldoutAndExportsItsProjection) {
+  v1::JobSpec spec = TinySpec("pga", v1::PGA);
+  ASSERT_EQ(spec.holdout_split(), "holdout10");
+  spec.mutable_lora()->set_rank(4);
+  spec.mutable_lora()->set_alpha(8);
+  spec.mutable_method_params()->add_pga_depths(1);
+  spec.mutable_method_params()->add_pga_depths(2);
+  spec.mutable_method_params()->set_pga_projection_rank(2);
+  absl::StatusOr<JobRunResult> result = ValidateAndRun(spec);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_GT(MaxAbsDifference(ModelWeights(result->model_dir),
+                             ModelWeights(SharedInputs().model_dir)),
+            1e-6)
+      << "the run did not train";
+  const nlohmann::json log = nlohmann::json::parse(
+      ReadFileToString(spec.output_dir() + "/unlearning_log.json").value());
+  EXPECT_EQ(log["method"], "PGA");
+  ASSERT_FALSE(log["steps"].empty());
+  const nlohmann::json& components = log["steps"][0]["components"];
+  ASSERT_TRUE(components.contains("align")) << components;
+  ASSERT_TRUE(components.contains("ce")) << components;
+  EXPECT_NEAR(
+      log["steps"][0]["loss"].get<double>(),
+      components["align"].get<double>() + components["ce"].get<double>(), 1e-5);
+  EXPECT_TRUE(std::filesystem::exists(CheckpointDir(spec) +
+                                      "/pga-probes-epoch-0.safetensors"));
+
+  absl::StatusOr<ActivationProjection> projection =
+      LoadActivationProjection(result->model_dir);
+  ASSERT_TRUE(projection.ok()) << projection.status();
+  EXPECT_EQ(projection->depths, (std::vector<int>{1, 2}));
+  for (const at::Tensor& basis : projection->basis) {
+    EXPECT_EQ(basis.size(1), 2);
+    // Orthonormal columns.
+    EXPECT_TRUE(torch::allclose(basis.t().mm(basis),
+                                torch::eye(2, basis.options()), 0, 1e-9));
+  }
+
+  spec = TinySpec("pga_rank", v1::PGA);
+  spec.mutable_method_params()->set_pga_projection_rank(100000);
+  const absl::Status too_wide = ValidateAndRun(spec).status();
+  EXPECT_EQ(too_wide.code(), absl::StatusCode::kInvalidArgument) << too_wide;
+  EXPECT_NE(too_wide.message().find("hidden size"), std::string::npos)
+      << too_wide;
 }
 
 // MSA through the job path, three runs on one output directory: the

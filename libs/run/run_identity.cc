@@ -161,6 +161,12 @@ absl::StatusOr<RunIdentity> ComputeRunIdentity(const v1::JobSpec& spec) {
         f["retain_data_sha256"],
         FileSha256(SplitFile(spec.data_dir(), spec.retain_split())));
   }
+  if (method == UnlearningMethod::kPga) {
+    f["holdout_split"] = spec.holdout_split();
+    ASSIGN_OR_RETURN(
+        f["holdout_data_sha256"],
+        FileSha256(SplitFile(spec.data_dir(), spec.holdout_split())));
+  }
   f["prompt_template"] = spec.prompt_template();
   f["system_prompt"] = spec.system_prompt();
   f["date_string"] = spec.date_string();
@@ -208,6 +214,16 @@ absl::StatusOr<RunIdentity> ComputeRunIdentity(const v1::JobSpec& spec) {
     f["reglu_rol_weight"] = Exact(params.reglu_rol_weight);
     f["reglu_retain_rank"] = absl::StrCat(params.reglu_retain_rank);
     f["reglu_samples"] = absl::StrCat(params.reglu_samples);
+  }
+  if (method == UnlearningMethod::kPga) {
+    // The projection's rank is not here: it is fitted after training and
+    // changes no weight.
+    f["pga_align_weight"] = Exact(params.pga_align_weight);
+    f["pga_ce_weight"] = Exact(params.pga_ce_weight);
+    f["pga_refit_every_epochs"] = absl::StrCat(params.pga_refit_every_epochs);
+    f["pga_depths"] = params.pga_depths.empty()
+                          ? "all"
+                          : absl::StrJoin(params.pga_depths, ",");
   }
 
   const v1::OptimizerSpec& optimizer = spec.optimizer();

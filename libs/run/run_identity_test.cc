@@ -200,6 +200,35 @@ TEST_F(RunIdentityTest, RegluAddsItsCoefficients) {
             (Names{"reglu_retain_rank", "reglu_rol_weight", "reglu_samples"}));
 }
 
+TEST_F(RunIdentityTest, PgaAddsItsHoldoutSetAndCoefficients) {
+  Write(root_ + "/data/holdout10.json", "[2]");
+  v1::JobSpec pga = Spec();
+  pga.set_method(v1::PGA);
+  pga = JobSpecWithDefaults(pga);
+  const std::map<std::string, std::string> before = Fields(pga);
+  EXPECT_EQ(before.at("holdout_split"), "holdout10");
+  EXPECT_EQ(before.at("pga_depths"), "all");
+  EXPECT_EQ(Fields(Spec()).count("pga_align_weight"), 0u)
+      << "other methods' identities (and checkpoints) are unchanged";
+  EXPECT_EQ(Fields(Spec()).count("holdout_data_sha256"), 0u);
+  using Names = std::vector<std::string>;
+  v1::JobSpec other = pga;
+  other.mutable_method_params()->set_pga_align_weight(1);     // The default.
+  other.mutable_method_params()->set_pga_projection_rank(4);  // No weight.
+  EXPECT_TRUE(Differing(before, Fields(other)).empty());
+  other.mutable_method_params()->set_pga_align_weight(2);
+  other.mutable_method_params()->set_pga_ce_weight(0.5);
+  EXPECT_EQ(Differing(before, Fields(other)),
+            (Names{"pga_align_weight", "pga_ce_weight"}));
+  other = pga;
+  other.mutable_method_params()->set_pga_refit_every_epochs(5);
+  other.mutable_method_params()->add_pga_depths(2);
+  EXPECT_EQ(Differing(before, Fields(other)),
+            (Names{"pga_depths", "pga_refit_every_epochs"}));
+  Write(root_ + "/data/holdout10.json", "[3]");
+  EXPECT_EQ(Differing(before, Fields(pga)), (Names{"holdout_data_sha256"}));
+}
+
 TEST_F(RunIdentityTest, TheReferenceNamesTheModelNotTheMethod) {
   absl::StatusOr<RunIdentity> npo_rt = ComputeRunIdentity(Spec());
   v1::JobSpec ga = Spec();

@@ -299,6 +299,7 @@ class WeightedObjective : public UnlearningObjective {
         break;
       case UnlearningMethod::kOfmu:
       case UnlearningMethod::kMsa:  // Refused by MakeObjective.
+      case UnlearningMethod::kPga:
         break;
     }
     terms.Record("forget_loss", forget);
@@ -370,6 +371,12 @@ absl::StatusOr<std::unique_ptr<UnlearningObjective>> MakeObjective(
         "REGLU's objective needs the retain subspaces of its RILA "
         "initialisation: MakeRegluObjective (libs/unlearn/reglu.h), as "
         "RunUnlearning does");
+  }
+  if (method == UnlearningMethod::kPga) {
+    return absl::InvalidArgumentError(
+        "PGA's loss pairs forget with holdout examples and refits its probes "
+        "from the model: PgaObjective (libs/unlearn/pga.h), as RunUnlearning "
+        "does");
   }
   std::unique_ptr<UnlearningObjective> objective;
   if (method == UnlearningMethod::kOfmu) {

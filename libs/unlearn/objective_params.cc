@@ -23,6 +23,7 @@ constexpr std::pair<UnlearningMethod, const char*> kMethodNames[] = {
     {UnlearningMethod::kIhl, "IHL"},
     {UnlearningMethod::kMsa, "MSA"},
     {UnlearningMethod::kReglu, "REGLU"},
+    {UnlearningMethod::kPga, "PGA"},
 };
 
 absl::Status CheckNonNegative(double value, const char* field) {
@@ -100,6 +101,9 @@ ObjectiveNeeds MethodNeeds(UnlearningMethod method,
       // The retain subsample theta_2 is tuned on; beta 0 drops it.
       needs.retain_batch = params.beta != 0;
       break;
+    case UnlearningMethod::kPga:
+      // Its clean examples are UnlearningData::holdout, not retain batches.
+      break;
   }
   return needs;
 }
@@ -159,6 +163,32 @@ absl::Status ValidateObjectiveParams(UnlearningMethod method,
     if (params.reglu_samples < 1) {
       return absl::InvalidArgumentError(absl::StrCat(
           "reglu_samples must be >= 1, got ", params.reglu_samples));
+    }
+  }
+  if (method == UnlearningMethod::kPga) {
+    for (const auto& [value, field] :
+         {std::pair{params.pga_align_weight, "pga_align_weight"},
+          std::pair{params.pga_ce_weight, "pga_ce_weight"}}) {
+      if (!(value >= 0 && std::isfinite(value))) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(field, " must be >= 0 and finite, got ", value));
+      }
+    }
+    if (params.pga_refit_every_epochs < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("pga_refit_every_epochs must be >= 1, got ",
+                       params.pga_refit_every_epochs));
+    }
+    for (const int depth : params.pga_depths) {
+      if (depth < 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("pga_depths must be >= 0, got ", depth));
+      }
+    }
+    if (params.pga_projection_rank < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("pga_projection_rank must be >= 0, got ",
+                       params.pga_projection_rank));
     }
   }
   if (method == UnlearningMethod::kOfmu) {

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -42,11 +43,16 @@ enum class UnlearningMethod {
   // term (IHL or -NLL, reglu_forget_loss) + alpha * retain NLL +
   // reglu_rol_weight * ROL. Needs LoRA adapters on the model.
   kReglu,
+  // PGA (libs/unlearn/pga.h): pga_align_weight * the squared probe-direction
+  // gap between the last-token states of forget[i] and holdout[i] (a clean
+  // example the model never saw), plus pga_ce_weight * the clean examples'
+  // NLL; probes refit every pga_refit_every_epochs epochs.
+  kPga,
 };
 
 // Accepts the names of UnlearningMethodName ("GA", "GradDiff", "NPO",
 // "NPO_RT", "NPO_KL", "SimNPO", "IdkDPO", "LLMU", "OFMU", "IHL", "MSA",
-// "REGLU"), any case.
+// "REGLU", "PGA"), any case.
 absl::StatusOr<UnlearningMethod> ParseUnlearningMethod(absl::string_view name);
 std::string UnlearningMethodName(UnlearningMethod method);
 
@@ -89,6 +95,15 @@ struct ObjectiveParams {
   int64_t reglu_retain_rank = 128;  // k, the retain subspace's dimension.
   // Forget and retain examples (each) whose features RILA measures.
   int64_t reglu_samples = 256;
+  // PGA (DESIGN.md "Methods"; defaults are the paper's): lambda_align,
+  // lambda_CE, K (probes refit at epochs 0, K, 2K, ...), the depths aligned
+  // (HiddenStatesByDepth's index; empty: 1..num_hidden_layers), and the rank
+  // of the inference-time projection exported with the model (0: none).
+  double pga_align_weight = 1.0;
+  double pga_ce_weight = 1.0;
+  int pga_refit_every_epochs = 25;
+  std::vector<int> pga_depths;
+  int64_t pga_projection_rank = 1;
 };
 
 // open-unlearning's defaults for the method (NPO beta 0.1; SimNPO beta 4.5,
@@ -96,7 +111,8 @@ struct ObjectiveParams {
 // IHL: gamma = alpha = 1, as ReGLU's code (loss = forget IHL + retain NLL).
 // MSA: alpha = beta = 1 (the paper's sweeps use alpha 1-2, beta 1).
 // REGLU: gamma = alpha = 1 and the reglu_* fields' defaults (IHL, beta_R 0.7,
-// lambda 0.5, k 128, 256 samples).
+// lambda 0.5, k 128, 256 samples). PGA: the pga_* fields' defaults
+// (lambda_align = lambda_CE = 1, K 25, every depth, a rank-1 projection).
 ObjectiveParams DefaultObjectiveParams(UnlearningMethod method);
 
 // Checks ranges (beta > 0 where it divides, weights >= 0, ...), naming the

@@ -2,8 +2,10 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -18,6 +20,7 @@
 #include "absl/strings/str_join.h"
 #include "libs/data/qa_batch.h"
 #include "libs/eval/memorization_signature.h"
+#include "libs/logging/logging.h"
 #include "libs/loss/sequence_loss.h"
 #include "libs/model/safetensors.h"
 #include "libs/status/status_macros.h"
@@ -108,6 +111,12 @@ std::pair<at::Tensor, at::Tensor> PooledRows(const at::Tensor& memorised,
   const at::Tensor labels = torch::cat(
       {torch::ones({n}, torch::kDouble), torch::zeros({n}, torch::kDouble)});
   return {rows, labels};
+}
+
+std::string ProbeFile(const std::string& dir, int epoch) {
+  return (std::filesystem::path(dir) /
+          absl::StrCat("pga-probes-epoch-", epoch, ".safetensors"))
+      .string();
 }
 
 std::string TensorName(int depth, const char* part) {
@@ -286,9 +295,57 @@ absl::Status PgaObjective::Refit(int epoch) {
       PgaProbes probes,
       FitPgaProbesFromModel(model_, memorised_, clean_, pad_id_, params_.depths,
                             params_.probe, params_.state_batch_size));
+  if (params_.averager) {
+    RETURN_IF_ERROR(params_.averager(probes.directions));
+  }
+  if (!params_.probe_dir.empty() && params_.write_probes) {
+    std::vector<std::pair<std::string, at::Tensor>> tensors;
+    for (size_t j = 0; j < probes.depths.size(); ++j) {
+      tensors.emplace_back(TensorName(probes.depths[j], "direction"),
+                           probes.directions[j].to(at::kCPU, at::kDouble));
+    }
+    std::error_code error;
+    std::filesystem::create_directories(params_.probe_dir, error);
+    RETURN_IF_ERROR(WriteSafetensors(ProbeFile(params_.probe_dir, epoch),
+                                     tensors, {{"format", "pt"}}));
+  }
   probes_ = std::move(probes);
   fitted_epoch_ = epoch;
   return absl::OkStatus();
+}
+
+absl::StatusOr<PgaProbes> LoadPgaDirections(const std::string& dir, int epoch) {
+  const std::string path = ProbeFile(dir, epoch);
+  if (!std::filesystem::exists(path)) {
+    return absl::NotFoundError(absl::StrCat("no PGA probes at ", path));
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> file,
+                   SafetensorsFile::Open(path));
+  PgaProbes probes;
+  std::map<int, at::Tensor> by_depth;
+  for (const std::string& name : file->names()) {
+    int depth = -1;
+    char tail[16] = {0};
+    if (std::sscanf(name.c_str(), "depth.%d.%15s", &depth, tail) != 2 ||
+        std::string(tail) != "direction" || depth < 0) {
+      return absl::DataLossError(
+          absl::StrCat(path, ": unexpected tensor '", name, "'"));
+    }
+    ASSIGN_OR_RETURN(const at::Tensor tensor, file->Get(name));
+    if (tensor.scalar_type() != at::kDouble || tensor.dim() != 1) {
+      return absl::DataLossError(
+          absl::StrCat(path, ": ", name, " must be a F64 vector"));
+    }
+    by_depth[depth] = tensor.clone();  // Independent of the mapping.
+  }
+  if (by_depth.empty()) {
+    return absl::DataLossError(absl::StrCat(path, " holds no directions"));
+  }
+  for (auto& [depth, direction] : by_depth) {
+    probes.depths.push_back(depth);
+    probes.directions.push_back(std::move(direction));
+  }
+  return probes;
 }
 
 absl::StatusOr<MicroBatchLoss> PgaObjective::Loss(
@@ -308,7 +365,43 @@ absl::StatusOr<MicroBatchLoss> PgaObjective::Loss(
   const int block = step.epoch / params_.refit_every_epochs;
   if (fitted_epoch_ < 0 ||
       fitted_epoch_ / params_.refit_every_epochs != block) {
-    RETURN_IF_ERROR(Refit(step.epoch));
+    const int block_start = block * params_.refit_every_epochs;
+    bool restored = false;
+    if (fitted_epoch_ < 0 && step.step > 0 && !params_.probe_dir.empty()) {
+      // Resumed: the probes of this block were fitted on the weights at its
+      // start, which the checkpoint no longer holds.
+      absl::StatusOr<PgaProbes> saved =
+          LoadPgaDirections(params_.probe_dir, block_start);
+      if (saved.ok()) {
+        ASSIGN_OR_RETURN(const std::vector<int> depths,
+                         ResolvePgaDepths(params_.depths,
+                                          model_.config().num_hidden_layers));
+        std::vector<int> sorted = depths;
+        std::sort(sorted.begin(), sorted.end());
+        if (saved->depths != sorted) {  // Saved in increasing depth.
+          return absl::FailedPreconditionError(
+              absl::StrCat(ProbeFile(params_.probe_dir, block_start),
+                           " holds other depths than this run aligns"));
+        }
+        PgaProbes ordered;
+        for (const int depth : depths) {
+          const size_t j =
+              std::find(sorted.begin(), sorted.end(), depth) - sorted.begin();
+          ordered.depths.push_back(depth);
+          ordered.directions.push_back(saved->directions[j]);
+        }
+        probes_ = std::move(ordered);
+        fitted_epoch_ = block_start;
+        restored = true;
+      } else if (absl::IsNotFound(saved.status())) {
+        LETHE_LOG(WARNING) << saved.status().message()
+                           << ": refitting on the restored weights (the run "
+                              "may differ from an uninterrupted one)";
+      } else {
+        return saved.status();
+      }
+    }
+    if (!restored) RETURN_IF_ERROR(Refit(block_start));
   }
   return PgaLoss(model_, memorised, clean, probes_, params_, pad_id_);
 }
@@ -527,6 +620,69 @@ absl::StatusOr<ActivationProjection> LoadActivationProjection(
     projection.basis.push_back(loaded[2]);
   }
   return projection;
+}
+
+absl::Status ExportPgaProjection(LlamaForCausalLM& model,
+                                 const std::vector<QaExample>& memorised,
+                                 const std::vector<QaExample>& clean,
+                                 int pad_id, const std::vector<int>& depths,
+                                 int64_t rank, const std::string& dir,
+                                 const ProbeOptions& options, int batch_size) {
+  RETURN_IF_ERROR(CheckPairs(memorised.size(), clean.size()));
+  ASSIGN_OR_RETURN(const std::vector<int> resolved,
+                   ResolvePgaDepths(depths, model.config().num_hidden_layers));
+  ASSIGN_OR_RETURN(std::vector<at::Tensor> memorised_states,
+                   LastTokenHiddenStates(model, memorised, pad_id, batch_size));
+  ASSIGN_OR_RETURN(std::vector<at::Tensor> clean_states,
+                   LastTokenHiddenStates(model, clean, pad_id, batch_size));
+  ASSIGN_OR_RETURN(ActivationProjection projection,
+                   FitActivationProjection(memorised_states, clean_states,
+                                           resolved, rank, options));
+  return SaveActivationProjection(projection, dir);
+}
+
+absl::Status InstallActivationProjection(LlamaForCausalLM& model,
+                                         ActivationProjection projection) {
+  const int64_t hidden = model.config().hidden_size;
+  for (size_t j = 0; j < projection.depths.size(); ++j) {
+    const int depth = projection.depths[j];
+    if (depth < 0 || depth > model.config().num_hidden_layers) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the PGA projection edits depth ", depth,
+          "; the model has depths 0..", model.config().num_hidden_layers));
+    }
+    if (projection.mean[j].numel() != hidden ||
+        projection.basis[j].size(0) != hidden) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the PGA projection at depth ", depth, " is ",
+                       projection.basis[j].size(0),
+                       " wide; the model's hidden size is ", hidden));
+    }
+  }
+  RETURN_IF_ERROR(CallTorch("moving the PGA projection", [&] {
+    const at::Device device = model.device();
+    for (size_t j = 0; j < projection.depths.size(); ++j) {
+      projection.mean[j] = projection.mean[j].to(device);
+      projection.scale[j] = projection.scale[j].to(device);
+      projection.basis[j] = projection.basis[j].to(device);
+    }
+  }));
+  auto shared =
+      std::make_shared<const ActivationProjection>(std::move(projection));
+  model.SetHiddenStateEdit([shared](int64_t depth, const at::Tensor& hidden) {
+    return ApplyActivationProjection(*shared, depth, hidden);
+  });
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> InstallSavedActivationProjection(
+    LlamaForCausalLM& model, const std::string& model_dir) {
+  absl::StatusOr<ActivationProjection> projection =
+      LoadActivationProjection(model_dir);
+  if (absl::IsNotFound(projection.status())) return false;
+  if (!projection.ok()) return projection.status();
+  RETURN_IF_ERROR(InstallActivationProjection(model, *std::move(projection)));
+  return true;
 }
 
 }  // namespace lethe

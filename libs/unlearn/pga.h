@@ -2,8 +2,10 @@
 // PGA): the training-time loss that aligns memorised and clean sequences'
 // last-token hidden states along the memorisation probe's direction, and the
 // inference-time projection that removes the probe subspace from
-// standardised activations. Library only: RunUnlearning and jobs do not use
-// it yet.
+// standardised activations. RunUnlearning trains with PgaObjective for
+// UnlearningMethod::kPga, jobs write the projection next to the unlearned
+// model (ExportPgaProjection), and `lethe eval`/`generate` install it
+// (InstallSavedActivationProjection).
 //
 //   // memorised[i] (a forget sequence) is paired with clean[i] (one the
 //   // model never saw: TOFU's holdout), as MeasureMemorizationSignature.
@@ -56,6 +58,7 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -82,6 +85,19 @@ struct PgaParams {
   std::vector<int> depths;
   ProbeOptions probe;         // C = 1, as the paper's probe.
   int state_batch_size = 32;  // Sequences per pass when refitting probes.
+  // Data-parallel runs: the refitted directions are averaged over ranks, so
+  // every rank aligns against the same w_d, bit for bit (each rank fits the
+  // same probes from the same weights; the average removes any rounding
+  // difference). Empty: one process.
+  std::function<absl::Status(std::vector<at::Tensor>&)> averager;
+  // Set (the run's checkpoint directory): after each refit the directions
+  // are written to <probe_dir>/pga-probes-epoch-<E>.safetensors (E the
+  // epoch that starts the K-epoch block), when write_probes; a run that
+  // starts past step 0 (resumed from a checkpoint) reads its block's file
+  // instead of refitting on the restored weights, so it ends with the
+  // weights of an uninterrupted run. A missing file is refit (logged).
+  std::string probe_dir;
+  bool write_probes = true;
 };
 
 // The per-depth probes PGA aligns against.
@@ -139,7 +155,8 @@ class PgaObjective {
                                       const StepContext& step);
   // Loss as the trainer's callback; valid while this object lives.
   MicroBatchLossFn LossFn();
-  // Refits the probes from the model now.
+  // Refits the probes from the model now (averaging the directions over
+  // ranks and writing them as PgaParams says), labelled `epoch`.
   absl::Status Refit(int epoch);
 
   const PgaProbes& probes() const { return probes_; }
@@ -164,6 +181,12 @@ class PgaObjective {
   int fitted_epoch_ = -1;
 };
 
+// The probe directions PgaObjective wrote for `epoch` in `dir`
+// (PgaParams::probe_dir): depths and directions only (PgaLoss's inputs; the
+// probes themselves are not kept). NOT_FOUND without the file; DATA_LOSS
+// for a malformed one.
+absl::StatusOr<PgaProbes> LoadPgaDirections(const std::string& dir, int epoch);
+
 // The inference-time projection (see the top of this file); fp64, CPU.
 struct ActivationProjection {
   std::vector<int> depths;
@@ -187,8 +210,8 @@ at::Tensor ProjectOutSubspace(const at::Tensor& hidden, const at::Tensor& mean,
                               const at::Tensor& scale, const at::Tensor& basis);
 
 // The projection of depth `depth` applied to `hidden`; `hidden` itself for a
-// depth the projection does not edit. The body of the model hook (see
-// HiddenStateEdit in the report's llama_model patch).
+// depth the projection does not edit: the HiddenStateEdit (llama_model.h)
+// InstallActivationProjection sets.
 at::Tensor ApplyActivationProjection(const ActivationProjection& projection,
                                      int64_t depth, const at::Tensor& hidden);
 
@@ -206,6 +229,30 @@ absl::Status SaveActivationProjection(const ActivationProjection& projection,
 // they disagree with each other or are malformed.
 absl::StatusOr<ActivationProjection> LoadActivationProjection(
     const std::string& dir);
+
+// Installs `projection` on the model (LlamaForCausalLM::SetHiddenStateEdit):
+// from now on every forward pass projects the states at its depths
+// (ApplyActivationProjection; the tensors are moved to the model's device
+// once). INVALID_ARGUMENT for a depth past the model's or another hidden
+// size.
+absl::Status InstallActivationProjection(LlamaForCausalLM& model,
+                                         ActivationProjection projection);
+
+// The projection saved next to a model (LoadActivationProjection(model_dir)),
+// installed: true; false, and nothing changed, when the directory has none.
+absl::StatusOr<bool> InstallSavedActivationProjection(
+    LlamaForCausalLM& model, const std::string& model_dir);
+
+// Fits the projection (rank `rank`, at `depths` resolved as PgaParams'
+// depths) from the model's current last-token states of the pairs
+// (memorised[i], clean[i]) and saves it in `dir` (SaveActivationProjection).
+absl::Status ExportPgaProjection(LlamaForCausalLM& model,
+                                 const std::vector<QaExample>& memorised,
+                                 const std::vector<QaExample>& clean,
+                                 int pad_id, const std::vector<int>& depths,
+                                 int64_t rank, const std::string& dir,
+                                 const ProbeOptions& options = {},
+                                 int batch_size = 32);
 
 }  // namespace lethe
 

@@ -12,6 +12,7 @@
 #include "gtest/gtest.h"
 #include "libs/data/qa_example.h"
 #include "libs/eval/memorization_probe.h"
+#include "libs/eval/memorization_signature.h"
 #include "libs/model/llama_model.h"
 #include "libs/model/lora.h"
 #include "libs/model/tiny_llama.h"
@@ -337,6 +338,63 @@ TEST(PgaProjectionTest, RemovesExactlyTheProbeSubspace) {
   EXPECT_EQ(ApplyActivationProjection(*projection, 1, x.to(torch::kFloat))
                 .scalar_type(),
             torch::kFloat);
+}
+
+// Installed on a model, the projection acts inside the forward pass: the
+// states the model carries at the projected depth hold nothing of the
+// subspace, the other depths before it are untouched, and a model directory
+// without a projection installs nothing.
+TEST(PgaProjectionTest, InstalledOnAModelItEditsThatDepthsStates) {
+  auto model = TinyLoraModel();
+  torch::NoGradGuard no_grad;
+  const at::Tensor ids = torch::tensor({{1, 5, 7, 9, 3}, {4, 8, 2, 6, 6}});
+  const std::vector<at::Tensor> plain = model->HiddenStatesByDepth(ids);
+  const at::Tensor logits = model->Forward(ids);
+  const States s = RandomStates();  // Width 8: not this model's 16.
+  absl::StatusOr<ActivationProjection> narrow =
+      FitActivationProjection(s.memorised, s.clean, {1}, 2);
+  ASSERT_TRUE(narrow.ok());
+  EXPECT_EQ(InstallActivationProjection(*model, *narrow).code(),
+            absl::StatusCode::kInvalidArgument);
+
+  auto last_states = [&](const std::vector<QaExample>& examples) {
+    auto states = LastTokenHiddenStates(*model, examples, 0, 8);
+    EXPECT_TRUE(states.ok()) << states.status();
+    return *states;
+  };
+  absl::StatusOr<ActivationProjection> projection = FitActivationProjection(
+      last_states(Memorised()), last_states(Clean()), {1}, 2);
+  ASSERT_TRUE(projection.ok()) << projection.status();
+  const ActivationProjection kept = *projection;
+  ASSERT_TRUE(InstallActivationProjection(*model, *projection).ok());
+  const std::vector<at::Tensor> edited = model->HiddenStatesByDepth(ids);
+  EXPECT_TRUE(torch::equal(edited[0], plain[0]));
+  EXPECT_LT(
+      torch::matmul((edited[1] - kept.mean[0]) / kept.scale[0], kept.basis[0])
+          .abs()
+          .max()
+          .item<double>(),
+      1e-10);
+  EXPECT_LT((edited[1] - ApplyActivationProjection(kept, 1, plain[1]))
+                .abs()
+                .max()
+                .item<double>(),
+            1e-12);
+  EXPECT_GT((model->Forward(ids) - logits).abs().max().item<double>(), 1e-6);
+
+  const std::string dir = testing::TempDir() + "/pga_install";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  model->SetHiddenStateEdit({});
+  absl::StatusOr<bool> none = InstallSavedActivationProjection(*model, dir);
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_FALSE(*none);
+  EXPECT_TRUE(torch::equal(model->Forward(ids), logits));
+  ASSERT_TRUE(SaveActivationProjection(kept, dir).ok());
+  absl::StatusOr<bool> saved = InstallSavedActivationProjection(*model, dir);
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  EXPECT_TRUE(*saved);
+  EXPECT_TRUE(torch::equal(model->HiddenStatesByDepth(ids)[1], edited[1]));
 }
 
 TEST(PgaProjectionTest, SaveLoadRoundTripsBitExactly) {

@@ -11,6 +11,7 @@
 #include "libs/model/lora.h"
 #include "libs/status/status_macros.h"
 #include "libs/status/torch_status.h"
+#include "libs/unlearn/pga.h"
 #include "libs/unlearn/reference_cache.h"
 #include "libs/unlearn/reglu.h"
 
@@ -109,10 +110,15 @@ absl::StatusOr<ReferenceLogProbCache> CachedOrComputed(
   return cache;
 }
 
-absl::Status ValidateData(const ObjectiveNeeds& needs,
+absl::Status ValidateData(UnlearningMethod method, const ObjectiveNeeds& needs,
                           const UnlearningData& data) {
   if (data.forget.empty()) {
     return absl::InvalidArgumentError("the forget set is empty");
+  }
+  if (method == UnlearningMethod::kPga && data.holdout.empty()) {
+    return absl::InvalidArgumentError(
+        "PGA needs holdout examples (sequences the model never saw) to pair "
+        "with the forget set, and the holdout set is empty");
   }
   if (needs.retain_batch && data.retain.empty()) {
     return absl::InvalidArgumentError(
@@ -126,7 +132,46 @@ absl::Status ValidateData(const ObjectiveNeeds& needs,
   return absl::OkStatus();
 }
 
+// PGA's whole run: its objective works on pairs, not UnlearningBatch.
+absl::StatusOr<TrainingSummary> RunPga(LlamaForCausalLM& model,
+                                       const UnlearningData& data,
+                                       const UnlearningOptions& options,
+                                       const UnlearningHooks& hooks) {
+  const TrainingOptions& training = options.training;
+  const ObjectiveParams& params = options.params;
+  auto [memorised, clean] = PgaPairs(data);
+  const int64_t pairs = static_cast<int64_t>(memorised.size());
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<PgaObjective> objective,
+      PgaObjective::Create(model, std::move(memorised), std::move(clean),
+                           data.pad_id,
+                           {.align_weight = params.pga_align_weight,
+                            .ce_weight = params.pga_ce_weight,
+                            .refit_every_epochs = params.pga_refit_every_epochs,
+                            .depths = params.pga_depths,
+                            .state_batch_size = options.reference_batch_size,
+                            .averager = hooks.averager,
+                            .probe_dir = training.checkpoint.dir,
+                            .write_probes = training.checkpoint.write}));
+  MicroBatchLossFn pga_loss = objective->LossFn();
+  auto loss = [&](const std::vector<int64_t>& indices,
+                  const StepContext& context) {
+    CpuBf16AutocastGuard autocast(training.bf16_autocast);
+    return pga_loss(indices, context);
+  };
+  return RunTraining(model, pairs, training, loss, hooks.training);
+}
+
 }  // namespace
+
+std::pair<std::vector<QaExample>, std::vector<QaExample>> PgaPairs(
+    const UnlearningData& data) {
+  const size_t pairs = std::min(data.forget.size(), data.holdout.size());
+  return {
+      std::vector<QaExample>(data.forget.begin(), data.forget.begin() + pairs),
+      std::vector<QaExample>(data.holdout.begin(),
+                             data.holdout.begin() + pairs)};
+}
 
 absl::StatusOr<std::shared_ptr<LlamaForCausalLM>> FrozenCopy(
     LlamaForCausalLM& model, at::ScalarType dtype) {
@@ -178,7 +223,10 @@ absl::StatusOr<TrainingSummary> RunUnlearning(LlamaForCausalLM& model,
                                               const UnlearningHooks& hooks) {
   RETURN_IF_ERROR(ValidateObjectiveParams(options.method, options.params));
   const ObjectiveNeeds needs = MethodNeeds(options.method, options.params);
-  RETURN_IF_ERROR(ValidateData(needs, data));
+  RETURN_IF_ERROR(ValidateData(options.method, needs, data));
+  if (options.method == UnlearningMethod::kPga) {
+    return RunPga(model, data, options, hooks);
+  }
 
   std::shared_ptr<LlamaForCausalLM> reference;
   if (needs.reference_model && HasLora(model)) {

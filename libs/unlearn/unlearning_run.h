@@ -31,11 +31,18 @@
 // MergeLora gives the unlearned model. Note that during training the
 // adapters switched off do NOT give the original model (REGLU has no
 // reference term).
+//
+// PGA (libs/unlearn/pga.h) trains on PgaPairs(data): an epoch is one pass
+// over the pairs; probes are refit every params.pga_refit_every_epochs
+// epochs (averaged over ranks through hooks.averager) and saved in the
+// checkpoint directory for an exact resume. The projection it exports with
+// the model is the caller's (ExportPgaProjection).
 #ifndef LETHE_LIBS_UNLEARN_UNLEARNING_RUN_H_
 #define LETHE_LIBS_UNLEARN_UNLEARNING_RUN_H_
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -53,8 +60,18 @@ struct UnlearningData {
   // The forget questions with a second answer (IdkDPO: a refusal; LLMU: a
   // random retain answer), parallel to `forget`; empty unless needed.
   std::vector<QaExample> alternate;
+  // PGA's clean examples, sequences the model never saw (TOFU's holdout
+  // split): forget[i] is paired with holdout[i] (PgaPairs); empty unless
+  // needed.
+  std::vector<QaExample> holdout;
   int pad_id = 0;
 };
+
+// PGA's pairs (memorised, clean): forget[i] with holdout[i] for i below
+// min(|forget|, |holdout|), in order; forget examples past the holdout
+// set's size are not used by PGA.
+std::pair<std::vector<QaExample>, std::vector<QaExample>> PgaPairs(
+    const UnlearningData& data);
 
 struct UnlearningOptions {
   UnlearningMethod method = UnlearningMethod::kNpo;

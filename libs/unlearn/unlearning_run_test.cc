@@ -456,6 +456,104 @@ TEST_F(UnlearningRunTest, RegluResumedRunEndsWithTheUninterruptedWeights) {
   }
 }
 
+// PGA's probes are fitted on the weights at the start of each K-epoch
+// block; a run resumed inside a block reads them from the checkpoint
+// directory and ends with the uninterrupted run's weights. Without that
+// file it refits on the restored weights and ends elsewhere (so the file is
+// what makes the resume exact).
+TEST_F(UnlearningRunTest,
+       PgaResumedInsideABlockEndsWithTheUninterruptedWeights) {
+  data_.holdout = Examples(24, 8);  // Never seen in fine-tuning.
+  UnlearningOptions options = Options(UnlearningMethod::kPga);
+  options.params.pga_refit_every_epochs = 2;
+  options.training.num_epochs = 4;  // 2 steps an epoch: blocks at steps 1, 5.
+  auto original = FrozenCopy(*model_, at::kFloat);
+  ASSERT_TRUE(original.ok());
+  auto fresh = [&] {
+    auto model = FrozenCopy(**original, at::kFloat);
+    EXPECT_TRUE(model.ok());
+    for (auto& parameter : (*model)->parameters()) {
+      parameter.set_requires_grad(true);
+    }
+    (*model)->train();
+    return *model;
+  };
+  auto whole_model = fresh();
+  absl::StatusOr<TrainingSummary> whole =
+      RunUnlearning(*whole_model, data_, options);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  ASSERT_EQ(whole->steps.size(), 8u);
+  EXPECT_TRUE(whole->steps[0].components.count("align") == 1);
+  EXPECT_TRUE(whole->steps[0].components.count("ce") == 1);
+
+  const std::string dir = testing::TempDir() + "/pga_resume";
+  auto run_interrupted = [&] {
+    std::filesystem::remove_all(dir);
+    options.training.checkpoint = {.dir = dir, .every_steps = 5};
+    auto model = fresh();
+    absl::Status stopped =
+        RunUnlearning(*model, data_, options,
+                      {.training = {.on_step =
+                                        [](const StepRecord& step) {
+                                          return step.step == 7
+                                                     ? absl::AbortedError(
+                                                           "simulated crash")
+                                                     : absl::OkStatus();
+                                        }}})
+            .status();
+    ASSERT_EQ(stopped.code(), absl::StatusCode::kAborted) << stopped;
+    ASSERT_EQ(ListCheckpointSteps(dir), (std::vector<int64_t>{5}));
+    ASSERT_TRUE(
+        std::filesystem::exists(dir + "/pga-probes-epoch-2.safetensors"));
+  };
+  auto differs = [&](LlamaForCausalLM& model) {
+    auto expected = whole_model->named_parameters();
+    for (const auto& parameter : model.named_parameters()) {
+      if (!torch::equal(parameter.value(), expected[parameter.key()])) {
+        return true;
+      }
+    }
+    return false;
+  };
+
+  run_interrupted();
+  auto resumed = fresh();
+  absl::StatusOr<TrainingSummary> rest =
+      RunUnlearning(*resumed, data_, options);
+  ASSERT_TRUE(rest.ok()) << rest.status();
+  EXPECT_EQ(rest->resumed_from_step, 5);
+  ASSERT_EQ(rest->steps.size(), 3u);
+  for (size_t i = 0; i < rest->steps.size(); ++i) {
+    EXPECT_EQ(rest->steps[i].loss, whole->steps[i + 5].loss) << i;
+  }
+  EXPECT_FALSE(differs(*resumed));
+
+  run_interrupted();
+  std::filesystem::remove(dir + "/pga-probes-epoch-2.safetensors");
+  auto refitted = fresh();
+  ASSERT_TRUE(RunUnlearning(*refitted, data_, options).ok());
+  EXPECT_TRUE(differs(*refitted))
+      << "probes refit on step 5's weights should move the run";
+}
+
+TEST_F(UnlearningRunTest, PgaNeedsHoldoutExamples) {
+  const absl::Status status =
+      RunUnlearning(*model_, data_, Options(UnlearningMethod::kPga)).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("holdout"), std::string::npos) << status;
+}
+
+TEST(PgaPairsTest, PairsByIndexUpToTheShorterSet) {
+  UnlearningData data{.forget = Examples(0, 5), .holdout = Examples(10, 3)};
+  auto [memorised, clean] = PgaPairs(data);
+  ASSERT_EQ(memorised.size(), 3u);
+  ASSERT_EQ(clean.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(memorised[i].input_ids, data.forget[i].input_ids);
+    EXPECT_EQ(clean[i].input_ids, data.holdout[i].input_ids);
+  }
+}
+
 TEST_F(UnlearningRunTest, MissingDataIsAClearError) {
   data_.alternate.pop_back();
   absl::Status status =

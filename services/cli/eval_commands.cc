@@ -21,6 +21,7 @@
 #include "libs/model/llama_model.h"
 #include "libs/status/status_macros.h"
 #include "libs/tokenizer/tokenizer.h"
+#include "libs/unlearn/pga.h"
 #include "nlohmann/json.hpp"
 
 namespace lethe {
@@ -127,6 +128,15 @@ absl::Status RunEval(const EvalCommand& command, std::ostream& out) {
   ASSIGN_OR_RETURN(
       std::shared_ptr<LlamaForCausalLM> model,
       LoadLlamaCheckpoint(command.model_dir, {.weights_dtype = weights_dtype}));
+  if (command.pga_projection) {
+    ASSIGN_OR_RETURN(const bool projected, InstallSavedActivationProjection(
+                                               *model, command.model_dir));
+    if (projected) {
+      out << "applying PGA's activation projection (" << command.model_dir
+          << "/" << kPgaProjectionConfig << "; --nopga_projection: without)"
+          << std::endl;
+    }
+  }
   if (command.only_memorization_probe) {
     return WriteMemorizationProbe(command, data, *model, *tokenizer,
                                   prompt_template, out);

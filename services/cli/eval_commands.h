@@ -40,6 +40,10 @@ struct EvalCommand {
   // The memorisation signature alone: no TOFU evaluation, no TOFU files
   // (retain_logs and reference_model_dir are not read).
   bool only_memorization_probe = false;
+  // Apply the PGA activation projection saved next to the model
+  // (pga_projection.json, written by PGA jobs), when there is one; it then
+  // acts in every pass, the memorisation probe's included.
+  bool pga_projection = true;
 };
 
 // Runs open-unlearning's TOFU evaluation (libs/eval/tofu_evaluator.h) and

@@ -38,8 +38,10 @@
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "libs/jobs/job_spec.h"
 #include "libs/logging/logging.h"
@@ -167,7 +169,8 @@ ABSL_FLAG(std::string, retain_split, "retain90",
           "unlearn: the split whose knowledge must survive");
 ABSL_FLAG(std::string, method, "NPO",
           "unlearn: GA, GradDiff, NPO, NPO_RT, NPO_KL, SimNPO, IdkDPO, LLMU, "
-          "OFMU, IHL, MSA or REGLU (REGLU needs --lora_rank)");
+          "OFMU, IHL, MSA, REGLU or PGA (REGLU needs --lora_rank; PGA pairs "
+          "the forget split with --holdout_split)");
 // Method coefficients: NaN (the default) leaves the spec's field absent, so
 // the method's own default applies; any value given, 0 included, is used.
 ABSL_FLAG(double, beta, NAN,
@@ -206,6 +209,26 @@ ABSL_FLAG(int, reglu_retain_rank, -1,
 ABSL_FLAG(int, reglu_samples, -1,
           "unlearn: forget and retain examples (each) REGLU's RILA measures "
           "(-1: the default, 256)");
+ABSL_FLAG(std::string, holdout_split, "",
+          "unlearn: PGA's clean examples, paired one to one with the forget "
+          "split (empty: holdoutNN for forgetNN)");
+ABSL_FLAG(double, pga_align_weight, NAN,
+          "unlearn: PGA's lambda_align, the weight of the probe-direction "
+          "alignment (1)");
+ABSL_FLAG(double, pga_ce_weight, NAN,
+          "unlearn: PGA's lambda_CE, the weight of the holdout NLL (1)");
+ABSL_FLAG(int, pga_refit_every_epochs, -1,
+          "unlearn: PGA refits its probes every this many epochs (-1: the "
+          "default, 25)");
+ABSL_FLAG(std::string, pga_depths, "",
+          "unlearn: PGA's aligned depths, comma-separated (0 = embeddings, L "
+          "= final norm; empty: 1..L)");
+ABSL_FLAG(int, pga_projection_rank, -1,
+          "unlearn: directions of the activation projection PGA writes next "
+          "to the model (0: none; -1: the default, 1)");
+ABSL_FLAG(bool, pga_projection, true,
+          "eval, generate: apply the PGA activation projection saved next to "
+          "the model (pga_projection.json), when there is one");
 ABSL_FLAG(bool, ofmu_first_order, false,
           "unlearn: OFMU Hessian-vector products by finite differences "
           "(approximate, first-order memory)");
@@ -411,7 +434,7 @@ absl::StatusOr<v1::Method> MethodByName(const std::string& name) {
   return absl::InvalidArgumentError(absl::StrCat(
       "--method: unknown method '", name,
       "' (GA, GradDiff, NPO, NPO_RT, NPO_KL, SimNPO, IdkDPO, LLMU, OFMU, "
-      "IHL, MSA, REGLU)"));
+      "IHL, MSA, REGLU, PGA)"));
 }
 
 // A method coefficient flag goes into the spec only when it was given
@@ -470,6 +493,29 @@ absl::StatusOr<v1::JobSpec> JobSpecFromFlags() {
   }
   if (absl::GetFlag(FLAGS_reglu_samples) != -1) {
     params.set_reglu_samples(absl::GetFlag(FLAGS_reglu_samples));
+  }
+  if (!absl::GetFlag(FLAGS_holdout_split).empty()) {
+    spec.set_holdout_split(absl::GetFlag(FLAGS_holdout_split));
+  }
+  SetIfGiven(absl::GetFlag(FLAGS_pga_align_weight),
+             &v1::MethodParams::set_pga_align_weight, params);
+  SetIfGiven(absl::GetFlag(FLAGS_pga_ce_weight),
+             &v1::MethodParams::set_pga_ce_weight, params);
+  if (absl::GetFlag(FLAGS_pga_refit_every_epochs) != -1) {
+    params.set_pga_refit_every_epochs(
+        absl::GetFlag(FLAGS_pga_refit_every_epochs));
+  }
+  for (absl::string_view depth : absl::StrSplit(absl::GetFlag(FLAGS_pga_depths),
+                                                ',', absl::SkipEmpty())) {
+    int value = 0;
+    if (!absl::SimpleAtoi(depth, &value)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--pga_depths: '", depth, "' is not an integer depth"));
+    }
+    params.add_pga_depths(value);
+  }
+  if (absl::GetFlag(FLAGS_pga_projection_rank) != -1) {
+    params.set_pga_projection_rank(absl::GetFlag(FLAGS_pga_projection_rank));
   }
   params.set_retain_loss(absl::GetFlag(FLAGS_retain_loss));
   v1::OptimizerSpec& optimizer = *spec.mutable_optimizer();
@@ -674,13 +720,15 @@ int Main(int argc, char** argv) {
                           .max_length = absl::GetFlag(FLAGS_max_length),
                           .training = TrainingFromFlags()});
   } else if (command == "generate") {
-    status = RunGenerate({.model_dir = absl::GetFlag(FLAGS_model),
-                          .question = absl::GetFlag(FLAGS_prompt),
-                          .prompt_template = absl::GetFlag(FLAGS_template),
-                          .chat_args = ChatArgsFromFlags(),
-                          .weights_dtype = absl::GetFlag(FLAGS_weights_dtype),
-                          .max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens),
-                          .threads = LocalThreads()});
+    status =
+        RunGenerate({.model_dir = absl::GetFlag(FLAGS_model),
+                     .question = absl::GetFlag(FLAGS_prompt),
+                     .prompt_template = absl::GetFlag(FLAGS_template),
+                     .chat_args = ChatArgsFromFlags(),
+                     .weights_dtype = absl::GetFlag(FLAGS_weights_dtype),
+                     .max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens),
+                     .threads = LocalThreads(),
+                     .pga_projection = absl::GetFlag(FLAGS_pga_projection)});
   } else if (command == "tokenize") {
     status = RunTokenize({.model_dir = absl::GetFlag(FLAGS_model),
                           .text = absl::GetFlag(FLAGS_text),
@@ -720,7 +768,8 @@ int Main(int argc, char** argv) {
                  .threads = LocalThreads(),
                  .memorization_probe = absl::GetFlag(FLAGS_memorization_probe),
                  .only_memorization_probe =
-                     absl::GetFlag(FLAGS_only_memorization_probe)},
+                     absl::GetFlag(FLAGS_only_memorization_probe),
+                 .pga_projection = absl::GetFlag(FLAGS_pga_projection)},
                 std::cout);
   } else if (command == "tofu-summary") {
     if (absl::GetFlag(FLAGS_eval).empty()) {

@@ -18,6 +18,7 @@
 #include "libs/status/status_macros.h"
 #include "libs/status/torch_status.h"
 #include "libs/tokenizer/tokenizer.h"
+#include "libs/unlearn/pga.h"
 #include "nlohmann/json.hpp"
 
 namespace lethe {
@@ -129,6 +130,10 @@ absl::Status RunGenerate(const GenerateCommand& command) {
   ASSIGN_OR_RETURN(
       std::shared_ptr<LlamaForCausalLM> model,
       LoadLlamaCheckpoint(command.model_dir, {.weights_dtype = weights_dtype}));
+  if (command.pga_projection) {
+    RETURN_IF_ERROR(
+        InstallSavedActivationProjection(*model, command.model_dir).status());
+  }
   ASSIGN_OR_RETURN(
       std::vector<int> prompt,
       TokenizePrompt(

@@ -46,6 +46,8 @@ struct GenerateCommand {
   std::string weights_dtype = "fp32";    // As JobSpec.weights_dtype.
   int max_new_tokens = 200;
   int threads = 2;
+  // As EvalCommand::pga_projection.
+  bool pga_projection = true;
 };
 
 // Prints the greedy answer to the question.
