@@ -4,11 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
-#include <condition_variable>
 #include <filesystem>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -18,6 +16,7 @@
 #include "libs/loss/sequence_loss.h"
 #include "libs/model/lora.h"
 #include "libs/model/tiny_llama.h"
+#include "libs/unlearn/two_rank_mean_test_util.h"
 
 namespace lethe {
 namespace {
@@ -405,39 +404,6 @@ TEST_F(RilaTest, RegluLossAndGradientMatchIndependentComputations) {
     EXPECT_GT(std::abs(projected), 1e-3) << "a degenerate direction";
   }
 }
-
-// The mean of two ranks' tensors, exchanged between two threads.
-class TwoRankMean {
- public:
-  absl::Status Average(int rank, std::vector<at::Tensor>& tensors) {
-    std::unique_lock<std::mutex> lock(mutex_);
-    const int64_t round = round_;
-    inputs_[rank] = tensors;
-    if (++arrived_ == 2) {
-      result_.clear();
-      for (size_t i = 0; i < tensors.size(); ++i) {
-        result_.push_back((inputs_[0][i] + inputs_[1][i]) / 2);
-      }
-      arrived_ = 0;
-      ++round_;
-      changed_.notify_all();
-    } else {
-      changed_.wait(lock, [&] { return round_ != round; });
-    }
-    for (size_t i = 0; i < tensors.size(); ++i) {
-      tensors[i] = result_[i].clone();
-    }
-    return absl::OkStatus();
-  }
-
- private:
-  std::mutex mutex_;
-  std::condition_variable changed_;
-  int arrived_ = 0;
-  int64_t round_ = 0;
-  std::vector<at::Tensor> inputs_[2];
-  std::vector<at::Tensor> result_;
-};
 
 TEST_F(RilaTest, TwoDataParallelRanksEndWithTheSameWeights) {
   std::shared_ptr<LlamaForCausalLM> models[2] = {AdaptedModel(at::kDouble),

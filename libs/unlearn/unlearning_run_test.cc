@@ -1,8 +1,10 @@
 #include "libs/unlearn/unlearning_run.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -11,6 +13,7 @@
 #include "libs/model/lora.h"
 #include "libs/model/tiny_llama.h"
 #include "libs/unlearn/checkpoint.h"
+#include "libs/unlearn/two_rank_mean_test_util.h"
 
 namespace lethe {
 namespace {
@@ -534,6 +537,68 @@ TEST_F(UnlearningRunTest,
   ASSERT_TRUE(RunUnlearning(*refitted, data_, options).ok());
   EXPECT_TRUE(differs(*refitted))
       << "probes refit on step 5's weights should move the run";
+}
+
+// Data-parallel PGA: two ranks (threads) with half the batch each end
+// bit-identical, with the weights of one process taking the whole batch (up
+// to rounding): the probes every rank refits are averaged, the gradients
+// too.
+TEST_F(UnlearningRunTest, PgaRanksAgreeWithOneProcess) {
+  data_.holdout = Examples(24, 8);
+  UnlearningOptions options = Options(UnlearningMethod::kPga);
+  options.params.pga_refit_every_epochs = 2;
+  options.training.num_epochs = 3;
+  options.training.per_device_batch_size = 4;
+  auto original = FrozenCopy(*model_, at::kDouble);
+  ASSERT_TRUE(original.ok());
+  auto fresh = [&] {
+    auto model = FrozenCopy(**original, at::kDouble);
+    EXPECT_TRUE(model.ok());
+    for (auto& parameter : (*model)->parameters()) {
+      parameter.set_requires_grad(true);
+    }
+    (*model)->train();
+    return *model;
+  };
+  auto single = fresh();
+  ASSERT_TRUE(RunUnlearning(*single, data_, options).ok());
+
+  TwoRankMean mean;
+  std::shared_ptr<LlamaForCausalLM> ranks[2] = {fresh(), fresh()};
+  absl::Status statuses[2];
+  std::vector<std::thread> threads;
+  for (int rank = 0; rank < 2; ++rank) {
+    threads.emplace_back([&, rank] {
+      UnlearningOptions rank_options = options;
+      rank_options.training.rank = rank;
+      rank_options.training.world_size = 2;
+      rank_options.training.per_device_batch_size = 2;
+      auto average = [&mean, rank](std::vector<at::Tensor>& tensors) {
+        return mean.Average(rank, tensors);
+      };
+      statuses[rank] = RunUnlearning(*ranks[rank], data_, rank_options,
+                                     {.training = {.reduce_gradients = average},
+                                      .averager = average})
+                           .status();
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  ASSERT_TRUE(statuses[0].ok()) << statuses[0];
+  ASSERT_TRUE(statuses[1].ok()) << statuses[1];
+  auto rank1 = ranks[1]->named_parameters();
+  auto one = single->named_parameters();
+  double largest = 0;
+  for (const auto& parameter : ranks[0]->named_parameters()) {
+    EXPECT_TRUE(torch::equal(parameter.value(), rank1[parameter.key()]))
+        << parameter.key();
+    largest = std::max(
+        largest,
+        (parameter.value() - one[parameter.key()]).abs().max().item<double>());
+  }
+  EXPECT_LT(largest, 1e-9);
+  EXPECT_GT(MaxAbsDifference(single->parameters(), (*original)->parameters()),
+            1e-3)
+      << "nothing trained";
 }
 
 TEST_F(UnlearningRunTest, PgaNeedsHoldoutExamples) {
