@@ -338,16 +338,10 @@ TEST(CollectiveGroupSpecTest, ParsesBackendNames) {
 }  // namespace lethe
 
 int main(int argc, char** argv) {
-  if (const char* role = std::getenv(lethe::kRoleVariable)) {
-    const std::string name = role;
-    if (name == "average") return lethe::RunAverageRank();
-    if (name == "gather") return lethe::RunGatherRank();
-    if (name == "dying") return lethe::RunDyingRank();
-    if (name == "survivor") return lethe::RunSurvivingRank();
-    if (name == "silent") return lethe::RunSilentRank();
-    std::cerr << "unknown role " << name << "\n";
-    return 2;
-  }
-  ::testing::InitGoogleTest(&argc, argv);
-  return RUN_ALL_TESTS();
+  return lethe::MultiProcessTestMain(argc, argv, lethe::kRoleVariable,
+                                     {{"average", lethe::RunAverageRank},
+                                      {"gather", lethe::RunGatherRank},
+                                      {"dying", lethe::RunDyingRank},
+                                      {"survivor", lethe::RunSurvivingRank},
+                                      {"silent", lethe::RunSilentRank}});
 }

@@ -1,5 +1,7 @@
 #include "libs/dist/multi_process_test_util.h"
 
+#include <ATen/Parallel.h>
+
 #include <cstdlib>
 #include <iostream>
 #include <optional>
@@ -10,6 +12,22 @@
 #include "absl/strings/str_cat.h"
 
 namespace lethe {
+
+int MultiProcessTestMain(int argc, char** argv, const char* role_variable,
+                         const std::map<std::string, RankBody>& roles,
+                         int rank_threads) {
+  if (const char* role = std::getenv(role_variable)) {
+    const auto body = roles.find(role);
+    if (body == roles.end()) {
+      std::cerr << "unknown role " << role << " in " << role_variable << "\n";
+      return 2;
+    }
+    if (rank_threads > 0) at::set_num_threads(rank_threads);
+    return body->second();
+  }
+  ::testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}
 
 int EnvInt(const char* name) {
   int value = -1;

@@ -13,9 +13,9 @@
 //    `extra_env`, waits for all of them and expects each to exit with code 0.
 //    StartRankProcess and ExpectSuccessWithin are the pieces, for tests that
 //    give ranks different roles or deadlines.
-//  - main() dispatches on the role variable: when it is set, it runs that
-//    role's rank body (an int function: 0 is success) and returns its result
-//    instead of running the tests.
+//  - main() is MultiProcessTestMain: when the role variable is set, it runs
+//    that role's rank body (an int function: 0 is success) and returns its
+//    result instead of running the tests.
 //  - A rank body joins with JoinFromEnvironment() (or builds its own spec with
 //    RankSpecFromEnvironment()) and reports failures with LETHE_RANK_CHECK,
 //    which prints them and makes the rank exit with status 1.
@@ -28,13 +28,13 @@
 //   TEST_F(FooTest, TwoRanksAgree) { RunRanks("agree", 2); }
 //
 //   int main(int argc, char** argv) {
-//     if (const char* role = std::getenv("LETHE_FOO_TEST_ROLE")) { ... }
-//     ::testing::InitGoogleTest(&argc, argv);
-//     return RUN_ALL_TESTS();
+//     return lethe::MultiProcessTestMain(argc, argv, "LETHE_FOO_TEST_ROLE",
+//                                        {{"agree", RunAgreeRank}});
 //   }
 #ifndef LETHE_LIBS_DIST_MULTI_PROCESS_TEST_UTIL_H_
 #define LETHE_LIBS_DIST_MULTI_PROCESS_TEST_UTIL_H_
 
+#include <functional>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -80,6 +80,16 @@ RendezvousSpec RankSpecFromEnvironment(absl::Duration timeout);
 // prints why and exits the process with status 1.
 std::unique_ptr<CollectiveGroup> JoinFromEnvironment(
     absl::Duration timeout = absl::Seconds(30));
+
+// A rank body's function: returns the rank's exit status (0: success).
+using RankBody = std::function<int()>;
+
+// main() of a test binary whose tests run ranks: with `role_variable` set,
+// runs that role's body from `roles` (exit status 2 naming an unknown role),
+// with `rank_threads` intra-op threads when > 0; otherwise runs the tests.
+int MultiProcessTestMain(int argc, char** argv, const char* role_variable,
+                         const std::map<std::string, RankBody>& roles,
+                         int rank_threads = 0);
 
 // --- Parent side -----------------------------------------------------------
 

@@ -451,15 +451,10 @@ TEST_F(OverlappedReducerTest, DestroyingRemovesTheHooks) {
 }  // namespace lethe
 
 int main(int argc, char** argv) {
-  if (const char* role = std::getenv(lethe::kRoleVariable)) {
-    const std::string name = role;
-    at::set_num_threads(1);
-    if (name == "equal") return lethe::RunEqualRank();
-    if (name == "second_order") return lethe::RunSecondOrderRank();
-    if (name == "accumulation") return lethe::RunAccumulationRank();
-    std::cerr << "unknown role " << name << "\n";
-    return 2;
-  }
-  ::testing::InitGoogleTest(&argc, argv);
-  return RUN_ALL_TESTS();
+  return lethe::MultiProcessTestMain(
+      argc, argv, lethe::kRoleVariable,
+      {{"equal", lethe::RunEqualRank},
+       {"second_order", lethe::RunSecondOrderRank},
+       {"accumulation", lethe::RunAccumulationRank}},
+      /*rank_threads=*/1);
 }

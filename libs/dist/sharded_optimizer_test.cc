@@ -451,15 +451,9 @@ TEST_F(ShardedOptimizerTest, ResumedZero1EqualsUninterruptedThreeProcesses) {
 }  // namespace lethe
 
 int main(int argc, char** argv) {
-  if (const char* role = std::getenv(lethe::kRoleVariable)) {
-    const std::string name = role;
-    at::set_num_threads(1);
-    if (name == "equal") return lethe::RunEqualRank();
-    if (name == "resume") return lethe::RunResumeRank();
-    if (name == "release") return lethe::RunReleaseRank();
-    std::cerr << "unknown role " << name << "\n";
-    return 2;
-  }
-  ::testing::InitGoogleTest(&argc, argv);
-  return RUN_ALL_TESTS();
+  return lethe::MultiProcessTestMain(argc, argv, lethe::kRoleVariable,
+                                     {{"equal", lethe::RunEqualRank},
+                                      {"resume", lethe::RunResumeRank},
+                                      {"release", lethe::RunReleaseRank}},
+                                     /*rank_threads=*/1);
 }
