@@ -38,6 +38,19 @@ double MeanNll(LlamaForCausalLM& model, const std::vector<QaExample>& set) {
       .item<double>();
 }
 
+// A copy of `model` in `dtype` to train: gradients on, train mode.
+absl::StatusOr<std::shared_ptr<LlamaForCausalLM>> TrainableCopy(
+    LlamaForCausalLM& model, at::ScalarType dtype) {
+  absl::StatusOr<std::shared_ptr<LlamaForCausalLM>> copy =
+      FrozenCopy(model, dtype);
+  if (!copy.ok()) return copy;
+  for (auto& parameter : (*copy)->parameters()) {
+    parameter.set_requires_grad(true);
+  }
+  (*copy)->train();
+  return copy;
+}
+
 class UnlearningRunTest : public testing::Test {
  protected:
   void SetUp() override {
@@ -89,12 +102,8 @@ TEST_F(UnlearningRunTest, EveryMethodRaisesTheForgetLoss) {
         UnlearningMethod::kNpoKl, UnlearningMethod::kSimNpo,
         UnlearningMethod::kIdkDpo, UnlearningMethod::kLlmu,
         UnlearningMethod::kOfmu, UnlearningMethod::kIhl}) {
-    auto model = FrozenCopy(**original, at::kFloat);
+    auto model = TrainableCopy(**original, at::kFloat);
     ASSERT_TRUE(model.ok());
-    for (auto& parameter : (*model)->parameters()) {
-      parameter.set_requires_grad(true);
-    }
-    (*model)->train();
     int steps = 0;
     absl::StatusOr<TrainingSummary> summary =
         RunUnlearning(**model, data_, Options(method),
@@ -130,12 +139,8 @@ TEST_F(UnlearningRunTest, ChunkedLossEndsWithThePlainWeights) {
         UnlearningMethodName(method) + (variant == 6 ? " first-order" : "");
     std::vector<at::Tensor> weights[2];
     for (int chunked = 0; chunked < 2; ++chunked) {
-      auto model = FrozenCopy(**original, at::kDouble);
+      auto model = TrainableCopy(**original, at::kDouble);
       ASSERT_TRUE(model.ok());
-      for (auto& parameter : (*model)->parameters()) {
-        parameter.set_requires_grad(true);
-      }
-      (*model)->train();
       UnlearningOptions options = Options(method);
       options.params.ofmu_first_order = variant == 6;
       options.training.num_epochs = 2;
@@ -166,12 +171,8 @@ TEST_F(UnlearningRunTest, PackedBatchesEndWithThePaddedWeights) {
     const std::string name = UnlearningMethodName(method);
     std::vector<at::Tensor> weights[2];
     for (int packed = 0; packed < 2; ++packed) {
-      auto model = FrozenCopy(**original, at::kDouble);
+      auto model = TrainableCopy(**original, at::kDouble);
       ASSERT_TRUE(model.ok());
-      for (auto& parameter : (*model)->parameters()) {
-        parameter.set_requires_grad(true);
-      }
-      (*model)->train();
       UnlearningOptions options = Options(method);
       options.training.num_epochs = 2;
       options.pack_row_length = packed ? 12 : 0;
@@ -195,10 +196,8 @@ TEST_F(UnlearningRunTest, SameSeedSameResultAndTheReferenceCacheIsReused) {
   ASSERT_TRUE(original.ok());
   std::vector<double> losses[2];
   for (int run = 0; run < 2; ++run) {
-    auto model = FrozenCopy(**original, at::kFloat);
-    for (auto& parameter : (*model)->parameters()) {
-      parameter.set_requires_grad(true);
-    }
+    auto model = TrainableCopy(**original, at::kFloat);
+    ASSERT_TRUE(model.ok());
     UnlearningOptions options = Options(UnlearningMethod::kNpoRt);
     options.reference_cache_path = cache;
     absl::StatusOr<TrainingSummary> summary =
@@ -227,12 +226,8 @@ TEST_F(UnlearningRunTest, InterruptedAndResumedRunEndsWithTheSameWeights) {
   auto original = FrozenCopy(*model_, at::kFloat);
   ASSERT_TRUE(original.ok());
   auto fresh_model = [&] {
-    auto model = FrozenCopy(**original, at::kFloat);
+    auto model = TrainableCopy(**original, at::kFloat);
     EXPECT_TRUE(model.ok());
-    for (auto& parameter : (*model)->parameters()) {
-      parameter.set_requires_grad(true);
-    }
-    (*model)->train();
     return *model;
   };
   // NPO_RT draws retain batches; 8 forget examples, batch 4: two steps per
@@ -308,11 +303,8 @@ TEST_F(UnlearningRunTest, Bf16ReferenceCopyServesKlTerms) {
     EXPECT_LT(std::abs(kl), 1e-2) << "bf16 rounding only";
   }
 
-  auto model = FrozenCopy(*model_, at::kFloat);
+  auto model = TrainableCopy(*model_, at::kFloat);
   ASSERT_TRUE(model.ok());
-  for (auto& parameter : (*model)->parameters()) {
-    parameter.set_requires_grad(true);
-  }
   const double before = MeanNll(**model, data_.forget);
   UnlearningOptions options = Options(UnlearningMethod::kNpoKl);
   options.bf16_reference = true;
@@ -330,12 +322,8 @@ TEST_F(UnlearningRunTest, IhlLowersTheForgetAnswersProbability) {
   const double forget_before = MeanNll(*model_, data_.forget);
   double forget_after[2], retain_after[2];
   for (int with_forget_term : {0, 1}) {
-    auto model = FrozenCopy(**original, at::kFloat);
+    auto model = TrainableCopy(**original, at::kFloat);
     ASSERT_TRUE(model.ok());
-    for (auto& parameter : (*model)->parameters()) {
-      parameter.set_requires_grad(true);
-    }
-    (*model)->train();
     UnlearningOptions options = Options(UnlearningMethod::kIhl);
     options.params.gamma = with_forget_term;
     absl::StatusOr<TrainingSummary> summary =
@@ -473,12 +461,8 @@ TEST_F(UnlearningRunTest,
   auto original = FrozenCopy(*model_, at::kFloat);
   ASSERT_TRUE(original.ok());
   auto fresh = [&] {
-    auto model = FrozenCopy(**original, at::kFloat);
+    auto model = TrainableCopy(**original, at::kFloat);
     EXPECT_TRUE(model.ok());
-    for (auto& parameter : (*model)->parameters()) {
-      parameter.set_requires_grad(true);
-    }
-    (*model)->train();
     return *model;
   };
   auto whole_model = fresh();
@@ -552,12 +536,8 @@ TEST_F(UnlearningRunTest, PgaRanksAgreeWithOneProcess) {
   auto original = FrozenCopy(*model_, at::kDouble);
   ASSERT_TRUE(original.ok());
   auto fresh = [&] {
-    auto model = FrozenCopy(**original, at::kDouble);
+    auto model = TrainableCopy(**original, at::kDouble);
     EXPECT_TRUE(model.ok());
-    for (auto& parameter : (*model)->parameters()) {
-      parameter.set_requires_grad(true);
-    }
-    (*model)->train();
     return *model;
   };
   auto single = fresh();
