@@ -13,6 +13,7 @@
 #include "gtest/gtest.h"
 #include "libs/eval/open_unlearning_logs.h"
 #include "libs/files/file_io.h"
+#include "libs/files/source_path_test_util.h"
 #include "nlohmann/json.hpp"
 
 namespace lethe {
@@ -22,16 +23,7 @@ using Json = nlohmann::json;
 
 std::string TestDataPath() {
   const std::string relative = "libs/data/testdata/chat_template_renders.json";
-  if (const char* srcdir = std::getenv("TEST_SRCDIR")) {  // bazel test
-    const char* workspace = std::getenv("TEST_WORKSPACE");
-    return absl::StrCat(srcdir, "/", workspace != nullptr ? workspace : "lethe",
-                        "/", relative);
-  }
-#ifdef LETHE_SOURCE_DIR  // The CMake mirror defines it.
-  return absl::StrCat(LETHE_SOURCE_DIR, "/", relative);
-#else
-  return relative;
-#endif
+  return SourcePath(relative);
 }
 
 // The shared Llama 3.2 tokenizer folder, or "" when absent.

@@ -27,6 +27,7 @@
 #include "absl/strings/strip.h"
 #include "gtest/gtest.h"
 #include "libs/files/file_io.h"
+#include "libs/files/source_path_test_util.h"
 #include "libs/metrics/build_info.h"
 #include "libs/subprocess/subprocess.h"
 #include "nlohmann/json.hpp"
@@ -39,21 +40,6 @@
 
 namespace lethe {
 namespace {
-
-// A file of the source tree: from the runfiles under `bazel test`, from the
-// source directory in the CMake mirror.
-std::string SourcePath(const std::string& relative) {
-  if (const char* srcdir = std::getenv("TEST_SRCDIR")) {  // bazel test
-    const char* workspace = std::getenv("TEST_WORKSPACE");
-    return absl::StrCat(srcdir, "/", workspace != nullptr ? workspace : "lethe",
-                        "/", relative);
-  }
-#ifdef LETHE_SOURCE_DIR  // The CMake mirror defines it.
-  return absl::StrCat(LETHE_SOURCE_DIR, "/", relative);
-#else
-  return relative;
-#endif
-}
 
 std::string ReadSource(const std::string& relative) {
   absl::StatusOr<std::string> text = ReadFileToString(SourcePath(relative));

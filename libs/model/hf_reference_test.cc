@@ -33,6 +33,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "libs/files/source_path_test_util.h"
 #include "libs/model/hf_checkpoint.h"
 #include "libs/model/llama_config.h"
 #include "libs/model/llama_model.h"
@@ -48,16 +49,7 @@ constexpr double kTolerance = 1e-4;
 
 std::string DataDir(const std::string& name = "hf_tiny_llama") {
   const std::string relative = "libs/model/testdata/" + name;
-  if (const char* srcdir = std::getenv("TEST_SRCDIR")) {  // bazel test
-    const char* workspace = std::getenv("TEST_WORKSPACE");
-    return absl::StrCat(srcdir, "/", workspace != nullptr ? workspace : "lethe",
-                        "/", relative);
-  }
-#ifdef LETHE_SOURCE_DIR  // The CMake mirror defines it.
-  return absl::StrCat(LETHE_SOURCE_DIR, "/", relative);
-#else
-  return relative;
-#endif
+  return SourcePath(relative);
 }
 
 class HfReferenceTest : public testing::Test {

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "libs/files/source_path_test_util.h"
 #include "libs/model/llama_config.h"
 #include "libs/model/llama_model.h"
 
@@ -15,16 +16,7 @@ namespace {
 
 std::string TestdataDir(const std::string& name) {
   const std::string relative = "libs/plan/testdata/" + name;
-  if (const char* srcdir = std::getenv("TEST_SRCDIR")) {  // bazel test
-    const char* workspace = std::getenv("TEST_WORKSPACE");
-    return absl::StrCat(srcdir, "/", workspace != nullptr ? workspace : "lethe",
-                        "/", relative);
-  }
-#ifdef LETHE_SOURCE_DIR  // The CMake mirror defines it.
-  return absl::StrCat(LETHE_SOURCE_DIR, "/", relative);
-#else
-  return relative;
-#endif
+  return SourcePath(relative);
 }
 
 LlamaConfig Fixture(const std::string& name) {

@@ -26,6 +26,7 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "libs/eval/open_unlearning_logs.h"
+#include "libs/files/source_path_test_util.h"
 #include "libs/tokenizer/tokenizer.h"
 #include "libs/tokenizer/tokenizer_training.h"
 #include "libs/tokenizer/unicode_text.h"
@@ -43,16 +44,7 @@ constexpr int kEotId = 128009;
 
 std::string TestDataDir() {
   const std::string relative = "libs/tokenizer/testdata";
-  if (const char* srcdir = std::getenv("TEST_SRCDIR")) {  // bazel test
-    const char* workspace = std::getenv("TEST_WORKSPACE");
-    return absl::StrCat(srcdir, "/", workspace != nullptr ? workspace : "lethe",
-                        "/", relative);
-  }
-#ifdef LETHE_SOURCE_DIR  // The CMake mirror defines it.
-  return absl::StrCat(LETHE_SOURCE_DIR, "/", relative);
-#else
-  return relative;
-#endif
+  return SourcePath(relative);
 }
 
 // $LETHE_SHARED_DIR/<relative> when it exists, else "".
