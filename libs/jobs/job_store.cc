@@ -192,11 +192,6 @@ absl::StatusOr<int64_t> ParsePageToken(absl::string_view token,
 
 }  // namespace
 
-bool IsFinalState(v1::Job::State state) {
-  return state == v1::Job::SUCCEEDED || state == v1::Job::FAILED ||
-         state == v1::Job::CANCELLED;
-}
-
 JobStore::JobStore(std::unique_ptr<SqliteDb> db) : db_(std::move(db)) {}
 
 absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(

@@ -66,12 +66,10 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "lethe/v1/job.pb.h"
+#include "libs/jobs/job_state.h"
 #include "libs/sqlite/sqlite_db.h"
 
 namespace lethe {
-
-// SUCCEEDED, FAILED and CANCELLED: a job in one of them never changes again.
-bool IsFinalState(v1::Job::State state);
 
 class JobStore {
  public:

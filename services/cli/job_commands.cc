@@ -14,6 +14,7 @@
 #include "absl/time/clock.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
+#include "libs/jobs/job_state.h"
 #include "libs/status/status_macros.h"
 
 namespace lethe {
@@ -71,11 +72,6 @@ std::string StateName(v1::Job::State state) {
   return v1::Job::State_Name(state);
 }
 
-bool IsFinal(v1::Job::State state) {
-  return state == v1::Job::SUCCEEDED || state == v1::Job::FAILED ||
-         state == v1::Job::CANCELLED;
-}
-
 }  // namespace
 
 absl::StatusOr<OutputFormat> ParseOutputFormat(const std::string& name) {
@@ -107,7 +103,7 @@ std::string ProgressLine(const v1::Job& job) {
   if (progress.tokens_per_second() > 0) {
     absl::StrAppendFormat(&line, "  %.0f tok/s", progress.tokens_per_second());
   }
-  if (progress.step() > 0 && !IsFinal(job.state())) {
+  if (progress.step() > 0 && !IsFinalState(job.state())) {
     absl::StrAppend(&line, "  ETA ", FormatSeconds(progress.eta().seconds()));
   }
   return line;
