@@ -51,6 +51,15 @@ absl::StatusOr<std::shared_ptr<LlamaForCausalLM>> TrainableCopy(
   return copy;
 }
 
+// Hooks that stop a run with ABORTED ("simulated crash") when it reaches
+// `step`, as a killed process would (the checkpoints before it stay).
+UnlearningHooks CrashAtStep(int64_t step) {
+  return {.training = {.on_step = [step](const StepRecord& record) {
+            return record.step == step ? absl::AbortedError("simulated crash")
+                                       : absl::OkStatus();
+          }}};
+}
+
 class UnlearningRunTest : public testing::Test {
  protected:
   void SetUp() override {
@@ -250,15 +259,7 @@ TEST_F(UnlearningRunTest, InterruptedAndResumedRunEndsWithTheSameWeights) {
     options.training.checkpoint = {.dir = dir, .every_steps = 2};
     auto interrupted = fresh_model();
     absl::Status stopped =
-        RunUnlearning(*interrupted, data_, options,
-                      {.training = {.on_step =
-                                        [](const StepRecord& step) {
-                                          return step.step == 3
-                                                     ? absl::AbortedError(
-                                                           "simulated crash")
-                                                     : absl::OkStatus();
-                                        }}})
-            .status();
+        RunUnlearning(*interrupted, data_, options, CrashAtStep(3)).status();
     ASSERT_EQ(stopped.code(), absl::StatusCode::kAborted) << stopped;
     ASSERT_EQ(ListCheckpointSteps(dir), (std::vector<int64_t>{2}));
 
@@ -418,15 +419,7 @@ TEST_F(UnlearningRunTest, RegluResumedRunEndsWithTheUninterruptedWeights) {
   options.training.checkpoint = {.dir = dir, .every_steps = 2};
   auto interrupted = LoraCopy(*model_);
   absl::Status stopped =
-      RunUnlearning(
-          *interrupted, data_, options,
-          {.training = {.on_step =
-                            [](const StepRecord& step) {
-                              return step.step == 3
-                                         ? absl::AbortedError("simulated crash")
-                                         : absl::OkStatus();
-                            }}})
-          .status();
+      RunUnlearning(*interrupted, data_, options, CrashAtStep(3)).status();
   ASSERT_EQ(stopped.code(), absl::StatusCode::kAborted) << stopped;
   ASSERT_EQ(ListCheckpointSteps(dir), (std::vector<int64_t>{2}));
 
@@ -479,15 +472,7 @@ TEST_F(UnlearningRunTest,
     options.training.checkpoint = {.dir = dir, .every_steps = 5};
     auto model = fresh();
     absl::Status stopped =
-        RunUnlearning(*model, data_, options,
-                      {.training = {.on_step =
-                                        [](const StepRecord& step) {
-                                          return step.step == 7
-                                                     ? absl::AbortedError(
-                                                           "simulated crash")
-                                                     : absl::OkStatus();
-                                        }}})
-            .status();
+        RunUnlearning(*model, data_, options, CrashAtStep(7)).status();
     ASSERT_EQ(stopped.code(), absl::StatusCode::kAborted) << stopped;
     ASSERT_EQ(ListCheckpointSteps(dir), (std::vector<int64_t>{5}));
     ASSERT_TRUE(
