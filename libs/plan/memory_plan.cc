@@ -16,6 +16,7 @@ namespace lethe {
 namespace {
 
 constexpr int64_t kFp32 = 4;
+constexpr int64_t kFp64 = 8;
 
 // The resident memory of a LibTorch CPU process before it holds a tensor:
 // code of libtorch_cpu, OpenBLAS, glog and the rest, the OpenMP thread
@@ -209,12 +210,13 @@ int64_t Positive(int value) { return std::max<int64_t>(value, 1); }
 }  // namespace
 
 int64_t MemoryPlan::training_bytes() const {
-  return weights + gradients + optimizer_state + reference_model + activations +
-         logits + data_parallel_buffers + runtime_overhead;
+  return weights + gradients + optimizer_state + reference_model +
+         method_state + activations + logits + data_parallel_buffers +
+         runtime_overhead;
 }
 
 int64_t MemoryPlan::total_bytes() const {
-  return std::max(training_bytes(), reference_pass_bytes);
+  return std::max({training_bytes(), reference_pass_bytes, rila_bytes});
 }
 
 int64_t CountParameters(const LlamaConfig& c) {
@@ -397,15 +399,50 @@ absl::StatusOr<MemoryPlan> PlanMemory(const LlamaConfig& config,
                               ? kCudaRuntimeOverheadBytes
                               : kCpuRuntimeOverheadBytes;
 
+  // A forward pass without gradients over `rows` sequences: one layer's
+  // working set (its largest tensors: scores and softmax, the MLP's
+  // intermediates).
+  auto no_grad_working = [&](int64_t rows) {
+    return 2 * kFp32 * rows * config.num_attention_heads * length * length +
+           3 * linear_bytes * rows * length * config.intermediate_size;
+  };
+  if (options.method == UnlearningMethod::kReglu && lora) {
+    // REGLU (libs/unlearn/reglu.cc). Held through training: each adapted
+    // projection's retain basis Q_R [d_out x k] and its initial adapters
+    // (for unfolding), in the adapters' dtype. Before training, RILA: the
+    // per-sample sums of every adapted projection's input, fp64, for
+    // reglu_samples forget and as many retain examples (at most; twice
+    // while data-parallel ranks combine them), then one projection at a
+    // time its fp64 weight, both sets' output features and five
+    // [d_out x d_out] fp64 matrices (the covariances, Delta, the
+    // eigendecomposition's copy and vectors), during a forward pass's
+    // working set while measuring.
+    const int64_t samples = 2 * Positive(options.params.reglu_samples);
+    int64_t sums = 0, largest = 0;
+    for (const std::string& module : lora_targets) {
+      for (const auto& [name, shape] : LayerLinears(config)) {
+        if (name != module) continue;
+        const int64_t k = std::min<int64_t>(
+            Positive(options.params.reglu_retain_rank), shape.out);
+        plan.method_state += config.num_hidden_layers * kFp32 * shape.out * k;
+        sums += config.num_hidden_layers * kFp64 * samples * shape.in;
+        largest = std::max(largest,
+                           kFp64 * (shape.out * shape.in + samples * shape.out +
+                                    5 * shape.out * shape.out));
+      }
+    }
+    plan.method_state += plan.lora_parameters * kFp32;
+    plan.rila_bytes = plan.weights + sums * (options.world_size > 1 ? 2 : 1) +
+                      std::max(largest, no_grad_working(batch)) +
+                      plan.runtime_overhead;
+  }
+
   if (needs.reference_log_probs) {
-    // No gradients: one layer's working set (its largest tensors: scores
-    // and softmax, the MLP's intermediates) and the batch's logits, fp32
+    // No gradients: one layer's working set and the batch's logits, fp32
     // copy and log-softmax.
     const int64_t ref_batch = Positive(options.reference_batch_size);
     const int64_t ref_tokens = ref_batch * length;
-    const int64_t working =
-        2 * kFp32 * ref_batch * config.num_attention_heads * length * length +
-        3 * linear_bytes * ref_tokens * config.intermediate_size;
+    const int64_t working = no_grad_working(ref_batch);
     const int64_t ref_logits = (logits_dtype + 2 * kFp32) * ref_tokens * vocab;
     plan.reference_pass_bytes =
         plan.parameters * weight_bytes + plan.reference_model +
@@ -465,6 +502,7 @@ std::string FormatMemoryPlan(const MemoryPlan& plan) {
       {"gradients", plan.gradients},
       {"optimizer state (AdamW)", plan.optimizer_state},
       {"reference model", plan.reference_model},
+      {"method state", plan.method_state},
       {"activations", plan.activations},
       {"logits", plan.logits},
       {"data-parallel buffers", plan.data_parallel_buffers},
@@ -479,6 +517,10 @@ std::string FormatMemoryPlan(const MemoryPlan& plan) {
   if (plan.reference_pass_bytes > 0) {
     absl::StrAppendFormat(&out, "%-26s %10s\n", "reference log-prob pass",
                           Gib(plan.reference_pass_bytes));
+  }
+  if (plan.rila_bytes > 0) {
+    absl::StrAppendFormat(&out, "%-26s %10s\n", "RILA initialisation",
+                          Gib(plan.rila_bytes));
   }
   absl::StrAppendFormat(&out, "%-26s %10s\n", "total per rank",
                         Gib(plan.total_bytes()));

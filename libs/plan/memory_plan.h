@@ -25,6 +25,9 @@
 //                     base with the adapters off) and none for the methods
 //                     that only read cached reference log-probs (NPO,
 //                     NPO_RT, IdkDPO) or need no reference (GA, SimNPO, ...).
+//   method_state      what a method keeps besides the model: REGLU's retain
+//                     bases Q_R [d_out x k] per adapted projection and its
+//                     initial adapters (fp32).
 //   activations       what the decoder layers' eager forward passes save for
 //                     the backward pass (counted tensor by tensor in
 //                     memory_plan.cc), for every forward pass the method
@@ -40,8 +43,11 @@
 //                     benchmarks/memory_plan_check), or the CUDA context.
 // Before training, methods that cache reference log-probs (NPO family,
 // IdkDPO) run the model over the forget set without gradients in batches of
-// 16; that pass's peak (weights + its logits) is reference_pass_bytes, and
-// the plan's total is the larger of the two phases.
+// 16; that pass's peak (weights + its logits) is reference_pass_bytes.
+// REGLU's RILA initialisation, before training, holds fp64 per-sample sums of
+// every adapted projection's input (2 x reglu_samples rows) and one
+// projection's fp64 covariances at a time: rila_bytes. The plan's total is
+// the largest of the phases.
 //
 // Data parallelism replicates the model: weights and gradients per rank do
 // not shrink with world_size; it adds the all-reduce's gradient buckets.
@@ -120,6 +126,7 @@ struct MemoryPlan {
   int64_t gradients = 0;
   int64_t optimizer_state = 0;
   int64_t reference_model = 0;
+  int64_t method_state = 0;
   int64_t activations = 0;
   int64_t logits = 0;
   int64_t data_parallel_buffers = 0;
@@ -128,10 +135,14 @@ struct MemoryPlan {
   // caches none): weights, reference model, that pass's activations and
   // logits, runtime overhead.
   int64_t reference_pass_bytes = 0;
+  // Peak of REGLU's RILA initialisation before training (0 for other
+  // methods): weights, the input sums, one projection's fp64 work.
+  int64_t rila_bytes = 0;
 
   // The sum of the categories above.
   int64_t training_bytes() const;
-  // max(training_bytes(), reference_pass_bytes): what one rank must have.
+  // The largest of training_bytes(), reference_pass_bytes and rila_bytes:
+  // what one rank must have.
   int64_t total_bytes() const;
 };
 

@@ -162,6 +162,46 @@ TEST(PlanMemoryTest, KlMethodsHoldAReferenceModelInItsDtype) {
   EXPECT_EQ(simnpo->reference_pass_bytes, 0);
 }
 
+// REGLU on Llama 3.2 1B (hidden 2048, q 2048, k/v 512, MLP 8192, 16
+// layers), LoRA rank 32 on all seven projections, 256 samples a set, k 128,
+// counted by hand.
+TEST(PlanMemoryTest, RegluHoldsRetainBasesAndPlansRilasFp64Work) {
+  const LlamaConfig config = Fixture("llama-3.2-1b");
+  PlanOptions options = Options(UnlearningMethod::kReglu);
+  options.lora_rank = 32;
+  options.lora_target_modules = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
+                                 "gate_proj", "up_proj", "down_proj"};
+  absl::StatusOr<MemoryPlan> plan = PlanMemory(config, options);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  const int64_t outputs = 2048 + 512 + 512 + 2048 + 8192 + 8192 + 2048;
+  const int64_t inputs = 2048 * 6 + 8192;
+  const int64_t adapters = 32 * (inputs + outputs) * 16;
+  ASSERT_EQ(plan->lora_parameters, adapters);
+  // Q_R (k = 128 columns, all outputs are wider) and A0, B0, fp32.
+  EXPECT_EQ(plan->method_state, 16 * 4 * outputs * 128 + 4 * adapters);
+  // Input sums of 512 samples, fp64; then gate_proj's (or up_proj's) fp64
+  // weight, features and five 8192 x 8192 matrices.
+  const int64_t sums = 16 * 8 * 512 * inputs;
+  const int64_t gate = 8 * (8192 * 2048 + 512 * 8192 + 5 * 8192LL * 8192);
+  EXPECT_EQ(plan->rila_bytes,
+            plan->weights + sums + gate + plan->runtime_overhead);
+  EXPECT_EQ(plan->total_bytes(),
+            std::max({plan->training_bytes(), plan->reference_pass_bytes,
+                      plan->rila_bytes}));
+  // Data-parallel ranks hold the sums twice while combining them.
+  options.world_size = 2;
+  absl::StatusOr<MemoryPlan> two = PlanMemory(config, options);
+  ASSERT_TRUE(two.ok());
+  EXPECT_EQ(two->rila_bytes - plan->rila_bytes, sums);
+  // Other methods keep nothing of the kind.
+  options = Options(UnlearningMethod::kIhl);
+  options.lora_rank = 32;
+  absl::StatusOr<MemoryPlan> ihl = PlanMemory(config, options);
+  ASSERT_TRUE(ihl.ok());
+  EXPECT_EQ(ihl->method_state, 0);
+  EXPECT_EQ(ihl->rila_bytes, 0);
+}
+
 TEST(PlanMemoryTest, Bf16WeightsHalveWeightsGradientsAndMoments) {
   const LlamaConfig config = Fixture("llama-3.1-8b");
   PlanOptions options = Options(UnlearningMethod::kNpoKl);
