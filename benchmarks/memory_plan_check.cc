@@ -173,10 +173,21 @@ absl::StatusOr<Case> ParseCase(const std::string& text) {
 
 std::vector<std::string> AllProjections() { return LoraTargetableModules(); }
 
+// The method's defaults, except that REGLU's RILA measures every example the
+// case makes (--batch_size x --steps of each set), as the run does when its
+// sets are smaller than reglu_samples.
+ObjectiveParams ParamsFor(const Case& c) {
+  ObjectiveParams params = DefaultObjectiveParams(c.method);
+  params.reglu_samples =
+      std::min<int64_t>(params.reglu_samples, absl::GetFlag(FLAGS_batch_size) *
+                                                  absl::GetFlag(FLAGS_steps));
+  return params;
+}
+
 PlanOptions OptionsFor(const Case& c) {
   PlanOptions options;
   options.method = c.method;
-  options.params = DefaultObjectiveParams(c.method);
+  options.params = ParamsFor(c);
   options.weights_dtype = c.dtype;
   options.bf16_reference = c.bf16_reference;
   options.lora_rank = c.lora_rank;
@@ -273,7 +284,7 @@ int RunChild(const std::string& text) {
   data.pad_id = 0;
   UnlearningOptions options;
   options.method = c->method;
-  options.params = DefaultObjectiveParams(c->method);
+  options.params = ParamsFor(*c);
   options.bf16_reference = c->bf16_reference;
   options.training.num_epochs = 1;
   options.training.max_steps = steps;
@@ -355,8 +366,9 @@ int Run() {
           ? absl::StrCat(absl::GetFlag(FLAGS_mmap_threshold), " bytes").c_str()
           : "glibc's default");
   std::printf(
-      "| case | params | weights | grads+AdamW | reference | activations | "
-      "logits | ref. pass | plan GiB | measured peak GiB | plan/measured | "
+      "| case | params | weights | grads+AdamW | reference (+ method state) "
+      "| activations | logits | ref. pass (or RILA) | plan GiB | measured peak "
+      "GiB | plan/measured | "
       "start-up GiB | s/step |\n"
       "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   int result = 0;
@@ -378,9 +390,10 @@ int Run() {
           "| %s | %.1fM | %s | %s | %s | %s | %s | %s | %s |\n", text.c_str(),
           plan->parameters / 1e6, Gib(plan->weights, 3).c_str(),
           Gib(plan->gradients + plan->optimizer_state, 3).c_str(),
-          Gib(plan->reference_model, 3).c_str(),
+          Gib(plan->reference_model + plan->method_state, 3).c_str(),
           Gib(plan->activations, 3).c_str(), Gib(plan->logits, 3).c_str(),
-          Gib(plan->reference_pass_bytes, 3).c_str(),
+          Gib(std::max(plan->reference_pass_bytes, plan->rila_bytes), 3)
+              .c_str(),
           Gib(plan->total_bytes(), 3).c_str());
       continue;
     }
@@ -433,9 +446,9 @@ int Run() {
         "| %.1f |\n",
         text.c_str(), plan->parameters / 1e6, Gib(plan->weights, 3).c_str(),
         Gib(plan->gradients + plan->optimizer_state, 3).c_str(),
-        Gib(plan->reference_model, 3).c_str(),
+        Gib(plan->reference_model + plan->method_state, 3).c_str(),
         Gib(plan->activations, 3).c_str(), Gib(plan->logits, 3).c_str(),
-        Gib(plan->reference_pass_bytes, 3).c_str(),
+        Gib(std::max(plan->reference_pass_bytes, plan->rila_bytes), 3).c_str(),
         Gib(plan->total_bytes(), 3).c_str(), Gib(peak, 3).c_str(), ratio,
         ok ? "" : " (out of tolerance)", Gib(baseline, 3).c_str(),
         seconds_per_step);
