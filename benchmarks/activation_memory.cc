@@ -36,6 +36,7 @@
 #include "libs/model/llama_model.h"
 #include "libs/model/lora.h"
 #include "libs/subprocess/subprocess.h"
+#include "libs/sysinfo/process_memory.h"
 
 ABSL_FLAG(int64_t, hidden, 1024, "hidden size");
 ABSL_FLAG(int64_t, layers, 8, "decoder layers");
@@ -61,23 +62,6 @@ double Now() {
 }
 
 double Mb(int64_t bytes) { return bytes / (1024.0 * 1024.0); }
-
-// VmRSS, VmHWM, ... from /proc/self/status, in bytes.
-std::map<std::string, int64_t> MemoryStatus() {
-  std::map<std::string, int64_t> status;
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    const std::vector<std::string> parts =
-        absl::StrSplit(line, absl::ByAnyChar(": \t"), absl::SkipEmpty());
-    int64_t kb = 0;
-    if (parts.size() >= 3 && parts[2] == "kB" &&
-        absl::SimpleAtoi(parts[1], &kb)) {
-      status[parts[0]] = kb * 1024;
-    }
-  }
-  return status;
-}
 
 LlamaConfig BenchmarkConfig() {
   LlamaConfig config;
@@ -125,8 +109,8 @@ int RunChild(const std::string& mode) {
   const at::Tensor ids =
       torch::randint(0, model.config().vocab_size, {batch, tokens});
 
-  const int64_t before = MemoryStatus()["VmRSS"];
-  { std::ofstream("/proc/self/clear_refs") << "5"; }  // Reset VmHWM.
+  const int64_t before = ProcessMemoryBytes("VmRSS").value_or(0);
+  ResetPeakResidentMemory().IgnoreError();  // Checked by the peak.
   const double start = Now();
   const at::Tensor logits = model.Forward(ids);
   const at::Tensor loss = torch::nn::functional::cross_entropy(
@@ -134,7 +118,7 @@ int RunChild(const std::string& mode) {
       ids.narrow(1, 1, tokens - 1).reshape({-1}));
   loss.backward();
   const double seconds = Now() - start;
-  const int64_t peak = MemoryStatus()["VmHWM"];
+  const int64_t peak = ProcessMemoryBytes("VmHWM").value_or(0);
   int64_t gradient_bytes = 0;
   for (const at::Tensor& parameter : model.parameters()) {
     if (parameter.grad().defined()) {

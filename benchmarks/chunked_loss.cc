@@ -33,6 +33,7 @@
 #include "libs/data/qa_example.h"
 #include "libs/loss/chunked_log_probs.h"
 #include "libs/loss/sequence_loss.h"
+#include "libs/sysinfo/process_memory.h"
 
 ABSL_FLAG(int, threads, 2, "intra-op threads");
 ABSL_FLAG(int64_t, vocab, 128256, "vocabulary size (Llama 3: 128256)");
@@ -48,30 +49,6 @@ ABSL_FLAG(bool, train_weight, true,
 
 namespace lethe {
 namespace {
-
-// A field of /proc/self/status ("VmRSS", "VmHWM"), in bytes.
-int64_t StatusBytes(const std::string& field) {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (!absl::StartsWith(line, field + ":")) continue;
-    absl::string_view value(line);
-    value.remove_prefix(field.size() + 1);
-    absl::ConsumeSuffix(&value, "kB");
-    int64_t kilobytes = 0;
-    if (absl::SimpleAtoi(absl::StripAsciiWhitespace(value), &kilobytes)) {
-      return kilobytes * 1024;
-    }
-  }
-  return -1;
-}
-
-// Resets VmHWM to the current resident set (Linux >= 4.0).
-bool ResetPeak() {
-  std::ofstream clear("/proc/self/clear_refs");
-  clear << "5";
-  return static_cast<bool>(clear);
-}
 
 struct Outcome {
   double seconds = 0;  // Per forward + backward pass.
@@ -98,11 +75,12 @@ Outcome Measure(const at::Tensor& hidden_data, const at::Tensor& weight_data,
   };
   // Memory: one pass from a clean slate (its results are released first).
   malloc_trim(0);
-  const int64_t before = StatusBytes("VmRSS");
-  ResetPeak();
+  const int64_t before = ProcessMemoryBytes("VmRSS").value_or(-1);
+  ResetPeakResidentMemory().IgnoreError();  // Checked once in main.
   pass();
   outcome.peak_mb =
-      static_cast<double>(StatusBytes("VmHWM") - before) / (1 << 20);
+      static_cast<double>(ProcessMemoryBytes("VmHWM").value_or(-1) - before) /
+      (1 << 20);
   const auto start = std::chrono::steady_clock::now();
   for (int i = 0; i < repeats; ++i) pass();
   outcome.seconds =
@@ -147,7 +125,8 @@ void Run() {
       static_cast<long long>(answer_tokens), absl::GetFlag(FLAGS_threads),
       4.0 * batch * length * vocab / (1 << 20),
       absl::GetFlag(FLAGS_train_weight) ? "trained" : "frozen");
-  if (!ResetPeak()) std::printf("(cannot reset VmHWM: peaks are cumulative)\n");
+  if (!ResetPeakResidentMemory().ok())
+    std::printf("(cannot reset VmHWM: peaks are cumulative)\n");
 
   std::vector<int64_t> chunks = {0};
   for (absl::string_view piece :

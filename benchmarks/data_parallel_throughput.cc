@@ -54,6 +54,7 @@
 #include "libs/model/llama_model.h"
 #include "libs/plan/memory_plan.h"
 #include "libs/subprocess/subprocess.h"
+#include "libs/sysinfo/process_memory.h"
 
 ABSL_FLAG(int, threads, 2, "CPU threads in all (split among the ranks)");
 ABSL_FLAG(int, steps, 5, "timed steps per configuration (after one warm-up)");
@@ -90,19 +91,6 @@ double Now() {
   return std::chrono::duration<double>(
              std::chrono::steady_clock::now().time_since_epoch())
       .count();
-}
-
-// VmHWM of this process in kB (0 if unreadable).
-int64_t PeakRssKb() {
-  absl::StatusOr<std::string> status = ReadFileToString("/proc/self/status");
-  if (!status.ok()) return 0;
-  for (absl::string_view line : absl::StrSplit(*status, '\n')) {
-    if (!absl::ConsumePrefix(&line, "VmHWM:")) continue;
-    int64_t kb = 0;
-    absl::ConsumeSuffix(&line, " kB");
-    if (absl::SimpleAtoi(absl::StripAsciiWhitespace(line), &kb)) return kb;
-  }
-  return 0;
 }
 
 // One rank: trains `steps` timed steps on its share of the batch; rank 0
@@ -228,7 +216,7 @@ int RunRank() {
   // Every rank: its peak RSS in kB.
   if (!WriteFileAtomically(
            absl::StrCat(absl::GetFlag(FLAGS_result_file), ".rss", rank),
-           absl::StrCat(PeakRssKb()))
+           absl::StrCat(ProcessMemoryBytes("VmHWM").value_or(0) / 1024))
            .ok()) {
     return 1;
   }

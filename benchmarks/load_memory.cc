@@ -43,6 +43,7 @@
 #include "libs/model/llama_model.h"
 #include "libs/status/status_macros.h"
 #include "libs/subprocess/subprocess.h"
+#include "libs/sysinfo/process_memory.h"
 
 ABSL_FLAG(int64_t, hidden, 2048, "hidden size");
 ABSL_FLAG(int64_t, layers, 16, "decoder layers");
@@ -126,29 +127,12 @@ int64_t WeightBytes(const std::string& dir) {
   return bytes;
 }
 
-// VmRSS, RssFile, RssAnon, VmHWM, ... from /proc/self/status, in bytes.
-std::map<std::string, int64_t> MemoryStatus() {
-  std::map<std::string, int64_t> fields;
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    const size_t colon = line.find(':');
-    if (colon == std::string::npos || !absl::EndsWith(line, " kB")) continue;
-    int64_t kilobytes = 0;
-    std::string value = line.substr(colon + 1);
-    value.resize(value.size() - 3);
-    if (absl::SimpleAtoi(absl::StripAsciiWhitespace(value), &kilobytes)) {
-      fields[line.substr(0, colon)] = kilobytes * 1024;
-    }
-  }
-  return fields;
-}
-
 double Mb(int64_t bytes) { return static_cast<double>(bytes) / 1e6; }
 
 // `baseline`: VmRSS before loading (LibTorch's code and the like).
 void PrintMemory(const char* when, int64_t file_bytes, int64_t baseline) {
-  std::map<std::string, int64_t> memory = MemoryStatus();
+  std::map<std::string, int64_t> memory =
+      ReadProcessMemory().value_or(std::map<std::string, int64_t>{});
   std::printf(
       "  %-18s VmRSS %8.1f MB (RssFile %8.1f, RssAnon %8.1f)  RSS/file "
       "%.3f, (RSS - before)/file %.3f\n",
@@ -169,7 +153,7 @@ int RunChild(const std::string& dtype_name) {
   }
   const int64_t file_bytes = WeightBytes(dir);
   std::printf("--weights_dtype=%s:\n", dtype_name.c_str());
-  const int64_t baseline = MemoryStatus()["VmRSS"];
+  const int64_t baseline = ProcessMemoryBytes("VmRSS").value_or(0);
   PrintMemory("before load:", file_bytes, baseline);
   const double start = Now();
   absl::StatusOr<std::shared_ptr<LlamaForCausalLM>> model =
@@ -184,7 +168,7 @@ int RunChild(const std::string& dtype_name) {
   std::printf("  loaded in %.2f s, parameters in %s\n", load_seconds,
               c10::toString(model_dtype));
   PrintMemory("after load:", file_bytes, baseline);
-  const int64_t after_load_rss = MemoryStatus()["VmRSS"];
+  const int64_t after_load_rss = ProcessMemoryBytes("VmRSS").value_or(0);
 
   torch::NoGradGuard no_grad;
   const int tokens = absl::GetFlag(FLAGS_tokens);
@@ -194,12 +178,13 @@ int RunChild(const std::string& dtype_name) {
   at::Tensor logits = (*model)->Forward(ids);
   first = Now() - first;
   PrintMemory("after 1st forward:", file_bytes, baseline);
-  const int64_t after_forward_rss = MemoryStatus()["VmRSS"];
+  const int64_t after_forward_rss = ProcessMemoryBytes("VmRSS").value_or(0);
   const int repeats = absl::GetFlag(FLAGS_repeats);
   const double timed_start = Now();
   for (int i = 0; i < repeats; ++i) logits = (*model)->Forward(ids);
   const double seconds = (Now() - timed_start) / std::max(repeats, 1);
-  std::map<std::string, int64_t> memory = MemoryStatus();
+  std::map<std::string, int64_t> memory =
+      ReadProcessMemory().value_or(std::map<std::string, int64_t>{});
   std::printf("  %-18s VmHWM %8.1f MB  RSS/file %.3f\n",
               "peak:", Mb(memory["VmHWM"]),
               static_cast<double>(memory["VmHWM"]) / file_bytes);

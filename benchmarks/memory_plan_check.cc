@@ -55,6 +55,7 @@
 #include "libs/model/lora.h"
 #include "libs/plan/memory_plan.h"
 #include "libs/subprocess/subprocess.h"
+#include "libs/sysinfo/process_memory.h"
 #include "libs/unlearn/objective_params.h"
 #include "libs/unlearn/unlearning_run.h"
 
@@ -199,23 +200,6 @@ PlanOptions OptionsFor(const Case& c) {
   return options;
 }
 
-std::map<std::string, int64_t> MemoryStatus() {
-  std::map<std::string, int64_t> fields;
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    const size_t colon = line.find(':');
-    if (colon == std::string::npos || !absl::EndsWith(line, " kB")) continue;
-    int64_t kilobytes = 0;
-    std::string value = line.substr(colon + 1);
-    value.resize(value.size() - 3);
-    if (absl::SimpleAtoi(absl::StripAsciiWhitespace(value), &kilobytes)) {
-      fields[line.substr(0, colon)] = kilobytes * 1024;
-    }
-  }
-  return fields;
-}
-
 // Full-length examples of random tokens; the last quarter is the answer.
 std::vector<QaExample> RandomExamples(int count, int length, int64_t vocab,
                                       uint64_t seed) {
@@ -250,7 +234,7 @@ int RunChild(const std::string& text) {
   // A first tensor operation, so that LibTorch's lazily made thread pool
   // and allocator exist in the baseline.
   (void)(torch::ones({8, 8}).matmul(torch::ones({8, 8}))).sum().item<float>();
-  std::printf("baseline %ld\n", MemoryStatus()["VmHWM"]);
+  std::printf("baseline %ld\n", ProcessMemoryBytes("VmHWM").value_or(0));
 
   const int batch = absl::GetFlag(FLAGS_batch_size);
   const int length = absl::GetFlag(FLAGS_max_length);
@@ -304,7 +288,7 @@ int RunChild(const std::string& text) {
   }
   std::printf("seconds_per_step %.3f\n",
               seconds / std::max<size_t>(summary->steps.size(), 1));
-  std::printf("peak %ld\n", MemoryStatus()["VmHWM"]);
+  std::printf("peak %ld\n", ProcessMemoryBytes("VmHWM").value_or(0));
   return 0;
 }
 

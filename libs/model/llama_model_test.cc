@@ -15,6 +15,7 @@
 
 #include "gtest/gtest.h"
 #include "libs/model/tiny_llama.h"
+#include "libs/sysinfo/process_memory.h"
 
 namespace lethe {
 namespace {
@@ -280,18 +281,6 @@ TEST(LlamaModelTest, OutOfVocabularyIdsThrow) {
   EXPECT_THROW(model->Forward(Ids({1, 50})), c10::Error);
 }
 
-// This process's anonymous resident memory (RssAnon), in bytes.
-int64_t RssAnonBytes() {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind("RssAnon:", 0) == 0) {
-      return std::stoll(line.substr(8)) * 1024;  // "RssAnon:  1234 kB"
-    }
-  }
-  return -1;
-}
-
 TEST(LlamaModelTest, UninitializedModelHasTheShapesButTouchesNoMemory) {
   for (const bool tied : {false, true}) {
     LlamaForCausalLM random(TinyConfig(2, tied));
@@ -306,12 +295,12 @@ TEST(LlamaModelTest, UninitializedModelHasTheShapesButTouchesNoMemory) {
     }
   }
   // About 400 MB of fp32 parameters, none of it written.
-  const int64_t before = RssAnonBytes();
+  const int64_t before = ProcessMemoryBytes("RssAnon").value_or(-1);
   ASSERT_GE(before, 0);
   LlamaForCausalLM large(Benchmark100MLlamaConfig(),
                          ParameterInit::kUninitialized);
   EXPECT_GT(large.NumParameters(), 90'000'000);
-  EXPECT_LT(RssAnonBytes() - before, 32 << 20);
+  EXPECT_LT(ProcessMemoryBytes("RssAnon").value_or(-1) - before, 32 << 20);
 }
 
 TEST(LlamaModelTest, Bf16ParametersComputeInBf16) {

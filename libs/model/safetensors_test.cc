@@ -10,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "libs/sysinfo/process_memory.h"
 
 namespace lethe {
 namespace {
@@ -151,18 +152,6 @@ TEST(SafetensorsTest, WriterRejectsRepeatedAndReservedNames) {
       absl::StatusCode::kInvalidArgument);
 }
 
-// This process's file-backed resident memory (RssFile), in bytes.
-int64_t RssFileBytes() {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (absl::StartsWith(line, "RssFile:")) {
-      return std::stoll(line.substr(8)) * 1024;  // "RssFile:  1234 kB"
-    }
-  }
-  return -1;
-}
-
 TEST(SafetensorsTest, GetViewsTheMappingAndGetConvertedCopies) {
   const std::string path = TempPath("convert.safetensors");
   const at::Tensor big = torch::randn({1 << 23}).to(at::kBFloat16);  // 16 MB
@@ -180,10 +169,10 @@ TEST(SafetensorsTest, GetViewsTheMappingAndGetConvertedCopies) {
   EXPECT_FALSE((*file)->Maps(same_dtype.data_ptr()));  // Always a copy.
 
   // Converting reads the 16 MB but leaves none of it resident.
-  const int64_t before = RssFileBytes();
+  const int64_t before = ProcessMemoryBytes("RssFile").value_or(-1);
   ASSERT_GE(before, 0);
   const at::Tensor converted = *(*file)->GetConverted("big", at::kFloat);
-  EXPECT_LT(RssFileBytes() - before, 4 << 20);
+  EXPECT_LT(ProcessMemoryBytes("RssFile").value_or(-1) - before, 4 << 20);
   EXPECT_TRUE(torch::equal(converted, big.to(at::kFloat)));
   // The dropped pages read the file again; the neighbour is untouched.
   EXPECT_TRUE(SameBits(*(*file)->Get("big"), big));
