@@ -19,16 +19,8 @@ namespace {
 
 constexpr int64_t kVocab = 29;
 
-// `length` random tokens, the answer the last `answer` of them.
 QaExample Example(int length, int answer) {
-  const at::Tensor ids = torch::randint(1, kVocab, {length}, at::kLong);
-  QaExample example;
-  for (int t = 0; t < length; ++t) {
-    example.input_ids.push_back(static_cast<int>(ids[t].item<int64_t>()));
-    example.labels.push_back(t >= length - answer ? example.input_ids.back()
-                                                  : kIgnoreIndex);
-  }
-  return example;
+  return RandomQaExample(length, answer, kVocab);
 }
 
 QaBatch Collate(const std::vector<QaExample>& examples) {

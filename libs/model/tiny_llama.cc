@@ -65,4 +65,15 @@ double MaxAbsDifference(const std::vector<at::Tensor>& a,
   return max;
 }
 
+QaExample RandomQaExample(int length, int answer, int64_t vocab) {
+  const at::Tensor ids = torch::randint(1, vocab, {length}, at::kLong);
+  QaExample example;
+  for (int t = 0; t < length; ++t) {
+    example.input_ids.push_back(static_cast<int>(ids[t].item<int64_t>()));
+    example.labels.push_back(t >= length - answer ? example.input_ids.back()
+                                                  : kIgnoreIndex);
+  }
+  return example;
+}
+
 }  // namespace lethe

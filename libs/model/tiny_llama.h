@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "libs/data/qa_example.h"
 #include "libs/model/llama_config.h"
 #include "libs/model/llama_model.h"
 
@@ -22,6 +23,10 @@ namespace lethe {
 // Hidden size 32, intermediate size 64, 2 layers, 4 query and 2 key/value
 // heads, 512 positions; LlamaConfig's defaults otherwise.
 LlamaConfig TinyLlamaConfig(int64_t vocab_size);
+
+// `length` random token ids in [1, vocab) from torch's global generator, the
+// answer (labelled; the rest kIgnoreIndex) the last `answer` of them.
+QaExample RandomQaExample(int length, int answer, int64_t vocab);
 
 // The shape of a smaller test model: by default one layer of width 16 with
 // 2 query heads sharing 1 key/value head (grouped-query attention), the

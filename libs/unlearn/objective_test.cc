@@ -415,22 +415,11 @@ TEST_F(ObjectiveOnModelTest, MissingInputsAreClearErrors) {
 // Packed (pack_row_length > 0) against padded passes: every method whose
 // terms are answer log-probs or NLLs, in double, on sequences of varied
 // lengths (one longer than the rows, one with an empty answer).
-QaExample RandomExample(int length, int answer, int64_t vocab) {
-  const at::Tensor ids = torch::randint(1, vocab, {length}, at::kLong);
-  QaExample example;
-  for (int t = 0; t < length; ++t) {
-    example.input_ids.push_back(static_cast<int>(ids[t].item<int64_t>()));
-    example.labels.push_back(t >= length - answer ? example.input_ids.back()
-                                                  : kIgnoreIndex);
-  }
-  return example;
-}
-
 QaBatch RandomBatch(const std::vector<std::pair<int, int>>& shapes,
                     int64_t vocab) {
   std::vector<QaExample> examples;
   for (const auto& [length, answer] : shapes) {
-    examples.push_back(RandomExample(length, answer, vocab));
+    examples.push_back(RandomQaExample(length, answer, vocab));
   }
   std::vector<const QaExample*> pointers;
   for (const QaExample& example : examples) pointers.push_back(&example);
