@@ -367,9 +367,14 @@ absl::StatusOr<MicroBatchLoss> PgaObjective::Loss(
       fitted_epoch_ / params_.refit_every_epochs != block) {
     const int block_start = block * params_.refit_every_epochs;
     bool restored = false;
-    if (fitted_epoch_ < 0 && step.step > 0 && !params_.probe_dir.empty()) {
-      // Resumed: the probes of this block were fitted on the weights at its
-      // start, which the checkpoint no longer holds.
+    // The block's first micro-batch refits on the weights it starts from,
+    // resumed or not.
+    const bool block_begins =
+        step.epoch == block_start && step.micro_batch == 0;
+    if (fitted_epoch_ < 0 && step.step > 0 && !block_begins &&
+        !params_.probe_dir.empty()) {
+      // Resumed inside the block: its probes were fitted on the weights at
+      // its start, which the checkpoint no longer holds.
       absl::StatusOr<PgaProbes> saved =
           LoadPgaDirections(params_.probe_dir, block_start);
       if (saved.ok()) {
