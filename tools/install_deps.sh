@@ -14,7 +14,9 @@ packages=(
   clang-format
   # LibTorch (CPU, c10d with Gloo) and the BLAS it must use: without
   # OpenBLAS, Debian's LibTorch falls back to reference BLAS, ~50x slower.
-  libtorch-dev libgloo-dev libopenblas0-openmp
+  # libblas-dev: the CBLAS header and link library of packed attention
+  # (libs/model/packed_attention.h), OpenBLAS at run time.
+  libtorch-dev libgloo-dev libopenblas0-openmp libblas-dev
   # RPC and serialisation.
   libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev
   libabsl-dev nlohmann-json3-dev

@@ -270,7 +270,7 @@ LlamaAttention::Projections() {
 
 at::Tensor LlamaAttention::Forward(const at::Tensor& x,
                                    const RotaryTables& rotary,
-                                   const at::Tensor& mask,
+                                   const AttentionPattern& pattern,
                                    at::Tensor* past_keys,
                                    at::Tensor* past_values) {
   const int64_t batch = x.size(0), length = x.size(1);
@@ -286,6 +286,14 @@ at::Tensor LlamaAttention::Forward(const at::Tensor& x,
           .transpose(1, 2);
   queries = ApplyRotaryEmbedding(queries, rotary);
   keys = ApplyRotaryEmbedding(keys, rotary);
+  if (pattern.segments != nullptr) {
+    TORCH_CHECK(past_keys == nullptr && !softcap_.has_value(),
+                "segment attention takes no KV cache and no soft-capping");
+    return o_proj_.Forward(
+        PackedCausalAttention(queries, keys, values, *pattern.segments,
+                              1.0 / std::sqrt(score_divisor_squared_)));
+  }
+  const at::Tensor& mask = pattern.mask;
   if (past_keys != nullptr) {
     if (past_keys->defined()) {
       keys = torch::cat({*past_keys, keys.to(past_keys->scalar_type())}, 2);
@@ -385,11 +393,11 @@ LlamaDecoderLayer::Projections() {
 
 at::Tensor LlamaDecoderLayer::Forward(const at::Tensor& x,
                                       const RotaryTables& rotary,
-                                      const at::Tensor& mask,
+                                      const AttentionPattern& pattern,
                                       at::Tensor* past_keys,
                                       at::Tensor* past_values) {
   const at::Tensor attended = self_attn_->Forward(
-      input_layernorm_->Forward(x), rotary, mask, past_keys, past_values);
+      input_layernorm_->Forward(x), rotary, pattern, past_keys, past_values);
   if (pre_feedforward_layernorm_ == nullptr) {
     const at::Tensor hidden = x + attended;
     return hidden + mlp_->Forward(post_attention_layernorm_->Forward(hidden));
@@ -405,6 +413,7 @@ LlamaBackbone::LlamaBackbone(const LlamaConfig& config, ParameterInit init)
       rope_theta_(config.rope_theta),
       rope_scaling_(config.rope_scaling),
       sliding_window_(config.sliding_window),
+      attention_softcap_(config.attn_logit_softcapping.has_value()),
       embedding_scale_(config.IsGemmaFamily()
                            ? std::sqrt(static_cast<double>(config.hidden_size))
                            : 1.0) {
@@ -478,7 +487,14 @@ at::Tensor LlamaBackbone::Run(const at::Tensor& input_ids,
     cache->keys.resize(layers_.size());
     cache->values.resize(layers_.size());
   }
-  at::Tensor hidden = Embed(input_ids);
+  const PackedRowsPlan packed = PlanPackedRows(
+      segment_ids,
+      cache == nullptr && !attention_softcap_ && !IsCpuAutocastEnabled() &&
+          PackedCausalAttentionSupports(input_ids.device(), EmbeddingDtype()));
+  at::Tensor hidden = Embed(
+      packed.kept.defined()
+          ? input_ids.reshape({-1}).index_select(0, packed.kept).unsqueeze(0)
+          : input_ids);
   // Like attention_mask, position_ids may come from another device (a batch
   // built on the CPU for a model on a GPU): moved to the ids' device.
   at::Tensor positions = position_ids.defined()
@@ -492,11 +508,25 @@ at::Tensor LlamaBackbone::Run(const at::Tensor& input_ids,
             .unsqueeze(0)
             .expand({batch, length});
   }
-  at::Tensor full_mask, sliding_mask;
+  std::shared_ptr<const std::vector<PackedSegment>> segments = packed.segments;
+  if (packed.kept.defined()) {
+    positions =
+        positions.reshape({-1}).index_select(0, packed.kept).unsqueeze(0);
+  }
+  AttentionPattern full_pattern, sliding_pattern;
+  bool full_ready = false, sliding_ready = false;
   for (const auto& layer : layers_) {
-    at::Tensor& mask = layer->sliding() ? sliding_mask : full_mask;
-    if (mask.defined()) continue;
-    mask =
+    bool& ready = layer->sliding() ? sliding_ready : full_ready;
+    if (ready) continue;
+    ready = true;
+    AttentionPattern& pattern =
+        layer->sliding() ? sliding_pattern : full_pattern;
+    if (segments != nullptr &&
+        !(layer->sliding() && sliding_window_.has_value())) {
+      pattern.segments = segments;
+      continue;
+    }
+    pattern.mask =
         BuildAttentionMask(attention_mask, batch, length, past_length,
                            layer->sliding() ? sliding_window_ : std::nullopt,
                            hidden.scalar_type(), hidden.device(), segment_ids);
@@ -511,20 +541,21 @@ at::Tensor LlamaBackbone::Run(const at::Tensor& input_ids,
                           at::GradMode::is_enabled();
   for (size_t i = 0; i < layers_.size(); ++i) {
     const std::shared_ptr<LlamaDecoderLayer>& layer = layers_[i];
-    const at::Tensor& mask = layer->sliding() ? sliding_mask : full_mask;
+    const AttentionPattern& pattern =
+        layer->sliding() ? sliding_pattern : full_pattern;
     if (hidden_state_edit_) {
       hidden = hidden_state_edit_(static_cast<int64_t>(i), hidden);
     }
     if (by_depth != nullptr) by_depth->push_back(hidden);
     if (checkpoint) {
       hidden = CheckpointedCall(
-          [layer, rotary, mask](const at::Tensor& input) {
-            return layer->Forward(input, rotary, mask, nullptr, nullptr);
+          [layer, rotary, pattern](const at::Tensor& input) {
+            return layer->Forward(input, rotary, pattern, nullptr, nullptr);
           },
           hidden, layer->parameters());
       continue;
     }
-    hidden = layer->Forward(hidden, rotary, mask,
+    hidden = layer->Forward(hidden, rotary, pattern,
                             cache != nullptr ? &cache->keys[i] : nullptr,
                             cache != nullptr ? &cache->values[i] : nullptr);
   }
@@ -532,7 +563,54 @@ at::Tensor LlamaBackbone::Run(const at::Tensor& input_ids,
   if (hidden_state_edit_) {
     normed = hidden_state_edit_(static_cast<int64_t>(layers_.size()), normed);
   }
+  if (packed.kept.defined()) {
+    // Back to the rows; padding positions hold zeros.
+    return torch::zeros({batch * length, normed.size(-1)}, normed.options())
+        .index_copy(0, packed.kept, normed[0])
+        .view({batch, length, normed.size(-1)});
+  }
   return normed;
+}
+
+at::ScalarType LlamaBackbone::EmbeddingDtype() const {
+  return embed_tokens_->weight.scalar_type();
+}
+
+LlamaBackbone::PackedRowsPlan LlamaBackbone::PlanPackedRows(
+    const at::Tensor& segment_ids, bool kernel_applies) const {
+  PackedRowsPlan plan;
+  if (!segment_ids.defined() || !kernel_applies) return plan;
+  const at::Tensor ids = segment_ids.to(at::kCPU).to(at::kLong).contiguous();
+  std::optional<std::vector<PackedSegment>> runs = PackedSegmentsFromIds(ids);
+  if (!runs.has_value()) return plan;
+  bool every_layer = true;
+  for (const auto& layer : layers_) {
+    every_layer = every_layer && !(layer->sliding() && sliding_window_);
+  }
+  const int64_t width = ids.size(1);
+  const int64_t* id = ids.data_ptr<int64_t>();
+  std::vector<PackedSegment> sequences;
+  std::vector<int64_t> kept;
+  for (const PackedSegment& run : *runs) {
+    if (id[run.row * width + run.start] == 0) continue;  // Padding.
+    sequences.push_back({.row = 0,
+                         .start = static_cast<int64_t>(kept.size()),
+                         .length = run.length});
+    for (int64_t i = 0; i < run.length; ++i) {
+      kept.push_back(run.row * width + run.start + i);
+    }
+  }
+  if (every_layer && !kept.empty() &&
+      static_cast<int64_t>(kept.size()) < ids.numel()) {
+    plan.kept =
+        torch::tensor(kept, torch::dtype(at::kLong)).to(segment_ids.device());
+    plan.segments = std::make_shared<const std::vector<PackedSegment>>(
+        std::move(sequences));
+    return plan;
+  }
+  plan.segments =
+      std::make_shared<const std::vector<PackedSegment>>(*std::move(runs));
+  return plan;
 }
 
 LlamaForCausalLM::LlamaForCausalLM(const LlamaConfig& config,

@@ -67,6 +67,7 @@
 #include <vector>
 
 #include "libs/model/llama_config.h"
+#include "libs/model/packed_attention.h"
 
 namespace lethe {
 
@@ -163,14 +164,23 @@ struct NamedProjection {
   AdaptableLinear* projection;  // Owned by the model.
 };
 
+// Which keys each query of one layer attends to: an additive mask
+// [B, 1, T, T_past+T], or, when `segments` is set (packed rows on the CPU,
+// no KV cache, no sliding window, no soft-capping), causally within each
+// segment, computed by PackedCausalAttention without a mask.
+struct AttentionPattern {
+  at::Tensor mask;
+  std::shared_ptr<const std::vector<PackedSegment>> segments;
+};
+
 class LlamaAttention : public torch::nn::Module {
  public:
   explicit LlamaAttention(const LlamaConfig& config,
                           ParameterInit init = ParameterInit::kRandom);
-  // `mask` is additive, [B, 1, T, T_past+T]. Appends to `past_keys/values`
-  // when they are non-null.
+  // Appends to `past_keys/values` when they are non-null (mask patterns
+  // only).
   at::Tensor Forward(const at::Tensor& x, const RotaryTables& rotary,
-                     const at::Tensor& mask, at::Tensor* past_keys,
+                     const AttentionPattern& pattern, at::Tensor* past_keys,
                      at::Tensor* past_values);
   // q_proj, k_proj, v_proj, o_proj, by name.
   std::vector<std::pair<std::string, AdaptableLinear*>> Projections();
@@ -203,9 +213,9 @@ class LlamaDecoderLayer : public torch::nn::Module {
  public:
   LlamaDecoderLayer(const LlamaConfig& config, int64_t layer_index,
                     ParameterInit init = ParameterInit::kRandom);
-  // `mask` is the one for this layer (full or sliding window).
+  // `pattern` is the one for this layer (full or sliding window).
   at::Tensor Forward(const at::Tensor& x, const RotaryTables& rotary,
-                     const at::Tensor& mask, at::Tensor* past_keys,
+                     const AttentionPattern& pattern, at::Tensor* past_keys,
                      at::Tensor* past_values);
   bool sliding() const { return sliding_; }
   // "self_attn.q_proj", ..., "mlp.down_proj".
@@ -259,6 +269,20 @@ class LlamaBackbone : public torch::nn::Module {
   }
 
  private:
+  // How packed rows run: `segments` is set when the layers without a
+  // sliding window attend segment by segment (kernel_applies: the dtype,
+  // device and settings allow it; PackedSegmentsFromIds finds runs).
+  // `kept` is set when every layer does and the rows hold padding (segment
+  // id 0): the padding is dropped and the sequences run as one row (the
+  // flat indices into [B * T] kept, on the ids' device; `segments` are
+  // then in that row), so that no layer computes padding positions.
+  struct PackedRowsPlan {
+    std::shared_ptr<const std::vector<PackedSegment>> segments;
+    at::Tensor kept;
+  };
+  PackedRowsPlan PlanPackedRows(const at::Tensor& segment_ids,
+                                bool kernel_applies) const;
+  at::ScalarType EmbeddingDtype() const;
   // Forward's computation; when `by_depth` is not null, also appends the
   // input of every decoder layer and then the final (normed) state to it.
   at::Tensor Run(const at::Tensor& input_ids, const at::Tensor& attention_mask,
@@ -272,6 +296,7 @@ class LlamaBackbone : public torch::nn::Module {
   double rope_theta_;
   RopeScaling rope_scaling_;
   std::optional<int64_t> sliding_window_;
+  bool attention_softcap_;  // Gemma 2's soft-capping of attention scores.
   double embedding_scale_;  // 1 except for Gemma.
   torch::nn::Embedding embed_tokens_{nullptr};
   std::vector<std::shared_ptr<LlamaDecoderLayer>> layers_;
@@ -303,7 +328,12 @@ class LlamaForCausalLM : public torch::nn::Module {
   // a query attends only to earlier keys of its own segment (a block-
   // diagonal causal mask; sliding windows still apply, by index, which
   // within a segment is the position). Every sequence's hidden states equal
-  // those of running it alone, up to rounding. No KV cache.
+  // those of running it alone, up to rounding. No KV cache. Segment id 0
+  // marks padding, whose hidden states have no meaning. Float and double
+  // models on the CPU attend segment by segment (packed_attention.h) where
+  // no window or soft-capping applies, and through the mask otherwise;
+  // when every layer does, padding is dropped before the first layer (its
+  // hidden states are zeros) and the rows' sequences run as one row.
   at::Tensor ForwardHiddenPacked(const at::Tensor& input_ids,
                                  const at::Tensor& position_ids,
                                  const at::Tensor& segment_ids);

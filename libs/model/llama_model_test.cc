@@ -487,10 +487,10 @@ TEST(LlamaModelTest, HiddenStatesByDepthAreTransformersOutputHiddenStates) {
   const RotaryTables rotary =
       ComputeRotaryTables(positions, model->config().head_dim(),
                           model->config().rope_theta, at::kFloat);
-  const at::Tensor causal =
-      torch::full({6, 6}, std::numeric_limits<float>::lowest())
-          .triu(1)
-          .view({1, 1, 6, 6});
+  const AttentionPattern causal{
+      .mask = torch::full({6, 6}, std::numeric_limits<float>::lowest())
+                  .triu(1)
+                  .view({1, 1, 6, 6})};
   const at::Tensor layer0 = backbone->layers()[0]->Forward(
       states[0], rotary, causal, nullptr, nullptr);
   EXPECT_TRUE(torch::allclose(states[1], layer0, 1e-5, 1e-6));
