@@ -1,7 +1,6 @@
 #include "libs/dist/overlapped_reducer.h"
 
 #include <torch/csrc/autograd/function.h>
-#include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/variable.h>
 
 #include <unordered_map>
@@ -9,6 +8,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "libs/dist/gradient_ready_hooks.h"
 #include "libs/status/status_macros.h"
 #include "libs/status/torch_status.h"
 
@@ -27,24 +27,6 @@ struct OverlappedReducer::Bucket {
   size_t pending = 0;  // Members not ready yet.
   State state = State::kIdle;
   std::optional<PendingAllReduce> work;
-};
-
-// Tells the reducer that a parameter's AccumulateGrad node ran.
-class OverlappedReducer::Hook : public torch::autograd::FunctionPostHook {
- public:
-  Hook(OverlappedReducer* reducer, size_t index)
-      : reducer_(reducer), index_(index) {}
-
-  torch::autograd::variable_list operator()(
-      const torch::autograd::variable_list& outputs,
-      const torch::autograd::variable_list& /*inputs*/) override {
-    reducer_->OnGradientReady(index_);
-    return outputs;
-  }
-
- private:
-  OverlappedReducer* reducer_;
-  size_t index_;
 };
 
 absl::StatusOr<std::unique_ptr<OverlappedReducer>> OverlappedReducer::Create(
@@ -95,16 +77,13 @@ absl::StatusOr<std::unique_ptr<OverlappedReducer>> OverlappedReducer::Create(
 
   std::unique_ptr<OverlappedReducer> reducer(
       new OverlappedReducer(group, std::move(kept), std::move(layout)));
-  RETURN_IF_ERROR(CallTorch("installing the gradient all-reduce hooks", [&] {
-    for (size_t i = 0; i < reducer->parameters_.size(); ++i) {
-      std::shared_ptr<torch::autograd::Node> accumulator =
-          torch::autograd::impl::grad_accumulator(reducer->parameters_[i]);
-      TORCH_CHECK(accumulator != nullptr, "parameter ", i,
-                  " has no gradient accumulator");
-      reducer->hook_keys_.push_back(
-          accumulator->add_post_hook(std::make_unique<Hook>(reducer.get(), i)));
-      reducer->accumulators_.push_back(std::move(accumulator));
-    }
+  OverlappedReducer* self = reducer.get();
+  ASSIGN_OR_RETURN(
+      reducer->hooks_,
+      GradientReadyHooks::Install(reducer->parameters_, [self](size_t index) {
+        self->OnGradientReady(index);
+      }));
+  RETURN_IF_ERROR(CallTorch("laying out the gradient buckets", [&] {
     for (std::unique_ptr<Bucket>& bucket : reducer->buckets_) {
       int64_t numel = 0;
       for (size_t member : bucket->members) {
@@ -115,8 +94,9 @@ absl::StatusOr<std::unique_ptr<OverlappedReducer>> OverlappedReducer::Create(
     }
   }));
   if (options.find_unused_parameters) {
-    for (size_t i = 0; i < reducer->accumulators_.size(); ++i) {
-      reducer->accumulator_index_[reducer->accumulators_[i].get()] = i;
+    const auto& accumulators = reducer->hooks_->accumulators();
+    for (size_t i = 0; i < accumulators.size(); ++i) {
+      reducer->accumulator_index_[accumulators[i].get()] = i;
     }
   }
   reducer->stats_.buckets = static_cast<int64_t>(reducer->buckets_.size());
@@ -144,9 +124,7 @@ OverlappedReducer::~OverlappedReducer() {
     armed_ = false;
     AbandonLocked();
   }
-  for (size_t i = 0; i < accumulators_.size(); ++i) {
-    accumulators_[i]->del_post_hook(hook_keys_[i]);
-  }
+  hooks_.reset();
 }
 
 std::vector<std::vector<size_t>> OverlappedReducer::BucketLayout() const {

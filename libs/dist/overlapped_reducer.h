@@ -52,6 +52,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "libs/dist/collective_group.h"
+#include "libs/dist/gradient_ready_hooks.h"
 
 namespace torch::autograd {
 struct Node;
@@ -112,7 +113,6 @@ class OverlappedReducer {
 
  private:
   struct Bucket;
-  class Hook;
 
   OverlappedReducer(CollectiveGroup& group, std::vector<at::Tensor> parameters,
                     std::vector<std::vector<size_t>> layout);
@@ -130,9 +130,7 @@ class OverlappedReducer {
 
   CollectiveGroup& group_;
   std::vector<at::Tensor> parameters_;
-  // Kept alive so that the hooks stay on the nodes the engine uses.
-  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;
-  std::vector<uintptr_t> hook_keys_;
+  std::unique_ptr<GradientReadyHooks> hooks_;
   std::vector<std::unique_ptr<Bucket>> buckets_;
   std::vector<size_t> bucket_of_;  // Parameter index -> bucket index.
   // AccumulateGrad node -> parameter index; empty unless

@@ -1,7 +1,6 @@
 #include "libs/dist/sharded_optimizer.h"
 
 #include <torch/csrc/autograd/function.h>
-#include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/variable.h>
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
@@ -164,33 +163,13 @@ at::Tensor ShardedAdamW::Gradient(const Piece& piece) const {
       .to(at::kFloat);
 }
 
-// Tells the optimizer that a parameter's AccumulateGrad node ran.
-class ShardedAdamW::Hook : public torch::autograd::FunctionPostHook {
- public:
-  Hook(ShardedAdamW* optimizer, size_t index)
-      : optimizer_(optimizer), index_(index) {}
-
-  torch::autograd::variable_list operator()(
-      const torch::autograd::variable_list& outputs,
-      const torch::autograd::variable_list& /*inputs*/) override {
-    optimizer_->OnGradientReady(index_);
-    return outputs;
-  }
-
- private:
-  ShardedAdamW* optimizer_;
-  size_t index_;
-};
-
 ShardedAdamW::~ShardedAdamW() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     armed_ = false;
     AbandonLocked();
   }
-  for (size_t i = 0; i < accumulators_.size(); ++i) {
-    accumulators_[i]->del_post_hook(hook_keys_[i]);
-  }
+  hooks_.reset();
 }
 
 absl::Status ShardedAdamW::InstallHooks() {
@@ -227,17 +206,14 @@ absl::Status ShardedAdamW::InstallHooks() {
     last = first;
   }
   ready_.assign(parameters_.size(), false);
-  return CallTorch("installing the ZeRO-2 gradient hooks", [&] {
-    for (size_t i = 0; i < parameters_.size(); ++i) {
-      std::shared_ptr<torch::autograd::Node> accumulator =
-          torch::autograd::impl::grad_accumulator(parameters_[i].tensor);
-      TORCH_CHECK(accumulator != nullptr, "parameter ", parameters_[i].name,
-                  " has no gradient accumulator");
-      hook_keys_.push_back(
-          accumulator->add_post_hook(std::make_unique<Hook>(this, i)));
-      accumulators_.push_back(std::move(accumulator));
-    }
-  });
+  std::vector<at::Tensor> tensors;
+  for (const ShardedParameter& parameter : parameters_) {
+    tensors.push_back(parameter.tensor);
+  }
+  ASSIGN_OR_RETURN(
+      hooks_, GradientReadyHooks::Install(
+                  tensors, [this](size_t index) { OnGradientReady(index); }));
+  return absl::OkStatus();
 }
 
 ShardedAdamWStats ShardedAdamW::stats() const {

@@ -84,6 +84,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "libs/dist/collective_group.h"
+#include "libs/dist/gradient_ready_hooks.h"
 
 namespace torch::autograd {
 struct Node;
@@ -172,8 +173,6 @@ class ShardedAdamW {
     std::vector<PendingAllReduce> works;
     bool Completed() const;
   };
-  class Hook;
-
   ShardedAdamW(CollectiveGroup& group, std::vector<ShardedParameter> parameters,
                const ShardedAdamWOptions& options);
   absl::Status InstallHooks();
@@ -208,8 +207,7 @@ class ShardedAdamW {
   bool grad_reduced_ = false;
 
   // Stage 2's hooks and buckets (in start order).
-  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;
-  std::vector<uintptr_t> hook_keys_;
+  std::unique_ptr<GradientReadyHooks> hooks_;
   std::vector<GradBucket> grad_buckets_;
   std::vector<size_t> grad_bucket_of_;  // Parameter -> bucket.
   mutable std::mutex mutex_;
