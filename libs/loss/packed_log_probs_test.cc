@@ -48,16 +48,26 @@ struct PackSetup {
   bool lora = false;
   int64_t chunk_tokens = 0;
   at::ScalarType dtype = at::kDouble;
+  // "llama": every layer attends by segments on the CPU (padding dropped);
+  // "qwen2": layer 0 does, layer 1 has a sliding window of 3 (the mask);
+  // "mistral": every layer has the window (the mask only).
+  std::string family = "llama";
   std::string Name() const {
     return "checkpointing " + std::to_string(checkpointing) + " lora " +
            std::to_string(lora) + " chunk " + std::to_string(chunk_tokens) +
-           " " + c10::toString(dtype);
+           " " + c10::toString(dtype) + " " + family;
   }
 };
 
 std::shared_ptr<LlamaForCausalLM> MakeModel(const PackSetup& setup) {
   torch::manual_seed(5);
-  auto model = std::make_shared<LlamaForCausalLM>(TinyLlamaConfig(kVocab));
+  LlamaConfig config = TinyLlamaConfig(kVocab);
+  if (setup.family != "llama") {
+    config.model_type = setup.family;
+    config.sliding_window = 3;
+    config.max_window_layers = 1;
+  }
+  auto model = std::make_shared<LlamaForCausalLM>(config);
   RedrawWeights(*model, 0.3);
   if (setup.lora) {
     EXPECT_TRUE(AttachLora(*model, {.rank = 2,
@@ -153,7 +163,9 @@ INSTANTIATE_TEST_SUITE_P(
                     PackSetup{.checkpointing = true,
                               .lora = true,
                               .chunk_tokens = 4,
-                              .dtype = at::kFloat}),
+                              .dtype = at::kFloat},
+                    PackSetup{.family = "qwen2"},
+                    PackSetup{.dtype = at::kFloat, .family = "mistral"}),
     [](const testing::TestParamInfo<PackSetup>& info) {
       return "Setup" + std::to_string(info.index);
     });
