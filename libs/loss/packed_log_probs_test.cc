@@ -48,9 +48,8 @@ struct PackSetup {
   bool lora = false;
   int64_t chunk_tokens = 0;
   at::ScalarType dtype = at::kDouble;
-  // "llama": every layer attends by segments on the CPU (padding dropped);
-  // "qwen2": layer 0 does, layer 1 has a sliding window of 3 (the mask);
-  // "mistral": every layer has the window (the mask only).
+  // "llama": no window; "qwen2": layer 0 attends fully, layer 1 within a
+  // sliding window of 3; "mistral": every layer within the window.
   std::string family = "llama";
   std::string Name() const {
     return "checkpointing " + std::to_string(checkpointing) + " lora " +

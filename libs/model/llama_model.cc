@@ -289,9 +289,9 @@ at::Tensor LlamaAttention::Forward(const at::Tensor& x,
   if (pattern.segments != nullptr) {
     TORCH_CHECK(past_keys == nullptr && !softcap_.has_value(),
                 "segment attention takes no KV cache and no soft-capping");
-    return o_proj_.Forward(
-        PackedCausalAttention(queries, keys, values, *pattern.segments,
-                              1.0 / std::sqrt(score_divisor_squared_)));
+    return o_proj_.Forward(PackedCausalAttention(
+        queries, keys, values, *pattern.segments,
+        1.0 / std::sqrt(score_divisor_squared_), pattern.window));
   }
   const at::Tensor& mask = pattern.mask;
   if (past_keys != nullptr) {
@@ -521,9 +521,9 @@ at::Tensor LlamaBackbone::Run(const at::Tensor& input_ids,
     ready = true;
     AttentionPattern& pattern =
         layer->sliding() ? sliding_pattern : full_pattern;
-    if (segments != nullptr &&
-        !(layer->sliding() && sliding_window_.has_value())) {
+    if (segments != nullptr) {
       pattern.segments = segments;
+      if (layer->sliding()) pattern.window = sliding_window_;
       continue;
     }
     pattern.mask =
@@ -583,10 +583,6 @@ LlamaBackbone::PackedRowsPlan LlamaBackbone::PlanPackedRows(
   const at::Tensor ids = segment_ids.to(at::kCPU).to(at::kLong).contiguous();
   std::optional<std::vector<PackedSegment>> runs = PackedSegmentsFromIds(ids);
   if (!runs.has_value()) return plan;
-  bool every_layer = true;
-  for (const auto& layer : layers_) {
-    every_layer = every_layer && !(layer->sliding() && sliding_window_);
-  }
   const int64_t width = ids.size(1);
   const int64_t* id = ids.data_ptr<int64_t>();
   std::vector<PackedSegment> sequences;
@@ -600,8 +596,7 @@ LlamaBackbone::PackedRowsPlan LlamaBackbone::PlanPackedRows(
       kept.push_back(run.row * width + run.start + i);
     }
   }
-  if (every_layer && !kept.empty() &&
-      static_cast<int64_t>(kept.size()) < ids.numel()) {
+  if (!kept.empty() && static_cast<int64_t>(kept.size()) < ids.numel()) {
     plan.kept =
         torch::tensor(kept, torch::dtype(at::kLong)).to(segment_ids.device());
     plan.segments = std::make_shared<const std::vector<PackedSegment>>(

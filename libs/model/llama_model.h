@@ -166,11 +166,12 @@ struct NamedProjection {
 
 // Which keys each query of one layer attends to: an additive mask
 // [B, 1, T, T_past+T], or, when `segments` is set (packed rows on the CPU,
-// no KV cache, no sliding window, no soft-capping), causally within each
-// segment, computed by PackedCausalAttention without a mask.
+// no KV cache, no soft-capping), causally within each segment and `window`
+// (a sliding layer's), computed by PackedCausalAttention without a mask.
 struct AttentionPattern {
   at::Tensor mask;
   std::shared_ptr<const std::vector<PackedSegment>> segments;
+  std::optional<int64_t> window;
 };
 
 class LlamaAttention : public torch::nn::Module {
@@ -269,13 +270,13 @@ class LlamaBackbone : public torch::nn::Module {
   }
 
  private:
-  // How packed rows run: `segments` is set when the layers without a
-  // sliding window attend segment by segment (kernel_applies: the dtype,
-  // device and settings allow it; PackedSegmentsFromIds finds runs).
-  // `kept` is set when every layer does and the rows hold padding (segment
-  // id 0): the padding is dropped and the sequences run as one row (the
-  // flat indices into [B * T] kept, on the ids' device; `segments` are
-  // then in that row), so that no layer computes padding positions.
+  // How packed rows run: `segments` is set when the layers attend segment
+  // by segment (kernel_applies: the dtype, device and settings allow it;
+  // PackedSegmentsFromIds finds runs). `kept` is set when the rows also
+  // hold padding (segment id 0): the padding is dropped and the sequences
+  // run as one row (the flat indices into [B * T] kept, on the ids' device;
+  // `segments` are then in that row), so that no layer computes padding
+  // positions.
   struct PackedRowsPlan {
     std::shared_ptr<const std::vector<PackedSegment>> segments;
     at::Tensor kept;
@@ -330,10 +331,10 @@ class LlamaForCausalLM : public torch::nn::Module {
   // within a segment is the position). Every sequence's hidden states equal
   // those of running it alone, up to rounding. No KV cache. Segment id 0
   // marks padding, whose hidden states have no meaning. Float and double
-  // models on the CPU attend segment by segment (packed_attention.h) where
-  // no window or soft-capping applies, and through the mask otherwise;
-  // when every layer does, padding is dropped before the first layer (its
-  // hidden states are zeros) and the rows' sequences run as one row.
+  // models on the CPU without soft-capping attend segment by segment
+  // (packed_attention.h), padding dropped before the first layer (its
+  // hidden states are zeros) and the rows' sequences run as one row; other
+  // models attend through the mask.
   at::Tensor ForwardHiddenPacked(const at::Tensor& input_ids,
                                  const at::Tensor& position_ids,
                                  const at::Tensor& segment_ids);

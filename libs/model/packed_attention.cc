@@ -88,21 +88,23 @@ std::vector<int64_t> LongestFirst(const std::vector<PackedSegment>& segments) {
   return order;
 }
 
-// Softmax of each row i of the l x l scores over its columns j <= i; the
-// columns j > i are set to 0.
+// Softmax of each row i of the l x l scores over its columns j <= i (and,
+// with a window W > 0, j > i - W); the other columns are set to 0.
 template <typename T>
-void CausalSoftmaxRows(T* scores, int64_t l) {
+void CausalSoftmaxRows(T* scores, int64_t l, int64_t window) {
   for (int64_t i = 0; i < l; ++i) {
     T* row = scores + i * l;
-    T max = row[0];
-    for (int64_t j = 1; j <= i; ++j) max = std::max(max, row[j]);
+    const int64_t first = window > 0 ? std::max<int64_t>(0, i - window + 1) : 0;
+    T max = row[first];
+    for (int64_t j = first + 1; j <= i; ++j) max = std::max(max, row[j]);
     double sum = 0;
-    for (int64_t j = 0; j <= i; ++j) {
+    for (int64_t j = first; j <= i; ++j) {
       row[j] = std::exp(row[j] - max);
       sum += row[j];
     }
     const T inverse = static_cast<T>(1.0 / sum);
-    for (int64_t j = 0; j <= i; ++j) row[j] *= inverse;
+    for (int64_t j = first; j <= i; ++j) row[j] *= inverse;
+    std::fill(row, row + first, T(0));
     std::fill(row + i + 1, row + l, T(0));
   }
 }
@@ -111,8 +113,8 @@ template <typename T>
 void ForwardBlocks(const Layout& layout,
                    const std::vector<PackedSegment>& segments,
                    const std::vector<int64_t>& probability_offsets, T scale,
-                   const T* queries, const T* keys, const T* values,
-                   T* probabilities, T* output) {
+                   int64_t window, const T* queries, const T* keys,
+                   const T* values, T* probabilities, T* output) {
   const std::vector<int64_t> order = LongestFirst(segments);
   const int64_t heads = layout.query_heads;
   ForEachBlock(static_cast<int64_t>(order.size()) * heads, [&](int64_t i) {
@@ -126,7 +128,7 @@ void ForwardBlocks(const Layout& layout,
     const int64_t kv = layout.KvOffset(s, kv_head);
     Gemm(false, true, l, l, layout.dim, scale, queries + q,
          layout.query_stride(), keys + kv, layout.kv_stride(), T(0), p, l);
-    CausalSoftmaxRows(p, l);
+    CausalSoftmaxRows(p, l, window);
     Gemm(false, false, l, layout.dim, l, T(1), p, l, values + kv,
          layout.kv_stride(), T(0), output + q, layout.query_stride());
   });
@@ -162,7 +164,8 @@ void BackwardBlocks(const Layout& layout,
            layout.kv_stride());
       Gemm(false, true, l, l, d, T(1), grad_output + q, layout.query_stride(),
            values + kv, layout.kv_stride(), T(0), grad_scores.data(), l);
-      // dS = P (dP - rowsum(P dP)), the softmax's backward.
+      // dS = P (dP - rowsum(P dP)), the softmax's backward (0 wherever P
+      // is: above the diagonal and outside a window).
       for (int64_t row = 0; row < l; ++row) {
         const T* p_row = p + row * l;
         T* g_row = grad_scores.data() + row * l;
@@ -217,7 +220,8 @@ class PackedCausalAttentionFunction
   static at::Tensor forward(torch::autograd::AutogradContext* context,
                             const at::Tensor& queries, const at::Tensor& keys,
                             const at::Tensor& values,
-                            const at::Tensor& segment_table, double scale) {
+                            const at::Tensor& segment_table, double scale,
+                            int64_t window) {
     const at::Tensor q = HeadsInner(queries);
     const at::Tensor k = HeadsInner(keys);
     const at::Tensor v = HeadsInner(values);
@@ -235,7 +239,7 @@ class PackedCausalAttentionFunction
         at::empty({q.size(0), q.size(1), layout.query_stride()}, q.options());
     AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "PackedCausalAttention", [&] {
       ForwardBlocks<scalar_t>(
-          layout, segments, offsets, static_cast<scalar_t>(scale),
+          layout, segments, offsets, static_cast<scalar_t>(scale), window,
           q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(),
           v.data_ptr<scalar_t>(), probabilities.data_ptr<scalar_t>(),
           output.data_ptr<scalar_t>());
@@ -278,7 +282,8 @@ class PackedCausalAttentionFunction
           grad_k.data_ptr<scalar_t>(), grad_v.data_ptr<scalar_t>());
     });
     return {grad_q.transpose(1, 2), grad_k.transpose(1, 2),
-            grad_v.transpose(1, 2), at::Tensor(), at::Tensor()};
+            grad_v.transpose(1, 2), at::Tensor(),
+            at::Tensor(),           at::Tensor()};
   }
 };
 
@@ -325,7 +330,7 @@ at::Tensor PackedCausalAttention(const at::Tensor& queries,
                                  const at::Tensor& keys,
                                  const at::Tensor& values,
                                  const std::vector<PackedSegment>& segments,
-                                 double scale) {
+                                 double scale, std::optional<int64_t> window) {
   TORCH_CHECK(queries.dim() == 4 && keys.dim() == 4 && values.dim() == 4,
               "PackedCausalAttention: queries, keys and values must be "
               "[rows, heads, width, head_dim], got ",
@@ -373,8 +378,11 @@ at::Tensor PackedCausalAttention(const at::Tensor& queries,
   TORCH_CHECK(rows == 0 || (row == rows - 1 && next == width),
               "PackedCausalAttention: segments must cover all ", rows,
               " rows of width ", width);
+  TORCH_CHECK(!window.has_value() || *window > 0,
+              "PackedCausalAttention: a window must be positive, got ",
+              window.value_or(0));
   return PackedCausalAttentionFunction::apply(queries, keys, values, table,
-                                              scale);
+                                              scale, window.value_or(0));
 }
 
 }  // namespace lethe

@@ -8,7 +8,8 @@
 //
 // The result equals softmax(q k^T * scale + mask) v with the block-diagonal
 // causal mask of the segments (a query attends to its own and earlier keys
-// of its own run of equal segment ids), K/V heads shared by consecutive
+// of its own run of equal segment ids; with a sliding window W, only to the
+// W - 1 keys before its own and itself), K/V heads shared by consecutive
 // query heads (grouped-query attention), as the masked computation in
 // llama_model.cc does, up to rounding. It differs in cost: each segment of
 // length l costs l^2 per head instead of each row's W^2, there is no mask,
@@ -24,7 +25,7 @@
 // probabilities for the backward pass (segments' l^2 per head, as the masked
 // computation keeps W^2). Float and double CPU tensors only
 // (PackedCausalAttentionSupports); callers use the masked computation for
-// other dtypes, other devices, sliding windows and soft-capping. Errors are
+// other dtypes, other devices and soft-capping. Errors are
 // c10::Error, like any LibTorch operation's.
 #ifndef LETHE_LIBS_MODEL_PACKED_ATTENTION_H_
 #define LETHE_LIBS_MODEL_PACKED_ATTENTION_H_
@@ -59,13 +60,15 @@ bool PackedCausalAttentionSupports(const at::Device& device,
 
 // queries [R, Hq, W, d], keys and values [R, Hkv, W, d] (Hq a multiple of
 // Hkv, any strides), segments covering every position of every row (as
-// PackedSegmentsFromIds returns them). Returns [R, W, Hq * d], each query
-// head's output in its d columns (the layout o_proj takes).
+// PackedSegmentsFromIds returns them), an optional sliding window (> 0).
+// Returns [R, W, Hq * d], each query head's output in its d columns (the
+// layout o_proj takes).
 at::Tensor PackedCausalAttention(const at::Tensor& queries,
                                  const at::Tensor& keys,
                                  const at::Tensor& values,
                                  const std::vector<PackedSegment>& segments,
-                                 double scale);
+                                 double scale,
+                                 std::optional<int64_t> window = std::nullopt);
 
 }  // namespace lethe
 

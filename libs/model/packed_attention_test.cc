@@ -23,10 +23,12 @@ at::Tensor SegmentIds() {
 
 // The masked computation, written independently of the kernel: K/V heads
 // repeated, scores over the whole row, a block-diagonal causal mask from the
-// ids, softmax, weighted sum; [R, W, Hq * d].
+// ids (and a sliding window, when > 0), softmax, weighted sum;
+// [R, W, Hq * d].
 at::Tensor MaskedAttention(const at::Tensor& queries, const at::Tensor& keys,
                            const at::Tensor& values,
-                           const at::Tensor& segment_ids, double scale) {
+                           const at::Tensor& segment_ids, double scale,
+                           int64_t window = 0) {
   const int64_t group = queries.size(1) / keys.size(1);
   const at::Tensor k = keys.repeat_interleave(group, 1);
   const at::Tensor v = values.repeat_interleave(group, 1);
@@ -35,7 +37,11 @@ at::Tensor MaskedAttention(const at::Tensor& queries, const at::Tensor& keys,
   const at::Tensor causal =
       positions.view({1, width}) <= positions.view({width, 1});
   const at::Tensor same = segment_ids.unsqueeze(2) == segment_ids.unsqueeze(1);
-  const at::Tensor allowed = (same & causal).unsqueeze(1);  // [R, 1, W, W]
+  at::Tensor allowed = (same & causal).unsqueeze(1);  // [R, 1, W, W]
+  if (window > 0) {
+    allowed = allowed & (positions.view({1, width}) >
+                         positions.view({width, 1}) - window);
+  }
   const at::Tensor scores =
       torch::matmul(queries, k.transpose(2, 3))
           .mul(scale)
@@ -95,20 +101,26 @@ TEST(PackedSegmentsFromIdsTest, AnIdRecurringInARowNeedsTheMask) {
           .has_value());
 }
 
-class PackedCausalAttentionTest
-    : public testing::TestWithParam<at::ScalarType> {};
+struct AttentionCase {
+  at::ScalarType dtype;
+  int64_t window;  // 0: none.
+};
+
+class PackedCausalAttentionTest : public testing::TestWithParam<AttentionCase> {
+};
 
 TEST_P(PackedCausalAttentionTest, EqualsTheMaskedComputationAndItsGradients) {
-  const at::ScalarType dtype = GetParam();
+  const at::ScalarType dtype = GetParam().dtype;
+  const int64_t window = GetParam().window;
   const double tolerance = dtype == at::kDouble ? 1e-12 : 2e-6;
   ASSERT_TRUE(PackedCausalAttentionSupports(at::kCPU, dtype));
   const Inputs in = RandomInputs(dtype);
   const double scale = 1 / std::sqrt(5.0);
-  const at::Tensor expected =
-      MaskedAttention(in.queries, in.keys, in.values, SegmentIds(), scale);
-  const at::Tensor actual =
-      PackedCausalAttention(in.queries, in.keys, in.values,
-                            *PackedSegmentsFromIds(SegmentIds()), scale);
+  const at::Tensor expected = MaskedAttention(in.queries, in.keys, in.values,
+                                              SegmentIds(), scale, window);
+  const at::Tensor actual = PackedCausalAttention(
+      in.queries, in.keys, in.values, *PackedSegmentsFromIds(SegmentIds()),
+      scale, window > 0 ? std::optional<int64_t>(window) : std::nullopt);
   ExpectClose(actual, expected, tolerance, "output");
 
   // A scalar weighting every output element differently.
@@ -123,8 +135,33 @@ TEST_P(PackedCausalAttentionTest, EqualsTheMaskedComputationAndItsGradients) {
   ExpectClose(grads[2], expected_grads[2], tolerance, "value gradient");
 }
 
-INSTANTIATE_TEST_SUITE_P(Dtypes, PackedCausalAttentionTest,
-                         testing::Values(at::kDouble, at::kFloat));
+// Windows of 2 and 3 cut into the sequences of 4, 5 and 9 positions.
+INSTANTIATE_TEST_SUITE_P(Cases, PackedCausalAttentionTest,
+                         testing::Values(AttentionCase{at::kDouble, 0},
+                                         AttentionCase{at::kFloat, 0},
+                                         AttentionCase{at::kDouble, 2},
+                                         AttentionCase{at::kFloat, 3}));
+
+// A window changes the result (a check that the equality above can fail),
+// one as long as the longest sequence changes nothing, and one of 0 is
+// refused.
+TEST(PackedCausalAttentionWindowTest, WindowsMatter) {
+  const Inputs in = RandomInputs(at::kDouble);
+  const std::vector<PackedSegment> segments =
+      *PackedSegmentsFromIds(SegmentIds());
+  torch::NoGradGuard no_grad;
+  const at::Tensor full =
+      PackedCausalAttention(in.queries, in.keys, in.values, segments, 0.5);
+  const at::Tensor windowed =
+      PackedCausalAttention(in.queries, in.keys, in.values, segments, 0.5, 2);
+  EXPECT_GT((windowed - full).abs().max().item<double>(), 1e-3);
+  EXPECT_TRUE(torch::equal(
+      PackedCausalAttention(in.queries, in.keys, in.values, segments, 0.5, 9),
+      full));
+  EXPECT_THROW(
+      PackedCausalAttention(in.queries, in.keys, in.values, segments, 0.5, 0),
+      c10::Error);
+}
 
 // Each block is computed by one thread, whichever: the result does not
 // depend on the thread count (bit for bit), which exact resume relies on.
