@@ -49,7 +49,8 @@ struct PackSetup {
   int64_t chunk_tokens = 0;
   at::ScalarType dtype = at::kDouble;
   // "llama": no window; "qwen2": layer 0 attends fully, layer 1 within a
-  // sliding window of 3; "mistral": every layer within the window.
+  // sliding window of 3; "mistral": every layer within the window;
+  // "gemma2": layer 0 within the window, scores soft-capped at 1.
   std::string family = "llama";
   std::string Name() const {
     return "checkpointing " + std::to_string(checkpointing) + " lora " +
@@ -66,6 +67,7 @@ std::shared_ptr<LlamaForCausalLM> MakeModel(const PackSetup& setup) {
     config.sliding_window = 3;
     config.max_window_layers = 1;
   }
+  if (setup.family == "gemma2") config.attn_logit_softcapping = 1.0;
   auto model = std::make_shared<LlamaForCausalLM>(config);
   RedrawWeights(*model, 0.3);
   if (setup.lora) {
@@ -164,7 +166,8 @@ INSTANTIATE_TEST_SUITE_P(
                               .chunk_tokens = 4,
                               .dtype = at::kFloat},
                     PackSetup{.family = "qwen2"},
-                    PackSetup{.dtype = at::kFloat, .family = "mistral"}),
+                    PackSetup{.dtype = at::kFloat, .family = "mistral"},
+                    PackSetup{.family = "gemma2"}),
     [](const testing::TestParamInfo<PackSetup>& info) {
       return "Setup" + std::to_string(info.index);
     });

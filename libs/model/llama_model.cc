@@ -287,11 +287,10 @@ at::Tensor LlamaAttention::Forward(const at::Tensor& x,
   queries = ApplyRotaryEmbedding(queries, rotary);
   keys = ApplyRotaryEmbedding(keys, rotary);
   if (pattern.segments != nullptr) {
-    TORCH_CHECK(past_keys == nullptr && !softcap_.has_value(),
-                "segment attention takes no KV cache and no soft-capping");
+    TORCH_CHECK(past_keys == nullptr, "segment attention takes no KV cache");
     return o_proj_.Forward(PackedCausalAttention(
         queries, keys, values, *pattern.segments,
-        1.0 / std::sqrt(score_divisor_squared_), pattern.window));
+        1.0 / std::sqrt(score_divisor_squared_), pattern.window, softcap_));
   }
   const at::Tensor& mask = pattern.mask;
   if (past_keys != nullptr) {
@@ -413,7 +412,6 @@ LlamaBackbone::LlamaBackbone(const LlamaConfig& config, ParameterInit init)
       rope_theta_(config.rope_theta),
       rope_scaling_(config.rope_scaling),
       sliding_window_(config.sliding_window),
-      attention_softcap_(config.attn_logit_softcapping.has_value()),
       embedding_scale_(config.IsGemmaFamily()
                            ? std::sqrt(static_cast<double>(config.hidden_size))
                            : 1.0) {
@@ -489,7 +487,7 @@ at::Tensor LlamaBackbone::Run(const at::Tensor& input_ids,
   }
   const PackedRowsPlan packed = PlanPackedRows(
       segment_ids,
-      cache == nullptr && !attention_softcap_ && !IsCpuAutocastEnabled() &&
+      cache == nullptr && !IsCpuAutocastEnabled() &&
           PackedCausalAttentionSupports(input_ids.device(), EmbeddingDtype()));
   at::Tensor hidden = Embed(
       packed.kept.defined()

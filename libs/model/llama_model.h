@@ -166,7 +166,7 @@ struct NamedProjection {
 
 // Which keys each query of one layer attends to: an additive mask
 // [B, 1, T, T_past+T], or, when `segments` is set (packed rows on the CPU,
-// no KV cache, no soft-capping), causally within each segment and `window`
+// no KV cache), causally within each segment and `window`
 // (a sliding layer's), computed by PackedCausalAttention without a mask.
 struct AttentionPattern {
   at::Tensor mask;
@@ -297,7 +297,6 @@ class LlamaBackbone : public torch::nn::Module {
   double rope_theta_;
   RopeScaling rope_scaling_;
   std::optional<int64_t> sliding_window_;
-  bool attention_softcap_;  // Gemma 2's soft-capping of attention scores.
   double embedding_scale_;  // 1 except for Gemma.
   torch::nn::Embedding embed_tokens_{nullptr};
   std::vector<std::shared_ptr<LlamaDecoderLayer>> layers_;
@@ -331,10 +330,10 @@ class LlamaForCausalLM : public torch::nn::Module {
   // within a segment is the position). Every sequence's hidden states equal
   // those of running it alone, up to rounding. No KV cache. Segment id 0
   // marks padding, whose hidden states have no meaning. Float and double
-  // models on the CPU without soft-capping attend segment by segment
+  // models on the CPU (not under bf16 autocast) attend segment by segment
   // (packed_attention.h), padding dropped before the first layer (its
   // hidden states are zeros) and the rows' sequences run as one row; other
-  // models attend through the mask.
+  // dtypes and devices attend through the mask.
   at::Tensor ForwardHiddenPacked(const at::Tensor& input_ids,
                                  const at::Tensor& position_ids,
                                  const at::Tensor& segment_ids);

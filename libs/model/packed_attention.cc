@@ -113,8 +113,8 @@ template <typename T>
 void ForwardBlocks(const Layout& layout,
                    const std::vector<PackedSegment>& segments,
                    const std::vector<int64_t>& probability_offsets, T scale,
-                   int64_t window, const T* queries, const T* keys,
-                   const T* values, T* probabilities, T* output) {
+                   int64_t window, T softcap, const T* queries, const T* keys,
+                   const T* values, T* probabilities, T* capped, T* output) {
   const std::vector<int64_t> order = LongestFirst(segments);
   const int64_t heads = layout.query_heads;
   ForEachBlock(static_cast<int64_t>(order.size()) * heads, [&](int64_t i) {
@@ -128,6 +128,14 @@ void ForwardBlocks(const Layout& layout,
     const int64_t kv = layout.KvOffset(s, kv_head);
     Gemm(false, true, l, l, layout.dim, scale, queries + q,
          layout.query_stride(), keys + kv, layout.kv_stride(), T(0), p, l);
+    if (capped != nullptr) {
+      // Gemma 2: scores c tanh(s / c); the tanh kept for the backward pass.
+      T* t = capped + probability_offsets[index] + head * l * l;
+      for (int64_t j = 0; j < l * l; ++j) {
+        t[j] = std::tanh(p[j] / softcap);
+        p[j] = softcap * t[j];
+      }
+    }
     CausalSoftmaxRows(p, l, window);
     Gemm(false, false, l, layout.dim, l, T(1), p, l, values + kv,
          layout.kv_stride(), T(0), output + q, layout.query_stride());
@@ -141,8 +149,9 @@ void BackwardBlocks(const Layout& layout,
                     const std::vector<PackedSegment>& segments,
                     const std::vector<int64_t>& probability_offsets, T scale,
                     const T* queries, const T* keys, const T* values,
-                    const T* probabilities, const T* grad_output,
-                    T* grad_queries, T* grad_keys, T* grad_values) {
+                    const T* probabilities, const T* capped,
+                    const T* grad_output, T* grad_queries, T* grad_keys,
+                    T* grad_values) {
   const std::vector<int64_t> order = LongestFirst(segments);
   const int64_t kv_heads = layout.kv_heads;
   ForEachBlock(static_cast<int64_t>(order.size()) * kv_heads, [&](int64_t i) {
@@ -175,6 +184,13 @@ void BackwardBlocks(const Layout& layout,
           g_row[j] = p_row[j] * (g_row[j] - static_cast<T>(dot));
         }
         std::fill(g_row + row + 1, g_row + l, T(0));
+      }
+      if (capped != nullptr) {
+        // Through c tanh(s / c): times 1 - tanh^2.
+        const T* t = capped + probability_offsets[index] + head * l * l;
+        for (int64_t j = 0; j < l * l; ++j) {
+          grad_scores[j] *= T(1) - t[j] * t[j];
+        }
       }
       // dQ = scale dS K; dK += scale dS^T Q.
       Gemm(false, false, l, d, l, scale, grad_scores.data(), l, keys + kv,
@@ -221,7 +237,7 @@ class PackedCausalAttentionFunction
                             const at::Tensor& queries, const at::Tensor& keys,
                             const at::Tensor& values,
                             const at::Tensor& segment_table, double scale,
-                            int64_t window) {
+                            int64_t window, double softcap) {
     const at::Tensor q = HeadsInner(queries);
     const at::Tensor k = HeadsInner(keys);
     const at::Tensor v = HeadsInner(values);
@@ -235,16 +251,20 @@ class PackedCausalAttentionFunction
     const std::vector<int64_t> offsets =
         ProbabilityOffsets(segments, layout.query_heads, &total);
     at::Tensor probabilities = at::empty({total}, q.options());
+    at::Tensor capped =
+        softcap > 0 ? at::empty({total}, q.options()) : at::Tensor();
     at::Tensor output =
         at::empty({q.size(0), q.size(1), layout.query_stride()}, q.options());
     AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "PackedCausalAttention", [&] {
       ForwardBlocks<scalar_t>(
           layout, segments, offsets, static_cast<scalar_t>(scale), window,
-          q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(),
-          v.data_ptr<scalar_t>(), probabilities.data_ptr<scalar_t>(),
+          static_cast<scalar_t>(softcap), q.data_ptr<scalar_t>(),
+          k.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
+          probabilities.data_ptr<scalar_t>(),
+          capped.defined() ? capped.data_ptr<scalar_t>() : nullptr,
           output.data_ptr<scalar_t>());
     });
-    context->save_for_backward({q, k, v, probabilities, segment_table});
+    context->save_for_backward({q, k, v, probabilities, segment_table, capped});
     context->saved_data["scale"] = scale;
     return output;
   }
@@ -278,12 +298,17 @@ class PackedCausalAttentionFunction
           layout, segments, offsets, static_cast<scalar_t>(scale),
           q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(),
           v.data_ptr<scalar_t>(), probabilities.data_ptr<scalar_t>(),
+          saved[5].defined() ? saved[5].data_ptr<scalar_t>() : nullptr,
           grad_output.data_ptr<scalar_t>(), grad_q.data_ptr<scalar_t>(),
           grad_k.data_ptr<scalar_t>(), grad_v.data_ptr<scalar_t>());
     });
-    return {grad_q.transpose(1, 2), grad_k.transpose(1, 2),
-            grad_v.transpose(1, 2), at::Tensor(),
-            at::Tensor(),           at::Tensor()};
+    return {grad_q.transpose(1, 2),
+            grad_k.transpose(1, 2),
+            grad_v.transpose(1, 2),
+            at::Tensor(),
+            at::Tensor(),
+            at::Tensor(),
+            at::Tensor()};
   }
 };
 
@@ -330,7 +355,8 @@ at::Tensor PackedCausalAttention(const at::Tensor& queries,
                                  const at::Tensor& keys,
                                  const at::Tensor& values,
                                  const std::vector<PackedSegment>& segments,
-                                 double scale, std::optional<int64_t> window) {
+                                 double scale, std::optional<int64_t> window,
+                                 std::optional<double> softcap) {
   TORCH_CHECK(queries.dim() == 4 && keys.dim() == 4 && values.dim() == 4,
               "PackedCausalAttention: queries, keys and values must be "
               "[rows, heads, width, head_dim], got ",
@@ -381,8 +407,12 @@ at::Tensor PackedCausalAttention(const at::Tensor& queries,
   TORCH_CHECK(!window.has_value() || *window > 0,
               "PackedCausalAttention: a window must be positive, got ",
               window.value_or(0));
+  TORCH_CHECK(!softcap.has_value() || *softcap > 0,
+              "PackedCausalAttention: a soft-cap must be positive, got ",
+              softcap.value_or(0));
   return PackedCausalAttentionFunction::apply(queries, keys, values, table,
-                                              scale, window.value_or(0));
+                                              scale, window.value_or(0),
+                                              softcap.value_or(0));
 }
 
 }  // namespace lethe

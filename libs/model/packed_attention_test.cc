@@ -23,12 +23,12 @@ at::Tensor SegmentIds() {
 
 // The masked computation, written independently of the kernel: K/V heads
 // repeated, scores over the whole row, a block-diagonal causal mask from the
-// ids (and a sliding window, when > 0), softmax, weighted sum;
-// [R, W, Hq * d].
+// ids (and a sliding window, when > 0), scores soft-capped (when > 0),
+// softmax, weighted sum; [R, W, Hq * d].
 at::Tensor MaskedAttention(const at::Tensor& queries, const at::Tensor& keys,
                            const at::Tensor& values,
                            const at::Tensor& segment_ids, double scale,
-                           int64_t window = 0) {
+                           int64_t window = 0, double softcap = 0) {
   const int64_t group = queries.size(1) / keys.size(1);
   const at::Tensor k = keys.repeat_interleave(group, 1);
   const at::Tensor v = values.repeat_interleave(group, 1);
@@ -42,11 +42,10 @@ at::Tensor MaskedAttention(const at::Tensor& queries, const at::Tensor& keys,
     allowed = allowed & (positions.view({1, width}) >
                          positions.view({width, 1}) - window);
   }
-  const at::Tensor scores =
-      torch::matmul(queries, k.transpose(2, 3))
-          .mul(scale)
-          .masked_fill(allowed.logical_not(),
-                       -std::numeric_limits<double>::infinity());
+  at::Tensor scores = torch::matmul(queries, k.transpose(2, 3)).mul(scale);
+  if (softcap > 0) scores = torch::tanh(scores / softcap) * softcap;
+  scores = scores.masked_fill(allowed.logical_not(),
+                              -std::numeric_limits<double>::infinity());
   return torch::matmul(torch::softmax(scores, -1), v)
       .transpose(1, 2)
       .reshape({queries.size(0), width, -1});
@@ -103,7 +102,8 @@ TEST(PackedSegmentsFromIdsTest, AnIdRecurringInARowNeedsTheMask) {
 
 struct AttentionCase {
   at::ScalarType dtype;
-  int64_t window;  // 0: none.
+  int64_t window;      // 0: none.
+  double softcap = 0;  // 0: none.
 };
 
 class PackedCausalAttentionTest : public testing::TestWithParam<AttentionCase> {
@@ -112,15 +112,17 @@ class PackedCausalAttentionTest : public testing::TestWithParam<AttentionCase> {
 TEST_P(PackedCausalAttentionTest, EqualsTheMaskedComputationAndItsGradients) {
   const at::ScalarType dtype = GetParam().dtype;
   const int64_t window = GetParam().window;
+  const double softcap = GetParam().softcap;
   const double tolerance = dtype == at::kDouble ? 1e-12 : 2e-6;
   ASSERT_TRUE(PackedCausalAttentionSupports(at::kCPU, dtype));
   const Inputs in = RandomInputs(dtype);
   const double scale = 1 / std::sqrt(5.0);
-  const at::Tensor expected = MaskedAttention(in.queries, in.keys, in.values,
-                                              SegmentIds(), scale, window);
+  const at::Tensor expected = MaskedAttention(
+      in.queries, in.keys, in.values, SegmentIds(), scale, window, softcap);
   const at::Tensor actual = PackedCausalAttention(
       in.queries, in.keys, in.values, *PackedSegmentsFromIds(SegmentIds()),
-      scale, window > 0 ? std::optional<int64_t>(window) : std::nullopt);
+      scale, window > 0 ? std::optional<int64_t>(window) : std::nullopt,
+      softcap > 0 ? std::optional<double>(softcap) : std::nullopt);
   ExpectClose(actual, expected, tolerance, "output");
 
   // A scalar weighting every output element differently.
@@ -135,16 +137,19 @@ TEST_P(PackedCausalAttentionTest, EqualsTheMaskedComputationAndItsGradients) {
   ExpectClose(grads[2], expected_grads[2], tolerance, "value gradient");
 }
 
-// Windows of 2 and 3 cut into the sequences of 4, 5 and 9 positions.
+// Windows of 2 and 3 cut into the sequences of 4, 5 and 9 positions; a
+// soft-cap of 0.5 bends scores of about unit size.
 INSTANTIATE_TEST_SUITE_P(Cases, PackedCausalAttentionTest,
                          testing::Values(AttentionCase{at::kDouble, 0},
                                          AttentionCase{at::kFloat, 0},
                                          AttentionCase{at::kDouble, 2},
-                                         AttentionCase{at::kFloat, 3}));
+                                         AttentionCase{at::kFloat, 3},
+                                         AttentionCase{at::kDouble, 2, 0.5},
+                                         AttentionCase{at::kFloat, 0, 0.5}));
 
-// A window changes the result (a check that the equality above can fail),
-// one as long as the longest sequence changes nothing, and one of 0 is
-// refused.
+// A window or a soft-cap changes the result (a check that the equality
+// above can fail), a window as long as the longest sequence changes
+// nothing, and a window or soft-cap of 0 is refused.
 TEST(PackedCausalAttentionWindowTest, WindowsMatter) {
   const Inputs in = RandomInputs(at::kDouble);
   const std::vector<PackedSegment> segments =
@@ -158,9 +163,15 @@ TEST(PackedCausalAttentionWindowTest, WindowsMatter) {
   EXPECT_TRUE(torch::equal(
       PackedCausalAttention(in.queries, in.keys, in.values, segments, 0.5, 9),
       full));
+  const at::Tensor capped = PackedCausalAttention(
+      in.queries, in.keys, in.values, segments, 0.5, std::nullopt, 0.5);
+  EXPECT_GT((capped - full).abs().max().item<double>(), 1e-3);
   EXPECT_THROW(
       PackedCausalAttention(in.queries, in.keys, in.values, segments, 0.5, 0),
       c10::Error);
+  EXPECT_THROW(PackedCausalAttention(in.queries, in.keys, in.values, segments,
+                                     0.5, std::nullopt, 0.0),
+               c10::Error);
 }
 
 // Each block is computed by one thread, whichever: the result does not
