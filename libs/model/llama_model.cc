@@ -506,7 +506,6 @@ at::Tensor LlamaBackbone::Run(const at::Tensor& input_ids,
             .unsqueeze(0)
             .expand({batch, length});
   }
-  std::shared_ptr<const std::vector<PackedSegment>> segments = packed.segments;
   if (packed.kept.defined()) {
     positions =
         positions.reshape({-1}).index_select(0, packed.kept).unsqueeze(0);
@@ -519,8 +518,8 @@ at::Tensor LlamaBackbone::Run(const at::Tensor& input_ids,
     ready = true;
     AttentionPattern& pattern =
         layer->sliding() ? sliding_pattern : full_pattern;
-    if (segments != nullptr) {
-      pattern.segments = segments;
+    if (packed.segments != nullptr) {
+      pattern.segments = packed.segments;
       if (layer->sliding()) pattern.window = sliding_window_;
       continue;
     }

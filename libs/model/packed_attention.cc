@@ -78,14 +78,40 @@ void ForEachBlock(int64_t count, const Work& work) {
   });
 }
 
-// Segment indices, longest first.
-std::vector<int64_t> LongestFirst(const std::vector<PackedSegment>& segments) {
-  std::vector<int64_t> order(segments.size());
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
-    return segments[a].length > segments[b].length;
-  });
-  return order;
+// What one call's forward and backward passes share, derived from the
+// queries and keys ([R, W, H, d]) and the segment table ([n, 3]: row,
+// start, length): the layout, the segments, where each segment's
+// probabilities (l^2 per query head) start in the saved buffer and its
+// total, and the segments longest first (the order blocks are handed out).
+struct Blocks {
+  Layout layout;
+  std::vector<PackedSegment> segments;
+  std::vector<int64_t> offsets;
+  int64_t total = 0;
+  std::vector<int64_t> order;
+};
+
+Blocks PlanBlocks(const at::Tensor& q, const at::Tensor& k,
+                  const at::Tensor& table) {
+  Blocks blocks;
+  blocks.layout = {.width = q.size(1),
+                   .query_heads = q.size(2),
+                   .kv_heads = k.size(2),
+                   .dim = q.size(3)};
+  const int64_t* data = table.data_ptr<int64_t>();
+  for (int64_t i = 0; i < table.size(0); ++i) {
+    const PackedSegment s{data[3 * i], data[3 * i + 1], data[3 * i + 2]};
+    blocks.segments.push_back(s);
+    blocks.offsets.push_back(blocks.total);
+    blocks.total += s.length * s.length * blocks.layout.query_heads;
+  }
+  blocks.order.resize(blocks.segments.size());
+  std::iota(blocks.order.begin(), blocks.order.end(), 0);
+  std::stable_sort(
+      blocks.order.begin(), blocks.order.end(), [&](int64_t a, int64_t b) {
+        return blocks.segments[a].length > blocks.segments[b].length;
+      });
+  return blocks;
 }
 
 // Softmax of each row i of the l x l scores over its columns j <= i (and,
@@ -110,119 +136,98 @@ void CausalSoftmaxRows(T* scores, int64_t l, int64_t window) {
 }
 
 template <typename T>
-void ForwardBlocks(const Layout& layout,
-                   const std::vector<PackedSegment>& segments,
-                   const std::vector<int64_t>& probability_offsets, T scale,
-                   int64_t window, T softcap, const T* queries, const T* keys,
-                   const T* values, T* probabilities, T* capped, T* output) {
-  const std::vector<int64_t> order = LongestFirst(segments);
+void ForwardBlocks(const Blocks& blocks, T scale, int64_t window, T softcap,
+                   const T* queries, const T* keys, const T* values,
+                   T* probabilities, T* capped, T* output) {
+  const Layout& layout = blocks.layout;
+  const std::vector<int64_t>& probability_offsets = blocks.offsets;
   const int64_t heads = layout.query_heads;
-  ForEachBlock(static_cast<int64_t>(order.size()) * heads, [&](int64_t i) {
-    const int64_t index = order[i / heads];
-    const int64_t head = i % heads;
-    const int64_t kv_head = head / layout.group();
-    const PackedSegment& s = segments[index];
-    const int64_t l = s.length;
-    T* p = probabilities + probability_offsets[index] + head * l * l;
-    const int64_t q = layout.QueryOffset(s, head);
-    const int64_t kv = layout.KvOffset(s, kv_head);
-    Gemm(false, true, l, l, layout.dim, scale, queries + q,
-         layout.query_stride(), keys + kv, layout.kv_stride(), T(0), p, l);
-    if (capped != nullptr) {
-      // Gemma 2: scores c tanh(s / c); the tanh kept for the backward pass.
-      T* t = capped + probability_offsets[index] + head * l * l;
-      for (int64_t j = 0; j < l * l; ++j) {
-        t[j] = std::tanh(p[j] / softcap);
-        p[j] = softcap * t[j];
-      }
-    }
-    CausalSoftmaxRows(p, l, window);
-    Gemm(false, false, l, layout.dim, l, T(1), p, l, values + kv,
-         layout.kv_stride(), T(0), output + q, layout.query_stride());
-  });
+  ForEachBlock(
+      static_cast<int64_t>(blocks.order.size()) * heads, [&](int64_t i) {
+        const int64_t index = blocks.order[i / heads];
+        const int64_t head = i % heads;
+        const int64_t kv_head = head / layout.group();
+        const PackedSegment& s = blocks.segments[index];
+        const int64_t l = s.length;
+        T* p = probabilities + probability_offsets[index] + head * l * l;
+        const int64_t q = layout.QueryOffset(s, head);
+        const int64_t kv = layout.KvOffset(s, kv_head);
+        Gemm(false, true, l, l, layout.dim, scale, queries + q,
+             layout.query_stride(), keys + kv, layout.kv_stride(), T(0), p, l);
+        if (capped != nullptr) {
+          // Gemma 2: scores c tanh(s / c); the tanh kept for the backward pass.
+          T* t = capped + probability_offsets[index] + head * l * l;
+          for (int64_t j = 0; j < l * l; ++j) {
+            t[j] = std::tanh(p[j] / softcap);
+            p[j] = softcap * t[j];
+          }
+        }
+        CausalSoftmaxRows(p, l, window);
+        Gemm(false, false, l, layout.dim, l, T(1), p, l, values + kv,
+             layout.kv_stride(), T(0), output + q, layout.query_stride());
+      });
 }
 
 // Gradients of one call. The query heads sharing a K/V head run in one block
 // (in order), so that each block alone accumulates its K/V gradients.
 template <typename T>
-void BackwardBlocks(const Layout& layout,
-                    const std::vector<PackedSegment>& segments,
-                    const std::vector<int64_t>& probability_offsets, T scale,
-                    const T* queries, const T* keys, const T* values,
-                    const T* probabilities, const T* capped,
-                    const T* grad_output, T* grad_queries, T* grad_keys,
-                    T* grad_values) {
-  const std::vector<int64_t> order = LongestFirst(segments);
+void BackwardBlocks(const Blocks& blocks, T scale, const T* queries,
+                    const T* keys, const T* values, const T* probabilities,
+                    const T* capped, const T* grad_output, T* grad_queries,
+                    T* grad_keys, T* grad_values) {
+  const Layout& layout = blocks.layout;
+  const std::vector<int64_t>& probability_offsets = blocks.offsets;
   const int64_t kv_heads = layout.kv_heads;
-  ForEachBlock(static_cast<int64_t>(order.size()) * kv_heads, [&](int64_t i) {
-    const int64_t index = order[i / kv_heads];
-    const int64_t kv_head = i % kv_heads;
-    const PackedSegment& s = segments[index];
-    const int64_t l = s.length;
-    const int64_t kv = layout.KvOffset(s, kv_head);
-    const int64_t d = layout.dim;
-    std::vector<T> grad_scores(l * l);
-    for (int64_t r = 0; r < layout.group(); ++r) {
-      const int64_t head = kv_head * layout.group() + r;
-      const T* p = probabilities + probability_offsets[index] + head * l * l;
-      const int64_t q = layout.QueryOffset(s, head);
-      const T accumulate = r == 0 ? T(0) : T(1);
-      // dV += P^T dO; dP = dO V^T.
-      Gemm(true, false, l, d, l, T(1), p, l, grad_output + q,
-           layout.query_stride(), accumulate, grad_values + kv,
-           layout.kv_stride());
-      Gemm(false, true, l, l, d, T(1), grad_output + q, layout.query_stride(),
-           values + kv, layout.kv_stride(), T(0), grad_scores.data(), l);
-      // dS = P (dP - rowsum(P dP)), the softmax's backward (0 wherever P
-      // is: above the diagonal and outside a window).
-      for (int64_t row = 0; row < l; ++row) {
-        const T* p_row = p + row * l;
-        T* g_row = grad_scores.data() + row * l;
-        double dot = 0;
-        for (int64_t j = 0; j <= row; ++j) dot += p_row[j] * g_row[j];
-        for (int64_t j = 0; j <= row; ++j) {
-          g_row[j] = p_row[j] * (g_row[j] - static_cast<T>(dot));
+  ForEachBlock(
+      static_cast<int64_t>(blocks.order.size()) * kv_heads, [&](int64_t i) {
+        const int64_t index = blocks.order[i / kv_heads];
+        const int64_t kv_head = i % kv_heads;
+        const PackedSegment& s = blocks.segments[index];
+        const int64_t l = s.length;
+        const int64_t kv = layout.KvOffset(s, kv_head);
+        const int64_t d = layout.dim;
+        std::vector<T> grad_scores(l * l);
+        for (int64_t r = 0; r < layout.group(); ++r) {
+          const int64_t head = kv_head * layout.group() + r;
+          const T* p =
+              probabilities + probability_offsets[index] + head * l * l;
+          const int64_t q = layout.QueryOffset(s, head);
+          const T accumulate = r == 0 ? T(0) : T(1);
+          // dV += P^T dO; dP = dO V^T.
+          Gemm(true, false, l, d, l, T(1), p, l, grad_output + q,
+               layout.query_stride(), accumulate, grad_values + kv,
+               layout.kv_stride());
+          Gemm(false, true, l, l, d, T(1), grad_output + q,
+               layout.query_stride(), values + kv, layout.kv_stride(), T(0),
+               grad_scores.data(), l);
+          // dS = P (dP - rowsum(P dP)), the softmax's backward (0 wherever P
+          // is: above the diagonal and outside a window).
+          for (int64_t row = 0; row < l; ++row) {
+            const T* p_row = p + row * l;
+            T* g_row = grad_scores.data() + row * l;
+            double dot = 0;
+            for (int64_t j = 0; j <= row; ++j) dot += p_row[j] * g_row[j];
+            for (int64_t j = 0; j <= row; ++j) {
+              g_row[j] = p_row[j] * (g_row[j] - static_cast<T>(dot));
+            }
+            std::fill(g_row + row + 1, g_row + l, T(0));
+          }
+          if (capped != nullptr) {
+            // Through c tanh(s / c): times 1 - tanh^2.
+            const T* t = capped + probability_offsets[index] + head * l * l;
+            for (int64_t j = 0; j < l * l; ++j) {
+              grad_scores[j] *= T(1) - t[j] * t[j];
+            }
+          }
+          // dQ = scale dS K; dK += scale dS^T Q.
+          Gemm(false, false, l, d, l, scale, grad_scores.data(), l, keys + kv,
+               layout.kv_stride(), T(0), grad_queries + q,
+               layout.query_stride());
+          Gemm(true, false, l, d, l, scale, grad_scores.data(), l, queries + q,
+               layout.query_stride(), accumulate, grad_keys + kv,
+               layout.kv_stride());
         }
-        std::fill(g_row + row + 1, g_row + l, T(0));
-      }
-      if (capped != nullptr) {
-        // Through c tanh(s / c): times 1 - tanh^2.
-        const T* t = capped + probability_offsets[index] + head * l * l;
-        for (int64_t j = 0; j < l * l; ++j) {
-          grad_scores[j] *= T(1) - t[j] * t[j];
-        }
-      }
-      // dQ = scale dS K; dK += scale dS^T Q.
-      Gemm(false, false, l, d, l, scale, grad_scores.data(), l, keys + kv,
-           layout.kv_stride(), T(0), grad_queries + q, layout.query_stride());
-      Gemm(true, false, l, d, l, scale, grad_scores.data(), l, queries + q,
-           layout.query_stride(), accumulate, grad_keys + kv,
-           layout.kv_stride());
-    }
-  });
-}
-
-std::vector<PackedSegment> SegmentsFromTable(const at::Tensor& table) {
-  std::vector<PackedSegment> segments(table.size(0));
-  const int64_t* data = table.data_ptr<int64_t>();
-  for (size_t i = 0; i < segments.size(); ++i) {
-    segments[i] = {data[3 * i], data[3 * i + 1], data[3 * i + 2]};
-  }
-  return segments;
-}
-
-// Offsets of each segment's probabilities (l^2 per query head) and the
-// total.
-std::vector<int64_t> ProbabilityOffsets(
-    const std::vector<PackedSegment>& segments, int64_t heads, int64_t* total) {
-  std::vector<int64_t> offsets(segments.size());
-  int64_t next = 0;
-  for (size_t i = 0; i < segments.size(); ++i) {
-    offsets[i] = next;
-    next += segments[i].length * segments[i].length * heads;
-  }
-  *total = next;
-  return offsets;
+      });
 }
 
 // [R, H, W, d] -> contiguous [R, W, H, d].
@@ -241,23 +246,15 @@ class PackedCausalAttentionFunction
     const at::Tensor q = HeadsInner(queries);
     const at::Tensor k = HeadsInner(keys);
     const at::Tensor v = HeadsInner(values);
-    const Layout layout{.width = q.size(1),
-                        .query_heads = q.size(2),
-                        .kv_heads = k.size(2),
-                        .dim = q.size(3)};
-    const std::vector<PackedSegment> segments =
-        SegmentsFromTable(segment_table);
-    int64_t total = 0;
-    const std::vector<int64_t> offsets =
-        ProbabilityOffsets(segments, layout.query_heads, &total);
-    at::Tensor probabilities = at::empty({total}, q.options());
+    const Blocks blocks = PlanBlocks(q, k, segment_table);
+    at::Tensor probabilities = at::empty({blocks.total}, q.options());
     at::Tensor capped =
-        softcap > 0 ? at::empty({total}, q.options()) : at::Tensor();
-    at::Tensor output =
-        at::empty({q.size(0), q.size(1), layout.query_stride()}, q.options());
+        softcap > 0 ? at::empty({blocks.total}, q.options()) : at::Tensor();
+    at::Tensor output = at::empty(
+        {q.size(0), q.size(1), blocks.layout.query_stride()}, q.options());
     AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "PackedCausalAttention", [&] {
       ForwardBlocks<scalar_t>(
-          layout, segments, offsets, static_cast<scalar_t>(scale), window,
+          blocks, static_cast<scalar_t>(scale), window,
           static_cast<scalar_t>(softcap), q.data_ptr<scalar_t>(),
           k.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
           probabilities.data_ptr<scalar_t>(),
@@ -281,23 +278,16 @@ class PackedCausalAttentionFunction
     const at::Tensor& v = saved[2];
     const at::Tensor& probabilities = saved[3];
     const double scale = context->saved_data["scale"].toDouble();
-    const Layout layout{.width = q.size(1),
-                        .query_heads = q.size(2),
-                        .kv_heads = k.size(2),
-                        .dim = q.size(3)};
-    const std::vector<PackedSegment> segments = SegmentsFromTable(saved[4]);
-    int64_t total = 0;
-    const std::vector<int64_t> offsets =
-        ProbabilityOffsets(segments, layout.query_heads, &total);
+    const Blocks blocks = PlanBlocks(q, k, saved[4]);
     const at::Tensor grad_output = grad_outputs[0].contiguous();
     at::Tensor grad_q = at::empty_like(q);
     at::Tensor grad_k = at::empty_like(k);
     at::Tensor grad_v = at::empty_like(v);
     AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "PackedCausalAttention", [&] {
       BackwardBlocks<scalar_t>(
-          layout, segments, offsets, static_cast<scalar_t>(scale),
-          q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(),
-          v.data_ptr<scalar_t>(), probabilities.data_ptr<scalar_t>(),
+          blocks, static_cast<scalar_t>(scale), q.data_ptr<scalar_t>(),
+          k.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
+          probabilities.data_ptr<scalar_t>(),
           saved[5].defined() ? saved[5].data_ptr<scalar_t>() : nullptr,
           grad_output.data_ptr<scalar_t>(), grad_q.data_ptr<scalar_t>(),
           grad_k.data_ptr<scalar_t>(), grad_v.data_ptr<scalar_t>());

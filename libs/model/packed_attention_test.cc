@@ -200,7 +200,7 @@ TEST(PackedCausalAttentionThreadsTest, SameBitsOnOneAndTwoThreads) {
 // The masked computation differs when the segments differ (a check that the
 // equality above can fail): one segment per row lets sequences see their
 // row neighbours.
-TEST(PackedCausalAttentionThreadsTest, SegmentsMatter) {
+TEST(PackedCausalAttentionSegmentsTest, SegmentsMatter) {
   const Inputs in = RandomInputs(at::kDouble);
   const at::Tensor whole_rows = torch::ones({3, 9}, torch::kLong);
   const at::Tensor apart =
